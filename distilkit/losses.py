@@ -1,0 +1,429 @@
+"""Every distillation loss as a plain function of tensors.
+
+Each function returns a scalar tensor that is differentiable with respect to the
+student side. Teacher tensors are treated as constants (they are detached here, so a
+forgotten ``torch.no_grad()`` around the teacher never sends gradients into it).
+
+Masks are bool or 0/1 tensors over the leading dimensions of the inputs (usually
+``(batch, seq)``). Positions a mask excludes contribute nothing, whatever values they
+hold, and a mask that selects nothing gives a loss of exactly 0 (still attached to the
+graph, so ``loss.backward()`` works).
+
+Default weights quoted in docstrings follow the DistilBERT training code: temperature
+2, ``alpha_ce=5`` (soft targets), ``alpha_mlm=2`` (masked LM), ``alpha_cos=1``
+(cosine of hidden states).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LossInputError(ValueError):
+    """A loss got tensors of incompatible shapes, a malformed mask or a bad option."""
+
+
+# ---------------------------------------------------------------------------------------
+# Input checks and masked reductions shared by the losses below.
+
+
+def _check_same_shape(student: Tensor, teacher: Tensor, what: str) -> None:
+    if student.shape != teacher.shape:
+        raise LossInputError(
+            f"student {what} have shape {tuple(student.shape)} but teacher {what} have shape "
+            f"{tuple(teacher.shape)}: they must match"
+        )
+
+
+def _selection(mask: Tensor | None, leading_shape: Sequence[int], device: torch.device) -> Tensor:
+    """A bool tensor of shape ``leading_shape`` from an optional bool or 0/1 mask."""
+    if mask is None:
+        return torch.ones(tuple(leading_shape), dtype=torch.bool, device=device)
+    if tuple(mask.shape) != tuple(leading_shape):
+        raise LossInputError(
+            f"mask has shape {tuple(mask.shape)} but the inputs need a mask of shape "
+            f"{tuple(leading_shape)} (their leading dimensions)"
+        )
+    if mask.dtype != torch.bool:
+        if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
+            raise LossInputError("mask must be bool or hold only 0 and 1 (1 = position counts)")
+        mask = mask != 0
+    return mask.to(device)
+
+
+def _mean_or_zero(total: Tensor, count: int | Tensor) -> Tensor:
+    """``total / count``, or 0 (keeping the graph) when nothing was counted."""
+    if isinstance(count, Tensor):
+        return total / count.clamp_min(1).to(total.dtype)
+    return total / max(count, 1)
+
+
+def _check_temperature(temperature: float) -> None:
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise LossInputError(f"temperature must be a positive finite number, got {temperature}")
+
+
+def _check_hidden(student_hidden: Tensor, teacher_hidden: Tensor, hint: str) -> None:
+    if student_hidden.shape[:-1] != teacher_hidden.shape[:-1]:
+        raise LossInputError(
+            f"student hidden states have shape {tuple(student_hidden.shape)} but teacher hidden "
+            f"states have shape {tuple(teacher_hidden.shape)}: all but the last dimension "
+            "must match"
+        )
+    student_dim, teacher_dim = student_hidden.shape[-1], teacher_hidden.shape[-1]
+    if student_dim != teacher_dim:
+        raise LossInputError(
+            f"student hidden width is {student_dim} but teacher hidden width is {teacher_dim}: "
+            f"{hint} (e.g. nn.Linear({student_dim}, {teacher_dim}))"
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Prediction-layer losses.
+
+
+def soft_target_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 2.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Hinton KD / DistilBERT's ``L_ce``: ``KL(softmax(t/T) || softmax(s/T)) * T**2``.
+
+    student_logits, teacher_logits: ``(..., classes)``; mask: ``(...)`` over the leading
+    dimensions (e.g. the masked-LM positions). The KL is summed over classes and averaged
+    over the selected positions. The ``T**2`` factor keeps gradient magnitudes roughly
+    independent of the temperature. DistilBERT uses ``temperature=2`` and weight 5.
+    """
+    _check_same_shape(student_logits, teacher_logits, "logits")
+    _check_temperature(temperature)
+    selected = _selection(mask, student_logits.shape[:-1], student_logits.device)
+    student_log_probs = F.log_softmax(student_logits[selected] / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.detach()[selected] / temperature, dim=-1)
+    teacher_probs = teacher_log_probs.exp()
+    # Classes the teacher gives probability 0 contribute 0 (0 * log 0 = 0), not NaN.
+    teacher_log_probs = torch.where(teacher_probs > 0, teacher_log_probs, 0.0)
+    kl = (teacher_probs * (teacher_log_probs - student_log_probs)).sum()
+    return _mean_or_zero(kl, selected.sum()) * temperature**2
+
+
+def logit_mse_loss(
+    student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Mean squared error between logits (Tang et al., 2019).
+
+    student_logits, teacher_logits: ``(..., classes)``; mask: ``(...)``. Averaged over
+    the selected positions and the classes.
+    """
+    _check_same_shape(student_logits, teacher_logits, "logits")
+    selected = _selection(mask, student_logits.shape[:-1], student_logits.device)
+    squared = (student_logits[selected] - teacher_logits.detach()[selected]).pow(2)
+    return _mean_or_zero(squared.sum(), squared.numel())
+
+
+def mlm_loss(mlm_logits: Tensor, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """Masked-LM cross-entropy over positions whose label is not ``ignore_index``.
+
+    mlm_logits: ``(..., vocab)``; labels: ``(...)`` int64 token ids. Averaged over the
+    labelled positions; 0 when there are none. DistilBERT weights it by 2.
+    """
+    if labels.shape != mlm_logits.shape[:-1]:
+        raise LossInputError(
+            f"labels have shape {tuple(labels.shape)} but mlm_logits have shape "
+            f"{tuple(mlm_logits.shape)}: labels must have the logits' shape without the "
+            "vocabulary dimension"
+        )
+    selected = labels != ignore_index
+    selected_labels = labels[selected]
+    vocab_size = mlm_logits.shape[-1]
+    if selected_labels.numel() and (
+        selected_labels.min() < 0 or selected_labels.max() >= vocab_size
+    ):
+        raise LossInputError(
+            f"labels must be token ids in [0, {vocab_size}) or {ignore_index} for unlabelled "
+            f"positions; got values from {int(selected_labels.min())} to "
+            f"{int(selected_labels.max())}"
+        )
+    nll = F.cross_entropy(mlm_logits[selected], selected_labels, reduction="sum")
+    return _mean_or_zero(nll, selected_labels.numel())
+
+
+def hard_label_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Classification cross-entropy with gold labels.
+
+    logits: ``(batch, classes)``; labels: ``(batch,)`` int64 class ids. Mean over the batch.
+    """
+    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise LossInputError(
+            f"hard_label_loss expects logits (batch, classes) and labels (batch,); got "
+            f"{tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise LossInputError(f"labels must be integer class ids, got dtype {labels.dtype}")
+    return F.cross_entropy(logits, labels)
+
+
+def regression_loss(predictions: Tensor, targets: Tensor) -> Tensor:
+    """Mean squared error for regression tasks such as STS-B.
+
+    predictions: ``(batch,)`` or ``(batch, 1)`` (a one-output head); targets: ``(batch,)``.
+    """
+    if predictions.dim() == 2 and predictions.shape[1] == 1:
+        predictions = predictions[:, 0]
+    if predictions.shape != targets.shape:
+        raise LossInputError(
+            f"predictions have shape {tuple(predictions.shape)} but targets have shape "
+            f"{tuple(targets.shape)}: expected (batch,) or (batch, 1) predictions for "
+            "(batch,) targets"
+        )
+    return F.mse_loss(predictions, targets.to(predictions.dtype))
+
+
+# ---------------------------------------------------------------------------------------
+# Intermediate-layer losses.
+
+
+def cosine_hidden_loss(
+    student_hidden: Tensor, teacher_hidden: Tensor, attention_mask: Tensor
+) -> Tensor:
+    """DistilBERT's ``L_cos``: mean of ``1 - cos(student, teacher)`` over real tokens.
+
+    student_hidden, teacher_hidden: ``(batch, seq, hidden)``; attention_mask:
+    ``(batch, seq)``, 1 for real tokens. Equals ``nn.CosineEmbeddingLoss`` with target 1
+    on the non-padding tokens. DistilBERT weights it by 1.
+    """
+    _check_hidden(student_hidden, teacher_hidden, "cosine needs equal widths; project first")
+    selected = _selection(attention_mask, student_hidden.shape[:-1], student_hidden.device)
+    cosine = F.cosine_similarity(
+        student_hidden[selected], teacher_hidden.detach()[selected], dim=-1
+    )  # (tokens,)
+    return _mean_or_zero((1.0 - cosine).sum(), cosine.numel())
+
+
+def hidden_mse_loss(
+    student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    attention_mask: Tensor | None = None,
+    projection: nn.Module | None = None,
+) -> Tensor:
+    """TinyBERT's hidden-state loss: MSE after an optional projection of the student.
+
+    student_hidden: ``(batch, seq, student_hidden)``; teacher_hidden:
+    ``(batch, seq, teacher_hidden)``; attention_mask: ``(batch, seq)``, None = all tokens.
+    projection (e.g. ``nn.Linear(student_hidden, teacher_hidden)``, trained with the
+    student) maps the student to the teacher's width first. Averaged over the real tokens
+    and the features.
+    """
+    if projection is not None:
+        student_hidden = projection(student_hidden)
+    _check_hidden(student_hidden, teacher_hidden, "pass a projection")
+    selected = _selection(attention_mask, student_hidden.shape[:-1], student_hidden.device)
+    squared = (student_hidden[selected] - teacher_hidden.detach()[selected]).pow(2)
+    return _mean_or_zero(squared.sum(), squared.numel())
+
+
+def embedding_mse_loss(
+    student_embeddings: Tensor,
+    teacher_embeddings: Tensor,
+    attention_mask: Tensor | None = None,
+    projection: nn.Module | None = None,
+) -> Tensor:
+    """TinyBERT's embedding-layer loss: :func:`hidden_mse_loss` on hidden state 0.
+
+    student_embeddings: ``(batch, seq, student_hidden)``; teacher_embeddings:
+    ``(batch, seq, teacher_hidden)``. Kept as a name so loss dicts read like the paper.
+    """
+    return hidden_mse_loss(student_embeddings, teacher_embeddings, attention_mask, projection)
+
+
+def _attention_pairs(
+    student_maps: Tensor, teacher_maps: Tensor, attention_mask: Tensor, average_heads: bool
+) -> Tensor:
+    """Check ``(batch, heads, seq, seq)`` maps; return the (batch, 1, seq, seq) pair mask."""
+    if student_maps.dim() != 4 or teacher_maps.dim() != 4:
+        raise LossInputError(
+            f"attention maps must be (batch, heads, seq, seq); got student "
+            f"{tuple(student_maps.shape)} and teacher {tuple(teacher_maps.shape)}"
+        )
+    if not average_heads and student_maps.shape[1] != teacher_maps.shape[1]:
+        raise LossInputError(
+            f"student has {student_maps.shape[1]} attention heads but teacher has "
+            f"{teacher_maps.shape[1]}: pass average_heads=True to compare head-averaged maps"
+        )
+    batch, _, seq, keys = student_maps.shape
+    if keys != seq or (batch, seq, keys) != (teacher_maps.shape[0], *teacher_maps.shape[2:]):
+        raise LossInputError(
+            f"attention maps must be square and agree in batch and sequence size: student "
+            f"{tuple(student_maps.shape)}, teacher {tuple(teacher_maps.shape)}"
+        )
+    token_mask = _selection(attention_mask, (batch, seq), student_maps.device)
+    return (token_mask[:, :, None] & token_mask[:, None, :])[:, None]
+
+
+def attention_score_mse(
+    student_scores: Tensor,
+    teacher_scores: Tensor,
+    attention_mask: Tensor,
+    average_heads: bool = False,
+) -> Tensor:
+    """TinyBERT's attention loss: MSE between pre-softmax attention scores.
+
+    student_scores, teacher_scores: ``(batch, heads, seq, seq)`` (query, key);
+    attention_mask: ``(batch, seq)``. Only (query, key) pairs where both are real tokens
+    count, so masked scores (-inf, -1e4, ...) never leak in. Averaged over heads and the
+    counted pairs. Different head counts are an error unless ``average_heads=True``,
+    which compares the head-averaged maps.
+    """
+    pairs = _attention_pairs(student_scores, teacher_scores, attention_mask, average_heads)
+    # Zero the excluded pairs *before* any arithmetic: -inf - (-inf) is NaN, and a NaN
+    # would poison the gradients even of an excluded term.
+    student_scores = torch.where(pairs, student_scores, 0.0)
+    teacher_scores = torch.where(pairs, teacher_scores.detach(), 0.0)
+    if average_heads:
+        student_scores = student_scores.mean(dim=1, keepdim=True)
+        teacher_scores = teacher_scores.mean(dim=1, keepdim=True)
+    squared = (student_scores - teacher_scores).pow(2)  # (batch, heads, seq, seq), 0 off pairs
+    return _mean_or_zero(squared.sum(), squared.shape[1] * pairs.sum())
+
+
+def attention_prob_kl(
+    student_probs: Tensor,
+    teacher_probs: Tensor,
+    attention_mask: Tensor,
+    average_heads: bool = False,
+) -> Tensor:
+    """MiniLM-style attention loss: ``KL(teacher || student)`` per query row over keys.
+
+    student_probs, teacher_probs: ``(batch, heads, seq, seq)`` post-softmax attention
+    (each query row sums to 1); attention_mask: ``(batch, seq)``. The KL is summed over
+    the real keys and averaged over heads and real queries; padded queries are excluded.
+    ``average_heads=True`` compares head-averaged maps (needed when head counts differ).
+    """
+    pairs = _attention_pairs(student_probs, teacher_probs, attention_mask, average_heads)
+    # Excluded pairs become (teacher 0, student 1), which contributes exactly 0.
+    student_probs = torch.where(pairs, student_probs, 1.0)
+    teacher_probs = torch.where(pairs, teacher_probs.detach(), 0.0)
+    if average_heads:
+        student_probs = student_probs.mean(dim=1, keepdim=True)
+        teacher_probs = teacher_probs.mean(dim=1, keepdim=True)
+    # Clamping at the smallest normal number only changes probabilities that underflowed.
+    student_log_probs = student_probs.clamp_min(torch.finfo(student_probs.dtype).tiny).log()
+    kl = torch.xlogy(teacher_probs, teacher_probs) - teacher_probs * student_log_probs
+    real_queries = pairs.any(dim=-1).sum()  # a real query always has a real key: itself
+    return _mean_or_zero(kl.sum(), student_probs.shape[1] * real_queries)
+
+
+def pkd_loss(student_cls: Tensor, teacher_cls: Tensor) -> Tensor:
+    """Patient KD's loss on [CLS] vectors of matched layers.
+
+    student_cls, teacher_cls: ``(batch, layers, hidden)`` or ``(batch, hidden)``. Each
+    vector is L2-normalised, then the squared Euclidean distance is summed over hidden and
+    averaged over batch and layers (so scaling any vector leaves the loss unchanged).
+    """
+    _check_hidden(student_cls, teacher_cls, "PKD needs equal widths; project the student first")
+    if student_cls.dim() not in (2, 3):
+        raise LossInputError(
+            f"pkd_loss expects (batch, layers, hidden) or (batch, hidden); got "
+            f"{tuple(student_cls.shape)}"
+        )
+    student_unit = F.normalize(student_cls, dim=-1)
+    teacher_unit = F.normalize(teacher_cls.detach(), dim=-1)
+    squared_distance = (student_unit - teacher_unit).pow(2).sum(dim=-1)  # (batch[, layers])
+    return squared_distance.mean()
+
+
+# ---------------------------------------------------------------------------------------
+# Combining losses and teachers.
+
+
+def weighted_sum(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """``sum(weights[name] * losses[name])`` over the named losses.
+
+    Every loss needs a weight and every weight a loss (a typo is an error, not a silently
+    dropped term). Terms with weight 0 are skipped entirely, so a NaN there cannot spread.
+    """
+    missing_weights = sorted(set(losses) - set(weights))
+    if missing_weights:
+        raise LossInputError(
+            f"no weight for loss(es) {missing_weights}; weights were given for "
+            f"{sorted(weights)} (give weight 0 to switch a loss off)"
+        )
+    unknown_weights = sorted(set(weights) - set(losses))
+    if unknown_weights:
+        raise LossInputError(
+            f"weight(s) {unknown_weights} name no loss; the losses are {sorted(losses)}"
+        )
+    if not losses:
+        raise LossInputError("weighted_sum got no losses")
+    total: Tensor | None = None
+    for name, loss in losses.items():
+        weight = float(weights[name])
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise LossInputError(f"weight of {name!r} must be finite and >= 0, got {weight}")
+        if loss.dim() != 0:
+            raise LossInputError(f"loss {name!r} must be a scalar, got shape {tuple(loss.shape)}")
+        if weight == 0:
+            continue
+        total = weight * loss if total is None else total + weight * loss
+    if total is None:
+        first = next(iter(losses.values()))
+        return torch.zeros((), dtype=first.dtype, device=first.device)
+    return total
+
+
+def average_teacher_logits(
+    teacher_logits: list[Tensor],
+    mode: str = "probs",
+    temperature: float = 1.0,
+    weights: list[float] | None = None,
+) -> Tensor:
+    """Combine several teachers into one set of soft-target logits.
+
+    teacher_logits: a list of ``(..., classes)`` tensors of one shape. weights: one
+    non-negative number per teacher (normalised to sum 1; default equal).
+
+    mode "probs": returns ``T * log(sum_i w_i softmax(logits_i / T))``, so that
+    ``softmax(result / T)`` is exactly the weighted mean teacher distribution at
+    temperature T; pass the same temperature to :func:`soft_target_loss`.
+    mode "logits": returns the weighted mean of the logits (temperature is unused).
+
+    With one teacher both modes give soft targets equal to that teacher's (in mode
+    "probs" the logits are shifted by a per-row constant, which softmax ignores).
+    The result is detached: it is a target, not something to train.
+    """
+    if not teacher_logits:
+        raise LossInputError("average_teacher_logits needs at least one teacher")
+    if mode not in ("probs", "logits"):
+        raise LossInputError(f"mode must be 'probs' or 'logits', got {mode!r}")
+    _check_temperature(temperature)
+    first = teacher_logits[0]
+    for index, logits in enumerate(teacher_logits[1:], start=1):
+        if logits.shape != first.shape:
+            raise LossInputError(
+                f"teacher {index} logits have shape {tuple(logits.shape)} but teacher 0 "
+                f"logits have shape {tuple(first.shape)}: all teachers must match"
+            )
+    if weights is None:
+        weights = [1.0] * len(teacher_logits)
+    if len(weights) != len(teacher_logits):
+        raise LossInputError(
+            f"got {len(weights)} weights for {len(teacher_logits)} teachers: give one each"
+        )
+    if any(not (w >= 0 and math.isfinite(w)) for w in weights) or sum(weights) <= 0:
+        raise LossInputError(f"teacher weights must be finite, >= 0 and not all 0; got {weights}")
+    # Teachers with weight 0 are dropped (log 0 = -inf would otherwise enter logsumexp).
+    total_weight = sum(weights)
+    kept = [index for index, weight in enumerate(weights) if weight > 0]
+    stacked = torch.stack([teacher_logits[i].detach() for i in kept])  # (teachers, ..., classes)
+    weight_tensor = torch.tensor(
+        [weights[i] / total_weight for i in kept], dtype=stacked.dtype, device=stacked.device
+    ).view((len(kept),) + (1,) * first.dim())
+    if mode == "logits":
+        return (weight_tensor * stacked).sum(dim=0)
+    log_probs = F.log_softmax(stacked / temperature, dim=-1)
+    return temperature * torch.logsumexp(log_probs + weight_tensor.log(), dim=0)
