@@ -1,0 +1,11 @@
+"""distilkit: make BERT-class text encoders small and fast by knowledge distillation."""
+
+from __future__ import annotations
+
+from distilkit.config import ModelConfig
+from distilkit.encoder import Encoder, load
+from distilkit.modeling import TransformerModel
+from distilkit.tokenizer import Tokenizer
+
+__version__ = "0.1.0"
+__all__ = ["Encoder", "ModelConfig", "Tokenizer", "TransformerModel", "__version__", "load"]

@@ -1,0 +1,223 @@
+"""The user-facing :class:`Encoder`: a model plus its tokenizer, with the everyday uses.
+
+``distilkit.load(name)`` returns one. Everything here runs in inference mode and feeds
+the model length-sorted batches, so short texts are not padded to long ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from distilkit.checkpoint import load_model, save_model
+from distilkit.hub import resolve
+from distilkit.inspect import model_info
+from distilkit.modeling import POOLINGS, TransformerModel, pool
+from distilkit.tokenizer import Batch, Tokenizer
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+class Encoder:
+    """A loaded model and tokenizer. Build with :func:`distilkit.load`."""
+
+    def __init__(
+        self,
+        model: TransformerModel,
+        tokenizer: Tokenizer,
+        folder: Path | None = None,
+        name: str | None = None,
+    ):
+        if tokenizer.vocab_size > model.config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {tokenizer.vocab_size:,} entries but the embedding matrix has "
+                f"{model.config.vocab_size:,} rows: the tokenizer must be the model's own"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.folder = folder
+        self.name = name or (str(folder) if folder else "model")
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, dtype: str | torch.dtype) -> Encoder:
+        """Cast the weights (``"bfloat16"`` for fast CPU inference on AVX512-BF16/AMX)."""
+        self.model.to(_dtype(dtype))
+        return self
+
+    # ------------------------------------------------------------------ encoding
+    def _batches(
+        self, texts: Sequence[str], batch_size: int, max_length: int | None, progress: bool | None
+    ) -> Iterator[tuple[np.ndarray, Batch]]:
+        """Length-sorted batches; yields (original indices, batch)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        lengths = [len(t) for t in texts]
+        order = np.argsort([-n for n in lengths], kind="stable")
+        starts = range(0, len(texts), batch_size)
+        show = progress if progress is not None else len(texts) > 20 * batch_size
+        for start in tqdm(starts, desc="encoding", unit="batch", disable=not show):
+            indices = order[start : start + batch_size]
+            yield indices, self.tokenizer([texts[i] for i in indices], max_length=max_length)
+
+    @torch.inference_mode()
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        pooling: str = "mean",
+        normalize: bool = False,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        progress: bool | None = None,
+    ) -> np.ndarray:
+        """Sentence embeddings, ``(n, hidden)`` float32.
+
+        pooling: mean | cls | max | last (see :func:`distilkit.modeling.pool`);
+        normalize: scale each vector to unit L2 norm.
+        """
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
+        for indices, batch in self._batches(texts, batch_size, max_length, progress):
+            encoded = self.model.backbone(
+                batch.input_ids, batch.attention_mask, batch.token_type_ids
+            )
+            vectors = pool(encoded.last_hidden_state, batch.attention_mask, pooling).float()
+            if normalize:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            out[indices] = vectors.numpy()
+        return out
+
+    @torch.inference_mode()
+    def features(self, text: str, layer: int = -1) -> np.ndarray:
+        """Token vectors of one text, ``(tokens, hidden)`` including [CLS] and [SEP].
+
+        ``layer`` picks a hidden state (0 = embeddings output, -1 = last layer).
+        """
+        batch = self.tokenizer([text])
+        encoded = self.model.backbone(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.token_type_ids,
+            output_hidden_states=layer != -1,
+        )
+        hidden = encoded.last_hidden_state if layer == -1 else encoded.hidden_states[layer]
+        return hidden[0].float().numpy()
+
+    def tokens(self, text: str) -> list[str]:
+        """The word pieces the model sees for ``text``, with [CLS] and [SEP]."""
+        return self.tokenizer.convert_ids_to_tokens(self.tokenizer([text]).input_ids[0].tolist())
+
+    @torch.inference_mode()
+    def fill_mask(
+        self, text: str, top_k: int = 5
+    ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """Top-k tokens for the ``[MASK]`` in ``text`` as ``[(token, probability), ...]``.
+
+        With several masks, one such list per mask, in order.
+        """
+        if self.config.head != "masked_lm":
+            raise ValueError(
+                f"{self.name} has no masked-LM head, so it cannot fill masks: use a checkpoint "
+                "with an MLM head, or fit one with `distilkit fit-mlm-head`"
+            )
+        batch = self.tokenizer([text])
+        positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().squeeze(1)
+        if positions.numel() == 0:
+            raise ValueError(f"the text has no [MASK] token to fill: {text!r}")
+        output = self.model(**batch.model_inputs())
+        probabilities = output.logits[0, positions].float().softmax(-1)  # (masks, vocab)
+        scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
+        results = [
+            [
+                (self.tokenizer.id_to_token(i), float(s))
+                for i, s in zip(row_ids.tolist(), row_scores.tolist(), strict=False)
+            ]
+            for row_ids, row_scores in zip(ids, scores, strict=False)
+        ]
+        return results[0] if len(results) == 1 else results
+
+    @torch.inference_mode()
+    def logits(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64
+    ) -> np.ndarray:
+        """Head outputs for a sequence-classification model, ``(n, num_labels)``."""
+        if self.config.head != "sequence_classification":
+            raise ValueError(f"{self.name} has no sequence-classification head")
+        texts = list(texts)
+        out = np.zeros((len(texts), self.config.num_labels), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[start : start + batch_size],
+                None if pairs is None else list(pairs[start : start + batch_size]),
+            )
+            out[start : start + len(batch)] = (
+                self.model(**batch.model_inputs()).logits.float().numpy()
+            )
+        return out
+
+    # ------------------------------------------------------------------ inspection and I/O
+    def info(self) -> dict:
+        """Parameter counts per array, total, layer-type counts, size on disk."""
+        return model_info(self.model, self.folder)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
+        return save_model(self.model, path, tokenizer=self.tokenizer)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Encoder({self.name!r}, layout={c.layout}, layers={c.num_layers}, "
+            f"hidden={c.hidden_size}, head={c.head}, dtype={str(self.dtype).replace('torch.', '')})"
+        )
+
+
+def load(
+    name: str | os.PathLike = "all-MiniLM-L6-v2",
+    dtype: str | torch.dtype | None = None,
+    head: str | bool | None = True,
+    num_labels: int | None = None,
+    label_names: list[str] | None = None,
+) -> Encoder:
+    """Load a model by name: a checkpoint folder, the embedded ``all-MiniLM-L6-v2``, or a Hub id.
+
+    dtype: ``"float32"`` (default) or ``"bfloat16"``. head: ``True`` keeps the
+    checkpoint's head, a head name attaches that head, ``None`` drops it.
+    """
+    folder = resolve(name)
+    model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)
+    tokenizer = Tokenizer.from_folder(folder, max_length=model.config.max_position_embeddings)
+    encoder = Encoder(model, tokenizer, folder=folder, name=str(name))
+    if dtype is not None:
+        encoder.to(dtype)
+    return encoder

@@ -1,0 +1,533 @@
+"""The distilkit encoder: BERT and DistilBERT layouts and their task heads, in one file.
+
+Read top to bottom: embeddings -> self-attention -> feed-forward -> transformer block
+-> backbone (the stack) -> heads -> :class:`TransformerModel` (backbone + optional head).
+
+Both layouts are the same post-LayerNorm transformer; they differ only in the
+embeddings (BERT adds token-type vectors) and the pooler (BERT only). Parameter names
+here are our own; ``checkpoint.py`` is the one place that maps them to the names in
+Hugging Face ``bert`` and ``distilbert`` checkpoints.
+
+Two execution paths give the same numbers:
+
+* the fast path, used when no attention maps are requested: padding tokens are removed
+  before the dense layers (which do most of the work) and only the attention itself
+  sees a padded ``(batch, heads, seq, head_dim)`` view, through PyTorch's fused
+  ``scaled_dot_product_attention``;
+* the explicit path computes ``softmax(QK^T / sqrt(d))V`` step by step so that the
+  pre-softmax scores and the attention probabilities can be returned for distillation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distilkit.config import ModelConfig
+
+
+def activation_fn(name: str):
+    """The FFN non-linearity: exact GELU (BERT), tanh-approximated GELU, or ReLU."""
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    return F.relu
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """Fixed sin/cos position vectors (Vaswani et al.), ``(num_positions, dim)``."""
+    positions = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    rates = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    table = torch.zeros(num_positions, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(positions * rates)
+    table[:, 1::2] = torch.cos(positions * rates[: dim // 2])
+    return table.float()
+
+
+# ----------------------------------------------------------------------------- embeddings
+class Embeddings(nn.Module):
+    """word + position (+ token type) vectors, summed, then LayerNorm and dropout."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.sinusoidal_positions:
+            table = sinusoidal_table(config.max_position_embeddings, config.hidden_size)
+            self.position_embeddings.weight.data.copy_(table)
+            self.position_embeddings.weight.requires_grad_(False)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size)
+            if config.type_vocab_size > 0
+            else None
+        )
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def parts(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The vectors before summing, each ``(batch, seq, hidden)``: word, position, token_type."""
+        seq_len = input_ids.shape[1]
+        if seq_len > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"input has {seq_len} tokens but the model has only "
+                f"{self.position_embeddings.num_embeddings} positions: truncate the text"
+            )
+        word = self.word_embeddings(input_ids)  # (B, T, H)
+        position_ids = torch.arange(seq_len, device=input_ids.device)
+        position = self.position_embeddings(position_ids)[None].expand_as(word)  # (B, T, H)
+        result = {"word": word, "position": position}
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            result["token_type"] = self.token_type_embeddings(token_type_ids)
+        return result
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden)`` input vectors."""
+        seq_len = input_ids.shape[1]
+        if seq_len > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"input has {seq_len} tokens but the model has only "
+                f"{self.position_embeddings.num_embeddings} positions: truncate the text"
+            )
+        vectors = self.word_embeddings(input_ids) + self.position_embeddings.weight[:seq_len]
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                vectors = vectors + self.token_type_embeddings.weight[0]
+            else:
+                vectors = vectors + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(vectors))
+
+
+# ----------------------------------------------------------------------------- attention
+@dataclass
+class Padding:
+    """Where the real tokens sit in a padded batch, for the unpadded fast path.
+
+    ``indices``: (tokens,) flat positions of real tokens in ``batch * seq``;
+    ``key_mask``: (batch, 1, 1, seq) bool, True where a key may be attended to.
+    """
+
+    indices: torch.Tensor
+    batch: int
+    seq: int
+    key_mask: torch.Tensor | None
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """``(tokens, dim)`` -> ``(batch, seq, dim)`` with zeros at padding."""
+        out = packed.new_zeros(self.batch * self.seq, packed.shape[-1])
+        out.index_copy_(0, self.indices, packed)
+        return out.view(self.batch, self.seq, -1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with its output projection (no residual, no norm)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_dropout
+        self.dropout = nn.Dropout(config.attention_dropout)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, _ = x.shape  # (B, T, H) -> (B, heads, T, head_dim)
+        return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, seq, _ = x.shape  # (B, heads, T, head_dim) -> (B, T, H)
+        return x.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
+
+    def _qkv(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # One matmul for the three projections: less Python and a bigger GEMM.
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        return F.linear(hidden, weight, bias).chunk(3, dim=-1)
+
+    def forward_fast(self, hidden: torch.Tensor, padding: Padding | None) -> torch.Tensor:
+        """Fused attention. ``hidden`` is ``(tokens, H)`` when ``padding`` is given (unpadded
+        batch), else ``(B, T, H)``. Returns the same shape."""
+        query, key, value = self._qkv(hidden)
+        if padding is not None:  # (tokens, H) -> (B, T, H) for the attention step only
+            query, key, value = padding.pad(query), padding.pad(key), padding.pad(value)
+        mask = None if padding is None else padding.key_mask
+        context = F.scaled_dot_product_attention(
+            self._heads(query),
+            self._heads(key),
+            self._heads(value),
+            attn_mask=mask,
+            dropout_p=self.dropout_p if self.training else 0.0,
+        )  # (B, heads, T, head_dim)
+        context = self._merge(context)
+        if padding is not None:
+            context = context.reshape(-1, context.shape[-1]).index_select(0, padding.indices)
+        return self.output(context)
+
+    def forward_explicit(
+        self, hidden: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step-by-step attention on ``(B, T, H)``.
+
+        Returns (output ``(B, T, H)``, probabilities ``(B, heads, T, T)``, pre-softmax
+        scores ``(B, heads, T, T)``). The scores are ``QK^T / sqrt(head_dim)`` before the
+        padding mask is applied; the probabilities put zero weight on padded keys.
+        """
+        query, key, value = (self._heads(x) for x in self._qkv(hidden))
+        scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, heads, T, T)
+        masked = scores
+        if key_mask is not None:
+            masked = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+        probs = masked.softmax(dim=-1)
+        context = self._merge(self.dropout(probs) @ value)
+        return self.output(context), probs, scores
+
+
+class FeedForward(nn.Module):
+    """Position-wise ``Linear(H, I) -> activation -> Linear(I, H)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.activation = activation_fn(config.hidden_act)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(self.activation(self.intermediate(hidden)))
+
+
+class TransformerBlock(nn.Module):
+    """Post-LN block: ``x = LN(x + Attn(x)); x = LN(x + FFN(x))`` (BERT and DistilBERT)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward_fast(self, hidden: torch.Tensor, padding: Padding | None) -> torch.Tensor:
+        hidden = self.attention_norm(
+            hidden + self.dropout(self.attention.forward_fast(hidden, padding))
+        )
+        return self.ffn_norm(hidden + self.dropout(self.ffn(hidden)))
+
+    def forward_explicit(
+        self, hidden: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attended, probs, scores = self.attention.forward_explicit(hidden, key_mask)
+        hidden = self.attention_norm(hidden + self.dropout(attended))
+        hidden = self.ffn_norm(hidden + self.dropout(self.ffn(hidden)))
+        return hidden, probs, scores
+
+
+# ----------------------------------------------------------------------------- the stack
+@dataclass
+class EncoderOutput:
+    """What the backbone returns.
+
+    last_hidden_state: (batch, seq, hidden), zeros at padding on the fast path.
+    hidden_states: num_layers + 1 tensors (embeddings output first), if requested.
+    attentions / attention_scores: num_layers tensors (batch, heads, seq, seq), if requested.
+    pooled_output: (batch, hidden) tanh-pooled [CLS] vector (BERT layout with pooler only).
+    """
+
+    last_hidden_state: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    attention_scores: tuple[torch.Tensor, ...] | None = None
+    pooled_output: torch.Tensor | None = None
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: ``tanh(W h_[CLS] + b)``, ``(batch, hidden)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(last_hidden_state[:, 0]))
+
+
+class Backbone(nn.Module):
+    """Embeddings, then ``num_layers`` transformer blocks, then (BERT) the pooler."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        self.pooler = Pooler(config) if config.with_pooler else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        output_attention_scores: bool = False,
+    ) -> EncoderOutput:
+        """``input_ids`` (batch, seq); ``attention_mask`` (batch, seq), 1 for real tokens."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(
+                f"token ids must lie in [0, {self.config.vocab_size}): got ids from "
+                f"{int(input_ids.min())} to {int(input_ids.max())} - is the tokenizer the model's own?"
+            )
+        if token_type_ids is not None and self.embeddings.token_type_embeddings is not None:
+            limit = self.embeddings.token_type_embeddings.num_embeddings
+            if token_type_ids.numel() and int(token_type_ids.max()) >= limit:
+                raise ValueError(f"token_type_ids must be < {limit}")
+        batch, seq = input_ids.shape
+        key_mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != input_ids.shape:
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
+                    f"shape {tuple(input_ids.shape)}"
+                )
+            if not bool(attention_mask.all()):
+                key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        all_hidden = [hidden] if output_hidden_states else None
+
+        if output_attentions or output_attention_scores:
+            probs_per_layer, scores_per_layer = [], []
+            for layer in self.layers:
+                hidden, probs, scores = layer.forward_explicit(hidden, key_mask)
+                probs_per_layer.append(probs)
+                scores_per_layer.append(scores)
+                if all_hidden is not None:
+                    all_hidden.append(hidden)
+            attentions = tuple(probs_per_layer) if output_attentions else None
+            attention_scores = tuple(scores_per_layer) if output_attention_scores else None
+        else:
+            attentions = attention_scores = None
+            padding = None
+            if key_mask is not None:  # drop padding rows before the dense layers
+                indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+                padding = Padding(indices, batch, seq, key_mask)
+                hidden = hidden.reshape(batch * seq, -1).index_select(0, indices)  # (tokens, H)
+            for layer in self.layers:
+                hidden = layer.forward_fast(hidden, padding)
+                if all_hidden is not None:
+                    all_hidden.append(padding.pad(hidden) if padding is not None else hidden)
+            if padding is not None:
+                hidden = padding.pad(hidden)  # (B, T, H)
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return EncoderOutput(
+            last_hidden_state=hidden,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=attentions,
+            attention_scores=attention_scores,
+            pooled_output=pooled,
+        )
+
+
+# ----------------------------------------------------------------------------- heads
+class MaskedLMHead(nn.Module):
+    """``LN(act(W h))`` then a decoder tied to the word embeddings, plus a bias: ``(B, T, vocab)``."""
+
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = activation_fn(config.hidden_act)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.word_embeddings = [
+            word_embeddings
+        ]  # a list, so the tied weight is not registered twice
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.layer_norm(self.activation(self.transform(hidden)))
+        return F.linear(hidden, self.word_embeddings[0].weight, self.bias)
+
+
+class SequenceClassificationHead(nn.Module):
+    """Sentence (or pair) -> ``(batch, num_labels)`` logits.
+
+    BERT layout: pooler output -> dropout -> linear. DistilBERT layout: [CLS] vector ->
+    ``pre_classifier`` -> ReLU -> dropout -> linear. ``num_labels=1`` is regression.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.distilbert_style = config.layout == "distilbert"
+        default_dropout = 0.2 if self.distilbert_style else config.hidden_dropout
+        dropout = (
+            config.classifier_dropout if config.classifier_dropout is not None else default_dropout
+        )
+        self.pre_classifier = (
+            nn.Linear(config.hidden_size, config.hidden_size) if self.distilbert_style else None
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, encoded: EncoderOutput) -> torch.Tensor:
+        if self.pre_classifier is not None:
+            features = F.relu(self.pre_classifier(encoded.last_hidden_state[:, 0]))
+        elif encoded.pooled_output is not None:
+            features = encoded.pooled_output
+        else:
+            raise ValueError("a BERT-layout classifier needs the pooler: set with_pooler=True")
+        return self.classifier(self.dropout(features))
+
+
+class TokenClassificationHead(nn.Module):
+    """Per token ``(batch, seq, num_labels)`` logits (NER)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        dropout = (
+            config.classifier_dropout
+            if config.classifier_dropout is not None
+            else config.hidden_dropout
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, encoded: EncoderOutput) -> torch.Tensor:
+        return self.classifier(self.dropout(encoded.last_hidden_state))
+
+
+class QuestionAnsweringHead(nn.Module):
+    """Span start/end logits, ``(batch, seq, 2)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+
+    def forward(self, encoded: EncoderOutput) -> torch.Tensor:
+        return self.qa_outputs(self.dropout(encoded.last_hidden_state))
+
+
+# ----------------------------------------------------------------------------- full model
+@dataclass
+class ModelOutput(EncoderOutput):
+    """:class:`EncoderOutput` plus the head's ``logits`` (shape depends on the head)."""
+
+    logits: torch.Tensor | None = None
+
+    @property
+    def start_logits(self) -> torch.Tensor:
+        """QA head: ``(batch, seq)``."""
+        return self.logits[..., 0]
+
+    @property
+    def end_logits(self) -> torch.Tensor:
+        """QA head: ``(batch, seq)``."""
+        return self.logits[..., 1]
+
+
+class TransformerModel(nn.Module):
+    """Backbone plus the head named by ``config.head`` (or none)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = Backbone(config)
+        self.head: nn.Module | None = None
+        if config.head == "masked_lm":
+            self.head = MaskedLMHead(config, self.backbone.embeddings.word_embeddings)
+        elif config.head == "sequence_classification":
+            self.head = SequenceClassificationHead(config)
+        elif config.head == "token_classification":
+            self.head = TokenClassificationHead(config)
+        elif config.head == "question_answering":
+            self.head = QuestionAnsweringHead(config)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation: normal(0, 0.02) weights, zero biases, unit LayerNorm."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            if module.weight.requires_grad:  # sinusoidal positions stay fixed
+                nn.init.normal_(module.weight, std=std)
+                if module.padding_idx is not None:
+                    module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        output_attention_scores: bool = False,
+    ) -> ModelOutput:
+        """Run backbone and head. Shapes as in :meth:`Backbone.forward`."""
+        encoded = self.backbone(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            output_attention_scores=output_attention_scores,
+        )
+        logits = None
+        if isinstance(self.head, MaskedLMHead):
+            logits = self.head(encoded.last_hidden_state)
+        elif self.head is not None:
+            logits = self.head(encoded)
+        return ModelOutput(**vars(encoded), logits=logits)
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Masked-LM logits ``(..., vocab)`` for selected hidden vectors ``(..., hidden)``.
+
+        Distillation applies the head to masked positions only, which saves most of
+        the ``hidden x vocab`` matmul.
+        """
+        if not isinstance(self.head, MaskedLMHead):
+            raise ValueError(
+                "this model has no masked-LM head: fit one with `distilkit fit-mlm-head` "
+                "or load a checkpoint that has one"
+            )
+        return self.head(hidden)
+
+
+# ----------------------------------------------------------------------------- pooling
+POOLINGS = ("mean", "cls", "max", "last")
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """Sentence vectors ``(batch, hidden)`` from token vectors ``(batch, seq, hidden)``.
+
+    mean: average of real tokens (sentence-transformers' recipe); cls: the first token;
+    max: element-wise max over real tokens; last: the last real token ([SEP]).
+    """
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    if mode == "mean":
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "max":
+        return hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).amax(1)
+    if mode == "last":
+        last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
