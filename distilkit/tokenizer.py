@@ -118,6 +118,8 @@ class Tokenizer:
         )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
+        # Special tokens typed in the text ("the [MASK] sat") stay whole, as in BERT.
+        backend.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])
         missing = [t for t in ("[CLS]", "[SEP]") if t not in vocab]
         if missing:
             raise TokenizerError(f"{vocab_path} lacks the special token(s) {missing}")
