@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -172,6 +173,11 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} holds Python objects besides tensors, which torch.load(weights_only=True) "
+            "refuses to run: convert it to model.safetensors from a trusted environment"
+        ) from None
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as error:
         raise CheckpointError(
             f"cannot read {path}: the file is corrupt or truncated ({error})"
@@ -233,6 +239,12 @@ def load_model(
     config.validate()
     prefix = _prefix_for(config, keys)
     mapping = name_map(config, prefix)
+    word_key = mapping["backbone.embeddings.word_embeddings.weight"]
+    if word_key in keys and weights[word_key].shape[0] != config.vocab_size:
+        raise CheckpointError(
+            f"the embedding matrix has {weights[word_key].shape[0]} rows but config.json says "
+            f"vocab_size {config.vocab_size}: is config.json the one for these weights?"
+        )
     model = TransformerModel(config)
     state = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
@@ -270,12 +282,6 @@ def load_model(
         raise CheckpointError(
             f"{folder} has {len(unexpected)} tensor(s) this {config.layout} model does not use, "
             f"e.g. {', '.join(unexpected[:3])}: is config.json the one for these weights?"
-        )
-    vocab_rows = loaded["backbone.embeddings.word_embeddings.weight"].shape[0]
-    if vocab_rows != config.vocab_size:
-        raise CheckpointError(
-            f"the embedding matrix has {vocab_rows} rows but config.json says vocab_size "
-            f"{config.vocab_size}"
         )
     model.load_state_dict(loaded, strict=False)
     model.new_parameters = sorted(ours for ours, theirs in mapping.items() if theirs in missing)
