@@ -1,0 +1,424 @@
+"""The ``distilkit`` command line: thin subcommands over the library.
+
+Each command is a pair of functions, ``add_<name>_parser(subparsers) -> ArgumentParser``
+and ``run_<name>(args) -> int``, listed in :data:`COMMANDS`. To add a command, write
+such a pair (in this module or your own) and append ``Command(add_parser, run)`` to
+``COMMANDS``; :func:`main` gives every command ``--debug`` and the error handling.
+
+Errors the user can fix (``ValueError`` and its subclasses such as ``CheckpointError``,
+``ModelNotFoundError``, ``ConfigError``, ``TokenizerError``; ``OSError`` such as
+``FileNotFoundError``) print one ``error: <message>`` line on stderr and exit with
+code 2, as do usage errors; ``--debug`` shows the traceback instead. Results go to
+stdout; progress bars and warnings to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, TextIO
+
+import numpy as np
+
+from distilkit import __version__
+from distilkit.encoder import Encoder, load
+from distilkit.hub import resolve
+from distilkit.inspect import format_info
+from distilkit.modeling import POOLINGS
+from distilkit.tokenizer import Tokenizer
+
+USER_ERRORS = (ValueError, OSError)
+ARRAYS_SHOWN = 20  # `info` lists this many arrays unless --all-arrays
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
+MODEL_HELP = ("the embedded 'all-MiniLM-L6-v2', a checkpoint folder (config.json + weights + "
+              "vocab), or a Hugging Face Hub id (needs huggingface_hub and a network)")
+
+
+class InputError(ValueError):
+    """An input file or option of a command is unusable."""
+
+
+class Command(NamedTuple):
+    """One subcommand: a function adding its parser, and a function running it."""
+
+    add_parser: Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ----------------------------------------------------------------------------- input files
+@dataclass
+class TextInput:
+    """Texts read from a file, one per line or per table row; row ``i`` is text ``i``."""
+
+    texts: list[str]
+    labels: list[str] | None = None
+    empty: int = 0  # how many of the texts are empty
+
+
+def read_texts(path: str | Path, column: str | None = None,
+               labels_column: str | None = None) -> TextInput:
+    """Texts from a plain text file (one per line) or a ``.tsv``/``.csv`` with a header.
+
+    Empty lines are kept as empty texts, so text ``i`` always comes from line ``i`` and
+    the rows of an embedding matrix line up with the file. ``.tsv`` files are read
+    without quote handling (as GLUE writes them); ``.csv`` files with standard quoting.
+    ``column`` names the text column (optional when the table has one column);
+    ``labels_column`` a column of labels (class names or ids) to keep beside each text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    table = path.suffix.lower() in (".tsv", ".csv")
+    if not table and (column or labels_column):
+        raise InputError(f"--column and --labels-column need a .tsv or .csv input, got {path}")
+    try:
+        with path.open(encoding="utf-8", newline="" if table else None) as lines:
+            if not table:
+                texts = [line.rstrip("\n") for line in lines]
+                return _checked(TextInput(texts), path)
+            if path.suffix.lower() == ".tsv":
+                rows = list(csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE))
+            else:
+                rows = list(csv.reader(lines))
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text ({error})") from None
+    except csv.Error as error:
+        raise InputError(f"{path} is not a well-formed table: {error}") from None
+    rows = [row for row in rows if row]  # blank lines are not table rows
+    if not rows:
+        raise InputError(f"{path} is empty: expected a header line naming the columns")
+    header, body = rows[0], rows[1:]
+    if column is None:
+        if len(header) != 1:
+            raise InputError(f"{path} has the columns {header}: pick the text with --column NAME")
+        column = header[0]
+    indices = {}
+    for option, name in (("--column", column), ("--labels-column", labels_column)):
+        if name is not None:
+            if name not in header:
+                raise InputError(f"{path} has no column {name!r} ({option}); "
+                                 f"its header is {header}")
+            indices[option] = header.index(name)
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise InputError(f"{path}: row {number} has {len(row)} fields but the header has "
+                             f"{len(header)}")
+    texts = [row[indices["--column"]] for row in body]
+    labels = None
+    if labels_column is not None:
+        labels = [row[indices["--labels-column"]].strip() for row in body]
+    return _checked(TextInput(texts, labels), path)
+
+
+def _checked(data: TextInput, path: Path) -> TextInput:
+    if not data.texts:
+        raise InputError(f"{path} holds no texts")
+    data.empty = sum(1 for text in data.texts if not text.strip())
+    if data.empty == len(data.texts):
+        raise InputError(f"{path} holds only empty texts")
+    return data
+
+
+def _note_empty(data: TextInput) -> None:
+    if data.empty:
+        print(f"note: {data.empty} empty text(s) kept, so that row i is input text i",
+              file=sys.stderr)
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- shared options
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional MODEL every command takes."""
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """--input FILE and --column NAME, read with :func:`read_texts`."""
+    parser.add_argument("--input", required=True, metavar="FILE",
+                        help="a text file with one text per line (empty lines are kept as "
+                             "empty texts), or a .tsv/.csv file with a header line")
+    parser.add_argument("--column", metavar="NAME",
+                        help="the text column of a .tsv/.csv input (needed if it has several)")
+
+
+def _load(args: argparse.Namespace) -> Encoder:
+    return load(args.model, dtype=getattr(args, "dtype", None))
+
+
+# ----------------------------------------------------------------------------- info
+def add_info_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "info", help="parameter counts, layer types, size on disk and in memory",
+        description="Summarise a model: element count of every array, the total, counts per "
+                    "block and per layer type, size on disk and in memory.")
+    add_model_argument(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print the full summary as JSON (every array) instead of tables")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="also draw parameters per block and layer types to this image")
+    parser.add_argument("--all-arrays", action="store_true",
+                        help=f"list every array, not the first {ARRAYS_SHOWN}")
+    return parser
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from distilkit.plotting import parameter_groups, plot_model_summary
+
+    encoder = _load(args)
+    info = encoder.info()
+    notes = sys.stderr if args.json else sys.stdout  # keep stdout pure JSON with --json
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        config = encoder.config
+        print(f"{args.model}: {config.layout} layout, {config.num_layers} layers, hidden "
+              f"{config.hidden_size}, {config.num_heads} heads, FFN {config.intermediate_size}, "
+              f"vocabulary {config.vocab_size:,}, head {config.head or 'none'}")
+        print()
+        print(format_info(info, max_arrays=None if args.all_arrays else ARRAYS_SHOWN))
+        print()
+        groups = parameter_groups(info)
+        total = sum(groups.values())
+        print(f"{'block':<16} {'parameters':>14} {'share':>7}")
+        for name, count in groups.items():
+            print(f"{name:<16} {count:>14,} {count / total:>7.1%}")
+    if args.plot:
+        path = plot_model_summary(info, args.plot, title=args.model)
+        print(f"wrote {path}", file=notes)
+    return 0
+
+
+# ----------------------------------------------------------------------------- embed
+def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "embed", help="sentence embeddings of a file of texts, to a .npy matrix",
+        description="Embed every text of --input and save an (n, hidden) float32 matrix to "
+                    "--output (.npy); row i is the i-th line (or table row) of the input.")
+    add_model_argument(parser)
+    add_input_arguments(parser)
+    parser.add_argument("--output", required=True, metavar="FILE.npy", help="where to save")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
+                        help="token vectors -> sentence vector (default: mean)")
+    parser.add_argument("--normalize", action="store_true", help="scale rows to unit length")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
+                        help="texts per forward pass (default: 64)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX"
+                             " (the output is float32 either way)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar on stderr (default: when stderr is a "
+                             "terminal and there is more than one batch)")
+    return parser
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.suffix != ".npy":
+        raise InputError(f"--output must name a .npy file, got {output}")
+    data = read_texts(args.input, args.column)
+    _note_empty(data)
+    encoder = _load(args)
+    progress = args.progress
+    if progress is None:
+        progress = sys.stderr.isatty() and len(data.texts) > args.batch_size
+    start = time.perf_counter()
+    vectors = encoder.embed(data.texts, pooling=args.pooling, normalize=args.normalize,
+                            batch_size=args.batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    output.parent.mkdir(parents=True, exist_ok=True)
+    np.save(output, vectors.astype(np.float32, copy=False))
+    rate = len(data.texts) / seconds if seconds > 0 else float("inf")
+    print(f"embedded {len(data.texts):,} texts with {args.model} "
+          f"({args.pooling} pooling{', normalized' if args.normalize else ''}, {args.dtype})")
+    print(f"wrote {output}: shape {vectors.shape}, float32")
+    print(f"time {seconds:.2f} s, {rate:,.1f} sentences/s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- fill-mask
+def add_fill_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "fill-mask", help="most likely tokens for each [MASK] in a text",
+        description="Rank the vocabulary for each [MASK] of TEXT (the model needs an MLM head).")
+    add_model_argument(parser)
+    parser.add_argument("text", metavar="TEXT", help='e.g. "the capital of france is [MASK]."')
+    parser.add_argument("--top-k", type=int, default=5, metavar="K",
+                        help="how many tokens to list per mask (default: 5)")
+    return parser
+
+
+def run_fill_mask(args: argparse.Namespace) -> int:
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    encoder = _load(args)
+    results = encoder.fill_mask(args.text, top_k=args.top_k)
+    per_mask = [results] if results and isinstance(results[0], tuple) else results
+    for index, candidates in enumerate(per_mask, start=1):
+        if index > 1:
+            print()
+        print(f"[MASK] {index} of {len(per_mask)}")
+        print(f"{'rank':>4}  {'token':<20} {'probability':>11}")
+        for rank, (token, probability) in enumerate(candidates, start=1):
+            print(f"{rank:>4}  {token:<20} {probability:>11.4f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- tokenize
+def add_tokenize_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "tokenize", help="the word pieces and ids a model sees for a text",
+        description="Print the word pieces and vocabulary ids of TEXT, with [CLS] and [SEP], "
+                    "and the character span each piece comes from.")
+    add_model_argument(parser)
+    parser.add_argument("text", metavar="TEXT")
+    return parser
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    tokenizer = Tokenizer.from_folder(resolve(args.model))  # no need to load the weights
+    batch = tokenizer([args.text])
+    ids = batch.input_ids[0].tolist()
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    print(f"{'position':>8}  {'id':>6}  {'piece':<20} span")
+    for position, (token_id, piece, (start, end)) in enumerate(
+            zip(ids, pieces, batch.offsets[0], strict=True)):
+        span = f"{start}:{end} {args.text[start:end]!r}" if end > start else ""
+        print(f"{position:>8}  {token_id:>6}  {piece:<20} {span}")
+    unknown = sum(1 for token_id in ids if token_id == tokenizer.unk_id)
+    print(f"{len(ids)} tokens ({len(ids) - 2} pieces + [CLS] and [SEP]), {unknown} unknown"
+          + (", truncated to the model's limit" if batch.truncated[0] else ""))
+    return 0
+
+
+# ----------------------------------------------------------------------------- plot-embeddings
+def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "plot-embeddings", help="2-D map of sentence embeddings and a token feature heat map",
+        description="Embed the texts of --input, project them to 2-D (PCA or t-SNE) and draw "
+                    "them, coloured by --labels-column; beside it, a token-by-feature heat map "
+                    "of one text (--text, default: the first input text).")
+    add_model_argument(parser)
+    add_input_arguments(parser)
+    parser.add_argument("--output", required=True, metavar="FILE.png", help="image to write")
+    parser.add_argument("--labels-column", metavar="NAME",
+                        help="a .tsv/.csv column to colour points by (e.g. SST-2's 'label')")
+    parser.add_argument("--text", help="the text of the heat map (default: first input text)")
+    parser.add_argument("--layer", type=int, default=-1,
+                        help="hidden state of the heat map: 0 = embedding output, k = after "
+                             "layer k, -1 = last (default)")
+    parser.add_argument("--method", choices=list(METHOD_NAMES), default="pca",
+                        help="projection: pca (numpy SVD, default) or tsne (scikit-learn)")
+    parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
+                        help="token vectors -> sentence vector (default: mean)")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument("--annotate", type=int, default=30, metavar="N",
+                        help="write the (shortened) text beside at most N points (default: 30)")
+    return parser
+
+
+def run_plot_embeddings(args: argparse.Namespace) -> int:
+    from distilkit.plotting import plot_embedding_report, project_2d
+
+    data = read_texts(args.input, args.column, args.labels_column)
+    _note_empty(data)
+    encoder = _load(args)
+    layers = encoder.config.num_layers
+    if not -(layers + 1) <= args.layer <= layers:
+        raise InputError(f"--layer must be between 0 and {layers} (or -1 for the last layer), "
+                         f"got {args.layer}")
+    text = args.text if args.text is not None else next(t for t in data.texts if t.strip())
+    vectors = encoder.embed(data.texts, pooling=args.pooling, batch_size=args.batch_size)
+    projection = project_2d(vectors, method=args.method, seed=args.seed)
+    features = encoder.features(text, layer=args.layer)
+    tokens = encoder.tokens(text)
+    layer_name = {-1: "last layer", 0: "embedding output"}.get(args.layer, f"layer {args.layer}")
+    path = plot_embedding_report(
+        projection, data.labels, data.texts, features, tokens, args.output,
+        title=f"{args.model}: {METHOD_NAMES[args.method]} of {args.pooling}-pooled embeddings",
+        heatmap_title=f'Token features of "{_shorten(text, 50)}" ({layer_name})',
+        max_annotations=args.annotate,
+        label_name=args.labels_column or "label",
+    )
+    print(f"projected {len(data.texts):,} texts with {args.method}: "
+          f"{projection.axis_labels[0]}, {projection.axis_labels[1]}")
+    print(f"heat map: {len(tokens)} tokens x {features.shape[1]} features of {_shorten(text)!r}")
+    print(f"wrote {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+COMMANDS: list[Command] = [
+    Command(add_info_parser, run_info),
+    Command(add_embed_parser, run_embed),
+    Command(add_fill_mask_parser, run_fill_mask),
+    Command(add_tokenize_parser, run_tokenize),
+    Command(add_plot_embeddings_parser, run_plot_embeddings),
+]
+
+
+def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per command (default: :data:`COMMANDS`)."""
+    parser = argparse.ArgumentParser(
+        prog="distilkit",
+        description="Make BERT-class text encoders small and fast by knowledge distillation, "
+                    "and put them to work.")
+    parser.add_argument("--version", action="version", version=f"distilkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS if commands is None else commands:
+        subparser = command.add_parser(subparsers)
+        # SUPPRESS: a subcommand without --debug must not reset a top-level --debug.
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show tracebacks of errors")
+        subparser.set_defaults(run=command.run)
+    return parser
+
+
+def _error_message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.strerror}: {error.filename}"
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # --help, --version, usage errors
+        code = exit_request.code
+        return code if isinstance(code, int) else (0 if code is None else 2)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except USER_ERRORS as error:
+            if args.debug:
+                raise
+            print(f"error: {_error_message(error)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
