@@ -21,6 +21,7 @@ Two execution paths give the same numbers:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -283,14 +284,21 @@ class Backbone(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         output_attention_scores: bool = False,
+        layer_indices: Sequence[int] | None = None,
     ) -> EncoderOutput:
-        """``input_ids`` (batch, seq); ``attention_mask`` (batch, seq), 1 for real tokens."""
+        """``input_ids`` (batch, seq); ``attention_mask`` (batch, seq), 1 for real tokens.
+
+        ``layer_indices`` runs only those blocks, in that order (a cut of the stack, for
+        choosing a student's layers without copying weights).
+        """
+        blocks = self.layers if layer_indices is None else [self.layers[i] for i in layer_indices]
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(
                 f"token ids must lie in [0, {self.config.vocab_size}): got ids from "
-                f"{int(input_ids.min())} to {int(input_ids.max())} - is the tokenizer the model's own?"
+                f"{int(input_ids.min())} to {int(input_ids.max())}: "
+                "is the tokenizer the model's own?"
             )
         if token_type_ids is not None and self.embeddings.token_type_embeddings is not None:
             limit = self.embeddings.token_type_embeddings.num_embeddings
@@ -311,7 +319,7 @@ class Backbone(nn.Module):
 
         if output_attentions or output_attention_scores:
             probs_per_layer, scores_per_layer = [], []
-            for layer in self.layers:
+            for layer in blocks:
                 hidden, probs, scores = layer.forward_explicit(hidden, key_mask)
                 probs_per_layer.append(probs)
                 scores_per_layer.append(scores)
@@ -326,7 +334,7 @@ class Backbone(nn.Module):
                 indices = attention_mask.reshape(-1).nonzero().squeeze(1)
                 padding = Padding(indices, batch, seq, key_mask)
                 hidden = hidden.reshape(batch * seq, -1).index_select(0, indices)  # (tokens, H)
-            for layer in self.layers:
+            for layer in blocks:
                 hidden = layer.forward_fast(hidden, padding)
                 if all_hidden is not None:
                     all_hidden.append(padding.pad(hidden) if padding is not None else hidden)
@@ -344,7 +352,10 @@ class Backbone(nn.Module):
 
 # ----------------------------------------------------------------------------- heads
 class MaskedLMHead(nn.Module):
-    """``LN(act(W h))`` then a decoder tied to the word embeddings, plus a bias: ``(B, T, vocab)``."""
+    """``LN(act(W h))``, then a decoder tied to the word embeddings plus a bias.
+
+    Output: ``(..., vocab)`` logits.
+    """
 
     def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
         super().__init__()

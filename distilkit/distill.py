@@ -1,0 +1,254 @@
+"""General-purpose distillation end to end: the main job.
+
+teacher + corpus -> student initialised from chosen teacher layers -> GeneralDistillation
+objective in the training loop -> student checkpoint -> teacher and student evaluated side
+by side -> report.md, metrics.json and plots in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from distilkit import distributed
+from distilkit.checkpoint import load_model, save_model
+from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.data.batching import LengthGroupedSampler, collate_sequences
+from distilkit.data.corpus import CorpusSettings, build_corpus
+from distilkit.data.masking import token_masking_weights
+from distilkit.encoder import Encoder
+from distilkit.hub import DEFAULT_MODEL, resolve
+from distilkit.objectives import GeneralDistillation, GeneralDistillationConfig
+from distilkit.student import build_student, check_layers, rank_layer_subsets, select_layers
+from distilkit.tokenizer import Tokenizer
+from distilkit.trainer import Trainer, TrainingConfig
+
+DEMO_CORPUS = Path(__file__).resolve().parent / "resources" / "corpus"
+
+
+@dataclass
+class DistillConfig:
+    """Everything a general-distillation run needs; saved as ``distill_config.json``."""
+
+    teacher: str = DEFAULT_MODEL
+    corpus: list[str] = field(default_factory=lambda: [str(DEMO_CORPUS)])
+    num_layers: int = 3
+    layers: list[int] | None = None  # explicit teacher layers; else chosen by `strategy`
+    strategy: str = "auto"  # auto | uniform | alternate | first | last
+    layout: str | None = None  # None keeps the teacher's; "distilbert" converts
+    student_init: str = "teacher"  # teacher | random (ablation)
+    max_len: int = 128
+    heldout_fraction: float = 0.02
+    auto_sample: int = 128  # sentences scored per candidate layer subset
+    objective: GeneralDistillationConfig = field(default_factory=GeneralDistillationConfig)
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            max_steps=2000, batch_size=32, learning_rate=3e-4, eval_every=100, checkpoint_every=100
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.objective, dict):
+            self.objective = from_dict(GeneralDistillationConfig, self.objective, "objective")
+        if isinstance(self.training, dict):
+            self.training = from_dict(TrainingConfig, self.training, "training")
+        if self.student_init not in ("teacher", "random"):
+            raise ConfigError(
+                f"student_init must be 'teacher' or 'random', got {self.student_init!r}"
+            )
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ConfigError("heldout_fraction must be between 0 and 0.5")
+
+    @classmethod
+    def load(cls, path: str | Path) -> DistillConfig:
+        return from_dict(cls, load_json(path))
+
+
+def _say(message: str) -> None:
+    if distributed.rank() == 0:
+        print(message, flush=True)
+
+
+def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) -> list[int]:
+    """The teacher layers the student starts from (explicit, by strategy, or auto-ranked)."""
+    n_teacher = teacher.config.num_layers
+    if config.layers is not None:
+        return check_layers(config.layers, n_teacher)
+    if config.strategy != "auto":
+        return select_layers(n_teacher, config.num_layers, config.strategy)
+    select_layers(n_teacher, config.num_layers, "first")  # depth check with a clear error
+    sample = [corpus[i] for i in range(min(config.auto_sample, len(corpus)))]
+    batches = [
+        collate_sequences(sample[i : i + 32], tokenizer.pad_id) for i in range(0, len(sample), 32)
+    ]
+    started = time.perf_counter()
+    ranking = rank_layer_subsets(teacher, config.num_layers, batches)
+    _say(
+        f"auto layer choice: scored {len(ranking)} subsets of {n_teacher} teacher layers "
+        f"on {len(sample)} held-out sequences in {time.perf_counter() - started:.0f}s "
+        "(similarity-structure correlation with the teacher, higher is better):"
+    )
+    for rank, score in enumerate(ranking[:5], 1):
+        _say(
+            f"  {rank}. layers {list(score.layers)}  r={score.similarity_correlation:.4f}  "
+            f"cos={score.embedding_cosine:.4f}"
+        )
+    return list(ranking[0].layers)
+
+
+def run_distillation(
+    config: DistillConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    evaluate: bool = True,
+    quick_eval: bool = False,
+) -> dict:
+    """Run the whole job; returns the metrics dict written to ``metrics.json``."""
+    distributed.init_from_env()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    teacher_folder = resolve(config.teacher)
+    teacher = load_model(teacher_folder)
+    tokenizer = Tokenizer.from_folder(teacher_folder, max_length=config.max_len)
+    _say(
+        f"teacher: {config.teacher} ({teacher.config.layout}, {teacher.config.num_layers} "
+        f"layers, hidden {teacher.config.hidden_size}, head {teacher.config.head})"
+    )
+
+    settings = CorpusSettings(max_len=config.max_len)
+    if distributed.rank() == 0:  # rank 0 tokenizes; the others then read its cache
+        corpus = build_corpus(config.corpus, tokenizer, settings, progress=True)
+    distributed.barrier()
+    if distributed.rank() != 0:
+        corpus = build_corpus(config.corpus, tokenizer, settings, progress=False)
+    train_set, heldout = corpus.split(config.heldout_fraction, seed=config.training.seed)
+    _say(
+        f"corpus: {len(corpus):,} sequences, {corpus.num_tokens:,} tokens "
+        f"({len(train_set):,} train / {len(heldout):,} held out)"
+    )
+
+    resuming = resume and (out_dir / "checkpoints" / "latest").is_file()
+    if resuming:
+        previous = DistillConfig.load(out_dir / "distill_config.json")
+        layers = previous.layers
+    elif config.student_init == "random":
+        layers = None
+    else:
+        layers = choose_layers(config, teacher, tokenizer, heldout)
+    student, _ = build_student(
+        teacher,
+        layers=layers or None,
+        num_layers=config.num_layers,
+        layout=config.layout,
+        seed=config.training.seed,
+    )
+    if config.student_init == "random":
+        student = type(student)(student.config)  # same shape, BERT initialisation
+    _say(
+        f"student: {student.config.num_layers} layers"
+        + (f" initialised from teacher layers {layers}" if layers else " (random init)")
+    )
+    resolved = dataclasses.replace(config, layers=layers)
+    if distributed.rank() == 0:
+        save_json(to_dict(resolved), out_dir / "distill_config.json")
+
+    token_weights = None
+    if config.objective.masking.smoothing:
+        counts = train_set.token_counts(tokenizer.vocab_size)
+        token_weights = token_masking_weights(
+            counts, config.objective.masking.smoothing, special_ids=tokenizer.special_ids
+        )
+    objective = GeneralDistillation(teacher, student, tokenizer, config.objective, token_weights)
+    for note in objective.notes:
+        _say(f"note: {note}")
+    _say(
+        "losses: "
+        + ", ".join(f"{k} x{v:g}" for k, v in objective.weights.items())
+        + f"; inputs {'masked' if objective.mask_inputs else 'unmasked'}"
+    )
+    sampler = LengthGroupedSampler(
+        train_set.lengths,
+        config.training.batch_size,
+        seed=config.training.seed,
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
+    )
+    eval_batches = [
+        collate_sequences(
+            [heldout[i] for i in range(s, min(s + 32, len(heldout)))], tokenizer.pad_id
+        )
+        for s in range(0, min(len(heldout), 256), 32)
+    ]
+    trainer = Trainer(
+        objective,
+        train_set,
+        sampler,
+        lambda items: collate_sequences(items, tokenizer.pad_id),
+        config.training,
+        out_dir,
+        eval_batches=eval_batches,
+        run_config={"distill": to_dict(resolved)},
+    )
+    result = trainer.run(resume=resume)
+    _say(
+        f"training stopped by {result.stopped_by} at step {result.step} after {result.elapsed:.0f}s"
+    )
+    metrics: dict = {
+        "training": {
+            "steps": result.step,
+            "stopped_by": result.stopped_by,
+            "seconds": result.elapsed,
+            "final_losses": result.last_losses,
+        }
+    }
+    if distributed.rank() != 0:
+        return metrics
+    student_dir = out_dir / "student"
+    save_model(student, student_dir, tokenizer=Tokenizer.from_folder(teacher_folder))
+    _say(f"student saved to {student_dir}")
+    if evaluate:
+        metrics |= evaluate_run(teacher_folder, student_dir, out_dir, config, quick_eval)
+    metrics["total_seconds"] = time.perf_counter() - started
+    save_json(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def evaluate_run(
+    teacher_folder: Path,
+    student_dir: Path,
+    out_dir: Path,
+    config: DistillConfig,
+    quick: bool = False,
+) -> dict:
+    """Teacher and student side by side: the table, report.md and plots."""
+    from distilkit import evaluation, report
+    from distilkit.encoder import load
+
+    teacher_encoder: Encoder = load(teacher_folder, head=None)
+    student_encoder: Encoder = load(student_dir, head=None)
+    _say("evaluating teacher and student (STS-B dev, SST-2 probe, CPU throughput)...")
+    rows = evaluation.compare_models(
+        {"teacher": teacher_encoder, "student": student_encoder}, quick=quick
+    )
+    table = report.format_table(rows)
+    _say(table)
+    report.write_report(
+        out_dir,
+        rows,
+        losses_jsonl_path=out_dir / "train_log.jsonl",
+        extra={"config": to_dict(config), "machine": machine_summary()},
+    )
+    _say(f"report: {out_dir / 'report.md'}")
+    return {"models": rows}
+
+
+def machine_summary() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {platform.system()}"
+    )
