@@ -27,7 +27,7 @@ from typing import NamedTuple, TextIO
 
 import numpy as np
 
-from distilkit import __version__
+from distilkit import __version__, cli_distill
 from distilkit.encoder import Encoder, load
 from distilkit.hub import resolve
 from distilkit.inspect import format_info
@@ -457,6 +457,9 @@ COMMANDS: list[Command] = [
     Command(add_fill_mask_parser, run_fill_mask),
     Command(add_tokenize_parser, run_tokenize),
     Command(add_plot_embeddings_parser, run_plot_embeddings),
+    Command(cli_distill.add_distill_parser, cli_distill.run_distill),
+    Command(cli_distill.add_init_student_parser, cli_distill.run_init_student),
+    Command(cli_distill.add_fit_mlm_head_parser, cli_distill.run_fit_mlm_head),
 ]
 
 

@@ -8,7 +8,6 @@ by side -> report.md, metrics.json and plots in the run folder.
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ from distilkit.config import ConfigError, from_dict, load_json, save_json, to_di
 from distilkit.data.batching import LengthGroupedSampler, collate_sequences
 from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
-from distilkit.encoder import Encoder
 from distilkit.hub import DEFAULT_MODEL, resolve
 from distilkit.objectives import GeneralDistillation, GeneralDistillationConfig
 from distilkit.student import build_student, check_layers, rank_layer_subsets, select_layers
@@ -67,6 +65,17 @@ class DistillConfig:
     @classmethod
     def load(cls, path: str | Path) -> DistillConfig:
         return from_dict(cls, load_json(path))
+
+
+def heldout_batches(heldout, pad_id: int, limit: int = 256, batch_size: int = 32) -> list[dict]:
+    """Fixed evaluation batches from the first ``limit`` held-out sequences."""
+    count = min(len(heldout), limit)
+    return [
+        collate_sequences(
+            [heldout[i] for i in range(start, min(start + batch_size, count))], pad_id
+        )
+        for start in range(0, count, batch_size)
+    ]
 
 
 def _say(message: str) -> None:
@@ -178,12 +187,7 @@ def run_distillation(
         num_replicas=distributed.world_size(),
         rank=distributed.rank(),
     )
-    eval_batches = [
-        collate_sequences(
-            [heldout[i] for i in range(s, min(s + 32, len(heldout)))], tokenizer.pad_id
-        )
-        for s in range(0, min(len(heldout), 256), 32)
-    ]
+    eval_batches = heldout_batches(heldout, tokenizer.pad_id)
     trainer = Trainer(
         objective,
         train_set,
@@ -211,10 +215,13 @@ def run_distillation(
     student_dir = out_dir / "student"
     save_model(student, student_dir, tokenizer=Tokenizer.from_folder(teacher_folder))
     _say(f"student saved to {student_dir}")
-    if evaluate:
-        metrics |= evaluate_run(teacher_folder, student_dir, out_dir, config, quick_eval)
     metrics["total_seconds"] = time.perf_counter() - started
-    save_json(metrics, out_dir / "metrics.json")
+    if evaluate:
+        metrics["models"] = evaluate_run(
+            teacher_folder, student_dir, out_dir, resolved, metrics, quick_eval
+        )
+    else:
+        save_json(metrics, out_dir / "metrics.json")
     return metrics
 
 
@@ -223,32 +230,158 @@ def evaluate_run(
     student_dir: Path,
     out_dir: Path,
     config: DistillConfig,
+    training: dict,
     quick: bool = False,
-) -> dict:
-    """Teacher and student side by side: the table, report.md and plots."""
+) -> list[dict]:
+    """Teacher and student side by side: the table, report.md, metrics.json and plots."""
     from distilkit import evaluation, report
     from distilkit.encoder import load
 
-    teacher_encoder: Encoder = load(teacher_folder, head=None)
-    student_encoder: Encoder = load(student_dir, head=None)
-    _say("evaluating teacher and student (STS-B dev, SST-2 probe, CPU throughput)...")
-    rows = evaluation.compare_models(
-        {"teacher": teacher_encoder, "student": student_encoder}, quick=quick
+    encoders = {"teacher": load(teacher_folder, head=None), "student": load(student_dir, head=None)}
+    _say(
+        "evaluating teacher and student side by side (STS-B dev Spearman, SST-2 dev "
+        "probe accuracy, CPU throughput)..."
     )
-    table = report.format_table(rows)
-    _say(table)
+    rows = evaluation.evaluate_side_by_side(encoders, static_baseline_of="teacher", quick=quick)
+    _say(report.format_table(rows))
+    comparison = evaluation.compare(rows[0], rows[1])
+    _say(
+        f"student keeps {comparison['stsb_retention_pct']:.1f}% of the teacher's STS-B "
+        f"Spearman and {comparison['sst2_retention_pct']:.1f}% of its SST-2 probe accuracy "
+        f"at {comparison['speedup']:.2f}x its throughput"
+    )
     report.write_report(
         out_dir,
         rows,
         losses_jsonl_path=out_dir / "train_log.jsonl",
-        extra={"config": to_dict(config), "machine": machine_summary()},
+        extra={"comparison": comparison, "training": training, "config": to_dict(config)},
     )
     _say(f"report: {out_dir / 'report.md'}")
-    return {"models": rows}
+    return rows
 
 
-def machine_summary() -> str:
-    return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, {platform.system()}"
+# --------------------------------------------------------------------------- init-student
+def init_student(
+    teacher: str,
+    out_dir: str | Path,
+    num_layers: int = 3,
+    strategy: str = "auto",
+    layers: list[int] | None = None,
+    layout: str | None = None,
+    corpus: list[str] | None = None,
+    max_len: int = 128,
+    sample: int = 128,
+) -> tuple[Path, list[int]]:
+    """Cut a student out of ``teacher`` and save it (Hugging Face format) to ``out_dir``."""
+    config = DistillConfig(
+        teacher=teacher,
+        num_layers=num_layers,
+        strategy=strategy,
+        layers=layers,
+        layout=layout,
+        max_len=max_len,
+        auto_sample=sample,
+        corpus=corpus or [str(DEMO_CORPUS)],
     )
+    folder = resolve(teacher)
+    model = load_model(folder)
+    tokenizer = Tokenizer.from_folder(folder, max_length=max_len)
+    heldout = None
+    if layers is None and strategy == "auto":
+        corpus_data = build_corpus(config.corpus, tokenizer, CorpusSettings(max_len=max_len))
+        heldout = corpus_data.split(0.05, seed=0)[1]
+    chosen = choose_layers(config, model, tokenizer, heldout)
+    student, _ = build_student(model, layers=chosen, layout=layout)
+    save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder))
+    return Path(out_dir), chosen
+
+
+# --------------------------------------------------------------------------- fit-mlm-head
+@dataclass
+class MLMHeadConfig:
+    """Fitting a masked-LM head to a teacher that has none (saved with the result)."""
+
+    teacher: str = DEFAULT_MODEL
+    corpus: list[str] = field(default_factory=lambda: [str(DEMO_CORPUS)])
+    train_layers: int = 0  # top transformer blocks unfrozen along with the head
+    max_len: int = 128
+    heldout_fraction: float = 0.02
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            max_steps=1000,
+            batch_size=32,
+            learning_rate=1e-3,
+            eval_every=100,
+            checkpoint_every=100,
+            warmup_fraction=0.02,
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.training, dict):
+            self.training = from_dict(TrainingConfig, self.training, "training")
+
+
+def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True) -> dict:
+    """Give the teacher a masked-LM head (decoder tied to its word embeddings) and train it
+    (and optionally its top ``train_layers`` blocks) on the corpus; report held-out masked
+    token accuracy and loss before and after. The result folder is a teacher for
+    ``distill`` with the full triple loss."""
+    from distilkit.objectives import MaskedLMFitting
+
+    distributed.init_from_env()
+    out_dir = Path(out_dir)
+    folder = resolve(config.teacher)
+    model = load_model(folder, head="masked_lm")
+    tokenizer = Tokenizer.from_folder(folder, max_length=config.max_len)
+    corpus = build_corpus(config.corpus, tokenizer, CorpusSettings(max_len=config.max_len))
+    train_set, heldout = corpus.split(config.heldout_fraction, seed=config.training.seed)
+    if "head.bias" in getattr(model, "new_parameters", []):
+        # Start the output bias at the log unigram frequency: the head begins at the
+        # unigram model instead of uniform, and learns the contextual part from there.
+        counts = torch.from_numpy(train_set.token_counts(tokenizer.vocab_size)).double()
+        with torch.no_grad():
+            model.head.bias.copy_(torch.log((counts + 1) / (counts.sum() + len(counts))).float())
+    objective = MaskedLMFitting(model, tokenizer, train_layers=config.train_layers)
+    sampler = LengthGroupedSampler(
+        train_set.lengths,
+        config.training.batch_size,
+        seed=config.training.seed,
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
+    )
+    eval_batches = heldout_batches(heldout, tokenizer.pad_id)
+    trainer = Trainer(
+        objective,
+        train_set,
+        sampler,
+        lambda items: collate_sequences(items, tokenizer.pad_id),
+        config.training,
+        out_dir,
+        eval_batches=eval_batches,
+        run_config={"fit_mlm_head": to_dict(config)},
+    )
+    before = trainer.evaluate()
+    _say(
+        f"held-out masked-token accuracy before: {before.get('eval/mlm_accuracy', 0):.2%} "
+        f"(loss {before.get('eval/mlm_loss', float('nan')):.3f})"
+    )
+    result = trainer.run(resume=resume)
+    after = trainer.evaluate()
+    _say(
+        f"held-out masked-token accuracy after {result.step} steps: "
+        f"{after['eval/mlm_accuracy']:.2%} (loss {after['eval/mlm_loss']:.3f})"
+    )
+    metrics = {
+        "before": before,
+        "after": after,
+        "steps": result.step,
+        "seconds": result.elapsed,
+        "train_layers": config.train_layers,
+    }
+    if distributed.rank() == 0:
+        teacher_dir = out_dir / "teacher"
+        save_model(model, teacher_dir, tokenizer=Tokenizer.from_folder(folder))
+        save_json(metrics, out_dir / "metrics.json")
+        _say(f"teacher with masked-LM head saved to {teacher_dir}")
+    return metrics

@@ -1,0 +1,253 @@
+"""Distillation subcommands of the ``distilkit`` command line: distill, init-student,
+fit-mlm-head. Thin wrappers over :mod:`distilkit.distill`; registered in ``cli.COMMANDS``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from distilkit.config import ConfigError, from_dict, load_json
+from distilkit.distill import (
+    DEMO_CORPUS,
+    DistillConfig,
+    MLMHeadConfig,
+    fit_mlm_head,
+    init_student,
+    run_distillation,
+)
+from distilkit.hub import DEFAULT_MODEL
+from distilkit.student import STRATEGIES
+
+WEIGHT_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--layers takes comma-separated teacher layer numbers such as 0,3,5; got {text!r}"
+        ) from None
+
+
+def _weights(text: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        if name not in WEIGHT_NAMES or not value:
+            raise argparse.ArgumentTypeError(
+                f"--weights takes name=value pairs with names from {WEIGHT_NAMES}, e.g. "
+                f"ce=5,mlm=2,cos=1; got {item!r}"
+            )
+        weights[name] = float(value)
+    return weights
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--max-steps", type=int, help="optimizer steps at most")
+    group.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop training after this long; the LR schedule is fitted to it",
+    )
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--grad-accumulation", type=int)
+    group.add_argument("--lr", type=float, dest="learning_rate")
+    group.add_argument("--precision", choices=("fp32", "bf16"))
+    group.add_argument("--seed", type=int)
+    group.add_argument("--checkpoint-every", type=int)
+    group.add_argument("--eval-every", type=int)
+    group.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint"
+    )
+    group.add_argument("--no-progress", action="store_true")
+
+
+def _training_overrides(args: argparse.Namespace) -> dict:
+    names = (
+        "max_steps",
+        "time_budget",
+        "batch_size",
+        "grad_accumulation",
+        "learning_rate",
+        "precision",
+        "seed",
+        "checkpoint_every",
+        "eval_every",
+    )
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    return overrides
+
+
+def _default_out(kind: str) -> Path:
+    return Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# --------------------------------------------------------------------------- distill
+def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "distill",
+        help="general-purpose distillation of a teacher into a shallower student (main job)",
+        description="Distill a BERT-class teacher into a student with fewer layers, then "
+        "evaluate both side by side. With no arguments: the embedded all-MiniLM-L6-v2 into "
+        "a 3-layer student on the shipped demo corpus, in about 15 minutes on 2 CPU cores.",
+    )
+    parser.add_argument("--config", type=Path, help="a distill_config.json to start from")
+    parser.add_argument("--teacher", help=f"teacher model (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--corpus",
+        nargs="+",
+        help="text files or folders (.txt, .txt.gz) or "
+        f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/)",
+    )
+    parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
+    parser.add_argument("--layers", type=_layers, help="teacher layers to keep, e.g. 0,3,5")
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, help="how to choose the teacher layers (default auto)"
+    )
+    parser.add_argument(
+        "--layout", choices=("bert", "distilbert"), help="student layout (default: the teacher's)"
+    )
+    parser.add_argument("--student-init", choices=("teacher", "random"))
+    parser.add_argument("--max-len", type=int, help="tokens per training sequence (default 128)")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--weights", type=_weights, help="loss weights, e.g. ce=5,mlm=2,cos=1")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/distill-<time>)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the side-by-side evaluation")
+    parser.add_argument(
+        "--quick-eval", action="store_true", help="evaluate on a subsample (faster, noisier)"
+    )
+    _add_training_options(parser)
+    return parser
+
+
+def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
+    """Defaults, then --config, then explicit flags (the last wins)."""
+    data = load_json(args.config) if args.config else {}
+    for name in (
+        "teacher",
+        "corpus",
+        "num_layers",
+        "layers",
+        "strategy",
+        "layout",
+        "student_init",
+        "max_len",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            data[name] = value
+    if args.layers is not None and args.num_layers is None:
+        data["num_layers"] = len(args.layers)
+    objective = data.setdefault("objective", {})
+    if args.temperature is not None:
+        objective["temperature"] = args.temperature
+    if args.weights is not None:
+        objective["weights"] = {**dict.fromkeys(WEIGHT_NAMES, 0.0), **args.weights}
+    training = dataclasses.asdict(DistillConfig().training)
+    training.update(data.get("training", {}))
+    training.update(_training_overrides(args))
+    if (
+        args.max_steps is not None
+        and args.time_budget is None
+        and "time_budget" not in data.get("training", {})
+    ):
+        training["time_budget"] = None
+    data["training"] = training
+    return from_dict(DistillConfig, data)
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    config = distill_config_from_args(args)
+    out = args.out or _default_out("distill")
+    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    run_distillation(
+        config,
+        out,
+        resume=not args.no_resume,
+        evaluate=not args.no_eval,
+        quick_eval=args.quick_eval,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- init-student
+def add_init_student_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "init-student", help="cut a student out of a teacher's layers (no training)"
+    )
+    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="auto")
+    parser.add_argument("--layers", type=_layers)
+    parser.add_argument("--layout", choices=("bert", "distilbert"))
+    parser.add_argument("--corpus", nargs="+", help="sample text for --strategy auto")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=128,
+        help="sequences scored per candidate with --strategy auto",
+    )
+    return parser
+
+
+def run_init_student(args: argparse.Namespace) -> int:
+    folder, layers = init_student(
+        args.teacher,
+        args.out,
+        num_layers=args.num_layers,
+        strategy=args.strategy,
+        layers=args.layers,
+        layout=args.layout,
+        corpus=args.corpus,
+        sample=args.sample,
+    )
+    print(f"student with teacher layers {layers} saved to {folder}")
+    return 0
+
+
+# --------------------------------------------------------------------------- fit-mlm-head
+def add_fit_mlm_head_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "fit-mlm-head",
+        help="give a teacher without one a masked-LM head (so distill can use all losses)",
+    )
+    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, help="run folder (default runs/mlm-head-<time>)")
+    parser.add_argument("--corpus", nargs="+")
+    parser.add_argument(
+        "--train-layers",
+        type=int,
+        help="also unfreeze this many top transformer blocks (default 0)",
+    )
+    parser.add_argument("--config", type=Path, help="an MLM-head config JSON to start from")
+    _add_training_options(parser)
+    return parser
+
+
+def run_fit_mlm_head(args: argparse.Namespace) -> int:
+    data = load_json(args.config) if args.config else {}
+    data["teacher"] = args.teacher
+    if args.corpus:
+        data["corpus"] = args.corpus
+    if args.train_layers is not None:
+        data["train_layers"] = args.train_layers
+    training = dataclasses.asdict(MLMHeadConfig().training)
+    training.update(data.get("training", {}))
+    training.update(_training_overrides(args))
+    data["training"] = training
+    try:
+        config = from_dict(MLMHeadConfig, data)
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
+    out = args.out or _default_out("mlm-head")
+    print(f"run folder: {out}")
+    fit_mlm_head(config, out, resume=not args.no_resume)
+    return 0
