@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.checkpoint import load_model, save_model
+from distilkit.config import load_json
 from distilkit.hub import resolve
 from distilkit.inspect import model_info
 from distilkit.modeling import POOLINGS, TransformerModel, pool
@@ -108,14 +109,23 @@ class Encoder:
         texts = list(texts)
         out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
         for indices, batch in self._batches(texts, batch_size, max_length, progress):
-            encoded = self.model.backbone(
-                batch.input_ids, batch.attention_mask, batch.token_type_ids
-            )
-            vectors = pool(encoded.last_hidden_state, batch.attention_mask, pooling).float()
-            if normalize:
-                vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            out[indices] = vectors.numpy()
+            out[indices] = self.embed_batch(batch, pooling, normalize).numpy()
         return out
+
+    @torch.inference_mode()
+    def embed_batch(
+        self, batch: Batch, pooling: str = "mean", normalize: bool = False
+    ) -> torch.Tensor:
+        """Sentence embeddings of one tokenized batch, ``(batch, hidden)`` float32 tensor.
+
+        The model step of :meth:`embed`, for callers (and benchmarks) that tokenize
+        themselves.
+        """
+        encoded = self.model.backbone(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        vectors = pool(encoded.last_hidden_state, batch.attention_mask, pooling).float()
+        if normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors
 
     @torch.inference_mode()
     def features(self, text: str, layer: int = -1) -> np.ndarray:
@@ -202,6 +212,18 @@ class Encoder:
         )
 
 
+def _token_limit(folder: Path, model: TransformerModel) -> int:
+    """The position count, or sentence-transformers' ``max_seq_length`` when the folder
+    has one (all-MiniLM-L6-v2 reads 256 tokens, not 512)."""
+    limit = model.config.max_position_embeddings
+    settings = folder / "sentence_bert_config.json"
+    if settings.is_file():
+        value = load_json(settings).get("max_seq_length")
+        if isinstance(value, int) and 0 < value < limit:
+            limit = value
+    return limit
+
+
 def load(
     name: str | os.PathLike = "all-MiniLM-L6-v2",
     dtype: str | torch.dtype | None = None,
@@ -216,7 +238,7 @@ def load(
     """
     folder = resolve(name)
     model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)
-    tokenizer = Tokenizer.from_folder(folder, max_length=model.config.max_position_embeddings)
+    tokenizer = Tokenizer.from_folder(folder, max_length=_token_limit(folder, model))
     encoder = Encoder(model, tokenizer, folder=folder, name=str(name))
     if dtype is not None:
         encoder.to(dtype)
