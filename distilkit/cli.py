@@ -405,9 +405,9 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
     parser.add_argument(
         "--annotate",
         type=int,
-        default=30,
+        default=20,
         metavar="N",
-        help="write the (shortened) text beside at most N points (default: 30)",
+        help="write the (shortened) text beside at most N points (default: 20)",
     )
     return parser
 

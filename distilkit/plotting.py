@@ -298,7 +298,7 @@ def _draw_embeddings(
                 xytext=(4, 3),
                 textcoords="offset points",
                 fontsize=7,
-                alpha=0.85,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "lw": 0},
             )
     axes.set_xlabel(axis_labels[0])
     axes.set_ylabel(axis_labels[1])
@@ -318,7 +318,7 @@ def plot_embeddings(
     path: str | os.PathLike,
     title: str | None = None,
     axis_labels: tuple[str, str] = ("component 1", "component 2"),
-    max_annotations: int = 30,
+    max_annotations: int = 20,
     label_name: str = "label",
 ) -> Path:
     """Scatter plot of ``(n, 2)`` points, coloured by ``labels``, annotated with short ``texts``.
@@ -375,7 +375,7 @@ def plot_embedding_report(
     path: str | os.PathLike,
     title: str | None = None,
     heatmap_title: str | None = None,
-    max_annotations: int = 30,
+    max_annotations: int = 20,
     label_name: str = "label",
 ) -> Path:
     """Two panels: the 2-D embedding map and the token-by-feature heat map of one text."""
