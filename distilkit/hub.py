@@ -40,7 +40,7 @@ def embedded_folder(name: str = DEFAULT_MODEL) -> Path:
 
 def resolve(name: str | os.PathLike) -> Path:
     """A checkpoint folder for ``name``: a local folder, an embedded name, or a Hub id."""
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is a folder but has no config.json: not a checkpoint")
@@ -48,7 +48,8 @@ def resolve(name: str | os.PathLike) -> Path:
     text = str(name)
     if text.lower() in _EMBEDDED:
         return embedded_folder(text)
-    if path.suffix in (".json", ".safetensors", ".bin") or text.startswith((".", "/", "~")):
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if path.suffix in (".json", ".safetensors", ".bin") or looks_like_path:
         raise ModelNotFoundError(f"{text} does not exist (expected a checkpoint folder)")
     return _from_hub(text)
 
