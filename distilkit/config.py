@@ -263,14 +263,45 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         if nested is not None and isinstance(value, dict):
             values[name] = from_dict(nested, value, f"{where}.{name}" if where else name)
         else:
+            _check_type(value, hint, f"{where}.{name}" if where else name)
             values[name] = value
     return cls(**values)
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_type(value: Any, hint: Any, name: str) -> None:
+    """Reject a JSON scalar or list of the wrong kind (``"yes"`` for a bool, ``"1e-4"`` for a
+    float); hints other than bool/int/float/str/list (optionally ``| None``) are not checked."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value is None and type(None) in options:
+        return
+    kinds = [typing.get_origin(o) or o for o in options if o is not type(None)]
+    if len(kinds) != 1 or kinds[0] not in (*_SCALARS, list):
+        return
+    kind = kinds[0]
+    if kind is list:
+        ok = isinstance(value, list | tuple)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        expected = "a list" if kind is list else _SCALARS[kind]
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+
+
+def _is_union(hint: Any) -> bool:
+    return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
 
 
 def _dataclass_in(hint: Any) -> type | None:
     if dataclasses.is_dataclass(hint):
         return hint  # type: ignore[return-value]
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+    if _is_union(hint):
         for arg in typing.get_args(hint):
             if dataclasses.is_dataclass(arg):
                 return arg  # type: ignore[return-value]
