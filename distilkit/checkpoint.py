@@ -161,6 +161,16 @@ def _prefix_for(config: ModelConfig, keys: set[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
+def _modern_name(key: str) -> str:
+    """Old BERT checkpoints (bert-base-uncased among them) name LayerNorm parameters
+    ``gamma``/``beta``; today's name is ``weight``/``bias``."""
+    if key.endswith("LayerNorm.gamma"):
+        return key.removesuffix("gamma") + "weight"
+    if key.endswith("LayerNorm.beta"):
+        return key.removesuffix("beta") + "bias"
+    return key
+
+
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """The tensors of ``model.safetensors`` or (read safely) ``pytorch_model.bin``."""
     path = next((folder / name for name in WEIGHT_FILES if (folder / name).is_file()), None)
@@ -218,7 +228,7 @@ def load_model(
         raise CheckpointError(f"checkpoint folder not found: {folder}")
     try:
         config_json = load_json(folder / "config.json")
-        weights = read_weights(folder)
+        weights = {_modern_name(key): tensor for key, tensor in read_weights(folder).items()}
         keys = set(weights)
         config = ModelConfig.from_hf(config_json)
     except ConfigError as error:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HF_ARCHITECTURES, SEQUENCE_LABELS, TINY_TEXTS, TOKEN_LABELS
+from conftest import (
+    HF_ARCHITECTURES,
+    SEQUENCE_LABELS,
+    TINY_TEXTS,
+    TOKEN_LABELS,
+    hf_tiny_config,
+    randomize_,
+)
 from safetensors.torch import load_file, save_file
 
 from distilkit.checkpoint import CheckpointError, hf_state_dict, load_model, save_model
@@ -180,6 +187,38 @@ def test_real_minilm_matches_transformers(minilm_folder: Path) -> None:
     for our_layer, their_layer in zip(ours.hidden_states, theirs.hidden_states, strict=True):
         assert torch.allclose(our_layer[real], their_layer[real], atol=1e-5)
     assert torch.allclose(ours.pooled_output, theirs.pooler_output, atol=1e-5)
+
+
+def test_bert_for_pretraining_loads_as_masked_lm(tmp_path: Path, batch: Batch) -> None:
+    """The next-sentence head of BertForPreTraining is dropped; the MLM head is kept."""
+    reference = transformers.BertForPreTraining(hf_tiny_config("BertModel"))
+    randomize_(reference, seed=11)
+    reference.save_pretrained(tmp_path)
+    model = load_model(tmp_path)
+    assert model.config.head == "masked_lm" and model.config.with_pooler
+    with torch.no_grad():
+        theirs = reference.eval()(**batch.model_inputs()).prediction_logits
+    assert max_difference(our_forward(model, batch), theirs, batch) <= 1e-5
+
+
+def test_legacy_layer_norm_gamma_beta_names(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path, batch: Batch
+) -> None:
+    """Old checkpoints (bert-base-uncased's own) call LayerNorm parameters gamma and beta."""
+    source = hf_checkpoint("BertForMaskedLM")
+    shutil.copytree(source, tmp_path / "legacy")
+    tensors = load_file(source / "model.safetensors")
+    old_names = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+    renamed = {}
+    for key, value in tensors.items():
+        for new, old in old_names.items():
+            key = key.replace(new, old)
+        renamed[key] = value
+    assert sum(key.endswith(".gamma") for key in renamed) == 8
+    save_file(renamed, tmp_path / "legacy" / "model.safetensors")
+    assert torch.equal(
+        our_forward(load_model(tmp_path / "legacy"), batch), our_forward(load_model(source), batch)
+    )
 
 
 # ----------------------------------------------------------------------------- heads on load
