@@ -133,6 +133,13 @@ class Encoder:
 
         ``layer`` picks a hidden state (0 = embeddings output, -1 = last layer).
         """
+        states = self.config.num_layers + 1
+        if not -states <= layer < states:
+            raise ValueError(
+                f"layer must be in [-{states}, {states - 1}] for this "
+                f"{self.config.num_layers}-layer model (0 = embeddings output, -1 = last layer), "
+                f"got {layer}"
+            )
         batch = self.tokenizer([text])
         encoded = self.model.backbone(
             batch.input_ids,

@@ -15,6 +15,7 @@ from conftest import SEQUENCE_LABELS, TINY_TEXTS
 
 import distilkit
 from distilkit.encoder import Encoder
+from distilkit.inspect import format_info
 from distilkit.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -102,6 +103,10 @@ def test_features_are_the_token_vectors(tiny_bert) -> None:
     assert np.allclose(last, expected[-1], atol=1e-5)
     assert np.allclose(encoder.features(text, layer=0), expected[0], atol=1e-5)
     assert np.allclose(encoder.features(text, layer=2), expected[2], atol=1e-5)
+    assert np.allclose(encoder.features(text, layer=-2), expected[2], atol=1e-5)
+    for layer in (4, -5):
+        with pytest.raises(ValueError, match=r"layer must be in \[-4, 3\] .* got "):
+            encoder.features(text, layer=layer)
 
 
 # ----------------------------------------------------------------------------- fill_mask
@@ -182,6 +187,10 @@ def test_info_counts(hf_checkpoint: Callable[..., Path]) -> None:
     assert info["bytes_in_memory"] == 4 * expected_total
     assert info["size_on_disk_bytes"] == (folder / "model.safetensors").stat().st_size
     assert info["config"]["head"] == "masked_lm"
+    table = format_info(info, max_arrays=5)
+    assert f"total parameters: {expected_total:,} (float32" in table
+    assert f"... {len(info['arrays']) - 5} more arrays" in table
+    assert "Linear x19" in table
 
 
 # ----------------------------------------------------------------------------- load, save, dtype
