@@ -73,6 +73,24 @@ def test_batched_equals_one_by_one(model: TransformerModel, batch) -> None:
             assert torch.allclose(batched.pooled_output[row], single.pooled_output[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("explicit", [False, True])
+def test_extra_padding_changes_nothing(model: TransformerModel, batch, explicit: bool) -> None:
+    input_ids, attention_mask, token_type_ids = batch
+    extra = torch.zeros(5, 6, dtype=torch.long)  # six more [PAD] columns
+    real = attention_mask.bool()
+    with torch.no_grad():
+        tight = model(input_ids, attention_mask, token_type_ids, output_attentions=explicit)
+        loose = model(
+            torch.cat([input_ids, extra], 1),
+            torch.cat([attention_mask, extra], 1),
+            torch.cat([token_type_ids, extra], 1),
+            output_attentions=explicit,
+        )
+    loose_hidden = loose.last_hidden_state[:, :12]
+    assert torch.allclose(tight.last_hidden_state[real], loose_hidden[real], atol=1e-6)
+    assert torch.allclose(tight.pooled_output, loose.pooled_output, atol=1e-6)
+
+
 def test_all_ones_mask_equals_no_mask(model: TransformerModel, batch) -> None:
     input_ids = batch[0][:, :1]  # every row has at least one token
     with torch.no_grad():
