@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from distilkit import distributed
@@ -27,6 +28,7 @@ from distilkit.tokenizer import Tokenizer
 from distilkit.trainer import Trainer, TrainingConfig
 
 DEMO_CORPUS = Path(__file__).resolve().parent / "resources" / "corpus"
+AUTO_TOKENS = 64  # tokens per sequence scored by the auto layer choice
 
 
 @dataclass
@@ -42,7 +44,7 @@ class DistillConfig:
     student_init: str = "teacher"  # teacher | random (ablation)
     max_len: int = 128
     heldout_fraction: float = 0.02
-    auto_sample: int = 128  # sentences scored per candidate layer subset
+    auto_sample: int = 96  # sequences scored per candidate layer subset
     objective: GeneralDistillationConfig = field(default_factory=GeneralDistillationConfig)
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
@@ -91,7 +93,11 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
     if config.strategy != "auto":
         return select_layers(n_teacher, config.num_layers, config.strategy)
     select_layers(n_teacher, config.num_layers, "first")  # depth check with a clear error
-    sample = [corpus[i] for i in range(min(config.auto_sample, len(corpus)))]
+    # Short windows are enough to compare sentence geometry, and keep the search quick.
+    sample = [
+        np.append(corpus[i][: AUTO_TOKENS - 1], tokenizer.sep_id)
+        for i in range(min(config.auto_sample, len(corpus)))
+    ]
     batches = [
         collate_sequences(sample[i : i + 32], tokenizer.pad_id) for i in range(0, len(sample), 32)
     ]
@@ -270,7 +276,7 @@ def init_student(
     layout: str | None = None,
     corpus: list[str] | None = None,
     max_len: int = 128,
-    sample: int = 128,
+    sample: int = 96,
 ) -> tuple[Path, list[int]]:
     """Cut a student out of ``teacher`` and save it (Hugging Face format) to ``out_dir``."""
     config = DistillConfig(
