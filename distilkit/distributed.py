@@ -59,13 +59,34 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _device() -> torch.device:
+    """Where collective tensors must live: the GPU for nccl, the CPU for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def min_int(value: int) -> int:
     """The smallest ``value`` over all ranks (so every rank agrees on a schedule)."""
     if not active():
         return value
-    tensor = torch.tensor([value], dtype=torch.long)
+    tensor = torch.tensor([value], dtype=torch.long, device=_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return int(tensor.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any (so all ranks stop at the same step)."""
+    return min_int(0 if flag else 1) == 0
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value averaged over all ranks; every rank must pass the same keys in order."""
+    if not active() or not values:
+        return values
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return dict(zip(values, (tensor / world_size()).tolist(), strict=True))
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -286,6 +286,23 @@ class Trainer:
             if self.sampler.epoch == epoch:  # a sampler that does not advance by itself
                 self.sampler.set_epoch(epoch + 1)
 
+    def _trim_log(self) -> None:
+        """On resume, drop the records of steps after the checkpoint (a killed run logged
+        them before dying; they are trained again) and any half-written last line."""
+        if not (self.is_main and self.log_path.exists()):
+            return
+        kept = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= self.step:
+                kept.append(line + "\n")
+        temp = self.log_path.with_name(f".{self.log_path.name}.tmp")
+        temp.write_text("".join(kept), encoding="utf-8")
+        os.replace(temp, self.log_path)
+
     def _log(self, record: dict[str, Any]) -> None:
         if self.is_main:
             with self.log_path.open("a", encoding="utf-8") as stream:
@@ -305,12 +322,17 @@ class Trainer:
         of resumption: a run stopped there and resumed must equal an uninterrupted one)."""
         config = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        last_checkpoint: Path | None = None
         if resume and (checkpoint := self.latest_checkpoint()) is not None:
             self.load_checkpoint(checkpoint)
+            last_checkpoint = checkpoint  # a finished run is not saved again
+            self._trim_log()
             if self.is_main:
                 print(f"resumed from {checkpoint} (step {self.step})")
-        elif self.is_main and self.log_path.exists():
-            self.log_path.unlink()
+        else:
+            _seed_globals(config.seed, self.rank)
+            if self.is_main and self.log_path.exists():
+                self.log_path.unlink()
         distributed.barrier()
         self.objective.train()
         autocast = torch.autocast(
@@ -331,7 +353,6 @@ class Trainer:
         last: dict[str, float] = {}
         window_tokens, window_start = 0, time.perf_counter()
         run_start = time.perf_counter() - self.elapsed
-        last_checkpoint: Path | None = None
         while self.step < min(config.max_steps, self.schedule_steps):
             step_start = time.perf_counter()
             totals: dict[str, float] = {}
@@ -346,7 +367,8 @@ class Trainer:
                     if not torch.isfinite(value).all():
                         checkpoint = self.latest_checkpoint()
                         raise TrainingDiverged(
-                            f"loss '{name}' became {float(value)} at step {self.step + 1}; "
+                            f"loss '{name}' became {float(value.detach())} at step "
+                            f"{self.step + 1}; "
                             f"stopped. The last good checkpoint is "
                             f"{checkpoint or '(none yet)'}. Lower the learning rate, use "
                             "--precision fp32, or check the data."
@@ -364,7 +386,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             self.elapsed = time.perf_counter() - run_start
-            last = totals
+            # the loss of the whole step: every rank trained on its own share of the batch
+            last = totals = distributed.mean_over_ranks(totals)
             if config.time_budget is not None and self.step == 10:
                 self._fit_schedule_to_budget(time.perf_counter() - step_start)
                 bar.total = self.schedule_steps
@@ -394,7 +417,10 @@ class Trainer:
             if stop_after_steps is not None and self.step >= stop_after_steps:
                 stopped_by = "interrupted"
                 break
-            if config.time_budget is not None and self.elapsed >= config.time_budget:
+            # decided together: a rank that left the loop alone would hang the others
+            if config.time_budget is not None and distributed.any_rank(
+                self.elapsed >= config.time_budget
+            ):
                 stopped_by = "time_budget"
                 break
         bar.close()
@@ -414,6 +440,16 @@ def _rng_state() -> dict[str, Any]:
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
+
+
+def _seed_globals(seed: int, rank: int) -> None:
+    """Seed torch (dropout), numpy and Python's ``random`` for a fresh run, from the run's
+    seed and the process rank, so a run does not depend on what ran before it in the
+    process and DDP ranks draw different dropout masks."""
+    derived = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+    torch.manual_seed(derived)
+    np.random.seed(derived)
+    random.seed(derived)
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
