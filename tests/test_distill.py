@@ -1,0 +1,193 @@
+"""The distillation job end to end on a tiny random teacher, and its errors on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_VOCAB
+from distill_helpers import random_teacher, tiny_tokenizer, write_text_corpus
+
+import distilkit
+from distilkit.checkpoint import load_model, save_model
+from distilkit.data.corpus import CorpusError
+from distilkit.distill import DistillConfig, run_distillation
+from distilkit.hub import ModelNotFoundError
+from distilkit.student import StudentError
+from distilkit.tokenizer import Tokenizer
+from distilkit.trainer import STATE_FILE, TrainingConfig
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5-layer random BERT teacher with a masked-LM head, saved in Hugging Face format."""
+    root = tmp_path_factory.mktemp("teacher")
+    folder = root / "teacher"
+    save_model(random_teacher(num_layers=5, seed=0), folder, tokenizer=tiny_tokenizer(root))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_text_corpus(tmp_path_factory.mktemp("corpus") / "text.txt", paragraphs=120)
+
+
+def tiny_job(teacher: Path, corpus: list[Path], **overrides) -> DistillConfig:
+    training = TrainingConfig(
+        max_steps=4,
+        batch_size=4,
+        learning_rate=1e-3,
+        log_every=1,
+        eval_every=2,
+        checkpoint_every=2,
+        progress=False,
+    )
+    settings = {
+        "teacher": str(teacher),
+        "corpus": [str(p) for p in corpus],
+        "num_layers": 2,
+        "strategy": "auto",
+        "max_len": 24,
+        "heldout_fraction": 0.1,
+        "training": training,
+        **overrides,
+    }
+    return DistillConfig(**settings)
+
+
+def test_an_auto_job_writes_config_log_checkpoints_and_a_loadable_student(
+    teacher_folder, corpus_file, tmp_path
+):
+    out_dir = tmp_path / "run"
+    metrics = run_distillation(tiny_job(teacher_folder, [corpus_file]), out_dir, evaluate=False)
+    assert metrics["training"]["steps"] == 4
+    assert metrics["training"]["stopped_by"] == "max_steps"
+    assert set(metrics["training"]["final_losses"]) == {"ce", "mlm", "cos", "total"}
+    assert json.loads((out_dir / "metrics.json").read_text())["training"]["steps"] == 4
+
+    saved = DistillConfig.load(out_dir / "distill_config.json")
+    assert saved.strategy == "auto" and saved.num_layers == 2
+    layers = saved.layers  # the auto choice, resolved
+    assert len(layers) == 2 and layers == sorted(layers) and all(0 <= i < 5 for i in layers)
+
+    records = [json.loads(line) for line in (out_dir / "train_log.jsonl").open()]
+    assert [r["step"] for r in records if "loss/total" in r] == [1, 2, 3, 4]
+    evals = [r for r in records if "eval/token_cosine" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0.0 <= r["eval/mlm_accuracy"] <= 1.0 for r in evals)
+
+    checkpoints = out_dir / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "step-0000004"
+    assert (checkpoints / "step-0000004" / STATE_FILE).is_file()
+    run_config = json.loads((checkpoints / "step-0000004" / "run_config.json").read_text())
+    assert run_config["distill"]["layers"] == layers
+
+    encoder = distilkit.load(out_dir / "student")
+    assert encoder.config.num_layers == 2 and encoder.config.head == "masked_lm"
+    vectors = encoder.embed(["the cat sat on the mat.", "hello world"])
+    assert tuple(vectors.shape) == (2, 32) and bool(torch.isfinite(torch.as_tensor(vectors)).all())
+    # the saved student is the trained one: it equals the last checkpoint
+    student = load_model(out_dir / "student").state_dict()
+    checkpoint = load_model(checkpoints / "step-0000004" / "model").state_dict()
+    assert all(torch.equal(student[k], checkpoint[k]) for k in checkpoint)
+    teacher = load_model(teacher_folder).state_dict()
+    copied_from = f"backbone.layers.{layers[0]}.attention.query.weight"
+    assert not torch.equal(
+        student["backbone.layers.0.attention.query.weight"], teacher[copied_from]
+    )
+
+    # running the finished job again resumes at its end and keeps the same layers
+    again = run_distillation(tiny_job(teacher_folder, [corpus_file]), out_dir, evaluate=False)
+    assert again["training"]["steps"] == 4
+    assert DistillConfig.load(out_dir / "distill_config.json").layers == layers
+
+
+def test_a_distilbert_layout_job_with_smoothed_masking(teacher_folder, corpus_file, tmp_path):
+    config = tiny_job(
+        teacher_folder,
+        [corpus_file],
+        strategy="uniform",
+        layout="distilbert",
+        objective={"masking": {"smoothing": 0.7}},
+        training=TrainingConfig(max_steps=2, batch_size=4, checkpoint_every=2, progress=False),
+    )
+    run_distillation(config, tmp_path / "run", evaluate=False)
+    assert DistillConfig.load(tmp_path / "run" / "distill_config.json").layers == [0, 4]
+    student = load_model(tmp_path / "run" / "student")
+    assert student.config.layout == "distilbert" and student.config.num_layers == 2
+
+
+# --------------------------------------------------------------------------- bad input
+def test_an_empty_corpus_is_a_clear_error(teacher_folder, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n   \n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="the corpus is empty"):
+        run_distillation(tiny_job(teacher_folder, [empty]), tmp_path / "run", evaluate=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00 a binary", "contains NUL bytes and looks like a binary"),
+        ("the cat sat".encode("utf-16"), "is not valid UTF-8"),
+        (b"caf\xe9 au lait, latin-1 text", "is not valid UTF-8"),
+    ],
+)
+def test_a_binary_or_non_utf8_corpus_file_is_a_clear_error(
+    teacher_folder, tmp_path, content, message
+):
+    path = tmp_path / "data.txt"
+    path.write_bytes(content)
+    with pytest.raises(CorpusError, match=message):
+        run_distillation(tiny_job(teacher_folder, [path]), tmp_path / "run", evaluate=False)
+
+
+def test_a_missing_corpus_or_teacher_is_a_clear_error(teacher_folder, corpus_file, tmp_path):
+    with pytest.raises(CorpusError, match="corpus path not found"):
+        run_distillation(
+            tiny_job(teacher_folder, [tmp_path / "nowhere.txt"]), tmp_path / "a", evaluate=False
+        )
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        run_distillation(tiny_job(tmp_path / "no-teacher", [corpus_file]), tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"layers": [0, 7]}, r"layer\(s\) \[7\] out of range: the teacher has layers 0..4"),
+        ({"layers": [3, 1]}, "must be in increasing order"),
+        ({"num_layers": 6, "strategy": "uniform"}, "between 1 and 5"),
+        ({"num_layers": 6}, "between 1 and 5"),  # auto: checked before any scoring
+        ({"strategy": "middle"}, "unknown layer strategy 'middle'"),
+    ],
+)
+def test_an_impossible_layer_choice_is_a_clear_error(
+    teacher_folder, corpus_file, tmp_path, overrides, message
+):
+    config = tiny_job(teacher_folder, [corpus_file], **overrides)
+    with pytest.raises(StudentError, match=message):
+        run_distillation(config, tmp_path / "run", evaluate=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_tokenizer_that_does_not_fit_the_teacher_is_a_clear_error(corpus_file, tmp_path):
+    """A teacher folder whose vocabulary (120 entries) is larger than its embedding
+    matrix (99 rows): teacher and student would disagree about what the ids mean."""
+    extra = [f"word{i}" for i in range(21)]
+    vocab = tmp_path / "vocab" / "vocab.txt"
+    vocab.parent.mkdir()
+    vocab.write_text("".join(t + "\n" for t in [*TINY_VOCAB, *extra]), encoding="utf-8")
+    folder = tmp_path / "teacher"
+    save_model(random_teacher(3, seed=1), folder, tokenizer=Tokenizer.from_vocab(vocab))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        corpus_file.read_text(encoding="utf-8") + "\n\n" + " ".join(extra) + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        ValueError, match=r"outside \[0, 99\): the tokenizer and vocab_size disagree"
+    ):
+        run_distillation(tiny_job(folder, [corpus]), tmp_path / "run", evaluate=False)
