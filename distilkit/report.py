@@ -22,6 +22,7 @@ import os
 import platform
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -311,26 +312,32 @@ def plot_quality_vs_speed(rows: Sequence[dict], output_path: str | Path) -> Path
             color="black" if is_reference else f"C{index % 10}",
             zorder=3,
         )
+    low, high = scores.min(), scores.max()
+    margin = max(2.0, 0.15 * (high - low))
+    axis.set_ylim(low - margin, high + margin)
+    axis.margins(x=0.25)
+    axis.autoscale_view()
+    to_axes = axis.transData + axis.transAxes.inverted()  # data -> 0..1 axes fraction
+    for row in points:
         details = [_parameters(row.get("parameters")) + " params"]
         if row.get("layers") is not None:
             details.insert(0, f"{row['layers']} layers")
         text = f"{row['name']}\n{', '.join(details)}"
         versus = compare(rows[0], row)
-        if not is_reference and versus["speedup"] and versus["stsb_retention_pct"]:
+        if row is not rows[0] and versus["speedup"] and versus["stsb_retention_pct"]:
             text += (
                 f"\n{versus['speedup']:.1f}x speed, {versus['stsb_retention_pct']:.0f}% of STS-B"
             )
+        # labels of points in the right half go to their left, so they stay inside the axes
+        on_right = to_axes.transform((row["sentences_per_s"], row["stsb_spearman"]))[0] > 0.5
         axis.annotate(
             text,
             (row["sentences_per_s"], row["stsb_spearman"]),
-            xytext=(10, 8),
+            xytext=(-10 if on_right else 10, 8),
             textcoords="offset points",
+            horizontalalignment="right" if on_right else "left",
             fontsize=9,
         )
-    low, high = scores.min(), scores.max()
-    margin = max(2.0, 0.15 * (high - low))
-    axis.set_ylim(low - margin, high + margin)
-    axis.margins(x=0.25)
     axis.set_xlabel(f"sentences per second (CPU, {_thread_note(points)})")
     axis.set_ylabel("STS-B dev Spearman x100")
     axis.set_title("Quality against speed (up and to the right is better)")
@@ -451,9 +458,11 @@ def write_report(
     """Write ``metrics.json``, ``report.md`` and the plots into ``run_dir``; return their paths.
 
     rows: evaluation rows, the reference (teacher) first. losses_jsonl_path: the
-    trainer's log (no loss plot without it). extra: anything else worth keeping (run
-    settings, training time); it goes into the JSON and a list in the report. command:
-    the command line that made the run (default: this process's).
+    trainer's log (no loss plot without it; a missing or unreadable log gives a warning
+    and a note in the report instead of an error, so a finished run always gets one).
+    extra: anything else worth keeping (run settings, training time); it goes into the
+    JSON and a list in the report. command: the command line that made the run
+    (default: this process's).
     """
     _check_rows(rows)
     run_dir = Path(run_dir)
@@ -464,8 +473,14 @@ def write_report(
     paths = {"report": run_dir / REPORT_FILE, "metrics": run_dir / METRICS_FILE}
 
     paths["quality_vs_speed"] = plot_quality_vs_speed(rows, run_dir / QUALITY_PLOT_FILE)
+    loss_plot_problem = None
     if losses_jsonl_path is not None:
-        paths["loss_curves"] = plot_loss_curves(losses_jsonl_path, run_dir / LOSS_PLOT_FILE)
+        # The report comes at the end of a long run: a bad log costs the plot, not the report.
+        try:
+            paths["loss_curves"] = plot_loss_curves(losses_jsonl_path, run_dir / LOSS_PLOT_FILE)
+        except ReportError as error:
+            loss_plot_problem = f"no loss plot: {error}"
+            warnings.warn(loss_plot_problem, stacklevel=2)
 
     metrics = {
         "created": created,
@@ -509,6 +524,8 @@ def write_report(
     ]
     if "loss_curves" in paths:
         lines += ["", f"![training losses]({LOSS_PLOT_FILE})"]
+    elif loss_plot_problem:
+        lines += ["", f"({loss_plot_problem})"]
     if extra:
         lines += ["", "## Run details", "", *_detail_lines(extra)]
     paths["report"].write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -241,3 +241,11 @@ def test_write_report_without_a_log_flags_quick_numbers(tmp_path: Path, rows: li
     assert "Quick protocol" in report and "Static baseline" not in report
     with pytest.raises(ReportError, match="no rows"):
         write_report(tmp_path, [])
+
+
+def test_write_report_survives_a_missing_log(tmp_path: Path, rows: list[dict]) -> None:
+    with pytest.warns(UserWarning, match="no loss plot: training log not found"):
+        paths = write_report(tmp_path / "run", rows, tmp_path / "missing.jsonl")
+    assert "loss_curves" not in paths
+    report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    assert "(no loss plot: training log not found" in report
