@@ -173,6 +173,8 @@ class Encoder:
             raise ValueError(f"the text has no [MASK] token to fill: {text!r}")
         output = self.model(**batch.model_inputs())
         probabilities = output.logits[0, positions].float().softmax(-1)  # (masks, vocab)
+        # Embedding matrices are often padded past the vocabulary: rank real tokens only.
+        probabilities = probabilities[:, : self.tokenizer.vocab_size]
         scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
         results = [
             [
