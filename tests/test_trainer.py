@@ -376,7 +376,8 @@ def test_a_nan_before_any_checkpoint_says_so(tokenizer, tmp_path):
 
 
 # --------------------------------------------------------------------------- a real kill
-@pytest.mark.slow
+# About 10 s, most of it the subprocess importing torch: under the 20 s that calls for
+# @pytest.mark.slow.
 def test_a_killed_training_process_resumes_to_the_same_weights(tokenizer, tmp_path):
     """SIGKILL a subprocess right after its first checkpoint appears, resume here.
 
