@@ -53,6 +53,8 @@ class DistillConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.layers is not None:
+            self.num_layers = len(self.layers)  # an explicit list sets the depth
         if isinstance(self.objective, dict):
             self.objective = from_dict(GeneralDistillationConfig, self.objective, "objective")
         if isinstance(self.training, dict):
@@ -130,6 +132,12 @@ def run_distillation(
     teacher_folder = resolve(config.teacher)
     teacher = load_model(teacher_folder)
     tokenizer = Tokenizer.from_folder(teacher_folder, max_length=config.max_len)
+    if tokenizer.vocab_size > teacher.config.vocab_size:
+        raise ConfigError(
+            f"the tokenizer in {teacher_folder} has {tokenizer.vocab_size:,} entries but the "
+            f"teacher's embedding matrix has {teacher.config.vocab_size:,} rows: the tokenizer "
+            "must be the teacher's own"
+        )
     _say(
         f"teacher: {config.teacher} ({teacher.config.layout}, {teacher.config.num_layers} "
         f"layers, hidden {teacher.config.hidden_size}, head {teacher.config.head})"
