@@ -87,6 +87,18 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
+def auto_sample_batches(corpus, tokenizer: Tokenizer, count: int) -> list[dict]:
+    """Batches of the first ``count`` corpus sequences cut to ``AUTO_TOKENS`` tokens:
+    short windows are enough to compare sentence geometry, and keep the search quick."""
+    sample = [
+        np.append(corpus[i][: AUTO_TOKENS - 1], tokenizer.sep_id)
+        for i in range(min(count, len(corpus)))
+    ]
+    return [
+        collate_sequences(sample[i : i + 32], tokenizer.pad_id) for i in range(0, len(sample), 32)
+    ]
+
+
 def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) -> list[int]:
     """The teacher layers the student starts from (explicit, by strategy, or auto-ranked)."""
     n_teacher = teacher.config.num_layers
@@ -95,19 +107,13 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
     if config.strategy != "auto":
         return select_layers(n_teacher, config.num_layers, config.strategy)
     select_layers(n_teacher, config.num_layers, "first")  # depth check with a clear error
-    # Short windows are enough to compare sentence geometry, and keep the search quick.
-    sample = [
-        np.append(corpus[i][: AUTO_TOKENS - 1], tokenizer.sep_id)
-        for i in range(min(config.auto_sample, len(corpus)))
-    ]
-    batches = [
-        collate_sequences(sample[i : i + 32], tokenizer.pad_id) for i in range(0, len(sample), 32)
-    ]
+    batches = auto_sample_batches(corpus, tokenizer, config.auto_sample)
     started = time.perf_counter()
     ranking = rank_layer_subsets(teacher, config.num_layers, batches)
     _say(
         f"auto layer choice: scored {len(ranking)} subsets of {n_teacher} teacher layers "
-        f"on {len(sample)} held-out sequences in {time.perf_counter() - started:.0f}s "
+        f"on {sum(len(b['input_ids']) for b in batches)} held-out windows "
+        f"in {time.perf_counter() - started:.0f}s "
         "(similarity-structure correlation with the teacher, higher is better):"
     )
     for rank, score in enumerate(ranking[:5], 1):
