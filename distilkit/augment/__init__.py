@@ -2,6 +2,38 @@
 
 from __future__ import annotations
 
+from distilkit.augment.operations import (
+    MASK_TOKEN,
+    AugmentConfig,
+    AugmentError,
+    MaskedWordPredictor,
+    PosVocabulary,
+    augment_sentence,
+    augment_with_span,
+    mlm_candidates,
+    mlm_replace_words,
+    perturb_words,
+    sample_ngram_span,
+)
 from distilkit.augment.pos_tagger import PosTagger, PosTaggerError, read_conll_pos
+from distilkit.augment.transfer_set import SplitText, build_transfer_set, split_words
 
-__all__ = ["PosTagger", "PosTaggerError", "read_conll_pos"]
+__all__ = [
+    "MASK_TOKEN",
+    "AugmentConfig",
+    "AugmentError",
+    "MaskedWordPredictor",
+    "PosTagger",
+    "PosTaggerError",
+    "PosVocabulary",
+    "SplitText",
+    "augment_sentence",
+    "augment_with_span",
+    "build_transfer_set",
+    "mlm_candidates",
+    "mlm_replace_words",
+    "perturb_words",
+    "read_conll_pos",
+    "sample_ngram_span",
+    "split_words",
+]
