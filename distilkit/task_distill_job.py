@@ -1,0 +1,321 @@
+"""Task distillation end to end (``distilkit distill-task``).
+
+fine-tuned teacher + task data -> teacher gate on dev -> student (a folder such as the
+output of ``distilkit distill``, or a cut of the teacher's layers) -> for each stage of
+the method: dry run on one batch, then :class:`~distilkit.task_distill.TaskDistillation`
+in the training loop with dev evaluation every epoch -> ``student/`` (the best dev epoch
+of the last stage), ``metrics.json`` and the resolved ``task_distill_config.json``.
+
+Methods and their defaults (each a list of stages; ``custom`` takes ``stages`` as given):
+
+* ``logits``: one stage, soft targets (KL x T^2, T = 2);
+* ``tinybert``: an ``intermediate`` stage (embedding + hidden + attention MSE, uniform
+  map) then a ``prediction`` stage (soft targets, T = 1);
+* ``pkd``: one stage, 0.5 soft targets (T = 5) + 0.5 hard labels + 100 x patient loss
+  (PKD-Skip map; ``layer_map: last`` for PKD-Last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from distilkit import distributed
+from distilkit.checkpoint import load_model, save_model
+from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.finetune import (
+    BestCheckpoint,
+    load_task_model,
+    make_sampler,
+    schedule_for_epochs,
+)
+from distilkit.hub import resolve
+from distilkit.objectives import load_student_weights
+from distilkit.student import STRATEGIES, build_student
+from distilkit.task_data import DataSettings, evaluate_model, load_split, split_note
+from distilkit.task_distill import (
+    DistillOptions,
+    TaskDistillation,
+    TaskDistillWeights,
+    dry_run,
+    teacher_gate,
+)
+from distilkit.tasks import get_task
+from distilkit.tokenizer import Tokenizer
+from distilkit.trainer import Trainer, TrainingConfig
+
+METHODS = ("logits", "tinybert", "pkd", "custom")
+DEFAULT_TEMPERATURE = {"logits": 2.0, "tinybert": 1.0, "pkd": 5.0}
+DEFAULT_LAYER_MAP = {"logits": "uniform", "tinybert": "uniform", "pkd": "skip"}
+
+
+def _say(message: str) -> None:
+    if distributed.rank() == 0:
+        print(message, flush=True)
+
+
+@dataclass
+class StageConfig:
+    """One training stage: its loss weights, length, and whether the best dev epoch
+    (rather than the last) is its result."""
+
+    name: str = "prediction"
+    epochs: float = 3.0
+    weights: TaskDistillWeights = field(default_factory=lambda: TaskDistillWeights(logits=1.0))
+    keep_best: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            self.weights = from_dict(TaskDistillWeights, self.weights, "weights")
+        if not self.epochs > 0:
+            raise ConfigError(f"stage {self.name!r}: epochs must be > 0, got {self.epochs}")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"stage name {self.name!r} must be a non-empty folder name")
+
+
+@dataclass
+class TaskDistillConfig:
+    """A task-distillation run (saved resolved, with explicit stages, in the run folder).
+
+    ``temperature``, ``layer_map`` and ``stages`` left as None take the method's
+    defaults; ``hard_weight`` sets the hard-label weight of the last stage;
+    ``intermediate_epochs`` the length of TinyBERT's intermediate stage (default: epochs).
+    """
+
+    teacher: str = ""
+    task: str = "sst2"
+    method: str = "logits"
+    student: str | None = None  # a student folder; None: cut the teacher's layers
+    num_layers: int = 3
+    layers: list[int] | None = None  # teacher blocks the cut keeps; else by `strategy`
+    strategy: str = "uniform"
+    epochs: float = 3.0
+    intermediate_epochs: float | None = None
+    hard_weight: float | None = None
+    temperature: float | None = None
+    logit_loss: str = "auto"  # auto | kl | mse
+    layer_map: str | None = None  # uniform | skip | last | explicit
+    layer_pairs: list[list[int]] | None = None
+    project: bool = True
+    average_attention_heads: bool = False
+    stages: list[StageConfig] | None = None
+    teacher_min_score: float | None = None
+    evals_per_epoch: int = 1
+    eval_batch_size: int = 64
+    data: DataSettings = field(default_factory=DataSettings)
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            batch_size=32, learning_rate=1e-4, weight_decay=0.01, warmup_fraction=0.1
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = from_dict(DataSettings, self.data, "data")
+        if isinstance(self.training, dict):
+            self.training = from_dict(TrainingConfig, self.training, "training")
+        if self.stages is not None:
+            self.stages = [
+                from_dict(StageConfig, stage, f"stages[{index}]")
+                if isinstance(stage, dict)
+                else stage
+                for index, stage in enumerate(self.stages)
+            ]
+        if not self.teacher:
+            raise ConfigError("teacher is required: a model fine-tuned for the task")
+        get_task(self.task)
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method == "custom" and not self.stages:
+            raise ConfigError("method 'custom' needs stages: [{name, epochs, weights}, ...]")
+        if self.strategy not in STRATEGIES or self.strategy == "auto":
+            raise ConfigError(
+                f"strategy must be one of {[s for s in STRATEGIES if s != 'auto']} (the auto "
+                f"choice belongs to general distillation), got {self.strategy!r}"
+            )
+        if self.layers is not None:
+            self.num_layers = len(self.layers)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaskDistillConfig:
+        return from_dict(cls, load_json(path))
+
+    def resolved(self) -> TaskDistillConfig:
+        """A copy with the method's defaults written out (explicit stages, temperature,
+        layer map), so the saved config says exactly what ran."""
+        stages = self.stages
+        if stages is None:
+            hard = 0.0 if self.hard_weight is None else self.hard_weight
+            if self.method == "logits":
+                stages = [
+                    StageConfig(
+                        "prediction", self.epochs, TaskDistillWeights(logits=1.0, hard=hard)
+                    )
+                ]
+            elif self.method == "tinybert":
+                stages = [
+                    StageConfig(
+                        "intermediate",
+                        self.intermediate_epochs or self.epochs,
+                        TaskDistillWeights(embedding=1.0, hidden=1.0, attention=1.0),
+                        keep_best=False,
+                    ),
+                    StageConfig(
+                        "prediction", self.epochs, TaskDistillWeights(logits=1.0, hard=hard)
+                    ),
+                ]
+            else:
+                pkd_hard = 0.5 if self.hard_weight is None else self.hard_weight
+                weights = TaskDistillWeights(logits=0.5, hard=pkd_hard, patient=100.0)
+                stages = [StageConfig("pkd", self.epochs, weights)]
+        elif self.hard_weight is not None:
+            stages = [
+                *stages[:-1],
+                dataclasses.replace(
+                    stages[-1],
+                    weights=dataclasses.replace(stages[-1].weights, hard=self.hard_weight),
+                ),
+            ]
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"stage names must differ, got {names}")
+        return dataclasses.replace(
+            self,
+            stages=list(stages),
+            temperature=(
+                DEFAULT_TEMPERATURE.get(self.method, 1.0)
+                if self.temperature is None
+                else self.temperature
+            ),
+            layer_map=self.layer_map or DEFAULT_LAYER_MAP.get(self.method, "uniform"),
+        )
+
+    def options(self) -> DistillOptions:
+        """The loss options (of a :meth:`resolved` config)."""
+        return DistillOptions(
+            logit_loss=self.logit_loss,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            layer_map=self.layer_map or "uniform",
+            layer_pairs=self.layer_pairs,
+            project=self.project,
+            average_attention_heads=self.average_attention_heads,
+        )
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def make_student(config: TaskDistillConfig, teacher, task) -> tuple[torch.nn.Module, str]:
+    """The student before task distillation, and a sentence saying where it came from."""
+    if config.student is not None:
+        student, _, folder = load_task_model(config.student, task)
+        return student, f"{folder} ({student.config.num_layers} layers)"
+    student, layers = build_student(
+        teacher, layers=config.layers, num_layers=config.num_layers, strategy=config.strategy
+    )
+    return student, f"teacher blocks {layers} (a cut of the teacher, head included)"
+
+
+def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: bool = True) -> dict:
+    """Run every stage; returns (and writes to ``metrics.json``) teacher and student dev
+    metrics. The student is saved to ``out_dir/student``."""
+    distributed.init_from_env()
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    config = config.resolved()
+    task = get_task(config.task)
+    teacher_folder = resolve(config.teacher)
+    teacher = load_model(teacher_folder)
+    tokenizer = Tokenizer.from_folder(
+        teacher_folder, max_length=teacher.config.max_position_embeddings
+    )
+    if note := split_note(task, config.data):
+        _say(f"note: {note}")
+    dev = load_split(task, "dev", tokenizer, config.data, config.data.eval_limit)
+    _say(f"checking the teacher on {len(dev.examples):,} {task.name} dev examples...")
+    teacher_metrics = teacher_gate(
+        teacher, task, dev, config.teacher_min_score, config.eval_batch_size
+    )
+    _say(
+        f"teacher dev {task.metric}: {teacher_metrics[task.metric]:.4f} (chance "
+        f"{teacher_metrics['chance']:.4f}, needed {teacher_metrics['threshold']:.4f}): ok"
+    )
+    train = load_split(task, "train", tokenizer, config.data, config.data.train_limit)
+    student, origin = make_student(config, teacher, task)
+    _say(f"student: {origin}; {len(train.examples):,} train examples")
+    if distributed.rank() == 0:
+        save_json(to_dict(config), out_dir / "task_distill_config.json")
+    options = config.options()
+    first_batch = train.collate([train[i] for i in range(min(len(train), 8))])
+    stage_results = []
+    for number, stage in enumerate(config.stages, start=1):
+        stage_dir = out_dir / f"stage{number}-{stage.name}"
+        result_dir = stage_dir / "student"
+        if resume and (result_dir / "config.json").is_file():
+            load_student_weights(student, result_dir)
+            _say(f"stage {number} ({stage.name}) already done: {result_dir}")
+            stage_results.append(load_json(stage_dir / "stage_metrics.json"))
+            continue
+        weights = stage.weights
+        report = dry_run(teacher, student, task, tokenizer, weights, options, first_batch)
+        _say(f"stage {number} ({stage.name}) dry run ok:\n  " + "\n  ".join(report.lines))
+        best = (
+            BestCheckpoint(stage_dir / "best", task.metric, tokenizer) if stage.keep_best else None
+        )
+        objective = TaskDistillation(teacher, student, task, tokenizer, weights, options, dev, best)
+        sampler = make_sampler(train, config.training)
+        training = schedule_for_epochs(
+            config.training, len(sampler), stage.epochs, config.evals_per_epoch
+        )
+        trainer = Trainer(
+            objective,
+            train,
+            sampler,
+            train.collate,
+            training,
+            stage_dir,
+            eval_batches=dev.batches(config.eval_batch_size),
+            run_config={"task_distill": to_dict(config), "stage": number},
+        )
+        result = trainer.run(resume=resume)
+        if best is not None:
+            load_student_weights(student, stage_dir / "best")
+        stage_metrics = {
+            "stage": stage.name,
+            "steps": result.step,
+            "seconds": result.elapsed,
+            "final_losses": result.last_losses,
+            "dev": evaluate_model(student, dev, batch_size=config.eval_batch_size),
+        }
+        if distributed.rank() == 0:
+            save_model(student, result_dir, tokenizer=tokenizer)
+            save_json(stage_metrics, stage_dir / "stage_metrics.json")
+        _say(
+            f"stage {number} ({stage.name}) done after {result.step} steps: student dev "
+            f"{task.metric} {stage_metrics['dev'][task.metric]:.4f}"
+        )
+        stage_results.append(stage_metrics)
+    student_dev = stage_results[-1]["dev"]
+    metrics = {
+        "task": task.name,
+        "metric": task.metric,
+        "method": config.method,
+        "teacher": {"dev": teacher_metrics, "parameters": count_parameters(teacher)},
+        "student": {"dev": student_dev, "parameters": count_parameters(student)},
+        "retention_pct": 100.0 * student_dev[task.metric] / teacher_metrics[task.metric],
+        "stages": stage_results,
+        "seconds": time.perf_counter() - started,
+    }
+    if distributed.rank() == 0:
+        save_model(student, out_dir / "student", tokenizer=tokenizer)
+        save_json(metrics, out_dir / "metrics.json")
+        _say(
+            f"student dev {task.metric} {student_dev[task.metric]:.4f} = "
+            f"{metrics['retention_pct']:.1f}% of the teacher's; saved to {out_dir / 'student'}"
+        )
+    return metrics
