@@ -1,0 +1,621 @@
+"""Distilling a fine-tuned teacher into a BiLSTM student (Tang et al., 2019).
+
+Data flow: task training examples -> transfer set (the originals, plus augmented copies
+when asked) -> teacher logits, computed once and cached (:mod:`distilkit.teacher_cache`)
+-> token ids -> batches -> student logits -> named losses -> the training loop -> student
+folder -> dev metrics of teacher and student -> ``metrics.json``.
+
+Targets, as in the paper's ablation:
+
+* ``targets="labels"``: the student learns from the gold labels only (cross-entropy, or
+  MSE for regression), on the original examples (augmented copies have no labels);
+* ``targets="logits"``: the student regresses the teacher's logits (``mse``), on the
+  original or the augmented transfer set, optionally mixed with the gold-label loss on
+  the labelled (original) examples: ``(1 - a) * mse + a * hard`` with
+  ``a = hard_label_weight`` (the paper's alpha; it uses 0).
+
+The pieces shared with multi-teacher and multi-task distillation live here too: the
+task data, tokenization for either kind of student, the dataset and collate function,
+the loss terms and the evaluation of logits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distilkit.augment import AugmentConfig, build_transfer_set
+from distilkit.bilstm import BiLSTMClassifier, tokenize_texts
+from distilkit.checkpoint import load_model, save_model
+from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.data.batching import LengthGroupedSampler, collate_sequences
+from distilkit.hub import resolve
+from distilkit.losses import (
+    hard_label_loss,
+    logit_mse_loss,
+    regression_loss,
+    soft_target_loss,
+)
+from distilkit.modeling import TransformerModel
+from distilkit.objectives import load_student_weights
+from distilkit.tasks.glue import TaskSpec, get_task
+from distilkit.tasks.metrics import classification_metrics, regression_metrics
+from distilkit.teacher_cache import cached_teacher_logits
+from distilkit.tokenizer import Tokenizer
+from distilkit.trainer import Objective, Trainer, TrainingConfig
+
+SOFT_LOSSES = ("mse", "kl")
+SENTENCE_TASKS = ("sst2", "stsb")  # single-sentence and sentence-pair GLUE tasks we read
+
+
+# ----------------------------------------------------------------------------- task data
+@dataclass
+class TaskData:
+    """A task's transfer set and dev set.
+
+    texts/pairs: the transfer set, the ``num_original`` training examples first (in
+    order, aligned with ``labels``), then augmented copies. pairs is None for
+    single-sentence tasks. labels: ``(num_original,)`` class ids or scores.
+    """
+
+    task: TaskSpec
+    texts: list[str]
+    pairs: list[str] | None
+    labels: np.ndarray
+    num_original: int
+    dev_texts: list[str]
+    dev_pairs: list[str] | None
+    dev_labels: np.ndarray
+
+    @property
+    def regression(self) -> bool:
+        return self.task.kind == "regression"
+
+
+def _labels(examples: Sequence, regression: bool) -> np.ndarray:
+    values = [example.label for example in examples]
+    if any(value is None for value in values):
+        raise ConfigError("the task file has unlabelled examples: use the train and dev splits")
+    return np.asarray(values, dtype=np.float32 if regression else np.int64)
+
+
+def paper_augmentation(task_name: str) -> AugmentConfig:
+    """Tang et al.'s settings: p_mask = p_pos = 0.1, p_ng = 0.25, and 20 copies per
+    example for SST-2, 10 for the other tasks."""
+    return AugmentConfig(n_iter=20 if task_name == "sst2" else 10)
+
+
+def load_task_data(
+    task_name: str,
+    data_root: str | Path | None = None,
+    subsample: int | None = None,
+    seed: int = 0,
+    augment: bool = False,
+    augmentation: AugmentConfig | None = None,
+    progress: bool = True,
+) -> TaskData:
+    """Read a GLUE sentence (pair) task and build its transfer set.
+
+    subsample: keep this many training examples, drawn with ``seed`` (for quick runs);
+    augment: add augmented copies, made with ``augmentation`` (None: the paper's
+    settings for the task, :func:`paper_augmentation`).
+    """
+    if task_name not in SENTENCE_TASKS:
+        raise ConfigError(
+            f"task must be one of {SENTENCE_TASKS} (sentence and sentence-pair tasks), "
+            f"got {task_name!r}"
+        )
+    task = get_task(task_name)
+    train, dev = task.load("train", data_root), task.load("dev", data_root)
+    if subsample is not None:
+        if subsample < 1:
+            raise ConfigError(f"subsample must be >= 1, got {subsample}")
+        if subsample < len(train):
+            keep = np.sort(np.random.default_rng(seed).choice(len(train), subsample, replace=False))
+            train = [train[int(i)] for i in keep]
+    paired = train[0].text_pair is not None
+    texts = [example.text for example in train]
+    pairs = [example.text_pair for example in train] if paired else None
+    if augment:
+        augmentation = augmentation or paper_augmentation(task_name)
+        transfer = build_transfer_set(texts, pairs, augmentation, progress=progress)
+        texts = [text for text, _ in transfer]
+        pairs = [pair for _, pair in transfer] if paired else None
+    regression = task.kind == "regression"
+    return TaskData(
+        task=task,
+        texts=texts,
+        pairs=pairs,
+        labels=_labels(train, regression),
+        num_original=len(train),
+        dev_texts=[example.text for example in dev],
+        dev_pairs=[example.text_pair for example in dev] if paired else None,
+        dev_labels=_labels(dev, regression),
+    )
+
+
+# ----------------------------------------------------------------------------- tokens
+def encode_for_student(
+    student: nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    chunk: int = 2048,
+) -> list[dict[str, np.ndarray]]:
+    """Token ids per example, as the student reads them.
+
+    A BiLSTM reads each sentence of a pair on its own (``input_ids``, ``pair_input_ids``);
+    a transformer reads ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids``.
+    """
+    if isinstance(student, BiLSTMClassifier):
+        first = tokenize_texts(tokenizer, texts, max_length)
+        if pairs is None:
+            return [{"input_ids": ids} for ids in first]
+        second = tokenize_texts(tokenizer, pairs, max_length)
+        return [{"input_ids": a, "pair_input_ids": b} for a, b in zip(first, second, strict=True)]
+    items: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(texts), chunk):
+        batch = tokenizer(
+            list(texts[start : start + chunk]),
+            None if pairs is None else list(pairs[start : start + chunk]),
+            max_length=max_length,
+            warn_on_truncation=False,
+        )
+        lengths = batch.attention_mask.sum(dim=1).tolist()
+        ids, types = batch.input_ids.numpy(), batch.token_type_ids.numpy()
+        items.extend(
+            {"input_ids": ids[row, :n].copy(), "token_type_ids": types[row, :n].copy()}
+            for row, n in enumerate(lengths)
+        )
+    return items
+
+
+class DistillationDataset:
+    """Examples for the training loop: token ids, teacher targets and gold labels.
+
+    targets: ``(examples, num_labels)`` teacher logits (may be a memory map), or None;
+    labels: gold labels of the first ``len(labels)`` examples (the originals).
+    ``task_index`` tags every item, for multi-task batching.
+    """
+
+    def __init__(
+        self,
+        encoded: list[dict[str, np.ndarray]],
+        targets: np.ndarray | None,
+        labels: np.ndarray | None,
+        task_index: int = 0,
+    ):
+        if targets is not None and len(targets) != len(encoded):
+            raise ConfigError(f"{len(targets)} teacher targets for {len(encoded)} examples")
+        if labels is not None and len(labels) > len(encoded):
+            raise ConfigError(f"{len(labels)} labels for {len(encoded)} examples")
+        self.encoded = encoded
+        self.targets = targets
+        self.labels = labels
+        self.task_index = task_index
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per example (both sentences of a pair), for length-grouped batches."""
+        return np.asarray(
+            [sum(len(v) for k, v in item.items() if k != "token_type_ids") for item in self.encoded]
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = dict(self.encoded[index])
+        item["task_index"] = self.task_index
+        if self.targets is not None:
+            item["targets"] = np.asarray(self.targets[index], dtype=np.float32)
+        if self.labels is not None:
+            labelled = index < len(self.labels)
+            item["label"] = self.labels[index] if labelled else self.labels.dtype.type(0)
+            item["has_label"] = labelled
+        return item
+
+
+def collate_items(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a list of dataset items into a batch.
+
+    input_ids, attention_mask (and token_type_ids, or pair_input_ids and
+    pair_attention_mask): ``(batch, seq)``; targets: ``(batch, num_labels)``; labels:
+    ``(batch,)`` with label_mask ``(batch,)`` bool; task_index: a scalar.
+    """
+    batch = collate_sequences([item["input_ids"] for item in items], pad_id)
+    if "token_type_ids" in items[0]:
+        batch["token_type_ids"] = collate_sequences([item["token_type_ids"] for item in items], 0)[
+            "input_ids"
+        ]
+    if "pair_input_ids" in items[0]:
+        pair = collate_sequences([item["pair_input_ids"] for item in items], pad_id)
+        batch["pair_input_ids"] = pair["input_ids"]
+        batch["pair_attention_mask"] = pair["attention_mask"]
+    if "targets" in items[0]:
+        batch["targets"] = torch.from_numpy(np.stack([item["targets"] for item in items]))
+    if "label" in items[0]:
+        batch["labels"] = torch.from_numpy(np.asarray([item["label"] for item in items]))
+        batch["label_mask"] = torch.tensor([bool(item["has_label"]) for item in items])
+    tasks = {item["task_index"] for item in items}
+    if len(tasks) != 1:
+        raise ConfigError(f"a batch mixes examples of tasks {sorted(tasks)}: batch tasks apart")
+    batch["task_index"] = torch.tensor(tasks.pop())
+    return batch
+
+
+def fixed_batches(
+    dataset: DistillationDataset, pad_id: int, batch_size: int = 256
+) -> list[dict[str, torch.Tensor]]:
+    """The dataset in order, in batches (for evaluation)."""
+    return [
+        collate_items(
+            [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))], pad_id
+        )
+        for start in range(0, len(dataset), batch_size)
+    ]
+
+
+# ----------------------------------------------------------------------------- losses
+def student_logits(student: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(batch, num_labels)`` logits of a BiLSTM or a transformer classifier."""
+    if isinstance(student, BiLSTMClassifier):
+        return student(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("pair_input_ids"),
+            batch.get("pair_attention_mask"),
+        )
+    if isinstance(student, TransformerModel):
+        return student(
+            batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+        ).logits
+    raise ConfigError(f"unsupported student {type(student).__name__}: use a BiLSTM or transformer")
+
+
+def distillation_losses(
+    logits: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    temperature: float = 1.0,
+    regression: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The named losses ``weights`` asks for, from student logits ``(batch, num_labels)``.
+
+    ``mse``: MSE to the teacher logits in ``batch["targets"]`` (Tang et al.); ``kl``:
+    soft targets at ``temperature`` (Hinton; with averaged teachers, the KL to the mean
+    teacher distribution); ``hard``: gold labels of the labelled rows (cross-entropy, or
+    MSE for regression), 0 when the batch has none.
+    """
+    losses: dict[str, torch.Tensor] = {}
+    if "mse" in weights:
+        losses["mse"] = logit_mse_loss(logits, batch["targets"])
+    if "kl" in weights:
+        losses["kl"] = soft_target_loss(logits, batch["targets"], temperature)
+    if "hard" in weights:
+        selected = batch["label_mask"]
+        if not bool(selected.any()):
+            losses["hard"] = logits.sum() * 0.0  # keeps the graph; contributes nothing
+        elif regression:
+            losses["hard"] = regression_loss(logits[selected], batch["labels"][selected])
+        else:
+            losses["hard"] = hard_label_loss(logits[selected], batch["labels"][selected])
+    return losses
+
+
+def logit_metrics(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    regression: bool,
+    teacher_logits: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Task metrics of ``(examples, num_labels)`` logits, and agreement with a teacher."""
+    if regression:
+        metrics = regression_metrics(logits[:, 0], labels)
+    else:
+        metrics = classification_metrics(logits, labels)
+    if teacher_logits is not None:
+        metrics["mse_to_teacher"] = float(np.mean((logits - teacher_logits) ** 2))
+        if not regression:
+            agree = logits.argmax(-1) == teacher_logits.argmax(-1)
+            metrics["agreement_with_teacher"] = float(agree.mean())
+    return metrics
+
+
+def save_student(student: nn.Module, folder: Path, tokenizer: Tokenizer) -> Path:
+    if isinstance(student, BiLSTMClassifier):
+        return student.save(folder)
+    return save_model(student, folder, tokenizer=tokenizer)
+
+
+def load_student(student: nn.Module, folder: Path) -> None:
+    if isinstance(student, BiLSTMClassifier):
+        student.load_weights(folder)
+    else:
+        load_student_weights(student, folder)
+
+
+class LogitDistillation(Objective):
+    """One student, one task: batch -> ``mse`` / ``kl`` to teacher targets and ``hard``.
+
+    weights: loss name -> weight, names from ``mse``, ``kl``, ``hard`` (the losses of
+    :func:`distillation_losses`).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        tokenizer: Tokenizer,
+        weights: dict[str, float],
+        temperature: float = 1.0,
+        regression: bool = False,
+    ):
+        super().__init__()
+        unknown = sorted(set(weights) - {*SOFT_LOSSES, "hard"})
+        if unknown or not weights:
+            raise ConfigError(
+                f"loss weights must name some of {[*SOFT_LOSSES, 'hard']}; got {sorted(weights)}"
+            )
+        if regression and "kl" in weights:
+            raise ConfigError("a regression task has no class distribution: use 'mse', not 'kl'")
+        self.student = student
+        self.tokenizer = tokenizer
+        self.weights = {name: float(value) for name, value in weights.items()}
+        self.temperature = temperature
+        self.regression = regression
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        logits = student_logits(self.student, batch)
+        return distillation_losses(logits, batch, self.weights, self.temperature, self.regression)
+
+    @torch.no_grad()
+    def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+        logits = torch.cat([student_logits(self.student, batch) for batch in batches])
+        labels = torch.cat([batch["labels"] for batch in batches]).numpy()
+        teacher = None
+        if "targets" in batches[0]:
+            teacher = torch.cat([batch["targets"] for batch in batches]).numpy()
+        return logit_metrics(logits.float().numpy(), labels, self.regression, teacher)
+
+    def save(self, folder: Path) -> None:
+        save_student(self.student, Path(folder), self.tokenizer)
+
+    def load(self, folder: Path) -> None:
+        load_student(self.student, Path(folder))
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class BiLSTMSettings:
+    """Student shape (see :class:`~distilkit.bilstm.BiLSTMConfig`); Tang et al.'s SST-2
+    sizes by default."""
+
+    hidden_size: int = 150
+    mlp_size: int = 200
+    dropout: float = 0.1
+    max_length: int = 64
+    freeze_embeddings: bool = False
+
+
+def default_training() -> TrainingConfig:
+    return TrainingConfig(
+        max_steps=3000,
+        batch_size=50,
+        learning_rate=1e-3,
+        warmup_fraction=0.02,
+        eval_every=500,
+        checkpoint_every=500,
+        log_every=50,
+    )
+
+
+@dataclass
+class BiLSTMDistillConfig:
+    """Everything a BiLSTM distillation run needs; saved as ``bilstm_config.json``.
+
+    teacher: a checkpoint folder fine-tuned on ``task`` (sequence-classification head);
+    targets: "labels" or "logits"; augment: train on the augmented transfer set;
+    hard_label_weight: the paper's alpha, mixing gold labels into logit training;
+    subsample: keep this many training examples (quick runs); cache_dir: where teacher
+    logits are cached (None: ``teacher_cache`` beside the run folder).
+    """
+
+    teacher: str = ""
+    task: str = "sst2"
+    targets: str = "logits"
+    augment: bool = True
+    augmentation: AugmentConfig | None = None  # None: paper_augmentation(task)
+    hard_label_weight: float = 0.0
+    subsample: int | None = None
+    data_root: str | None = None
+    cache_dir: str | None = None
+    teacher_batch_size: int = 128
+    student: BiLSTMSettings = field(default_factory=BiLSTMSettings)
+    training: TrainingConfig = field(default_factory=default_training)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augmentation, dict):
+            self.augmentation = from_dict(AugmentConfig, self.augmentation, "augmentation")
+        if isinstance(self.student, dict):
+            self.student = from_dict(BiLSTMSettings, self.student, "student")
+        if isinstance(self.training, dict):
+            self.training = from_dict(TrainingConfig, self.training, "training")
+        if not self.teacher:
+            raise ConfigError("teacher is required: a checkpoint folder fine-tuned on the task")
+        if self.targets not in ("labels", "logits"):
+            raise ConfigError(f"targets must be 'labels' or 'logits', got {self.targets!r}")
+        if self.targets == "labels" and self.augment:
+            raise ConfigError(
+                "augmented copies have no gold labels: with targets='labels' set augment=false"
+            )
+        if self.targets == "labels" and self.hard_label_weight:
+            raise ConfigError(
+                "hard_label_weight mixes gold labels into logit training; with "
+                "targets='labels' the gold labels are the whole loss: leave it at 0"
+            )
+        if not 0.0 <= self.hard_label_weight < 1.0:
+            raise ConfigError(f"hard_label_weight must be in [0, 1), got {self.hard_label_weight}")
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        if self.targets == "labels":
+            return {"hard": 1.0}
+        weights = {"mse": 1.0 - self.hard_label_weight}
+        if self.hard_label_weight:
+            weights["hard"] = self.hard_label_weight
+        return weights
+
+    @classmethod
+    def load(cls, path: str | Path) -> BiLSTMDistillConfig:
+        return from_dict(cls, load_json(path))
+
+
+def teacher_word_embeddings(teacher_folder: Path) -> torch.Tensor:
+    """The teacher's input word-piece embeddings, ``(vocab, hidden)``."""
+    return load_model(teacher_folder, head=None).backbone.embeddings.word_embeddings.weight.detach()
+
+
+def check_teacher_outputs(logits: np.ndarray, task: TaskSpec, teacher: str) -> None:
+    if logits.shape[1] != task.num_labels:
+        raise ConfigError(
+            f"teacher {teacher} gives {logits.shape[1]} outputs per example but task "
+            f"{task.name} has {task.num_labels}: use a teacher fine-tuned on {task.name}"
+        )
+
+
+def run_bilstm_distillation(
+    config: BiLSTMDistillConfig, out_dir: str | Path, resume: bool = True
+) -> dict:
+    """Train a BiLSTM student on ``config.task``; returns the dict written to
+    ``metrics.json`` (teacher and student dev metrics, sizes, training summary)."""
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    teacher_folder = resolve(config.teacher)
+    tokenizer = Tokenizer.from_folder(teacher_folder)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir.parent / "teacher_cache"
+    progress = config.training.progress
+    data = load_task_data(
+        config.task,
+        config.data_root,
+        config.subsample,
+        config.training.seed,
+        config.augment,
+        config.augmentation,
+        progress=progress,
+    )
+    print(
+        f"{config.task}: {data.num_original:,} training examples, transfer set "
+        f"{len(data.texts):,}, dev {len(data.dev_texts):,}",
+        flush=True,
+    )
+
+    def label(texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        logits = cached_teacher_logits(
+            teacher_folder, texts, pairs, cache_dir, config.teacher_batch_size, progress=progress
+        )
+        check_teacher_outputs(logits, data.task, config.teacher)
+        return logits
+
+    teacher_dev = label(data.dev_texts, data.dev_pairs)
+    targets = label(data.texts, data.pairs) if config.targets == "logits" else None
+    student = BiLSTMClassifier.from_teacher(
+        teacher_word_embeddings(teacher_folder),
+        tokenizer,
+        seed=config.training.seed,
+        num_labels=data.task.num_labels,
+        pair=data.pairs is not None,
+        label_names=data.task.label_names,
+        **to_dict(config.student),
+    )
+    max_length = config.student.max_length
+    dataset = DistillationDataset(
+        encode_for_student(student, tokenizer, data.texts, data.pairs, max_length),
+        targets,
+        data.labels,
+    )
+    dev_set = DistillationDataset(
+        encode_for_student(student, tokenizer, data.dev_texts, data.dev_pairs, max_length),
+        teacher_dev,
+        data.dev_labels,
+    )
+    objective = LogitDistillation(
+        student, tokenizer, config.loss_weights, regression=data.regression
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(to_dict(config), out_dir / "bilstm_config.json")
+    sampler = LengthGroupedSampler(
+        dataset.lengths, config.training.batch_size, seed=config.training.seed
+    )
+    trainer = Trainer(
+        objective,
+        dataset,
+        sampler,
+        lambda items: collate_items(items, tokenizer.pad_id),
+        config.training,
+        out_dir,
+        eval_batches=fixed_batches(dev_set, tokenizer.pad_id),
+        run_config={"bilstm": to_dict(config)},
+    )
+    result = trainer.run(resume=resume)
+    student_dir = save_student(student, out_dir / "student", tokenizer)
+    student_dev = student.predict_logits(data.dev_texts, data.dev_pairs)
+    metric = data.task.metric
+    metrics = {
+        "task": config.task,
+        "metric": metric,
+        "targets": config.targets,
+        "augment": config.augment,
+        "train_examples": data.num_original,
+        "transfer_set": len(data.texts),
+        "teacher": {
+            "folder": str(teacher_folder),
+            "dev": logit_metrics(teacher_dev, data.dev_labels, data.regression),
+        },
+        "student": {
+            "folder": str(student_dir),
+            "dev": logit_metrics(student_dev, data.dev_labels, data.regression, teacher_dev),
+            "parameters": student.parameter_counts(),
+        },
+        "training": {
+            "steps": result.step,
+            "stopped_by": result.stopped_by,
+            "seconds": result.elapsed,
+            "final_losses": result.last_losses,
+        },
+        "total_seconds": time.perf_counter() - started,
+    }
+    save_json(metrics, out_dir / "metrics.json")
+    print(
+        f"dev {metric}: teacher {metrics['teacher']['dev'][metric]:.4f}, BiLSTM student "
+        f"{metrics['student']['dev'][metric]:.4f} ({config.targets}"
+        f"{', augmented' if config.augment else ''}); student saved to {student_dir}",
+        flush=True,
+    )
+    return metrics
+
+
+__all__ = [
+    "BiLSTMDistillConfig",
+    "BiLSTMSettings",
+    "DistillationDataset",
+    "LogitDistillation",
+    "TaskData",
+    "collate_items",
+    "distillation_losses",
+    "encode_for_student",
+    "fixed_batches",
+    "load_task_data",
+    "logit_metrics",
+    "run_bilstm_distillation",
+    "student_logits",
+]
