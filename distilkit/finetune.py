@@ -196,21 +196,27 @@ def load_task_model(name: str | Path, task: TaskSpec) -> tuple[TransformerModel,
 
 
 # ----------------------------------------------------------------------------- the job
+def finetune_training() -> TrainingConfig:
+    """Default optimisation of fine-tuning (BERT's recipe: small LR, warmup, decay)."""
+    return TrainingConfig(batch_size=32, learning_rate=5e-5, weight_decay=0.01, warmup_fraction=0.1)
+
+
 @dataclass
 class FineTuneConfig:
-    """A fine-tuning run (saved as ``finetune_config.json`` in the run folder)."""
+    """A fine-tuning run (saved as ``finetune_config.json`` in the run folder).
+
+    ``epochs`` sets the length (None: ``training.max_steps`` steps); the dev set is scored
+    ``evals_per_epoch`` times per epoch and the best score's model kept (this sets
+    ``training.eval_every`` and ``checkpoint_every``).
+    """
 
     model: str = DEFAULT_MODEL
     task: str = "sst2"
-    epochs: float = 3.0
+    epochs: float | None = 3.0
     evals_per_epoch: int = 1
     eval_batch_size: int = 64
     data: DataSettings = field(default_factory=DataSettings)
-    training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(
-            batch_size=32, learning_rate=5e-5, weight_decay=0.01, warmup_fraction=0.1
-        )
-    )
+    training: TrainingConfig = field(default_factory=finetune_training)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
@@ -218,7 +224,7 @@ class FineTuneConfig:
         if isinstance(self.training, dict):
             self.training = from_dict(TrainingConfig, self.training, "training")
         get_task(self.task)
-        if not self.epochs > 0:
+        if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.evals_per_epoch < 1 or self.eval_batch_size < 1:
             raise ConfigError("evals_per_epoch and eval_batch_size must be >= 1")
@@ -229,18 +235,19 @@ class FineTuneConfig:
 
 
 def schedule_for_epochs(
-    training: TrainingConfig, batches_per_epoch: int, epochs: float, evals_per_epoch: int
+    training: TrainingConfig, batches_per_epoch: int, epochs: float | None, evals_per_epoch: int
 ) -> TrainingConfig:
-    """``training`` with max_steps = epochs x steps per epoch, and evaluation and
-    checkpoints ``evals_per_epoch`` times per epoch."""
+    """``training`` with max_steps = epochs x steps per epoch (kept when ``epochs`` is
+    None), and evaluation and checkpoints ``evals_per_epoch`` times per epoch."""
     steps_per_epoch = max(1, batches_per_epoch // training.grad_accumulation)
     every = max(1, steps_per_epoch // evals_per_epoch)
+    steps = training.max_steps if epochs is None else max(1, round(epochs * steps_per_epoch))
     return TrainingConfig(
         **{
             **to_dict(training),
-            "max_steps": max(1, round(epochs * steps_per_epoch)),
-            "eval_every": every,
-            "checkpoint_every": every,
+            "max_steps": steps,
+            "eval_every": min(every, steps),
+            "checkpoint_every": min(every, steps),
         }
     )
 

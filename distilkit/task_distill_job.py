@@ -58,20 +58,25 @@ def _say(message: str) -> None:
         print(message, flush=True)
 
 
+def distill_training() -> TrainingConfig:
+    """Default optimisation of task distillation."""
+    return TrainingConfig(batch_size=32, learning_rate=1e-4, weight_decay=0.01, warmup_fraction=0.1)
+
+
 @dataclass
 class StageConfig:
-    """One training stage: its loss weights, length, and whether the best dev epoch
-    (rather than the last) is its result."""
+    """One training stage: its loss weights, length (None: ``training.max_steps``
+    steps), and whether the best dev epoch (rather than the last) is its result."""
 
     name: str = "prediction"
-    epochs: float = 3.0
+    epochs: float | None = 3.0
     weights: TaskDistillWeights = field(default_factory=lambda: TaskDistillWeights(logits=1.0))
     keep_best: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, dict):
             self.weights = from_dict(TaskDistillWeights, self.weights, "weights")
-        if not self.epochs > 0:
+        if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"stage {self.name!r}: epochs must be > 0, got {self.epochs}")
         if not self.name or "/" in self.name:
             raise ConfigError(f"stage name {self.name!r} must be a non-empty folder name")
@@ -93,7 +98,7 @@ class TaskDistillConfig:
     num_layers: int = 3
     layers: list[int] | None = None  # teacher blocks the cut keeps; else by `strategy`
     strategy: str = "uniform"
-    epochs: float = 3.0
+    epochs: float | None = 3.0  # None: training.max_steps steps per stage
     intermediate_epochs: float | None = None
     hard_weight: float | None = None
     temperature: float | None = None
@@ -107,17 +112,15 @@ class TaskDistillConfig:
     evals_per_epoch: int = 1
     eval_batch_size: int = 64
     data: DataSettings = field(default_factory=DataSettings)
-    training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(
-            batch_size=32, learning_rate=1e-4, weight_decay=0.01, warmup_fraction=0.1
-        )
-    )
+    training: TrainingConfig = field(default_factory=distill_training)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = from_dict(DataSettings, self.data, "data")
         if isinstance(self.training, dict):
             self.training = from_dict(TrainingConfig, self.training, "training")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.stages is not None:
             self.stages = [
                 from_dict(StageConfig, stage, f"stages[{index}]")
@@ -160,7 +163,9 @@ class TaskDistillConfig:
                 stages = [
                     StageConfig(
                         "intermediate",
-                        self.intermediate_epochs or self.epochs,
+                        self.epochs
+                        if self.intermediate_epochs is None
+                        else self.intermediate_epochs,
                         TaskDistillWeights(embedding=1.0, hidden=1.0, attention=1.0),
                         keep_best=False,
                     ),
