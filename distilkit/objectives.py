@@ -61,6 +61,33 @@ def load_student_weights(student: nn.Module, folder: Path) -> None:
     student.load_state_dict(saved.state_dict())
 
 
+def masked_lm_metrics(
+    model: TransformerModel, tokenizer: Tokenizer, batches: Sequence[dict[str, torch.Tensor]]
+) -> dict[str, float]:
+    """Held-out masked-token loss and top-1 accuracy of ``model``'s MLM head, with masks
+    drawn from a fixed seed (the same positions every evaluation)."""
+    generator = torch.Generator().manual_seed(12345)
+    total = correct = count = 0.0
+    for batch in batches:
+        masked, labels = mask_tokens(
+            batch["input_ids"],
+            batch["attention_mask"],
+            tokenizer.special_ids,
+            tokenizer.mask_id,
+            model.config.vocab_size,
+            MaskingConfig(),
+            generator,
+        )
+        hidden = model.backbone(masked, batch["attention_mask"]).last_hidden_state
+        selected = labels != -100
+        logits = model.mlm_logits(hidden[selected])
+        n = int(selected.sum())
+        total += float(mlm_loss(logits, labels[selected])) * n
+        correct += float((logits.argmax(-1) == labels[selected]).sum())
+        count += n
+    return {"mlm_loss": total / max(count, 1), "mlm_accuracy": correct / max(count, 1)}
+
+
 class GeneralDistillation(Objective):
     """DistilBERT's triple loss (and hidden-state extras) on masked text."""
 
@@ -193,9 +220,7 @@ class GeneralDistillation(Objective):
     def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Held-out metrics with fixed masks: token and sentence cosine to the teacher,
         and (with an MLM head) masked-token loss and top-1 accuracy."""
-        generator = torch.Generator().manual_seed(12345)
         token_cos = sentence_cos = 0.0
-        mlm_total = correct = count = 0.0
         for batch in batches:
             attention_mask = batch["attention_mask"]
             teacher_hidden = self.teacher.backbone(
@@ -214,29 +239,12 @@ class GeneralDistillation(Objective):
                     pool(student_hidden, attention_mask), pool(teacher_hidden, attention_mask)
                 ).mean()
             )
-            if self.student.config.head == "masked_lm":
-                masked, labels = mask_tokens(
-                    batch["input_ids"],
-                    attention_mask,
-                    self.tokenizer.special_ids,
-                    self.tokenizer.mask_id,
-                    self.student.config.vocab_size,
-                    MaskingConfig(),
-                    generator,
-                )
-                hidden = self.student.backbone(masked, attention_mask).last_hidden_state
-                selected = labels != -100
-                logits = self.student.mlm_logits(hidden[selected])
-                n = int(selected.sum())
-                mlm_total += float(mlm_loss(logits, labels[selected])) * n
-                correct += float((logits.argmax(-1) == labels[selected]).sum())
-                count += n
         metrics = {
             "token_cosine": token_cos / len(batches),
             "sentence_cosine": sentence_cos / len(batches),
         }
-        if count:
-            metrics |= {"mlm_loss": mlm_total / count, "mlm_accuracy": correct / count}
+        if self.student.config.head == "masked_lm":
+            metrics |= masked_lm_metrics(self.student, self.tokenizer, batches)
         return metrics
 
     def save(self, folder: Path) -> None:
@@ -300,26 +308,7 @@ class MaskedLMFitting(Objective):
 
     @torch.no_grad()
     def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
-        generator = torch.Generator().manual_seed(12345)
-        total = correct = count = 0.0
-        for batch in batches:
-            masked, labels = mask_tokens(
-                batch["input_ids"],
-                batch["attention_mask"],
-                self.tokenizer.special_ids,
-                self.tokenizer.mask_id,
-                self.model.config.vocab_size,
-                MaskingConfig(),
-                generator,
-            )
-            hidden = self.model.backbone(masked, batch["attention_mask"]).last_hidden_state
-            selected = labels != -100
-            logits = self.model.mlm_logits(hidden[selected])
-            n = int(selected.sum())
-            total += float(mlm_loss(logits, labels[selected])) * n
-            correct += float((logits.argmax(-1) == labels[selected]).sum())
-            count += n
-        return {"mlm_loss": total / max(count, 1), "mlm_accuracy": correct / max(count, 1)}
+        return masked_lm_metrics(self.model, self.tokenizer, batches)
 
     def save(self, folder: Path) -> None:
         save_model(self.model, folder, tokenizer=self.tokenizer)
