@@ -16,11 +16,21 @@ Two execution paths give the same numbers:
   ``scaled_dot_product_attention``;
 * the explicit path computes ``softmax(QK^T / sqrt(d))V`` step by step so that the
   pre-softmax scores and the attention probabilities can be returned for distillation.
+
+Without autograd and dropout (``model.eval()`` under ``torch.inference_mode()`` or
+``torch.no_grad()``) on a CPU, the fast path runs each block on oneDNN's linear kernels
+with weights reordered once into its blocked layout, and with the bias, the GELU and the
+residual addition done inside the matmuls (:meth:`TransformerBlock.forward_onednn`). The
+stacked and reordered weights are cached per block and rebuilt whenever a parameter
+changes. ``DISTILKIT_ONEDNN=0`` in the environment turns these kernels off.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -114,22 +124,69 @@ class Embeddings(nn.Module):
 # ----------------------------------------------------------------------------- attention
 @dataclass
 class Padding:
-    """Where the real tokens sit in a padded batch, for the unpadded fast path.
+    """Where the real tokens of a ``(batch, seq)`` batch sit, for the unpadded fast path.
 
-    ``indices``: (tokens,) flat positions of real tokens in ``batch * seq``;
-    ``key_mask``: (batch, 1, 1, seq) bool, True where a key may be attended to.
+    The fast path keeps token vectors packed as ``(tokens, dim)``: the real tokens only,
+    in row-major order. ``indices``: (tokens,) their flat positions in ``batch * seq``,
+    or None when no token is padding (then tokens == batch * seq and packing is a view);
+    ``key_mask``: (batch, 1, 1, seq) bool, True where a key may be attended to, or None.
     """
 
-    indices: torch.Tensor
     batch: int
     seq: int
-    key_mask: torch.Tensor | None
+    indices: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """``(tokens, dim)`` -> ``(batch, seq, dim)`` with zeros at padding."""
+        if self.indices is None:
+            return packed.view(self.batch, self.seq, -1)
         out = packed.new_zeros(self.batch * self.seq, packed.shape[-1])
         out.index_copy_(0, self.indices, packed)
         return out.view(self.batch, self.seq, -1)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq, ...)`` -> ``(tokens, dim)``: the real tokens, trailing dims flattened."""
+        flat = padded.reshape(self.batch * self.seq, -1)
+        return flat if self.indices is None else flat.index_select(0, self.indices)
+
+
+# Stacked / reordered copies of Linear weights for inference, per owning module. A weak
+# dictionary rather than a module attribute, so deepcopy, pickling and state_dict never
+# see them (oneDNN's reordered tensors cannot be copied).
+_INFERENCE_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def inference_weights(
+    owner: nn.Module, groups: Sequence[Sequence[nn.Linear]], reorder: bool
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per group of Linears, ``(weight, bias)`` stacked along the output dimension
+    (``(sum of outputs, inputs)`` and ``(sum of outputs,)``), reordered for oneDNN if asked.
+
+    For use without autograd. Cached per ``owner`` and rebuilt when a parameter changes:
+    an in-place update (optimizer step, ``load_state_dict``) bumps its version counter, a
+    cast or move gives it new storage. The cache holds the old storage until then, so a
+    new tensor cannot reuse its address and pass for it.
+    """
+    parameters = [p for group in groups for linear in group for p in (linear.weight, linear.bias)]
+    try:
+        key = (reorder, *((p.data_ptr(), p._version) for p in parameters))
+    except RuntimeError:  # parameters made inside inference_mode keep no version counter
+        key = (reorder, *((p.data_ptr(), -1) for p in parameters))
+    cached = _INFERENCE_WEIGHTS.get(owner)
+    if cached is not None and cached[0] == key:
+        return cached[2]
+    with torch.no_grad():
+        stacked = []
+        for group in groups:
+            weight = torch.cat([linear.weight for linear in group]) if len(group) > 1 else None
+            weight = group[0].weight.detach() if weight is None else weight
+            bias = torch.cat([linear.bias for linear in group]).detach()
+            if reorder:
+                weight = torch.ops.mkldnn._reorder_linear_weight(weight)
+            stacked.append((weight, bias))
+    _INFERENCE_WEIGHTS[owner] = (key, [p.detach() for p in parameters], stacked)
+    return stacked
 
 
 class SelfAttention(nn.Module):
@@ -154,29 +211,38 @@ class SelfAttention(nn.Module):
         batch, _, seq, _ = x.shape  # (B, heads, T, head_dim) -> (B, T, H)
         return x.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim)
 
-    def _qkv(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # One matmul for the three projections: less Python and a bigger GEMM.
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        return F.linear(hidden, weight, bias).chunk(3, dim=-1)
+    def qkv_parameters(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q, K and V weights stacked, ``(3H, H)``, and biases ``(3H,)``: one matmul for the
+        three projections. Without autograd the stacked copy is cached."""
+        linears = (self.query, self.key, self.value)
+        if torch.is_grad_enabled():
+            weight = torch.cat([linear.weight for linear in linears])
+            return weight, torch.cat([linear.bias for linear in linears])
+        return inference_weights(self, [linears], reorder=False)[0]
 
-    def forward_fast(self, hidden: torch.Tensor, padding: Padding | None) -> torch.Tensor:
-        """Fused attention. ``hidden`` is ``(tokens, H)`` when ``padding`` is given (unpadded
-        batch), else ``(B, T, H)``. Returns the same shape."""
-        query, key, value = self._qkv(hidden)
-        if padding is not None:  # (tokens, H) -> (B, T, H) for the attention step only
-            query, key, value = padding.pad(query), padding.pad(key), padding.pad(value)
-        mask = None if padding is None else padding.key_mask
+    def _qkv(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return F.linear(hidden, *self.qkv_parameters()).chunk(3, dim=-1)
+
+    def attend(self, qkv: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Fused attention on packed projections: ``(tokens, 3H)`` -> context ``(tokens, H)``.
+
+        The projections are padded once, as one tensor, and viewed per head; the context
+        comes back packed.
+        """
+        qkv = padding.pad(qkv).view(padding.batch, padding.seq, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
         context = F.scaled_dot_product_attention(
-            self._heads(query),
-            self._heads(key),
-            self._heads(value),
-            attn_mask=mask,
+            query,
+            key,
+            value,
+            attn_mask=padding.key_mask,
             dropout_p=self.dropout_p if self.training else 0.0,
         )  # (B, heads, T, head_dim)
-        context = self._merge(context)
-        if padding is not None:
-            context = context.reshape(-1, context.shape[-1]).index_select(0, padding.indices)
+        return padding.unpad(context.transpose(1, 2))
+
+    def forward_fast(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Packed ``(tokens, H)`` -> ``(tokens, H)``; see :meth:`attend`."""
+        context = self.attend(F.linear(hidden, *self.qkv_parameters()), padding)
         return self.output(context)
 
     def forward_explicit(
@@ -211,6 +277,40 @@ class FeedForward(nn.Module):
         return self.output(self.activation(self.intermediate(hidden)))
 
 
+# oneDNN's fused linear kernels (the ones torch.compile uses on CPU): activation name ->
+# (post-op, algorithm) of torch.ops.mkldnn._linear_pointwise.
+ONEDNN_ACTIVATIONS = {
+    "gelu": ("gelu", "none"),
+    "gelu_new": ("gelu", "tanh"),
+    "gelu_pytorch_tanh": ("gelu", "tanh"),
+    "relu": ("relu", ""),
+}
+
+
+@functools.cache
+def _onednn_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes oneDNN's linear kernels serve well here: () if they are missing or off."""
+    if os.environ.get("DISTILKIT_ONEDNN", "1") == "0" or not torch.backends.mkldnn.is_available():
+        return ()
+    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return ()
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # native bf16 (AVX512-BF16, AMX)
+        return (torch.float32, torch.bfloat16)
+    return (torch.float32,)
+
+
+def use_onednn(hidden: torch.Tensor, training: bool) -> bool:
+    """Whether :meth:`TransformerBlock.forward_onednn` may run on ``hidden``: inference
+    (no autograd, no dropout), on a CPU, in a dtype oneDNN serves, oneDNN enabled."""
+    return (
+        not training
+        and not torch.is_grad_enabled()
+        and hidden.device.type == "cpu"
+        and hidden.dtype in _onednn_dtypes()
+        and torch.backends.mkldnn.enabled
+    )
+
+
 class TransformerBlock(nn.Module):
     """Post-LN block: ``x = LN(x + Attn(x)); x = LN(x + FFN(x))`` (BERT and DistilBERT)."""
 
@@ -221,12 +321,53 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
+        self.onednn_activation = ONEDNN_ACTIVATIONS[config.hidden_act]
 
-    def forward_fast(self, hidden: torch.Tensor, padding: Padding | None) -> torch.Tensor:
+    def forward_fast(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Packed ``(tokens, H)`` -> ``(tokens, H)``, with autograd and dropout."""
         hidden = self.attention_norm(
             hidden + self.dropout(self.attention.forward_fast(hidden, padding))
         )
         return self.ffn_norm(hidden + self.dropout(self.ffn(hidden)))
+
+    def forward_onednn(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """:meth:`forward_fast` for inference on a CPU (see :func:`use_onednn`), packed
+        ``(tokens, H)`` -> ``(tokens, H)``.
+
+        Four oneDNN matmuls on reordered weights: Q/K/V stacked; the attention output
+        projection with the residual added inside; the FFN's first matmul with its
+        activation inside; its second with the residual inside. Then the two LayerNorms.
+        """
+        attention, ffn = self.attention, self.ffn
+        groups = [
+            [attention.query, attention.key, attention.value],
+            [attention.output],
+            [ffn.intermediate],
+            [ffn.output],
+        ]
+        qkv, attention_output, intermediate, ffn_output = inference_weights(
+            self, groups, reorder=True
+        )
+        linear = torch.ops.mkldnn._linear_pointwise
+        context = attention.attend(linear(hidden, *qkv, "none", [], ""), padding)  # (tokens, H)
+        norm = self.attention_norm
+        hidden = F.layer_norm(
+            linear.binary(context, hidden, *attention_output, "add"),
+            norm.normalized_shape,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        )
+        post_op, algorithm = self.onednn_activation
+        inner = linear(hidden, *intermediate, post_op, [], algorithm)  # (tokens, I)
+        norm = self.ffn_norm
+        return F.layer_norm(
+            linear.binary(inner, hidden, *ffn_output, "add"),
+            norm.normalized_shape,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        )
 
     def forward_explicit(
         self, hidden: torch.Tensor, key_mask: torch.Tensor | None
@@ -329,17 +470,20 @@ class Backbone(nn.Module):
             attention_scores = tuple(scores_per_layer) if output_attention_scores else None
         else:
             attentions = attention_scores = None
-            padding = None
+            padding = Padding(batch, seq)
             if key_mask is not None:  # drop padding rows before the dense layers
-                indices = attention_mask.reshape(-1).nonzero().squeeze(1)
-                padding = Padding(indices, batch, seq, key_mask)
-                hidden = hidden.reshape(batch * seq, -1).index_select(0, indices)  # (tokens, H)
+                padding.indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+                padding.key_mask = key_mask
+            hidden = padding.unpad(hidden)  # (tokens, H)
+            onednn = use_onednn(hidden, self.training)
             for layer in blocks:
-                hidden = layer.forward_fast(hidden, padding)
+                if onednn:
+                    hidden = layer.forward_onednn(hidden, padding)
+                else:
+                    hidden = layer.forward_fast(hidden, padding)
                 if all_hidden is not None:
-                    all_hidden.append(padding.pad(hidden) if padding is not None else hidden)
-            if padding is not None:
-                hidden = padding.pad(hidden)  # (B, T, H)
+                    all_hidden.append(padding.pad(hidden))
+            hidden = padding.pad(hidden)  # (B, T, H)
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return EncoderOutput(
             last_hidden_state=hidden,
