@@ -21,6 +21,7 @@ the loss terms and the evaluation of logits.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distilkit.augment import AugmentConfig, build_transfer_set
+from distilkit.augment import AugmentConfig, PosTagger, build_transfer_set
 from distilkit.bilstm import BiLSTMClassifier, tokenize_texts
 from distilkit.checkpoint import load_model, save_model
 from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
@@ -86,6 +87,12 @@ def _labels(examples: Sequence, regression: bool) -> np.ndarray:
     return np.asarray(values, dtype=np.float32 if regression else np.int64)
 
 
+@functools.cache
+def default_tagger() -> PosTagger:
+    """The packaged POS tagger, loaded once per process (it takes a few seconds)."""
+    return PosTagger.load_default()
+
+
 def paper_augmentation(task_name: str) -> AugmentConfig:
     """Tang et al.'s settings: p_mask = p_pos = 0.1, p_ng = 0.25, and 20 copies per
     example for SST-2, 10 for the other tasks."""
@@ -125,7 +132,9 @@ def load_task_data(
     pairs = [example.text_pair for example in train] if paired else None
     if augment:
         augmentation = augmentation or paper_augmentation(task_name)
-        transfer = build_transfer_set(texts, pairs, augmentation, progress=progress)
+        transfer = build_transfer_set(
+            texts, pairs, augmentation, tagger=default_tagger(), progress=progress
+        )
         texts = [text for text, _ in transfer]
         pairs = [pair for _, pair in transfer] if paired else None
     regression = task.kind == "regression"
