@@ -263,6 +263,7 @@ def test_inference_weights_stack_in_order(tiny_config: ModelConfig) -> None:
         assert torch.equal(weight, torch.cat([linear.weight for linear in linears]))
         assert torch.equal(bias, torch.cat([linear.bias for linear in linears]))
         assert single.data_ptr() == attention.output.weight.data_ptr()  # no copy of one
+        assert torch.equal(single_bias, attention.output.bias)
         again = inference_weights(attention, [linears, [attention.output]], reorder=False)
         assert again[0][0] is weight  # cached
 
