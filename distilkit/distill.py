@@ -48,7 +48,12 @@ class DistillConfig:
     objective: GeneralDistillationConfig = field(default_factory=GeneralDistillationConfig)
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
-            max_steps=2000, batch_size=32, learning_rate=3e-4, eval_every=100, checkpoint_every=100
+            max_steps=2000,
+            time_budget=600.0,  # the default job: 10 minutes of training
+            batch_size=32,
+            learning_rate=3e-4,
+            eval_every=100,
+            checkpoint_every=100,
         )
     )
 
