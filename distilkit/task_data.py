@@ -59,7 +59,7 @@ class DataSettings:
     data_root: str | None = None  # None: $DISTILKIT_DATA, else ../shared/data
     max_len: int | None = None  # tokens per input; None: 384 for QA, else 128
     doc_stride: int = 128  # QA: context tokens shared by consecutive windows
-    max_question_length: int = 64  # QA: question word pieces kept
+    max_question_length: int | None = None  # QA: question pieces kept; None: 64 or max_len/4
     qa_eval_fraction: float = 0.2  # SQuAD: share of articles held out as the "dev" split
     train_limit: int | None = None  # use a seeded random subset of this many train examples
     eval_limit: int | None = None  # the same for the evaluation split
@@ -249,9 +249,9 @@ def encode_split(
             data.ner_word_ids.extend(batch.word_ids)
             data.ner_num_words.extend(batch.num_words)
     else:
-        stride = settings.doc_stride
+        question_length = settings.max_question_length or min(64, max_length // 4)
         windows = make_features(
-            tokenizer, examples, max_length, stride, settings.max_question_length
+            tokenizer, examples, max_length, settings.doc_stride, question_length
         )
         for row in range(len(windows)):
             mask = windows.attention_mask[row]

@@ -1,0 +1,192 @@
+"""The task subcommands through ``distilkit.cli.main``: finetune, eval, distill-task,
+classify, ner, answer; their options, config files and error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from task_helpers import save_tiny_model, write_all_tasks
+
+from distilkit import cli
+from distilkit.cli_tasks import TASK_COMMANDS, distill_task_config_from_args
+from distilkit.task_distill import TaskDistillWeights
+
+TRAINING = ["--batch-size", "16", "--lr", "3e-3", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task_commands():
+    """Register the task commands as cli.py will."""
+    commands = [cli.Command(*pair) for pair in TASK_COMMANDS]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "COMMANDS", [*cli.COMMANDS, *commands])
+        yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli-tasks")
+    data = write_all_tasks(root / "data")
+    return {
+        "root": root,
+        "data": ["--data-root", str(data), "--max-len", "64"],
+        "base": save_tiny_model(root / "base", num_layers=2),
+    }
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = cli.main([str(part) for part in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(workspace):
+    """sst2, conll2003 and squad models fine-tuned through the command line."""
+    folders = {}
+    for task in ("sst2", "conll2003", "squad"):
+        out = workspace["root"] / f"finetune-{task}"
+        extra = ["--doc-stride", "16"] if task == "squad" else []
+        code = cli.main(
+            ["finetune", str(workspace["base"]), "--task", task, "--epochs", "6", "--out", str(out)]
+            + workspace["data"]
+            + extra
+            + TRAINING
+        )
+        assert code == 0
+        folders[task] = out / "model"
+    return folders
+
+
+def test_finetune_then_eval(workspace, fine_tuned, capsys):
+    code, out, _ = run(["eval", fine_tuned["sst2"], "--task", "sst2", *workspace["data"]], capsys)
+    assert code == 0 and out.startswith("sst2 dev accuracy: 1.0000")
+    code, out, _ = run(
+        ["eval", fine_tuned["sst2"], "--task", "sst2", "--json", *workspace["data"]], capsys
+    )
+    assert json.loads(out)["accuracy"] == 1.0
+    saved = json.loads((fine_tuned["sst2"].parent / "finetune_config.json").read_text())
+    assert saved["epochs"] == 6 and saved["training"]["learning_rate"] == 3e-3
+    code, _, err = run(
+        ["eval", fine_tuned["sst2"], "--task", "conll2003", *workspace["data"]], capsys
+    )
+    assert code == 2 and "needs a 'token_classification' head" in err
+
+
+def test_distill_task_runs_with_a_dry_run(workspace, fine_tuned, tmp_path, capsys):
+    argv = ["distill-task", "--teacher", fine_tuned["sst2"], "--task", "sst2", "--method", "pkd"]
+    argv += [
+        "--num-layers",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "run",
+        *workspace["data"],
+        *TRAINING,
+    ]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert "dry run ok" in out and "teacher dev accuracy: 1.0000" in out
+    assert (tmp_path / "run" / "student" / "config.json").is_file()
+    saved = json.loads((tmp_path / "run" / "task_distill_config.json").read_text())
+    assert saved["method"] == "pkd" and saved["layer_map"] == "skip" and saved["temperature"] == 5.0
+
+
+def test_distill_task_errors_are_one_clear_line(workspace, fine_tuned, tmp_path, capsys):
+    untrained = save_tiny_model(
+        tmp_path / "untrained", head="sequence_classification", label_names=["negative", "positive"]
+    )
+    base = [
+        "distill-task",
+        "--task",
+        "sst2",
+        "--num-layers",
+        "1",
+        "--out",
+        tmp_path / "run",
+        *workspace["data"],
+        *TRAINING,
+    ]
+    code, _, err = run([*base, "--teacher", untrained], capsys)
+    assert code == 2 and "does not look fine-tuned for sst2" in err and "Traceback" not in err
+    teacher = ["--teacher", fine_tuned["sst2"]]
+    code, _, err = run(
+        [*base, *teacher, "--method", "tinybert", "--layer-pairs", "0:0,5:6"], capsys
+    )
+    assert code == 2 and "student index 5 is out of range" in err
+    code, _, err = run([*base, *teacher, "--epochs", "1", "--max-steps", "3"], capsys)
+    assert code == 2 and "not both" in err
+    code, _, err = run([*base, *teacher, "--eval-every", "3"], capsys)
+    assert code == 2 and "--evals-per-epoch" in err
+    code, _, err = run([*base, *teacher, "--layer-pairs", "0-0"], capsys)
+    assert code == 2 and "student:teacher pairs" in err
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"temprature": 3.0}))
+    code, _, err = run([*base, *teacher, "--config", config], capsys)
+    assert code == 2 and "unknown option(s) temprature" in err
+
+
+def test_distill_task_flags_override_the_config_file(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {"teacher": "t", "method": "tinybert", "temperature": 3.0, "data": {"max_len": 50}}
+        )
+    )
+    parser = cli.build_parser([cli.Command(*pair) for pair in TASK_COMMANDS])
+    args = parser.parse_args(
+        [
+            "distill-task",
+            "--config",
+            str(config),
+            "--temperature",
+            "2",
+            "--weights",
+            "logits=1,hard=0.5",
+            "--max-steps",
+            "7",
+            "--eval-limit",
+            "9",
+        ]
+    )
+    built = distill_task_config_from_args(args)
+    assert built.temperature == 2.0 and built.method == "custom" and built.epochs is None
+    assert built.stages[0].weights == TaskDistillWeights(logits=1, hard=0.5)
+    assert built.data.max_len == 50 and built.data.eval_limit == 9 and built.training.max_steps == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["distill-task", "--weights", "logit=1"])
+
+
+def test_classify_ner_answer(fine_tuned, tmp_path, capsys):
+    code, out, _ = run(["classify", fine_tuned["sst2"], "the red cat", "blue is it"], capsys)
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["positive", "negative"]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a red dog\nthe blue mat\n")
+    code, out, _ = run(["classify", fine_tuned["sst2"], "--input", texts, "--json"], capsys)
+    assert [json.loads(line)["label"] for line in out.splitlines()] == ["positive", "negative"]
+    code, out, _ = run(["ner", fine_tuned["conll2003"], "the cat sat in the house"], capsys)
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [(r[0], r[1], r[3]) for r in rows] == [
+        ("PER", "4-7", "cat"),
+        ("LOC", "19-24", "house"),
+    ]
+    code, out, _ = run(
+        [
+            "answer",
+            fine_tuned["squad"],
+            "--question",
+            "what is big?",
+            "--context",
+            "it was the big dog on the mat.",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0 and json.loads(out)["answer"] == "dog"
+    code, _, err = run(["answer", fine_tuned["squad"], "--question", "what?"], capsys)
+    assert code == 2 and "exactly one of --context and --context-file" in err
+    code, _, err = run(["classify", fine_tuned["sst2"]], capsys)
+    assert code == 2 and "give texts" in err
