@@ -252,6 +252,16 @@ def _pair(loss: str, student_index: int, teacher_index: int) -> str:
     return f"{loss} loss, layer pair (student {student_index}, teacher {teacher_index})"
 
 
+def _projection(inputs: int, outputs: int, generator: torch.Generator) -> nn.Linear:
+    """A learned ``Linear(student width, teacher width)``: Xavier-uniform weights drawn
+    from ``generator``, zero bias."""
+    projection = nn.Linear(inputs, outputs)
+    with torch.no_grad():
+        nn.init.xavier_uniform_(projection.weight, generator=generator)
+        projection.bias.zero_()
+    return projection
+
+
 # ----------------------------------------------------------------------------- objective
 class TaskDistillation(Objective):
     """Distil a fine-tuned ``teacher`` into ``student`` on task batches.
@@ -261,7 +271,8 @@ class TaskDistillation(Objective):
     docstring). Intermediate losses follow the layer map: the pair with student index 0
     (else (0, 0)) for ``embedding``, pairs with a student block for ``hidden`` and
     ``patient`` (averaged over pairs), pairs of blocks for ``attention``. The teacher is
-    frozen and not a parameter of the objective.
+    frozen and not a parameter of the objective. Projections (when widths differ) are
+    initialised from ``seed``.
     """
 
     def __init__(
@@ -274,6 +285,7 @@ class TaskDistillation(Objective):
         options: DistillOptions | None = None,
         eval_data: TaskData | None = None,
         best: BestCheckpoint | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         options = options or DistillOptions()
@@ -299,10 +311,11 @@ class TaskDistillation(Objective):
         self.layer_map = make_layer_map(options, n_student, n_teacher)
         student_width, teacher_width = student.config.hidden_size, teacher.config.hidden_size
         if student_width != teacher_width:
+            generator = torch.Generator().manual_seed(seed)
             if "embedding" in self.weights:
-                self.embedding_projection = nn.Linear(student_width, teacher_width)
+                self.embedding_projection = _projection(student_width, teacher_width, generator)
             if {"hidden", "patient"} & set(self.weights):
-                self.hidden_projection = nn.Linear(student_width, teacher_width)
+                self.hidden_projection = _projection(student_width, teacher_width, generator)
 
     @property
     def teacher(self) -> TransformerModel:

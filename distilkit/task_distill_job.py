@@ -272,7 +272,9 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
         best = (
             BestCheckpoint(stage_dir / "best", task.metric, tokenizer) if stage.keep_best else None
         )
-        objective = TaskDistillation(teacher, student, task, tokenizer, weights, options, dev, best)
+        objective = TaskDistillation(
+            teacher, student, task, tokenizer, weights, options, dev, best, config.training.seed
+        )
         sampler = make_sampler(train, config.training)
         training = schedule_for_epochs(
             config.training, len(sampler), stage.epochs, config.evals_per_epoch

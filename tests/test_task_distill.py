@@ -440,7 +440,10 @@ def test_objective_checkpoint_round_trip_keeps_projections(tmp_path):
     teacher = model(4, seed=14)
     first = TaskDistillation(teacher, model(2, seed=15, hidden_size=24), SST2, tokenizer, weights)
     first.save(tmp_path / "checkpoint")
-    second = TaskDistillation(teacher, model(2, seed=16, hidden_size=24), SST2, tokenizer, weights)
+    second = TaskDistillation(
+        teacher, model(2, seed=16, hidden_size=24), SST2, tokenizer, weights, seed=1
+    )
+    assert not torch.equal(first.hidden_projection.weight, second.hidden_projection.weight)
     second.load(tmp_path / "checkpoint")
     for (name, a), (_, b) in zip(
         first.state_dict().items(), second.state_dict().items(), strict=True
