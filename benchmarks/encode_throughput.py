@@ -20,9 +20,15 @@ over rounds of ``reference seconds / engine seconds`` from the same round.
 
 Usage::
 
-    python benchmarks/encode_throughput.py                      # full run, ~3-5 min
-    python benchmarks/encode_throughput.py --quick              # ~1 min smoke run
+    python benchmarks/encode_throughput.py                      # full run
+    python benchmarks/encode_throughput.py --quick              # 128 sentences, 3 rounds
     python benchmarks/encode_throughput.py --json results.json --threads 2
+
+On a machine shared with other jobs, run it with ``OMP_WAIT_POLICY=passive``: OpenMP
+threads that spin at every barrier while a core is taken by someone else make each of
+the hundreds of small parallel regions of a forward pass wait for a time slice, and
+the figures then measure the scheduler (10x slower passes at batch 1 were seen here).
+The setting applies to both sides alike; it is recorded in the JSON.
 """
 
 from __future__ import annotations
@@ -157,6 +163,8 @@ def time_batch_size(
         shift = round_index % len(names)  # rotate who goes first
         for name in names[shift:] + names[:shift]:
             seconds[name].append(run_pass(engines[name], batches))
+        passes = ", ".join(f"{name} {seconds[name][-1]:.2f}s" for name in names)
+        print(f"  round {round_index + 1}/{rounds}: {passes}", file=sys.stderr, flush=True)
     rows = []
     for name in names:
         ratios = [ref / own for ref, own in zip(seconds[REFERENCE], seconds[name], strict=True)]
@@ -204,6 +212,11 @@ def machine_info(threads: int) -> dict:
         "transformers": transformers.__version__,
         "distilkit": distilkit.__version__,
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "environment": {
+            name: os.environ[name]
+            for name in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "DISTILKIT_ONEDNN")
+            if name in os.environ
+        },
     }
 
 
@@ -225,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up passes (a quarter each)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N sentences")
-    parser.add_argument("--quick", action="store_true", help="short run: 256 sentences, 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="short run: 128 sentences, 3 rounds")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.limit = args.limit or 256
+        args.limit = args.limit or 128
         args.rounds = min(args.rounds, 3)
         args.warmup = 1
     if args.threads < 1 or args.rounds < 1 or min(args.batch_sizes) < 1:
@@ -248,11 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         "distilkit bf16": distilkit_engine(folder, "bfloat16"),
     }
     info = machine_info(args.threads)
+    load = info["load_average"] or (0.0,)
     print(
         f"{info['cpu']}, {args.threads} threads, torch {info['torch']}, transformers "
         f"{info['transformers']} (attention: {attention}), {len(sentences)} sentences from "
-        f"{args.data}, load average {info['load_average']}"
+        f"{args.data}, load average {load[0]:.2f}, environment {info['environment']}"
     )
+    if load[0] > (os.cpu_count() or 1) and "OMP_WAIT_POLICY" not in os.environ:
+        print(
+            "warning: the machine is busier than its cores; spinning OpenMP threads will "
+            "make the timings noisy and slow: consider OMP_WAIT_POLICY=passive",
+            file=sys.stderr,
+        )
 
     # Agreement first (batch 64 batches): distilkit vs the reference, and bf16 vs fp32.
     check_batches = sorted_batches(tokenizer, sentences, 64)
@@ -277,13 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         batches = sorted_batches(tokenizer, sentences, batch_size)
         tokenize_seconds[batch_size] = time.perf_counter() - start
+        print(f"batch {batch_size}: {len(batches)} batches", file=sys.stderr, flush=True)
         for row in time_batch_size(engines, batches, len(sentences), args.rounds, args.warmup):
             row.batch_size = batch_size
             rows.append(row)
         print(
             f"batch {batch_size}: done (tokenizing all sentences took "
-            f"{tokenize_seconds[batch_size]:.3f} s, not timed above)",
+            f"{tokenize_seconds[batch_size]:.3f} s, not timed)",
             file=sys.stderr,
+            flush=True,
         )
     print()
     print_table(rows)
