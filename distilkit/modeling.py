@@ -301,13 +301,15 @@ def _onednn_dtypes() -> tuple[torch.dtype, ...]:
 
 def use_onednn(hidden: torch.Tensor, training: bool) -> bool:
     """Whether :meth:`TransformerBlock.forward_onednn` may run on ``hidden``: inference
-    (no autograd, no dropout), on a CPU, in a dtype oneDNN serves, oneDNN enabled."""
+    (no autograd, no dropout), on a CPU, in a dtype oneDNN serves, oneDNN enabled, and
+    no autocast (its kernels would not see the casts autocast makes for F.linear)."""
     return (
         not training
         and not torch.is_grad_enabled()
         and hidden.device.type == "cpu"
         and hidden.dtype in _onednn_dtypes()
         and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
     )
 
 

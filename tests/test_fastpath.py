@@ -201,6 +201,19 @@ def test_autograd_and_dropout_never_take_the_inference_path(tiny_config, onednn_
         assert not use_onednn(probe.double(), training=False)
 
 
+def test_autocast_takes_the_portable_path(tiny_config: ModelConfig, onednn_calls) -> None:
+    """A float32 teacher under bf16 autocast (distillation): F.linear's casts must happen."""
+    model = make_model(tiny_config)
+    inputs = padded_batch(LENGTHS)
+    real = inputs[1].bool()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        hidden = model.backbone(*inputs).last_hidden_state
+    assert onednn_calls == []
+    expected = reference_hidden(model, *inputs)[real]
+    cosine = F.cosine_similarity(hidden[real].double(), expected, dim=-1)
+    assert float(cosine.min()) > 0.999
+
+
 # ----------------------------------------------------------------------------- the weight cache
 @needs_onednn
 def test_cache_follows_in_place_updates_and_reloads(tiny_config: ModelConfig) -> None:
