@@ -1,0 +1,316 @@
+"""Deployment subcommands of the ``distilkit`` command line: export, bench,
+train-early-exit. Thin wrappers over :mod:`distilkit.export`, :mod:`distilkit.bench` and
+:mod:`distilkit.early_exit`; :data:`DEPLOY_COMMANDS` lists ``(add_parser, run)`` pairs
+for ``cli.COMMANDS`` (``Command(*pair)``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from distilkit.cli_distill import _add_training_options, _default_out, _training_overrides
+
+DEFAULT_THRESHOLDS = [round(0.05 * step, 2) for step in range(21)]  # 0, 0.05, ..., 1
+
+
+def _read_labelled(path: Path | None, limit: int | None) -> tuple[list[str], np.ndarray | None]:
+    """Texts (and 0/1.. integer labels, if the file has a ``label`` column) of a GLUE-style
+    TSV with a ``sentence`` column, or a plain text file; default: the shipped SST-2 dev."""
+    from distilkit.cli import InputError, read_texts
+    from distilkit.evaluation import SST2_DEV
+
+    path = Path(path) if path is not None else SST2_DEV
+    if not path.is_file():
+        raise InputError(f"input file not found: {path}")
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        header = lines.readline().rstrip("\r\n").split("\t" if path.suffix == ".tsv" else ",")
+    table = path.suffix.lower() in (".tsv", ".csv")
+    column = "sentence" if table and "sentence" in header else None
+    label_column = "label" if table and "label" in header else None
+    data = read_texts(path, column=column, labels_column=label_column)
+    texts, labels = data.texts, None
+    if data.labels is not None:
+        try:
+            labels = np.asarray([int(label) for label in data.labels])
+        except ValueError:
+            raise InputError(f"{path}: the label column must hold class ids (0, 1, ...)") from None
+    if limit is not None:
+        texts = texts[:limit]
+        labels = None if labels is None else labels[:limit]
+    return texts, labels
+
+
+# ----------------------------------------------------------------------------- export
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model with its head to ONNX (fp32 or int8) and check it against PyTorch",
+        description="Export the encoder with its task head to one ONNX file with dynamic batch "
+        "and sequence axes; the model config and tokenizer travel inside it, so "
+        "distilkit.export.load_onnx(FILE) needs nothing else. Ends with a parity check "
+        "against eager PyTorch (max abs diff; with --int8, prediction agreement and the "
+        "accuracy change on labelled check data).",
+    )
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder or model name")
+    parser.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx")
+    parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    parser.add_argument(
+        "--check-data",
+        type=Path,
+        metavar="TSV",
+        help="texts (and labels) for the parity check: a GLUE-style TSV with 'sentence' "
+        "(and 'label') columns or a text file (default: the shipped SST-2 dev set)",
+    )
+    parser.add_argument(
+        "--check-limit", type=int, default=256, help="texts checked (0: skip; default 256)"
+    )
+    return parser
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from distilkit.encoder import load
+    from distilkit.export import export_onnx
+
+    if args.check_limit < 0:
+        raise ValueError("--check-limit must be >= 0")
+    encoder = load(args.model)
+    texts = labels = None
+    if args.check_data is not None and args.check_limit:
+        texts, labels = _read_labelled(args.check_data, args.check_limit)
+        if encoder.config.head != "sequence_classification":
+            labels = None
+    export_onnx(
+        encoder,
+        args.onnx,
+        int8=args.int8,
+        opset=args.opset,
+        check_texts=texts,
+        check_labels=labels,
+        check_limit=args.check_limit,
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- bench
+def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from distilkit.bench import MODES
+
+    parser = subparsers.add_parser(
+        "bench",
+        help="throughput and latency of a teacher and students in every inference mode",
+        description="Time a teacher and its students in each mode (eager fp32, bf16, ONNX "
+        "fp32, ONNX int8, early exit) beside transformers' eager model on the teacher's "
+        "checkpoint, in turns on the same texts; print a table with ratios and accuracy, "
+        "write bench.json, bench.md and bench.png into --out.",
+    )
+    parser.add_argument("--teacher", required=True, help="the fine-tuned teacher (folder)")
+    parser.add_argument(
+        "--student",
+        action="append",
+        default=[],
+        metavar="[NAME=]FOLDER",
+        help="a student checkpoint (repeat for several)",
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        choices=MODES,
+        metavar="MODE",
+        help=f"modes to run, from {', '.join(repr(m) for m in MODES)} (default: all)",
+    )
+    parser.add_argument("--data", type=Path, help="texts (and labels); default: SST-2 dev")
+    parser.add_argument("--limit", type=int, help="use only the first N texts")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per engine")
+    parser.add_argument("--latency-texts", type=int, default=100, help="batch-1 timings")
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    parser.add_argument("--threshold", type=float, help="early-exit threshold (default: saved)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
+    parser.add_argument("--out", type=Path, help="output folder (default runs/bench-<time>)")
+    return parser
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _students(specs: list[str]) -> dict[str, str]:
+    students = {}
+    for index, spec in enumerate(specs, start=1):
+        name, _, folder = spec.rpartition("=")
+        name = name or ("student" if len(specs) == 1 else f"student {index}")
+        if name in students or name == "teacher":
+            raise ValueError(f"--student name {name!r} is used twice: give NAME=FOLDER")
+        students[name] = folder
+    return students
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from distilkit.bench import BenchSettings, run_bench
+
+    if args.limit is not None and args.limit < 1:
+        raise ValueError("--limit must be >= 1")
+    settings = BenchSettings(
+        batch_size=args.batch_size,
+        repeats=args.repeats,
+        latency_texts=args.latency_texts,
+        num_threads=args.threads,
+        threshold=args.threshold,
+        peer=not args.no_peer,
+    )
+    texts, labels = _read_labelled(args.data, args.limit)
+    models = {"teacher": args.teacher, **_students(args.student)}
+    out = args.out or _default_out("bench")
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_bench(models, args.modes, texts, labels, settings, work_dir=out, say=_say)
+    print(result.table())
+    for note in result.notes:
+        print(f"  {note}")
+    if result.ceilings_gflops:
+        ceilings = ", ".join(f"{k} {v:.1f}" for k, v in result.ceilings_gflops.items())
+        print(f"  matmul ceiling (GFLOP/s): {ceilings}")
+    result.save_json(out / "bench.json")
+    (out / "bench.md").write_text(result.table(markdown=True) + "\n", encoding="utf-8")
+    result.plot(out / "bench.png")
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- early exit
+def add_train_early_exit_parser(
+    subparsers: argparse._SubParsersAction,
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train-early-exit",
+        help="train FastBERT-style early-exit branches of a fine-tuned classifier",
+        description="Add a small classifier after every layer of a fine-tuned sequence "
+        "classifier and train them by self-distillation (KL to the final classifier's soft "
+        "predictions) on unlabeled text, backbone frozen. Then measure accuracy against "
+        "average layers on dev for several thresholds, pick the threshold for "
+        "--target-speedup, and write OUT/model (model + branches), the curve as JSON and "
+        "a plot.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="a fine-tuned classifier (folder)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/early-exit-<time>)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="unlabeled training text: a text file or a TSV with a 'sentence' column "
+        "(default: SST-2 train from the data root)",
+    )
+    parser.add_argument("--limit", type=int, help="use only the first N training texts")
+    parser.add_argument("--dev", type=Path, help="labelled dev TSV (default: SST-2 dev)")
+    parser.add_argument(
+        "--target-speedup",
+        type=float,
+        metavar="X",
+        help="pick the threshold that runs X times fewer layers on dev",
+    )
+    parser.add_argument("--thresholds", type=float, nargs="+", help="curve thresholds")
+    parser.add_argument("--timed", action="store_true", help="also time each threshold on dev")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--width", type=int, default=128, help="branch width (FastBERT: 128)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per text")
+    _add_training_options(parser)
+    return parser
+
+
+def _default_training_texts() -> Path:
+    from distilkit.tasks.glue import get_task
+
+    return get_task("sst2").path("train")
+
+
+def run_train_early_exit(args: argparse.Namespace) -> int:
+    from distilkit.early_exit import (
+        BranchConfig,
+        EarlyExitModel,
+        accuracy_vs_layers,
+        add_wall_clock,
+        collect_layer_logits,
+        pick_threshold,
+        plot_curve,
+        train_branches,
+    )
+    from distilkit.encoder import load
+    from distilkit.export import sorted_batches
+    from distilkit.trainer import TrainingConfig
+
+    encoder = load(args.model)
+    model = EarlyExitModel(encoder.model, BranchConfig(width=args.width))
+    texts, _ = _read_labelled(args.data or _default_training_texts(), args.limit)
+    dev_texts, dev_labels = _read_labelled(args.dev, None)
+    defaults = {"max_steps": 2000, "batch_size": 32, "learning_rate": 1e-3, "eval_every": 500}
+    training = TrainingConfig(**(defaults | _training_overrides(args)))
+    out = args.out or _default_out("early-exit")
+    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    start = time.perf_counter()
+    train_branches(
+        model,
+        encoder.tokenizer,
+        texts,
+        out,
+        training,
+        temperature=args.temperature,
+        max_length=args.max_length,
+        eval_texts=dev_texts[:256],
+        resume=not args.no_resume,
+    )
+    print(f"trained the branches in {time.perf_counter() - start:.0f} s")
+    model.eval()
+    layer_logits = collect_layer_logits(model, encoder.tokenizer, dev_texts)
+    thresholds = sorted(set(args.thresholds or DEFAULT_THRESHOLDS))
+    if args.target_speedup is not None:
+        model.threshold = pick_threshold(layer_logits, args.target_speedup)
+        thresholds = sorted(set(thresholds) | {model.threshold})
+    points = accuracy_vs_layers(layer_logits, dev_labels, thresholds)
+    if args.timed:
+        batches = [batch for _, batch in sorted_batches(encoder.tokenizer, dev_texts, 32)]
+        add_wall_clock(points, model, batches, repeats=1)
+    folder = model.save(out / "model", tokenizer=encoder.tokenizer)
+    summary = {
+        "model": str(args.model),
+        "threshold": model.threshold,
+        "target_speedup": args.target_speedup,
+        "dev_texts": len(dev_texts),
+        "curve": [asdict(point) for point in points],
+    }
+    (out / "early_exit_curve.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+    plot_curve(points, out / "early_exit_curve.png")
+    print(_curve_table(points, model.threshold))
+    print(f"wrote {folder} (threshold {model.threshold:.4g}), {out / 'early_exit_curve.json'}")
+    return 0
+
+
+def _curve_table(points, chosen: float) -> str:
+    lines = ["threshold  avg layers  speed-up  accuracy %  agree %  wall-clock"]
+    for point in points:
+        accuracy = "-" if point.accuracy is None else f"{100 * point.accuracy:.2f}"
+        clock = "-" if point.wall_clock_speedup is None else f"{point.wall_clock_speedup:.2f}x"
+        mark = "  <- chosen" if point.threshold == chosen and chosen > 0 else ""
+        lines.append(
+            f"{point.threshold:9.4g}  {point.average_layers:10.2f}  {point.layer_speedup:7.2f}x"
+            f"  {accuracy:>10}  {100 * point.agreement:7.1f}  {clock:>10}{mark}"
+        )
+    return "\n".join(lines)
+
+
+DEPLOY_COMMANDS: list[
+    tuple[
+        Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
+        Callable[[argparse.Namespace], int],
+    ]
+] = [
+    (add_export_parser, run_export),
+    (add_bench_parser, run_bench_command),
+    (add_train_early_exit_parser, run_train_early_exit),
+]
