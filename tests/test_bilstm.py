@@ -84,6 +84,28 @@ def test_sentence_vectors_match_a_step_by_step_lstm(tiny_tokenizer):
     assert pooled.shape == (len(TEXTS), 14)
 
 
+def test_inference_path_equals_the_packed_lstm_and_follows_weight_changes(tiny_tokenizer):
+    model = student(tiny_tokenizer, seed=6).eval()
+    texts = [*TEXTS, "the", "a small cafe with a red tree, a big house and a blue bird."]
+    batch = model.collate(model.tokenize(texts))
+    lengths = batch["attention_mask"].sum(1)
+    encoder = model.encoder
+    with torch.no_grad():
+        for _ in range(2):
+            packed = encoder.forward_packed(batch["input_ids"], lengths)
+            fast = encoder.forward_inference(batch["input_ids"], lengths)
+            torch.testing.assert_close(fast, packed, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(
+                encoder(batch["input_ids"], batch["attention_mask"]), fast, atol=0, rtol=0
+            )
+            encoder.lstm.weight_hh_l0_reverse.add_(0.3)  # the cached gate table must follow
+            encoder.embeddings.weight.mul_(1.5)
+    model.train()
+    with torch.enable_grad():
+        trained = encoder(batch["input_ids"], batch["attention_mask"])  # packed, with autograd
+    assert trained.requires_grad
+
+
 def test_pair_variant_reads_u_v_difference_and_product(tiny_tokenizer):
     model = student(tiny_tokenizer, pair=True, num_labels=1).eval()
     first, second = model.tokenize(TEXTS), model.tokenize(PAIRS)
