@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from distilkit.augment import AugmentConfig, PosTagger, build_transfer_set
-from distilkit.bilstm import BiLSTMClassifier, tokenize_texts
+from distilkit.bilstm import BiLSTMClassifier
 from distilkit.checkpoint import load_model, save_model
 from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
 from distilkit.data.batching import LengthGroupedSampler, collate_sequences
@@ -151,26 +151,53 @@ def load_task_data(
 
 
 # ----------------------------------------------------------------------------- tokens
-def encode_for_student(
-    student: nn.Module,
+@dataclass
+class RaggedIds:
+    """Token-id sequences of different lengths stored flat (a million short sentences in
+    a few arrays rather than a million small ones): sequence i is
+    ``values[offsets[i]:offsets[i + 1]]``."""
+
+    values: np.ndarray  # (total tokens,) int32
+    offsets: np.ndarray  # (sequences + 1,) int64
+
+    @classmethod
+    def from_padded(cls, ids: torch.Tensor, attention_mask: torch.Tensor) -> RaggedIds:
+        """From a right-padded ``(batch, seq)`` batch and its 0/1 mask."""
+        lengths = attention_mask.sum(dim=1).numpy()
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        return cls(ids[attention_mask.bool()].numpy().astype(np.int32), offsets)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[RaggedIds]) -> RaggedIds:
+        starts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = [parts[0].offsets[:1]] + [
+            p.offsets[1:] + s for p, s in zip(parts, starts, strict=True)
+        ]
+        return cls(
+            np.concatenate([p.values for p in parts]), np.concatenate(offsets).astype(np.int64)
+        )
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.values[self.offsets[index] : self.offsets[index + 1]].astype(np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def _ragged_columns(
     tokenizer: Tokenizer,
     texts: Sequence[str],
     pairs: Sequence[str] | None,
     max_length: int,
-    chunk: int = 2048,
-) -> list[dict[str, np.ndarray]]:
-    """Token ids per example, as the student reads them.
-
-    A BiLSTM reads each sentence of a pair on its own (``input_ids``, ``pair_input_ids``);
-    a transformer reads ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids``.
-    """
-    if isinstance(student, BiLSTMClassifier):
-        first = tokenize_texts(tokenizer, texts, max_length)
-        if pairs is None:
-            return [{"input_ids": ids} for ids in first]
-        second = tokenize_texts(tokenizer, pairs, max_length)
-        return [{"input_ids": a, "pair_input_ids": b} for a, b in zip(first, second, strict=True)]
-    items: list[dict[str, np.ndarray]] = []
+    chunk: int,
+    names: tuple[str, ...],
+) -> dict[str, RaggedIds]:
+    """Tokenize in chunks; ``names`` are the columns kept, from input_ids/token_type_ids."""
+    parts: dict[str, list[RaggedIds]] = {name: [] for name in names}
     for start in range(0, len(texts), chunk):
         batch = tokenizer(
             list(texts[start : start + chunk]),
@@ -178,51 +205,77 @@ def encode_for_student(
             max_length=max_length,
             warn_on_truncation=False,
         )
-        lengths = batch.attention_mask.sum(dim=1).tolist()
-        ids, types = batch.input_ids.numpy(), batch.token_type_ids.numpy()
-        items.extend(
-            {"input_ids": ids[row, :n].copy(), "token_type_ids": types[row, :n].copy()}
-            for row, n in enumerate(lengths)
-        )
-    return items
+        for name in names:
+            parts[name].append(RaggedIds.from_padded(getattr(batch, name), batch.attention_mask))
+    return {name: RaggedIds.concatenate(columns) for name, columns in parts.items()}
+
+
+def encode_for_student(
+    student: nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    chunk: int = 4096,
+) -> dict[str, RaggedIds]:
+    """Token ids of every example, as the student reads them, by column.
+
+    A BiLSTM reads each sentence of a pair on its own (``input_ids``, ``pair_input_ids``);
+    a transformer reads ``[CLS] a [SEP] b [SEP]`` (``input_ids``, ``token_type_ids``).
+    Each sentence (pair) is cut to ``max_length`` tokens, [CLS] and [SEP] included.
+    """
+    if not texts:
+        raise ConfigError("there are no texts to encode")
+    if not isinstance(student, BiLSTMClassifier):
+        names = ("input_ids", "token_type_ids")
+        return _ragged_columns(tokenizer, texts, pairs, max_length, chunk, names)
+    columns = _ragged_columns(tokenizer, texts, None, max_length, chunk, ("input_ids",))
+    if pairs is not None:
+        second = _ragged_columns(tokenizer, pairs, None, max_length, chunk, ("input_ids",))
+        columns["pair_input_ids"] = second["input_ids"]
+    return columns
 
 
 class DistillationDataset:
     """Examples for the training loop: token ids, teacher targets and gold labels.
 
-    targets: ``(examples, num_labels)`` teacher logits (may be a memory map), or None;
-    labels: gold labels of the first ``len(labels)`` examples (the originals).
-    ``task_index`` tags every item, for multi-task batching.
+    columns: from :func:`encode_for_student`; targets: ``(examples, num_labels)`` teacher
+    logits (may be a memory map), or None; labels: gold labels of the first
+    ``len(labels)`` examples (the originals). ``task_index`` tags every item, for
+    multi-task batching.
     """
 
     def __init__(
         self,
-        encoded: list[dict[str, np.ndarray]],
+        columns: dict[str, RaggedIds],
         targets: np.ndarray | None,
         labels: np.ndarray | None,
         task_index: int = 0,
     ):
-        if targets is not None and len(targets) != len(encoded):
-            raise ConfigError(f"{len(targets)} teacher targets for {len(encoded)} examples")
-        if labels is not None and len(labels) > len(encoded):
-            raise ConfigError(f"{len(labels)} labels for {len(encoded)} examples")
-        self.encoded = encoded
+        count = len(columns["input_ids"])
+        if any(len(column) != count for column in columns.values()):
+            raise ConfigError("every token column must hold one sequence per example")
+        if targets is not None and len(targets) != count:
+            raise ConfigError(f"{len(targets)} teacher targets for {count} examples")
+        if labels is not None and len(labels) > count:
+            raise ConfigError(f"{len(labels)} labels for {count} examples")
+        self.columns = columns
         self.targets = targets
         self.labels = labels
         self.task_index = task_index
 
     def __len__(self) -> int:
-        return len(self.encoded)
+        return len(self.columns["input_ids"])
 
     @property
     def lengths(self) -> np.ndarray:
         """Tokens per example (both sentences of a pair), for length-grouped batches."""
-        return np.asarray(
-            [sum(len(v) for k, v in item.items() if k != "token_type_ids") for item in self.encoded]
+        return sum(
+            column.lengths for name, column in self.columns.items() if name != "token_type_ids"
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = dict(self.encoded[index])
+        item: dict[str, Any] = {name: column[index] for name, column in self.columns.items()}
         item["task_index"] = self.task_index
         if self.targets is not None:
             item["targets"] = np.asarray(self.targets[index], dtype=np.float32)

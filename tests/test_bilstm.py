@@ -301,29 +301,37 @@ def test_losses_against_hand_computation():
     assert float(regression["hard"]) == pytest.approx((0.25 + 1.0) / 2)
 
 
-def test_collate_pads_pairs_and_marks_labelled_rows(tiny_tokenizer):
+def test_encoding_and_collate_equal_the_tokenizer_padding(tiny_tokenizer):
     model = student(tiny_tokenizer, pair=True)
-    encoded = encode_for_student(model, tiny_tokenizer, TEXTS, PAIRS, 24)
+    encoded = encode_for_student(model, tiny_tokenizer, TEXTS, PAIRS, 24, chunk=3)  # 2 chunks
+    assert sorted(encoded) == ["input_ids", "pair_input_ids"]
     dataset = DistillationDataset(encoded, np.ones((4, 2), np.float32), np.array([1, 0]))
     batch = collate_items([dataset[i] for i in range(4)], tiny_tokenizer.pad_id)
+    first, second = tiny_tokenizer(TEXTS, max_length=24), tiny_tokenizer(PAIRS, max_length=24)
+    assert torch.equal(batch["input_ids"], first.input_ids)
+    assert torch.equal(batch["attention_mask"], first.attention_mask)
+    assert torch.equal(batch["pair_input_ids"], second.input_ids)
+    assert torch.equal(batch["pair_attention_mask"], second.attention_mask)
     assert batch["label_mask"].tolist() == [True, True, False, False]
     assert batch["labels"][:2].tolist() == [1, 0]
-    assert batch["input_ids"].shape[0] == batch["pair_input_ids"].shape[0] == 4
-    assert batch["attention_mask"].sum(1).tolist() == [len(e["input_ids"]) for e in encoded]
-    assert batch["pair_attention_mask"].sum(1).tolist() == [
-        len(e["pair_input_ids"]) for e in encoded
-    ]
-    assert batch["targets"].shape == (4, 2)
+    assert batch["targets"].shape == (4, 2) and int(batch["task_index"]) == 0
+    assert (
+        dataset.lengths.tolist()
+        == (first.attention_mask.sum(1) + second.attention_mask.sum(1)).tolist()
+    )
     transformer = TransformerModel(
         ModelConfig(vocab_size=99, hidden_size=32, num_heads=4, intermediate_size=37,
                     num_layers=1, max_position_embeddings=64, head="sequence_classification")
     )  # fmt: skip
-    joint = encode_for_student(transformer, tiny_tokenizer, TEXTS, PAIRS, 24)
-    reference = tiny_tokenizer(TEXTS, PAIRS, max_length=24)
-    for row, item in enumerate(joint):
-        length = int(reference.attention_mask[row].sum())
-        assert item["input_ids"].tolist() == reference.input_ids[row, :length].tolist()
-        assert item["token_type_ids"].tolist() == reference.token_type_ids[row, :length].tolist()
+    joint = DistillationDataset(
+        encode_for_student(transformer, tiny_tokenizer, TEXTS, PAIRS, 12, chunk=3), None, None
+    )
+    joint_batch = collate_items([joint[i] for i in range(4)], tiny_tokenizer.pad_id)
+    reference = tiny_tokenizer(TEXTS, PAIRS, max_length=12, warn_on_truncation=False)
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(joint_batch[name], getattr(reference, name)), name
+    with pytest.raises(ConfigError, match="no texts"):
+        encode_for_student(model, tiny_tokenizer, [], None, 24)
 
 
 def test_config_refuses_impossible_combinations():
