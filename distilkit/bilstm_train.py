@@ -64,6 +64,7 @@ class TaskData:
     texts/pairs: the transfer set, the ``num_original`` training examples first (in
     order, aligned with ``labels``), then augmented copies. pairs is None for
     single-sentence tasks. labels: ``(num_original,)`` class ids or scores.
+    augmentation: the settings the copies were made with (None: no copies).
     """
 
     task: TaskSpec
@@ -74,6 +75,7 @@ class TaskData:
     dev_texts: list[str]
     dev_pairs: list[str] | None
     dev_labels: np.ndarray
+    augmentation: AugmentConfig | None = None
 
     @property
     def regression(self) -> bool:
@@ -130,8 +132,8 @@ def load_task_data(
     paired = train[0].text_pair is not None
     texts = [example.text for example in train]
     pairs = [example.text_pair for example in train] if paired else None
-    if augment:
-        augmentation = augmentation or paper_augmentation(task_name)
+    augmentation = (augmentation or paper_augmentation(task_name)) if augment else None
+    if augmentation is not None:
         transfer = build_transfer_set(
             texts, pairs, augmentation, tagger=default_tagger(), progress=progress
         )
@@ -147,6 +149,7 @@ def load_task_data(
         dev_texts=[example.text for example in dev],
         dev_pairs=[example.text_pair for example in dev] if paired else None,
         dev_labels=_labels(dev, regression),
+        augmentation=augmentation,
     )
 
 
@@ -637,6 +640,7 @@ def run_bilstm_distillation(
         "metric": metric,
         "targets": config.targets,
         "augment": config.augment,
+        "augmentation": to_dict(data.augmentation) if data.augmentation else None,
         "train_examples": data.num_original,
         "transfer_set": len(data.texts),
         "teacher": {

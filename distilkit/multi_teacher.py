@@ -519,6 +519,7 @@ def run_multi_teacher_distillation(
             "metric": task_data.task.metric,
             "train_examples": task_data.num_original,
             "transfer_set": len(task_data.texts),
+            "augmentation": to_dict(task_data.augmentation) if task_data.augmentation else None,
             "teachers": rows,
             "ensemble": {
                 "combine": mode,

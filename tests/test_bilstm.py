@@ -32,6 +32,7 @@ from distilkit.bilstm_train import (
     distillation_losses,
     encode_for_student,
     fixed_batches,
+    paper_augmentation,
 )
 from distilkit.checkpoint import save_model
 from distilkit.config import ConfigError, ModelConfig
@@ -343,6 +344,8 @@ def test_config_refuses_impossible_combinations():
         BiLSTMDistillConfig(teacher="t", targets="labels", augment=False, hard_label_weight=0.5)
     with pytest.raises(ConfigError, match="targets"):
         BiLSTMDistillConfig(teacher="t", targets="logit")
+    assert (paper_augmentation("sst2").n_iter, paper_augmentation("stsb").n_iter) == (20, 10)
+    assert (paper_augmentation("sst2").p_mask, paper_augmentation("sst2").p_pos) == (0.1, 0.1)
     mixed = BiLSTMDistillConfig(teacher="t", hard_label_weight=0.25)
     assert mixed.loss_weights == {"mse": 0.75, "hard": 0.25}
     assert BiLSTMDistillConfig(teacher="t", targets="labels", augment=False).loss_weights == {

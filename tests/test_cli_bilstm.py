@@ -117,6 +117,7 @@ def test_distill_bilstm_on_augmented_logits_and_reuse_of_the_cache(
     metrics = json.loads((tmp_path / "first" / "metrics.json").read_text())
     assert metrics["train_examples"] == 30
     assert 30 < metrics["transfer_set"] <= 30 * 4
+    assert metrics["augmentation"]["n_iter"] == 3 and metrics["augmentation"]["p_ng"] == 0.25
     assert len(list(cache.glob("*.npy"))) == 2  # dev set and transfer set
 
     texts, _, labels = dev_set(data_root, "sst2")
@@ -153,7 +154,8 @@ def test_distill_bilstm_on_labels_only(data_root, teachers, tmp_path):
             *SMALL, *QUICK, "--out", str(out)]  # fmt: skip
     assert run(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["augment"] is False and metrics["transfer_set"] == metrics["train_examples"]
+    assert metrics["augment"] is False and metrics["augmentation"] is None
+    assert metrics["transfer_set"] == metrics["train_examples"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").open()]
     assert "loss/hard" in log[0] and "loss/mse" not in log[0]
 
