@@ -468,7 +468,7 @@ class BiLSTMSettings:
     hidden_size: int = 150
     mlp_size: int = 200
     dropout: float = 0.1
-    max_length: int = 64
+    max_length: int = 128
     freeze_embeddings: bool = False
 
 
