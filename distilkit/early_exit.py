@@ -91,8 +91,16 @@ class Branch(nn.Module):
 
     def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """``hidden`` (B, T, H); ``key_mask`` (B, 1, 1, T) bool, True at real tokens, or None."""
-        batch, seq, _ = hidden.shape
-        tokens = self.project(hidden)  # (B, T, W)
+        return self.classify(self.project(hidden), key_mask)
+
+    def forward_packed(self, packed: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """The same on the fast path's packed ``(tokens, H)``: projected before padding, so
+        only ``width``-sized vectors are copied into the padded layout."""
+        return self.classify(padding.pad(self.project(packed)), padding.key_mask)
+
+    def classify(self, tokens: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """Projected tokens ``(B, T, width)`` -> ``(B, num_labels)``."""
+        batch, seq, _ = tokens.shape
         head_dim = tokens.shape[-1] // self.num_heads
         query = self.query(tokens[:, :1]).view(batch, 1, self.num_heads, head_dim)
         key = self.key(tokens).view(batch, seq, self.num_heads, head_dim)
@@ -204,26 +212,24 @@ class EarlyExitModel(nn.Module):
         )
         hidden = self.model.backbone.embeddings(input_ids, token_type_ids)  # (B, T, H)
         onednn = use_onednn(hidden, self.training)
+        padding = _padding(mask)
+        packed = padding.unpad(hidden)  # (tokens, H): the rows still running, real tokens only
         rows = torch.arange(batch)  # original index of each row still running
         logits_out = torch.zeros(batch, self.model.config.num_labels)
         exit_layers = torch.zeros(batch, dtype=torch.int64)
         entropy_out = torch.zeros(batch)
         for index, block in enumerate(self.model.backbone.layers):
-            padding = _padding(mask)
-            packed = padding.unpad(hidden)  # (tokens, H)
             if onednn:
                 packed = block.forward_onednn(packed, padding)
             else:
                 packed = block.forward_fast(packed, padding)
-            hidden = padding.pad(packed)  # (b, t, H)
             last = index == self.num_layers - 1
-            if not last and threshold <= 0:
+            if last:
+                logits = self._final_logits(padding.pad(packed))
+            elif threshold > 0:
+                logits = self.branches[index].forward_packed(packed, padding)
+            else:
                 continue  # nothing may exit: skip the branch
-            logits = (
-                self._final_logits(hidden)
-                if last
-                else self.branches[index](hidden, padding.key_mask)
-            )
             entropy = normalized_entropy(logits)
             exits = torch.ones_like(entropy, dtype=torch.bool)
             if not last and threshold < 1:
@@ -237,9 +243,13 @@ class EarlyExitModel(nn.Module):
             keep = ~exits
             if not bool(keep.any()):
                 break
-            rows, hidden, mask = rows[keep], hidden[keep], mask[keep]
-            used = int(mask.any(0).nonzero().max()) + 1  # drop columns only finished rows used
-            hidden, mask = hidden[:, :used], mask[:, :used]
+            # the smaller batch: running rows only, without the columns only finished rows used
+            rows, mask = rows[keep], mask[keep]
+            used = int(mask.any(0).nonzero().max()) + 1
+            hidden = padding.pad(packed)[keep, :used]  # (b, t, H)
+            mask = mask[:, :used]
+            padding = _padding(mask)
+            packed = padding.unpad(hidden)
         return EarlyExitOutput(logits_out, exit_layers, entropy_out)
 
     def layer_logits(
