@@ -140,6 +140,7 @@ def _classifier_or_error(encoder, name: str) -> None:
 
 
 def _torch_step(model: torch.nn.Module) -> Step:
+    @torch.inference_mode()
     def step(batch: Batch) -> np.ndarray:
         return model(**batch.model_inputs()).logits.float().numpy()
 
@@ -161,12 +162,19 @@ def _peer_engine(name: str, folder: Path, tokenizer: Tokenizer, config: ModelCon
     ).eval()
     with_types = config.type_vocab_size > 0
 
+    @torch.inference_mode()
     def step(batch: Batch) -> np.ndarray:
         types = {"token_type_ids": batch.token_type_ids} if with_types else {}
         output = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **types)
         return output.logits.float().numpy()
 
     return Engine(name, PEER_MODE, step, tokenizer, config)
+
+
+def _threads_spin() -> bool:
+    """onnxruntime's threads follow PyTorch's OpenMP wait policy, so that neither engine
+    spins on cores the other needs: sleep under ``OMP_WAIT_POLICY=passive``."""
+    return os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive"
 
 
 def build_engines(
@@ -212,7 +220,9 @@ def build_engines(
                 path = fp32_path
                 if mode == "onnx int8":
                     path = quantize_int8(fp32_path, work_dir / f"{name}.int8.onnx")
-                session = load_onnx(path, num_threads=torch.get_num_threads())
+                session = load_onnx(
+                    path, num_threads=torch.get_num_threads(), spinning=_threads_spin()
+                )
                 engines.append(Engine(name, mode, session.logits_batch, tokenizer, config))
             elif mode == "early exit":
                 if not has_branches(folder):
@@ -221,9 +231,11 @@ def build_engines(
                 early = EarlyExitModel.from_folder(folder)
                 threshold = early.threshold if settings.threshold is None else settings.threshold
 
+                @torch.inference_mode()
                 def step(batch: Batch, model=early, t=threshold) -> np.ndarray:
                     return model(**batch.model_inputs(), threshold=t).logits.numpy()
 
+                @torch.inference_mode()
                 def layers(batch: Batch, model=early, t=threshold) -> np.ndarray:
                     return model(**batch.model_inputs(), threshold=t).exit_layers.numpy()
 
@@ -486,7 +498,12 @@ def _measure(
     ]
     return BenchResult(
         rows=rows,
-        settings=asdict(settings) | {"num_threads": threads},
+        settings=asdict(settings)
+        | {
+            "num_threads": threads,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "onnxruntime_spinning": _threads_spin(),
+        },
         machine=machine_info(),
         ceilings_gflops=ceilings,
         texts=len(texts),

@@ -554,11 +554,15 @@ def load_onnx(
     path: str | os.PathLike,
     num_threads: int | None = None,
     tokenizer: Tokenizer | None = None,
+    spinning: bool | None = None,
 ) -> OnnxEncoder:
     """Open a ``.onnx`` file written by :func:`export_onnx` in an ``onnxruntime`` session.
 
     num_threads: intra-op threads (default: torch's thread count, so eager and ONNX
     models compare on equal terms). tokenizer: overrides the one stored in the file.
+    spinning: whether idle worker threads spin (onnxruntime's default) or sleep; the
+    counterpart of ``OMP_WAIT_POLICY`` for PyTorch's threads. Sleeping costs a little
+    latency but leaves the cores to others on a shared machine.
     """
     import onnxruntime
     from tokenizers import Tokenizer as BackendTokenizer
@@ -571,6 +575,8 @@ def load_onnx(
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
     try:
         session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
