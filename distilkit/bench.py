@@ -171,6 +171,11 @@ def _peer_engine(name: str, folder: Path, tokenizer: Tokenizer, config: ModelCon
     return Engine(name, PEER_MODE, step, tokenizer, config)
 
 
+def _native_bf16() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
+
+
 def _threads_spin() -> bool:
     """onnxruntime's threads follow PyTorch's OpenMP wait policy, so that neither engine
     spins on cores the other needs: sleep under ``OMP_WAIT_POLICY=passive``."""
@@ -496,6 +501,8 @@ def _measure(
         "GFLOP/s: matmul FLOPs over real tokens per second; % ceiling: of the measured "
         "matmul ceiling (bf16 for bf16, else fp32; int8 is compared with fp32)",
     ]
+    if any(engine.dtype == "bf16" for engine in engines) and not _native_bf16():
+        notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")
     return BenchResult(
         rows=rows,
         settings=asdict(settings)

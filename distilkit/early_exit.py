@@ -214,10 +214,11 @@ class EarlyExitModel(nn.Module):
         onednn = use_onednn(hidden, self.training)
         padding = _padding(mask)
         packed = padding.unpad(hidden)  # (tokens, H): the rows still running, real tokens only
-        rows = torch.arange(batch)  # original index of each row still running
-        logits_out = torch.zeros(batch, self.model.config.num_labels)
-        exit_layers = torch.zeros(batch, dtype=torch.int64)
-        entropy_out = torch.zeros(batch)
+        device = input_ids.device
+        rows = torch.arange(batch, device=device)  # original index of each row still running
+        logits_out = torch.zeros(batch, self.model.config.num_labels, device=device)
+        exit_layers = torch.zeros(batch, dtype=torch.int64, device=device)
+        entropy_out = torch.zeros(batch, device=device)
         for index, block in enumerate(self.model.backbone.layers):
             if onednn:
                 packed = block.forward_onednn(packed, padding)
