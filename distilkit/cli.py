@@ -27,7 +27,7 @@ from typing import NamedTuple, TextIO
 
 import numpy as np
 
-from distilkit import __version__, cli_bilstm, cli_distill, cli_tasks
+from distilkit import __version__, cli_bilstm, cli_deploy, cli_distill, cli_tasks
 from distilkit.encoder import Encoder, load
 from distilkit.hub import resolve
 from distilkit.inspect import format_info
@@ -462,6 +462,7 @@ COMMANDS: list[Command] = [
     Command(cli_distill.add_fit_mlm_head_parser, cli_distill.run_fit_mlm_head),
     *(Command(*pair) for pair in cli_tasks.TASK_COMMANDS),
     *(Command(*pair) for pair in cli_bilstm.BILSTM_COMMANDS),
+    *(Command(*pair) for pair in cli_deploy.DEPLOY_COMMANDS),
 ]
 
 

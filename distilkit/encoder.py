@@ -245,6 +245,10 @@ def load(
     dtype: ``"float32"`` (default) or ``"bfloat16"``. head: ``True`` keeps the
     checkpoint's head, a head name attaches that head, ``None`` drops it.
     """
+    if str(name).endswith(".onnx"):  # an exported model, run by onnxruntime
+        from distilkit.export import load_onnx
+
+        return load_onnx(name)
     folder = resolve(name)
     model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)
     tokenizer = Tokenizer.from_folder(folder, max_length=_token_limit(folder, model))
