@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from distilkit.bilstm import is_bilstm_folder, load_bilstm
 from distilkit.encoder import Encoder, load
 from distilkit.tasks.qa import QAExample, make_features
 
@@ -46,7 +47,12 @@ def classify(
     Classification: ``{"label": name, "score": probability, "scores": {name: p, ...}}``;
     regression (one output): ``{"score": value}``. One dict per text, in order.
     """
-    encoder = _encoder(model, "sequence_classification")
+    if not isinstance(model, Encoder) and is_bilstm_folder(model):
+        encoder = load_bilstm(model)  # a BiLSTM student: same .logits and .config
+    elif not isinstance(model, Encoder) and hasattr(model, "logits") and hasattr(model, "config"):
+        encoder = model  # an already-loaded BiLSTM or ONNX classifier
+    else:
+        encoder = _encoder(model, "sequence_classification")
     if isinstance(texts, str):
         texts = [texts]
         pairs = [pairs] if isinstance(pairs, str) else pairs

@@ -367,3 +367,17 @@ def test_saved_student_folder_is_self_contained(tiny_tokenizer, tmp_path: Path):
     config = json.loads((folder / "config.json").read_text())
     assert config["vocab_size"] == 99 and config["embedding_dim"] == 32
     assert config["hidden_size"] == 7 and config["pad_token_id"] == tiny_tokenizer.pad_id
+
+
+def test_classify_pipeline_reads_a_bilstm_folder(tiny_tokenizer, tmp_path):
+    """`pipelines.classify` serves a saved BiLSTM student like a transformer classifier."""
+    from distilkit.pipelines import classify
+
+    model = student(tiny_tokenizer, seed=2, num_labels=2, label_names=["neg", "pos"])
+    folder = model.save(tmp_path / "student")
+    logits = model.predict_logits(TEXTS)
+    results = classify(folder, TEXTS)
+    expected = torch.softmax(torch.from_numpy(logits).double(), dim=-1).numpy()
+    assert [r["label"] for r in results] == [["neg", "pos"][i] for i in expected.argmax(1)]
+    assert np.allclose([r["scores"]["pos"] for r in results], expected[:, 1], atol=1e-6)
+    assert classify(model, TEXTS[:1])[0]["label"] == results[0]["label"]
