@@ -47,9 +47,9 @@ def classify(
     Classification: ``{"label": name, "score": probability, "scores": {name: p, ...}}``;
     regression (one output): ``{"score": value}``. One dict per text, in order.
     """
-    if not isinstance(model, Encoder) and is_bilstm_folder(model):
+    if isinstance(model, (str, os.PathLike)) and is_bilstm_folder(model):
         encoder = load_bilstm(model)  # a BiLSTM student: same .logits and .config
-    elif not isinstance(model, Encoder) and hasattr(model, "logits") and hasattr(model, "config"):
+    elif not isinstance(model, (str, os.PathLike, Encoder)) and hasattr(model, "logits"):
         encoder = model  # an already-loaded BiLSTM or ONNX classifier
     else:
         encoder = _encoder(model, "sequence_classification")
