@@ -33,6 +33,7 @@ from distilkit.config import ConfigError, save_json, to_dict
 from distilkit.losses import weighted_sum
 
 STATE_FILE = "trainer_state.pt"
+REFIT_EVERY = 25  # steps between refits of the schedule to a time budget
 LATEST_FILE = "latest"
 
 
@@ -186,11 +187,14 @@ class Trainer:
         )
 
     def _fit_schedule_to_budget(self, seconds_per_step: float) -> None:
-        """With a time budget, shorten the schedule so the LR decays to 0 within it."""
+        """With a time budget, fit the schedule length to the steps that remain in it, so
+        the LR decays to 0 as the budget runs out. Called again during the run with the
+        recent step time, so a run that speeds up (or slows down) is refitted; never
+        beyond ``max_steps``."""
         remaining = self.config.time_budget - self.elapsed
         fitted = self.step + int(remaining / max(seconds_per_step, 1e-9))
         fitted = distributed.min_int(max(self.step + 1, min(self.config.max_steps, fitted)))
-        if fitted < self.schedule_steps:
+        if fitted != self.schedule_steps:
             self.schedule_steps = fitted
             last = self.scheduler.last_epoch
             self.scheduler = self._make_scheduler()
@@ -353,6 +357,7 @@ class Trainer:
         last: dict[str, float] = {}
         window_tokens, window_start = 0, time.perf_counter()
         run_start = time.perf_counter() - self.elapsed
+        refit_start, refit_step = time.perf_counter(), self.step
         while self.step < min(config.max_steps, self.schedule_steps):
             step_start = time.perf_counter()
             totals: dict[str, float] = {}
@@ -388,8 +393,15 @@ class Trainer:
             self.elapsed = time.perf_counter() - run_start
             # the loss of the whole step: every rank trained on its own share of the batch
             last = totals = distributed.mean_over_ranks(totals)
-            if config.time_budget is not None and self.step == 10:
-                self._fit_schedule_to_budget(time.perf_counter() - step_start)
+            if config.time_budget is not None and (
+                self.step == 10 or (self.step > 10 and self.step % REFIT_EVERY == 0)
+            ):
+                if self.step == 10:
+                    self._fit_schedule_to_budget(time.perf_counter() - step_start)
+                else:
+                    recent = (time.perf_counter() - refit_start) / max(1, self.step - refit_step)
+                    self._fit_schedule_to_budget(recent)
+                refit_start, refit_step = time.perf_counter(), self.step
                 bar.total = self.schedule_steps
             if self.step % config.log_every == 0 or self.step == 1:
                 seconds = time.perf_counter() - window_start
@@ -424,6 +436,8 @@ class Trainer:
                 stopped_by = "time_budget"
                 break
         bar.close()
+        if stopped_by == "max_steps" and self.schedule_steps < config.max_steps:
+            stopped_by = "time_budget"  # the schedule was fitted to the budget and ran out
         if stopped_by != "interrupted" and (
             last_checkpoint is None or not last_checkpoint.name.endswith(f"{self.step:07d}")
         ):

@@ -118,6 +118,21 @@ def test_the_schedule_is_fitted_to_a_time_budget(tokenizer, tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 19 / 27)
 
 
+def test_a_refit_extends_the_schedule_when_steps_get_faster(tokenizer, tmp_path):
+    settings = RunSettings(training={"max_steps": 100, "time_budget": 3.0, "warmup_fraction": 0.1})
+    trainer = make_trainer(tmp_path, tokenizer, settings)
+    trainer.step, trainer.elapsed = 10, 1.0
+    trainer._fit_schedule_to_budget(seconds_per_step=0.1)  # first fit: 30 steps
+    for _ in range(20):
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+    trainer.step, trainer.elapsed = 20, 2.0
+    trainer._fit_schedule_to_budget(seconds_per_step=0.05)  # 1 s left at 0.05 s: 40 steps
+    assert trainer.schedule_steps == 40
+    trainer._fit_schedule_to_budget(seconds_per_step=1e-4)  # never beyond max_steps
+    assert trainer.schedule_steps == 100
+
+
 # --------------------------------------------------------------------------- learning
 def test_a_few_steps_of_distillation_reduce_the_loss(tokenizer, tmp_path):
     settings = RunSettings(
