@@ -87,6 +87,36 @@ def heldout_batches(heldout, pad_id: int, limit: int = 256, batch_size: int = 32
     ]
 
 
+def corpus_trainer(
+    objective,
+    train_set,
+    heldout,
+    tokenizer: Tokenizer,
+    training: TrainingConfig,
+    out_dir: Path,
+    run_config: dict,
+) -> Trainer:
+    """The training loop over packed corpus sequences: length-grouped batches sharded
+    across DDP ranks, evaluation on fixed held-out batches."""
+    sampler = LengthGroupedSampler(
+        train_set.lengths,
+        training.batch_size,
+        seed=training.seed,
+        num_replicas=distributed.world_size(),
+        rank=distributed.rank(),
+    )
+    return Trainer(
+        objective,
+        train_set,
+        sampler,
+        lambda items: collate_sequences(items, tokenizer.pad_id),
+        training,
+        out_dir,
+        eval_batches=heldout_batches(heldout, tokenizer.pad_id),
+        run_config=run_config,
+    )
+
+
 def _say(message: str) -> None:
     if distributed.rank() == 0:
         print(message, flush=True)
@@ -205,23 +235,14 @@ def run_distillation(
         + ", ".join(f"{k} x{v:g}" for k, v in objective.weights.items())
         + f"; inputs {'masked' if objective.mask_inputs else 'unmasked'}"
     )
-    sampler = LengthGroupedSampler(
-        train_set.lengths,
-        config.training.batch_size,
-        seed=config.training.seed,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
-    )
-    eval_batches = heldout_batches(heldout, tokenizer.pad_id)
-    trainer = Trainer(
+    trainer = corpus_trainer(
         objective,
         train_set,
-        sampler,
-        lambda items: collate_sequences(items, tokenizer.pad_id),
+        heldout,
+        tokenizer,
         config.training,
         out_dir,
-        eval_batches=eval_batches,
-        run_config={"distill": to_dict(resolved)},
+        {"distill": to_dict(resolved)},
     )
     result = trainer.run(resume=resume)
     _say(
@@ -368,23 +389,14 @@ def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True
         with torch.no_grad():
             model.head.bias.copy_(torch.log((counts + 1) / (counts.sum() + len(counts))).float())
     objective = MaskedLMFitting(model, tokenizer, train_layers=config.train_layers)
-    sampler = LengthGroupedSampler(
-        train_set.lengths,
-        config.training.batch_size,
-        seed=config.training.seed,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
-    )
-    eval_batches = heldout_batches(heldout, tokenizer.pad_id)
-    trainer = Trainer(
+    trainer = corpus_trainer(
         objective,
         train_set,
-        sampler,
-        lambda items: collate_sequences(items, tokenizer.pad_id),
+        heldout,
+        tokenizer,
         config.training,
         out_dir,
-        eval_batches=eval_batches,
-        run_config={"fit_mlm_head": to_dict(config)},
+        {"fit_mlm_head": to_dict(config)},
     )
     before = trainer.evaluate()
     _say(

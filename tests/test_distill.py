@@ -191,3 +191,43 @@ def test_a_tokenizer_that_does_not_fit_the_teacher_is_a_clear_error(corpus_file,
         ValueError, match=r"has 120 entries but the teacher's embedding matrix has 99 rows"
     ):
         run_distillation(tiny_job(folder, [corpus]), tmp_path / "run", evaluate=False)
+
+
+def test_fit_mlm_head_gives_a_headless_teacher_a_trained_head(corpus_file, tmp_path):
+    """A teacher saved without a head gets one: training lowers the held-out
+    masked-token loss, the result loads as a masked-LM teacher, and only the head (and
+    the unfrozen top block) changed."""
+    from distilkit.distill import MLMHeadConfig, fit_mlm_head
+
+    root = tmp_path / "bare"
+    bare = random_teacher(num_layers=3, seed=4)
+    bare.config.head = None
+    headless = type(bare)(bare.config)
+    headless.backbone.load_state_dict(bare.backbone.state_dict())
+    save_model(headless, root / "teacher", tokenizer=tiny_tokenizer(root))
+    config = MLMHeadConfig(
+        teacher=str(root / "teacher"),
+        corpus=[str(corpus_file)],
+        train_layers=1,
+        max_len=24,
+        heldout_fraction=0.1,
+        training=TrainingConfig(
+            max_steps=30,
+            batch_size=8,
+            learning_rate=3e-3,
+            eval_every=30,
+            checkpoint_every=30,
+            progress=False,
+        ),
+    )
+    metrics = fit_mlm_head(config, tmp_path / "run")
+    assert metrics["after"]["eval/mlm_loss"] < metrics["before"]["eval/mlm_loss"]
+    fitted = load_model(tmp_path / "run" / "teacher")
+    assert fitted.config.head == "masked_lm"
+    before, after = headless.state_dict(), fitted.state_dict()
+    for name in before:  # frozen blocks and embeddings are untouched
+        if not name.startswith("backbone.layers.2."):
+            assert torch.equal(before[name], after[name]), name
+    assert not torch.equal(
+        before["backbone.layers.2.ffn.output.weight"], after["backbone.layers.2.ffn.output.weight"]
+    )
