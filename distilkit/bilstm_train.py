@@ -35,7 +35,7 @@ from torch import nn
 from distilkit.augment import AugmentConfig, PosTagger, build_transfer_set
 from distilkit.bilstm import BiLSTMClassifier
 from distilkit.checkpoint import load_model, save_model
-from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.data.batching import LengthGroupedSampler, collate_sequences
 from distilkit.hub import resolve
 from distilkit.losses import (
@@ -509,12 +509,7 @@ class BiLSTMDistillConfig:
     training: TrainingConfig = field(default_factory=default_training)
 
     def __post_init__(self) -> None:
-        if isinstance(self.augmentation, dict):
-            self.augmentation = from_dict(AugmentConfig, self.augmentation, "augmentation")
-        if isinstance(self.student, dict):
-            self.student = from_dict(BiLSTMSettings, self.student, "student")
-        if isinstance(self.training, dict):
-            self.training = from_dict(TrainingConfig, self.training, "training")
+        build_nested(self)
         if not self.teacher:
             raise ConfigError("teacher is required: a checkpoint folder fine-tuned on the task")
         if self.targets not in ("labels", "logits"):

@@ -298,6 +298,20 @@ def _is_union(hint: Any) -> bool:
     return isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
 
 
+def build_nested(config: Any) -> None:
+    """Turn each nested-config field given as a plain dict into its dataclass, in place.
+
+    Call it first in ``__post_init__`` of a config that holds other configs, so that
+    ``Config(training={...})`` is checked as strictly as :func:`from_dict`.
+    """
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        nested = _dataclass_in(hints[item.name])
+        if nested is not None and isinstance(value, dict):
+            setattr(config, item.name, from_dict(nested, value, item.name))
+
+
 def _dataclass_in(hint: Any) -> type | None:
     if dataclasses.is_dataclass(hint):
         return hint  # type: ignore[return-value]

@@ -17,7 +17,7 @@ import torch
 
 from distilkit import distributed
 from distilkit.checkpoint import load_model, save_model
-from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.data.batching import LengthGroupedSampler, collate_sequences
 from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
@@ -60,10 +60,7 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.layers is not None:
             self.num_layers = len(self.layers)  # an explicit list sets the depth
-        if isinstance(self.objective, dict):
-            self.objective = from_dict(GeneralDistillationConfig, self.objective, "objective")
-        if isinstance(self.training, dict):
-            self.training = from_dict(TrainingConfig, self.training, "training")
+        build_nested(self)
         if self.student_init not in ("teacher", "random"):
             raise ConfigError(
                 f"student_init must be 'teacher' or 'random', got {self.student_init!r}"
@@ -364,8 +361,7 @@ class MLMHeadConfig:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.training, dict):
-            self.training = from_dict(TrainingConfig, self.training, "training")
+        build_nested(self)
 
 
 def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True) -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from distilkit import distributed
 from distilkit.checkpoint import load_model, save_model
-from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.data.batching import LengthGroupedSampler
 from distilkit.hub import DEFAULT_MODEL, resolve
 from distilkit.losses import hard_label_loss, regression_loss
@@ -219,10 +219,7 @@ class FineTuneConfig:
     training: TrainingConfig = field(default_factory=finetune_training)
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, dict):
-            self.data = from_dict(DataSettings, self.data, "data")
-        if isinstance(self.training, dict):
-            self.training = from_dict(TrainingConfig, self.training, "training")
+        build_nested(self)
         get_task(self.task)
         if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")

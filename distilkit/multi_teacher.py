@@ -53,7 +53,7 @@ from distilkit.bilstm_train import (
     teacher_word_embeddings,
 )
 from distilkit.checkpoint import load_model
-from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.data.batching import LengthGroupedSampler
 from distilkit.hub import resolve
 from distilkit.losses import average_teacher_logits
@@ -413,12 +413,7 @@ class MultiTeacherConfig:
     training: TrainingConfig = field(default_factory=default_training)
 
     def __post_init__(self) -> None:
-        if isinstance(self.augmentation, dict):
-            self.augmentation = from_dict(AugmentConfig, self.augmentation, "augmentation")
-        if isinstance(self.bilstm, dict):
-            self.bilstm = from_dict(BiLSTMSettings, self.bilstm, "bilstm")
-        if isinstance(self.training, dict):
-            self.training = from_dict(TrainingConfig, self.training, "training")
+        build_nested(self)
         if not isinstance(self.teachers, dict) or not self.teachers:
             raise ConfigError(
                 "teachers must map each task to its teacher folders, e.g. "

@@ -26,7 +26,7 @@ import torch
 
 from distilkit import distributed
 from distilkit.checkpoint import load_model, save_model
-from distilkit.config import ConfigError, from_dict, load_json, save_json, to_dict
+from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.finetune import (
     BestCheckpoint,
     load_task_model,
@@ -74,8 +74,7 @@ class StageConfig:
     keep_best: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.weights, dict):
-            self.weights = from_dict(TaskDistillWeights, self.weights, "weights")
+        build_nested(self)
         if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"stage {self.name!r}: epochs must be > 0, got {self.epochs}")
         if not self.name or "/" in self.name:
@@ -115,10 +114,7 @@ class TaskDistillConfig:
     training: TrainingConfig = field(default_factory=distill_training)
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, dict):
-            self.data = from_dict(DataSettings, self.data, "data")
-        if isinstance(self.training, dict):
-            self.training = from_dict(TrainingConfig, self.training, "training")
+        build_nested(self)
         if self.epochs is not None and not self.epochs > 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if self.stages is not None:
