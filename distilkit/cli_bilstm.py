@@ -22,7 +22,11 @@ from distilkit.bilstm_train import (
     default_training,
     run_bilstm_distillation,
 )
-from distilkit.cli_distill import _add_training_options, _default_out, _training_overrides
+from distilkit.cli_distill import (
+    _add_training_options,
+    _training_overrides,
+    run_folder,
+)
 from distilkit.config import ConfigError, from_dict, load_json
 from distilkit.multi_teacher import (
     COMBINE_MODES,
@@ -141,8 +145,7 @@ def bilstm_config_from_args(args: argparse.Namespace) -> BiLSTMDistillConfig:
 
 def run_distill_bilstm(args: argparse.Namespace) -> int:
     config = bilstm_config_from_args(args)
-    out = args.out or _default_out("bilstm")
-    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    out = run_folder(args, "bilstm")
     run_bilstm_distillation(config, out, resume=not args.no_resume)
     return 0
 
@@ -195,8 +198,7 @@ def multi_config_from_args(args: argparse.Namespace) -> MultiTeacherConfig:
 
 def run_distill_multi(args: argparse.Namespace) -> int:
     config = multi_config_from_args(args)
-    out = args.out or _default_out("multi")
-    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    out = run_folder(args, "multi")
     run_multi_teacher_distillation(config, out, resume=not args.no_resume)
     return 0
 

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from distilkit.cli_distill import _add_training_options, _default_out, _training_overrides
+from distilkit.cli_distill import (
+    _add_training_options,
+    _training_overrides,
+    default_out,
+    run_folder,
+)
 
 DEFAULT_THRESHOLDS = [round(0.05 * step, 2) for step in range(21)]  # 0, 0.05, ..., 1
 
@@ -169,7 +174,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     )
     texts, labels = _read_labelled(args.data, args.limit)
     models = {"teacher": args.teacher, **_students(args.student)}
-    out = args.out or _default_out("bench")
+    out = args.out or default_out("bench")
     out.mkdir(parents=True, exist_ok=True)
     result = run_bench(models, args.modes, texts, labels, settings, work_dir=out, say=_say)
     print(result.table())
@@ -251,8 +256,7 @@ def run_train_early_exit(args: argparse.Namespace) -> int:
     dev_texts, dev_labels = _read_labelled(args.dev, None)
     defaults = {"max_steps": 2000, "batch_size": 32, "learning_rate": 1e-3, "eval_every": 500}
     training = TrainingConfig(**(defaults | _training_overrides(args)))
-    out = args.out or _default_out("early-exit")
-    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    out = run_folder(args, "early-exit")
     start = time.perf_counter()
     train_branches(
         model,

@@ -85,8 +85,16 @@ def _training_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _default_out(kind: str) -> Path:
+def default_out(kind: str) -> Path:
+    """``runs/<kind>-<time>``: where a run goes when no --out is given."""
     return Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_folder(args: argparse.Namespace, kind: str) -> Path:
+    """The run folder (--out, or a new one), announced with how to resume into it."""
+    out = args.out or default_out(kind)
+    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    return out
 
 
 # --------------------------------------------------------------------------- distill
@@ -165,8 +173,7 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
 
 def run_distill(args: argparse.Namespace) -> int:
     config = distill_config_from_args(args)
-    out = args.out or _default_out("distill")
-    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    out = run_folder(args, "distill")
     run_distillation(
         config,
         out,
@@ -247,7 +254,6 @@ def run_fit_mlm_head(args: argparse.Namespace) -> int:
         config = from_dict(MLMHeadConfig, data)
     except TypeError as error:
         raise ConfigError(str(error)) from None
-    out = args.out or _default_out("mlm-head")
-    print(f"run folder: {out}")
+    out = run_folder(args, "mlm-head")
     fit_mlm_head(config, out, resume=not args.no_resume)
     return 0

@@ -14,7 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from distilkit.cli_distill import _add_training_options, _default_out, _training_overrides
+from distilkit.cli_distill import (
+    _add_training_options,
+    _training_overrides,
+    run_folder,
+)
 from distilkit.config import ConfigError, from_dict, load_json
 from distilkit.finetune import FineTuneConfig, evaluate_task, finetune_training, run_finetune
 from distilkit.hub import DEFAULT_MODEL
@@ -166,8 +170,7 @@ def finetune_config_from_args(args: argparse.Namespace) -> FineTuneConfig:
 
 def run_finetune_command(args: argparse.Namespace) -> int:
     config = finetune_config_from_args(args)
-    out = args.out or _default_out("finetune")
-    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    out = run_folder(args, "finetune")
     run_finetune(config, out, resume=not args.no_resume)
     return 0
 
@@ -275,8 +278,7 @@ def distill_task_config_from_args(args: argparse.Namespace) -> TaskDistillConfig
 
 def run_distill_task(args: argparse.Namespace) -> int:
     config = distill_task_config_from_args(args)
-    out = args.out or _default_out("distill-task")
-    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    out = run_folder(args, "distill-task")
     run_task_distill(config, out, resume=not args.no_resume)
     return 0
 
