@@ -151,8 +151,6 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
         value = getattr(args, name)
         if value is not None:
             data[name] = value
-    if args.layers is not None and args.num_layers is None:
-        data["num_layers"] = len(args.layers)
     objective = data.setdefault("objective", {})
     if args.temperature is not None:
         objective["temperature"] = args.temperature
