@@ -159,7 +159,7 @@ class Trainer:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
         self.model = distributed.wrap(objective)
-        parameters = [p for p in objective.parameters() if p.requires_grad]
+        self.trainable = parameters = [p for p in objective.parameters() if p.requires_grad]
         if not parameters:
             raise ConfigError("the objective has no trainable parameters")
         decay = [p for p in parameters if p.dim() >= 2]
@@ -382,10 +382,7 @@ class Trainer:
                         totals.get(name, 0.0) + float(value.detach()) / config.grad_accumulation
                     )
                 (total / config.grad_accumulation).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in self.objective.parameters() if p.requires_grad],
-                config.max_grad_norm,
-            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
