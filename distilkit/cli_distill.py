@@ -18,9 +18,10 @@ from distilkit.distill import (
     run_distillation,
 )
 from distilkit.hub import DEFAULT_MODEL
+from distilkit.objectives import DistillationWeights
 from distilkit.student import STRATEGIES
 
-WEIGHT_NAMES = ("ce", "mlm", "cos", "mse", "hidden")
+WEIGHT_NAMES = tuple(field.name for field in dataclasses.fields(DistillationWeights))
 
 
 def _layers(text: str) -> list[int]:

@@ -227,6 +227,52 @@ def hidden_mse_loss(
     return _mean_or_zero(squared.sum(), squared.numel())
 
 
+def _mean_pooled(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """``(batch, hidden)`` averages of the real tokens of ``(batch, seq, hidden)``."""
+    mask = _selection(attention_mask, hidden.shape[:-1], hidden.device).to(hidden.dtype)
+    return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+
+
+def sentence_cosine_loss(
+    student_hidden: Tensor, teacher_hidden: Tensor, attention_mask: Tensor
+) -> Tensor:
+    """Mean over the batch of ``1 - cos`` between mean-pooled sentence vectors.
+
+    student_hidden, teacher_hidden: ``(batch, seq, hidden)``; attention_mask:
+    ``(batch, seq)``, 1 for real tokens (padding is left out of the averages). Aims
+    at the vector a sentence-embedding teacher is used for, where
+    :func:`cosine_hidden_loss` matches each token.
+    """
+    _check_hidden(student_hidden, teacher_hidden, "cosine needs equal widths; project first")
+    student_sentence = _mean_pooled(student_hidden, attention_mask)  # (B, H)
+    teacher_sentence = _mean_pooled(teacher_hidden.detach(), attention_mask)  # (B, H)
+    return (1.0 - F.cosine_similarity(student_sentence, teacher_sentence, dim=-1)).mean()
+
+
+def similarity_structure_loss(
+    student_hidden: Tensor, teacher_hidden: Tensor, attention_mask: Tensor
+) -> Tensor:
+    """Similarity-preserving KD (Tung & Mori, 2019) on sentence vectors: MSE between
+    the in-batch cosine-similarity matrices of student and teacher.
+
+    student_hidden: ``(batch, seq, student_hidden)``; teacher_hidden:
+    ``(batch, seq, teacher_hidden)`` (widths may differ: only ``(batch, batch)``
+    similarities are compared); attention_mask: ``(batch, seq)``. The diagonal (always 1)
+    is left out; a batch of one gives 0.
+    """
+    if student_hidden.shape[:-1] != teacher_hidden.shape[:-1]:
+        raise LossInputError(
+            f"student {tuple(student_hidden.shape)} and teacher "
+            f"{tuple(teacher_hidden.shape)} must agree on batch and sequence length"
+        )
+    student_unit = F.normalize(_mean_pooled(student_hidden, attention_mask), dim=-1)
+    teacher_unit = F.normalize(_mean_pooled(teacher_hidden.detach(), attention_mask), dim=-1)
+    batch = student_unit.shape[0]
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=student_unit.device)
+    difference = (student_unit @ student_unit.T - teacher_unit @ teacher_unit.T)[off_diagonal]
+    return _mean_or_zero(difference.pow(2).sum(), difference.numel())
+
+
 def embedding_mse_loss(
     student_embeddings: Tensor,
     teacher_embeddings: Tensor,

@@ -7,7 +7,9 @@ The training loop weights the losses with ``objective.weights``.
 * :class:`GeneralDistillation` — DistilBERT's task-agnostic recipe on masked text:
   ``ce`` soft targets at temperature T over the masked positions, ``mlm`` masked-LM
   cross-entropy, ``cos`` cosine between last hidden states, plus optional ``mse`` on the
-  last hidden state and ``hidden`` MSE over mapped intermediate layers.
+  last hidden state, ``hidden`` MSE over mapped intermediate layers, and two losses on
+  mean-pooled sentence vectors: ``sentence`` (their cosine) and ``similarity`` (the
+  in-batch similarity structure).
 * :class:`MaskedLMFitting` — masked-LM training of one model (fitting an MLM head to a
   teacher that has none, optionally unfreezing its top layers).
 """
@@ -25,7 +27,14 @@ from torch import nn
 from distilkit.checkpoint import load_model, save_model
 from distilkit.data.masking import MaskingConfig, mask_tokens
 from distilkit.layer_map import LayerMap
-from distilkit.losses import cosine_hidden_loss, hidden_mse_loss, mlm_loss, soft_target_loss
+from distilkit.losses import (
+    cosine_hidden_loss,
+    hidden_mse_loss,
+    mlm_loss,
+    sentence_cosine_loss,
+    similarity_structure_loss,
+    soft_target_loss,
+)
 from distilkit.modeling import TransformerModel, pool
 from distilkit.tokenizer import Tokenizer
 from distilkit.trainer import Objective
@@ -42,6 +51,8 @@ class DistillationWeights:
     cos: float = 1.0
     mse: float = 0.0
     hidden: float = 0.0
+    sentence: float = 0.0  # 1 - cos of mean-pooled sentence vectors
+    similarity: float = 0.0  # in-batch similarity-matrix MSE (Tung & Mori, 2019)
 
 
 @dataclass
@@ -202,6 +213,12 @@ class GeneralDistillation(Objective):
             losses["cos"] = cosine_hidden_loss(projected, teacher_last, attention_mask)
         if "mse" in self.weights:
             losses["mse"] = hidden_mse_loss(projected, teacher_last, attention_mask)
+        if "sentence" in self.weights:
+            losses["sentence"] = sentence_cosine_loss(projected, teacher_last, attention_mask)
+        if "similarity" in self.weights:
+            losses["similarity"] = similarity_structure_loss(
+                student_last, teacher_last, attention_mask
+            )
         if self.layer_map is not None:
             terms = [
                 hidden_mse_loss(

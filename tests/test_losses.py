@@ -18,6 +18,8 @@ from distilkit.losses import (
     mlm_loss,
     pkd_loss,
     regression_loss,
+    sentence_cosine_loss,
+    similarity_structure_loss,
     soft_target_loss,
     weighted_sum,
 )
@@ -281,6 +283,76 @@ def test_hidden_losses_empty_mask_and_teacher_detached() -> None:
         assert loss_fn(student, teacher, empty).item() == 0.0
         loss_fn(student, teacher, padding_mask()).backward()
     assert teacher.grad is None and student.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------
+# sentence_cosine_loss, similarity_structure_loss (mean-pooled sentence vectors)
+
+
+def numpy_mean_pooled(hidden: torch.Tensor) -> np.ndarray:
+    """Loop over the batch: the average of each row's real tokens."""
+    lengths = padding_mask().sum(dim=1).tolist()
+    return np.stack([hidden[i, :n].numpy().mean(axis=0) for i, n in enumerate(lengths)])
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_sentence_cosine_matches_numpy_and_ignores_padding() -> None:
+    student, teacher = randn(BATCH, SEQ, HIDDEN, seed=90), randn(BATCH, SEQ, HIDDEN, seed=91)
+    mask = padding_mask()
+    expected = np.mean(
+        1 - (unit(numpy_mean_pooled(student)) * unit(numpy_mean_pooled(teacher))).sum(axis=1)
+    )
+    loss = sentence_cosine_loss(student, teacher, mask)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    student_changed = student.clone()
+    student_changed[~mask.bool()] = 1e6
+    torch.testing.assert_close(sentence_cosine_loss(student_changed, teacher, mask), loss)
+    # Per-token differences that cancel in the average leave it at zero.
+    shuffled = teacher.clone()
+    shuffled[0] = teacher[0].flip(0)  # row 0 has no padding: same mean
+    assert sentence_cosine_loss(shuffled * 2, teacher, mask).item() == pytest.approx(
+        0, abs=1e-12
+    )
+    assert cosine_hidden_loss(shuffled, teacher, mask).item() > 0.1
+
+
+def test_similarity_structure_matches_numpy_and_allows_other_widths() -> None:
+    student = randn(BATCH, SEQ, HIDDEN, seed=92)
+    teacher = randn(BATCH, SEQ, TEACHER_HIDDEN, seed=93)
+    mask = padding_mask()
+    student_sim = unit(numpy_mean_pooled(student)) @ unit(numpy_mean_pooled(student)).T
+    teacher_sim = unit(numpy_mean_pooled(teacher)) @ unit(numpy_mean_pooled(teacher)).T
+    off_diagonal = ~np.eye(BATCH, dtype=bool)
+    expected = ((student_sim - teacher_sim)[off_diagonal] ** 2).mean()
+    loss = similarity_structure_loss(student, teacher, mask)
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    teacher_changed = teacher.clone()
+    teacher_changed[~mask.bool()] = -1e6
+    torch.testing.assert_close(similarity_structure_loss(student, teacher_changed, mask), loss)
+    # A rotated and scaled copy of the teacher has the same similarity structure.
+    rotation, _ = torch.linalg.qr(randn(TEACHER_HIDDEN, TEACHER_HIDDEN, seed=94))
+    assert similarity_structure_loss(3 * teacher @ rotation, teacher, mask).item() == (
+        pytest.approx(0, abs=1e-12)
+    )
+    single = similarity_structure_loss(student[:1], teacher[:1], mask[:1])
+    assert single.item() == 0.0
+
+
+def test_sentence_losses_keep_teacher_detached_and_check_shapes() -> None:
+    student = randn(BATCH, SEQ, HIDDEN, seed=95).requires_grad_()
+    teacher = randn(BATCH, SEQ, HIDDEN, seed=96).requires_grad_()
+    (
+        sentence_cosine_loss(student, teacher, padding_mask())
+        + similarity_structure_loss(student, teacher, padding_mask())
+    ).backward()
+    assert teacher.grad is None and student.grad.abs().sum() > 0
+    with pytest.raises(LossInputError, match="project first"):
+        sentence_cosine_loss(student, randn(BATCH, SEQ, TEACHER_HIDDEN, seed=97), padding_mask())
+    with pytest.raises(LossInputError, match="must agree on batch and sequence length"):
+        similarity_structure_loss(student, randn(BATCH, SEQ - 1, HIDDEN, seed=98), padding_mask())
 
 
 # ---------------------------------------------------------------------------------------
