@@ -42,6 +42,7 @@ class DistillConfig:
     strategy: str = "auto"  # auto | uniform | alternate | first | last
     layout: str | None = None  # None keeps the teacher's; "distilbert" converts
     student_init: str = "teacher"  # teacher | random (ablation)
+    freeze_embeddings: bool = False  # keep the student's (teacher-copied) embeddings fixed
     max_len: int = 128
     heldout_fraction: float = 0.02
     auto_sample: int = 96  # sequences scored per candidate layer subset
@@ -210,6 +211,10 @@ def run_distillation(
     )
     if config.student_init == "random":
         student = type(student)(student.config)  # same shape, BERT initialisation
+    if config.freeze_embeddings:
+        # A corpus updates only the rows of the words it contains; freezing keeps the
+        # rest of the vocabulary consistent with the rows that moved.
+        student.backbone.embeddings.requires_grad_(False)
     _say(
         f"student: {student.config.num_layers} layers"
         + (f" initialised from teacher layers {layers}" if layers else " (random init)")

@@ -119,6 +119,28 @@ def test_a_distilbert_layout_job_with_smoothed_masking(teacher_folder, corpus_fi
     assert student.config.layout == "distilbert" and student.config.num_layers == 2
 
 
+def test_frozen_embeddings_stay_the_teachers_and_sentence_losses_train(
+    teacher_folder, corpus_file, tmp_path
+):
+    config = tiny_job(
+        teacher_folder,
+        [corpus_file],
+        strategy="uniform",
+        freeze_embeddings=True,
+        objective={"weights": {"ce": 0, "mlm": 0, "cos": 1, "sentence": 1, "similarity": 2}},
+        training=TrainingConfig(max_steps=3, batch_size=4, checkpoint_every=3, progress=False),
+    )
+    metrics = run_distillation(config, tmp_path / "run", evaluate=False)
+    assert set(metrics["training"]["final_losses"]) == {"cos", "sentence", "similarity", "total"}
+    student = load_model(tmp_path / "run" / "student").state_dict()
+    teacher = load_model(teacher_folder).state_dict()
+    for name in ("word_embeddings", "position_embeddings", "layer_norm"):
+        key = next(k for k in student if f"embeddings.{name}" in k and k.endswith("weight"))
+        assert torch.equal(student[key], teacher[key]), key
+    block = "backbone.layers.0.attention.query.weight"
+    assert not torch.equal(student[block], teacher[block])  # layer 0 = teacher layer 0, trained
+
+
 # --------------------------------------------------------------------------- bad input
 def test_an_empty_corpus_is_a_clear_error(teacher_folder, tmp_path):
     empty = tmp_path / "empty.txt"

@@ -1,0 +1,163 @@
+"""General distillation ablation, as in the DistilBERT paper: each loss term removed,
+teacher-layer init against random init, and with and without a fitted masked-LM head.
+
+Every variant trains the same student depth for the same number of steps on the same
+corpus and batches, then scores its mean-pooled embeddings: STS-B dev Spearman and the
+SST-2 dev probe (the main job's protocol), with retention against the original teacher.
+A row "cut, no training" shows where every teacher-initialised student starts.
+
+    python benchmarks/distill_ablation.py --steps 100 --threads 1 --out runs/ablation
+    python benchmarks/distill_ablation.py --mlm-teacher runs/mlm-head/teacher ...  # + rows
+        # that distill from the teacher with a fitted head (the full triple loss)
+
+Variants run one after the other; a rerun with the same ``--out`` skips finished ones
+(results are appended to ``OUT/results.jsonl``) and prints the whole table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from distilkit.checkpoint import load_model
+from distilkit.config import from_dict
+from distilkit.distill import DistillConfig, run_distillation
+from distilkit.encoder import Encoder, load
+from distilkit.evaluation import sst2_probe_accuracy, stsb_spearman
+from distilkit.hub import DEFAULT_MODEL, resolve
+from distilkit.objectives import DistillationWeights
+from distilkit.student import build_student
+from distilkit.tokenizer import Tokenizer
+
+ZERO = {field.name: 0.0 for field in dataclasses.fields(DistillationWeights)}
+
+
+def variants(base_weights: dict[str, float], mlm_teacher: str | None) -> dict[str, dict]:
+    """name -> DistillConfig overrides. Without a fitted head only hidden-state terms
+    apply, so the loss ablation removes those; with one, DistilBERT's three terms."""
+    rows: dict[str, dict] = {
+        "full recipe (default weights)": {"weights": base_weights},
+        "random init, full recipe": {"weights": base_weights, "student_init": "random"},
+    }
+    for term in [name for name, weight in base_weights.items() if weight]:
+        reduced = {**base_weights, term: 0.0}
+        if any(reduced.values()):
+            rows[f"without {term}"] = {"weights": reduced}
+    rows["DistilBERT's cosine only (cos=1)"] = {"weights": {**ZERO, "cos": 1.0}}
+    if mlm_teacher:
+        triple = {"ce": 5.0, "mlm": 2.0, "cos": 1.0}
+        rows["fitted-head teacher: ce+mlm+cos (5,2,1)"] = {
+            "weights": {**ZERO, **triple},
+            "teacher": mlm_teacher,
+        }
+        rows["fitted-head teacher: default weights + ce+mlm"] = {
+            "weights": {**base_weights, "ce": 5.0, "mlm": 2.0},
+            "teacher": mlm_teacher,
+        }
+        for term in ("ce", "mlm"):
+            rows[f"fitted-head teacher: ce+mlm+cos without {term}"] = {
+                "weights": {**ZERO, **triple, term: 0.0},
+                "teacher": mlm_teacher,
+            }
+    return rows
+
+
+def score(encoder: Encoder) -> dict[str, float]:
+    return {"stsb": stsb_spearman(encoder), "sst2_probe": sst2_probe_accuracy(encoder)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", default=DEFAULT_MODEL)
+    parser.add_argument("--mlm-teacher", help="output of `distilkit fit-mlm-head` (its teacher/)")
+    parser.add_argument("--corpus", nargs="+", help="default: the demo corpus")
+    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--layers", default="0,4,5", help="teacher layers of the init")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--lr", type=float, help="default: the main job's")
+    parser.add_argument("--only", nargs="+", help="run only these variant names")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.jsonl"
+    done = {}
+    if results_path.exists():
+        done = {r["name"]: r for r in map(json.loads, results_path.read_text().splitlines())}
+    layers = [int(x) for x in args.layers.split(",")]
+    defaults = DistillConfig()
+    base_weights = {**ZERO, **vars(defaults.objective.weights)}
+
+    def record(row: dict) -> None:
+        done[row["name"]] = row
+        with results_path.open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    if "teacher" not in done:
+        record({"name": "teacher", **score(load(args.teacher, head=None))})
+    if "cut, no training" not in done:
+        folder = resolve(args.teacher)
+        student, _ = build_student(load_model(folder), layers=layers)
+        record(
+            {"name": "cut, no training", **score(Encoder(student, Tokenizer.from_folder(folder)))}
+        )
+    if args.mlm_teacher and "fitted-head teacher itself" not in done:
+        record({"name": "fitted-head teacher itself", **score(load(args.mlm_teacher, head=None))})
+
+    for name, change in variants(base_weights, args.mlm_teacher).items():
+        if name in done or (args.only and name not in args.only):
+            continue
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        training = {
+            **vars(defaults.training),
+            "max_steps": args.steps,
+            "time_budget": None,
+            "progress": False,
+            "eval_every": 10**9,
+            "checkpoint_every": 10**9,
+        }
+        if args.lr:
+            training["learning_rate"] = args.lr
+        data = {
+            "teacher": change.get("teacher", args.teacher),
+            "num_layers": args.num_layers,
+            "layers": layers if change.get("student_init") != "random" else None,
+            "student_init": change.get("student_init", "teacher"),
+            "objective": {"weights": change["weights"]},
+            "training": training,
+        }
+        if args.corpus:
+            data["corpus"] = args.corpus
+        config = from_dict(DistillConfig, data)
+        started = time.perf_counter()
+        metrics = run_distillation(config, args.out / slug, resume=True, evaluate=False)
+        row = {
+            "name": name,
+            **score(load(args.out / slug / "student", head=None)),
+            "steps": metrics["training"]["steps"],
+            "seconds": time.perf_counter() - started,
+            "weights": {k: v for k, v in change["weights"].items() if v},
+            "teacher": data["teacher"],
+        }
+        record(row)
+
+    reference = done["teacher"]
+    print(f"\n{args.steps} steps each, student of {args.num_layers} layers (init {layers})\n")
+    print("| variant | STS-B dev Spearman | retention % | SST-2 probe % | retention % |")
+    print("|:---|---:|---:|---:|---:|")
+    for row in done.values():
+        print(
+            f"| {row['name']} | {row['stsb']:.2f} | {100 * row['stsb'] / reference['stsb']:.1f} "
+            f"| {row['sst2_probe']:.2f} | {100 * row['sst2_probe'] / reference['sst2_probe']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
