@@ -210,7 +210,9 @@ def run_distillation(
         seed=config.training.seed,
     )
     if config.student_init == "random":
-        student = type(student)(student.config)  # same shape, BERT initialisation
+        with torch.random.fork_rng(devices=[]):  # same shape, seeded BERT initialisation
+            torch.manual_seed(config.training.seed)
+            student = type(student)(student.config)
     if config.freeze_embeddings:
         # A corpus updates only the rows of the words it contains; freezing keeps the
         # rest of the vocabulary consistent with the rows that moved.

@@ -220,8 +220,9 @@ def build_student(
     config = student_config(
         teacher.config, len(layers), layout, hidden_size, num_heads, intermediate_size
     )
-    torch.manual_seed(seed)
-    student = TransformerModel(config)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        student = TransformerModel(config)
     if hidden_size is not None and hidden_size != teacher.config.hidden_size:
         return student.eval(), None
     source = teacher.state_dict()

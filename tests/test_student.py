@@ -183,6 +183,12 @@ def test_another_width_starts_from_seeded_random_weights():
     assert all(torch.equal(v, same[k]) for k, v in student.state_dict().items())
     differs = other.state_dict()["backbone.layers.0.attention.query.weight"]
     assert not torch.equal(differs, same["backbone.layers.0.attention.query.weight"])
+    # the caller's global RNG is left alone
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    build_student(teacher, num_layers=2, hidden_size=24, num_heads=4, seed=11)
+    assert torch.equal(torch.rand(4), expected)
 
 
 @pytest.mark.parametrize(
