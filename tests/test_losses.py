@@ -313,9 +313,7 @@ def test_sentence_cosine_matches_numpy_and_ignores_padding() -> None:
     # Per-token differences that cancel in the average leave it at zero.
     shuffled = teacher.clone()
     shuffled[0] = teacher[0].flip(0)  # row 0 has no padding: same mean
-    assert sentence_cosine_loss(shuffled * 2, teacher, mask).item() == pytest.approx(
-        0, abs=1e-12
-    )
+    assert sentence_cosine_loss(shuffled * 2, teacher, mask).item() == pytest.approx(0, abs=1e-12)
     assert cosine_hidden_loss(shuffled, teacher, mask).item() > 0.1
 
 
