@@ -52,7 +52,7 @@ class DistillConfig:
             max_steps=2000,
             time_budget=600.0,  # the default job: 10 minutes of training
             batch_size=32,
-            learning_rate=3e-4,
+            learning_rate=5e-5,  # higher rates lose more STS-B (docs/RESULTS.md, recipe search)
             eval_every=100,
             checkpoint_every=100,
         )
