@@ -43,6 +43,7 @@ class DistillConfig:
     layout: str | None = None  # None keeps the teacher's; "distilbert" converts
     student_init: str = "teacher"  # teacher | random (ablation)
     freeze_embeddings: bool = False  # keep the student's (teacher-copied) embeddings fixed
+    train_blocks: list[int] | None = None  # student blocks to train (None: all)
     max_len: int = 128
     heldout_fraction: float = 0.02
     auto_sample: int = 96  # sequences scored per candidate layer subset
@@ -217,6 +218,14 @@ def run_distillation(
         # A corpus updates only the rows of the words it contains; freezing keeps the
         # rest of the vocabulary consistent with the rows that moved.
         student.backbone.embeddings.requires_grad_(False)
+    if config.train_blocks is not None:
+        if not all(0 <= i < student.config.num_layers for i in config.train_blocks):
+            raise ConfigError(
+                f"train_blocks {config.train_blocks} must name student blocks "
+                f"0..{student.config.num_layers - 1}"
+            )
+        for index, block in enumerate(student.backbone.layers):
+            block.requires_grad_(index in config.train_blocks)
     _say(
         f"student: {student.config.num_layers} layers"
         + (f" initialised from teacher layers {layers}" if layers else " (random init)")

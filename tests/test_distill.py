@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from distill_helpers import random_teacher, tiny_tokenizer, write_text_corpus
 
 import distilkit
 from distilkit.checkpoint import load_model, save_model
+from distilkit.config import ConfigError
 from distilkit.data.corpus import CorpusError
 from distilkit.distill import DistillConfig, run_distillation
 from distilkit.hub import ModelNotFoundError
@@ -139,6 +141,27 @@ def test_frozen_embeddings_stay_the_teachers_and_sentence_losses_train(
         assert torch.equal(student[key], teacher[key]), key
     block = "backbone.layers.0.attention.query.weight"
     assert not torch.equal(student[block], teacher[block])  # layer 0 = teacher layer 0, trained
+
+
+def test_train_blocks_leaves_the_other_blocks_as_copied(teacher_folder, corpus_file, tmp_path):
+    config = tiny_job(
+        teacher_folder,
+        [corpus_file],
+        layers=[0, 2, 4],
+        train_blocks=[1],
+        training=TrainingConfig(max_steps=2, batch_size=4, checkpoint_every=2, progress=False),
+    )
+    run_distillation(config, tmp_path / "run", evaluate=False)
+    student = load_model(tmp_path / "run" / "student").state_dict()
+    teacher = load_model(teacher_folder).state_dict()
+    weight = "backbone.layers.{}.attention.query.weight"
+    assert torch.equal(student[weight.format(0)], teacher[weight.format(0)])
+    assert not torch.equal(student[weight.format(1)], teacher[weight.format(2)])
+    assert torch.equal(student[weight.format(2)], teacher[weight.format(4)])
+    with pytest.raises(ConfigError, match=r"train_blocks \[3\] must name student blocks 0..2"):
+        run_distillation(
+            dataclasses.replace(config, train_blocks=[3]), tmp_path / "bad", evaluate=False
+        )
 
 
 # --------------------------------------------------------------------------- bad input
