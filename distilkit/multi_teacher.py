@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from distilkit.bilstm_train import (
 )
 from distilkit.checkpoint import load_model
 from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
-from distilkit.data.batching import LengthGroupedSampler
+from distilkit.data.batching import LengthGroupedSampler, ResumableBatchSampler
 from distilkit.hub import resolve
 from distilkit.losses import average_teacher_logits
 from distilkit.modeling import TransformerModel
@@ -252,12 +252,15 @@ class TaskDatasets:
         return self.datasets[task][index - int(self.offsets[task])]
 
 
-class TaskBatchSampler:
+class TaskBatchSampler(ResumableBatchSampler):
     """Length-grouped batches that each hold one task's examples (indices into a
     :class:`TaskDatasets`). An epoch covers every task's data once, its batches in an
     order drawn from (seed, epoch); resumable like ``LengthGroupedSampler``."""
 
+    resume_error = ConfigError
+
     def __init__(self, task_lengths: Sequence[np.ndarray], batch_size: int, seed: int = 0):
+        super().__init__()
         self.samplers = [
             LengthGroupedSampler(lengths, batch_size, seed=seed + index)
             for index, lengths in enumerate(task_lengths)
@@ -265,18 +268,12 @@ class TaskBatchSampler:
         self.offsets = np.cumsum([0] + [len(lengths) for lengths in task_lengths])
         self.batch_size = batch_size
         self.seed = seed
-        self.epoch = 0
-        self.consumed = 0
 
     def __len__(self) -> int:
         return sum(len(sampler) for sampler in self.samplers)
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.consumed = 0
-
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
+    def rank_batches(self, epoch: int) -> list[list[int]]:
+        """Every task's batches of ``epoch``, as indices into the joined datasets, shuffled."""
         batches = [
             [int(self.offsets[task]) + i for i in batch]
             for task, sampler in enumerate(self.samplers)
@@ -285,35 +282,12 @@ class TaskBatchSampler:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(batches))
         return [batches[i] for i in order]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.epoch_batches(self.epoch)
-        while self.consumed < len(batches):
-            self.consumed += 1
-            yield batches[self.consumed - 1]
-        self.epoch += 1
-        self.consumed = 0
-
-    def state_dict(self) -> dict[str, Any]:
+    def resume_settings(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch,
-            "consumed": self.consumed,
             "seed": self.seed,
             "batch_size": self.batch_size,
             "task_sizes": np.diff(self.offsets).tolist(),
         }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in (
-            ("seed", self.seed),
-            ("batch_size", self.batch_size),
-            ("task_sizes", np.diff(self.offsets).tolist()),
-        ):
-            if state.get(key, value) != value:
-                raise ConfigError(
-                    f"cannot resume: the saved sampler has {key}={state[key]} but this one has "
-                    f"{value}; resume with the same data and settings"
-                )
-        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 
 
 # ----------------------------------------------------------------------------- the objective

@@ -8,7 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from distilkit.data.batching import LengthGroupedSampler, collate_sequences
+from distilkit.data.batching import (
+    LengthGroupedSampler,
+    ResumableBatchSampler,
+    collate_sequences,
+)
 
 
 def random_lengths(count: int, seed: int = 0) -> np.ndarray:
@@ -127,6 +131,15 @@ def test_resume_from_the_middle():
 def test_resume_refuses_other_settings():
     sampler = LengthGroupedSampler(random_lengths(100), batch_size=8, seed=0)
     state = sampler.state_dict()
+    # the keys checkpoints hold: they must keep loading
+    assert list(state) == [
+        "epoch",
+        "consumed",
+        "seed",
+        "num_sequences",
+        "batch_size",
+        "num_replicas",
+    ]
     with pytest.raises(ValueError, match="seed"):
         LengthGroupedSampler(random_lengths(100), batch_size=8, seed=1).load_state_dict(state)
     with pytest.raises(ValueError, match="same corpus"):
@@ -154,3 +167,55 @@ def test_works_as_dataloader_batch_sampler():
     batches = list(loader)
     assert len(batches) == 13
     assert sum(int(b["attention_mask"].sum()) for b in batches) == sum(map(len, sequences))
+
+
+class ResumeError(ValueError):
+    pass
+
+
+class CountingSampler(ResumableBatchSampler):
+    """Epoch e: batches [e, 0], [e, 1], ..., ``size`` of them."""
+
+    resume_error = ResumeError
+
+    def __init__(self, size: int, tag: str = "a"):
+        super().__init__()
+        self.size, self.tag = size, tag
+
+    def __len__(self) -> int:
+        return self.size
+
+    def rank_batches(self, epoch: int) -> list[list[int]]:
+        return [[epoch, i] for i in range(self.size)]
+
+    def resume_settings(self) -> dict:
+        return {"size": self.size, "tag": self.tag}
+
+
+def test_resumable_base_iterates_saves_and_checks():
+    sampler = CountingSampler(3)
+    assert list(sampler) == [[0, 0], [0, 1], [0, 2]]
+    assert (sampler.epoch, sampler.consumed) == (1, 0)  # a finished pass moves on
+    iterator = iter(sampler)
+    next(iterator)
+    state = sampler.state_dict()
+    assert state == {"epoch": 1, "consumed": 1, "size": 3, "tag": "a"}
+
+    resumed = CountingSampler(3)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)  # already inside epoch 1: position kept
+    assert list(resumed) == [[1, 1], [1, 2]]
+    resumed.set_epoch(5)
+    assert resumed.consumed == 0 and next(iter(resumed)) == [5, 0]
+
+    # a setting the saved state lacks (an older checkpoint) is not checked
+    legacy = CountingSampler(3, tag="b")
+    legacy.load_state_dict({"epoch": 4, "consumed": 2, "size": 3})
+    assert list(legacy) == [[4, 2]]
+
+    with pytest.raises(ResumeError, match="cannot resume: the saved sampler has tag=a"):
+        CountingSampler(3, tag="b").load_state_dict(state)
+    with pytest.raises(ResumeError, match="consumed=4 is outside an epoch of 3 batches"):
+        CountingSampler(3).load_state_dict({**state, "consumed": 4})
+    with pytest.raises(ResumeError, match="outside"):
+        CountingSampler(3).load_state_dict({**state, "consumed": -1})

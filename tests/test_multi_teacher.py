@@ -227,6 +227,22 @@ def test_task_batch_sampler_keeps_tasks_apart_and_resumes():
     assert consumed + list(resumed) == batches
     with pytest.raises(ConfigError, match="cannot resume"):
         TaskBatchSampler(lengths, 4, seed=7).load_state_dict(state)
+    # the keys checkpoints hold: they must keep loading
+    assert state == {
+        "epoch": 0,
+        "consumed": 4,
+        "seed": 7,
+        "batch_size": 3,
+        "task_sizes": [10, 7, 4],
+    }
+    with pytest.raises(ConfigError, match="task_sizes"):
+        TaskBatchSampler(lengths[:2], 3, seed=7).load_state_dict(state)
+    with pytest.raises(ConfigError, match="outside an epoch of 9 batches"):
+        TaskBatchSampler(lengths, 3, seed=7).load_state_dict({**state, "consumed": 10})
+    inside = TaskBatchSampler(lengths, 3, seed=7)
+    inside.load_state_dict(state)
+    inside.set_epoch(0)  # a training loop calls this at the top of the epoch: position kept
+    assert consumed + list(inside) == batches
 
 
 def test_collate_refuses_mixed_tasks(tiny_tokenizer):

@@ -2,7 +2,8 @@
 
 Grouping sequences of similar length into a batch cuts the padding a model has to
 read; the sampler does it while staying random, deterministic per (seed, epoch),
-shardable across DDP ranks and resumable mid-epoch.
+shardable across DDP ranks and resumable mid-epoch. :class:`ResumableBatchSampler` holds
+the resuming part, shared with other batch samplers.
 """
 
 from __future__ import annotations
@@ -37,7 +38,79 @@ def collate_sequences(
     }
 
 
-class LengthGroupedSampler(Sampler[list[int]]):
+class ResumableBatchSampler(Sampler[list[int]]):
+    """A batch sampler whose position (epoch, batches consumed in it) can be saved and restored.
+
+    Subclasses provide :meth:`rank_batches` (the batches of an epoch for this rank, a pure
+    function of the settings and the epoch), ``__len__`` (how many that is) and
+    :meth:`resume_settings` (the values a saved state must match to be resumed).
+    Iterating hands out the rest of the current epoch and then moves on to the next one.
+    The count is of batches handed out by the iterator; a DataLoader with worker processes
+    prefetches a few, so a trainer using workers should store its own count of batches
+    trained on as ``consumed``.
+    """
+
+    resume_error: type[ValueError] = ValueError  # raised when a saved state does not fit
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.consumed = 0  # batches of this rank already handed out in self.epoch
+
+    def __len__(self) -> int:
+        """Batches per rank per epoch."""
+        raise NotImplementedError
+
+    def rank_batches(self, epoch: int) -> list[list[int]]:
+        """The batches this rank gets in ``epoch``, in order."""
+        raise NotImplementedError
+
+    def resume_settings(self) -> dict[str, Any]:
+        """Settings stored in :meth:`state_dict` that must be equal to resume."""
+        raise NotImplementedError
+
+    def resume_mismatch(self, key: str, saved: Any, own: Any) -> str:
+        """The error message when the saved ``key`` differs from this sampler's."""
+        return (
+            f"cannot resume: the saved sampler has {key}={saved} but this one "
+            f"has {own}; resume with the same data and settings"
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch, unless the sampler is already inside it
+        (e.g. after :meth:`load_state_dict`), in which case its position is kept."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.consumed = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.rank_batches(self.epoch)
+        while self.consumed < len(batches):
+            self.consumed += 1
+            yield batches[self.consumed - 1]
+        self.epoch += 1
+        self.consumed = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the data: epoch and batches of this rank consumed in it, and the
+        settings that must match on resume."""
+        return {"epoch": self.epoch, "consumed": self.consumed, **self.resume_settings()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`; refuses one from a different data setup.
+        A setting missing from ``state`` is not checked."""
+        for key, own in self.resume_settings().items():
+            if key in state and state[key] != own:
+                raise self.resume_error(self.resume_mismatch(key, state[key], own))
+        consumed = int(state["consumed"])
+        if not 0 <= consumed <= len(self):
+            raise self.resume_error(
+                f"consumed={consumed} is outside an epoch of {len(self)} batches"
+            )
+        self.epoch = int(state["epoch"])
+        self.consumed = consumed
+
+
+class LengthGroupedSampler(ResumableBatchSampler):
     """Yields batches (lists of indices) of sequences with similar lengths.
 
     Each epoch: shuffle all indices, cut them into mega-batches of
@@ -48,11 +121,9 @@ class LengthGroupedSampler(Sampler[list[int]]):
     list is padded by repeating batches from its start so all ranks get the same number.
     With ``shuffle=False`` nothing is random: mega-batches are consecutive indices.
 
-    Resuming: :meth:`state_dict` records the epoch and the batches this rank has been
-    handed; after :meth:`load_state_dict` iteration continues with the next batch. The
-    count is of batches handed out by the iterator; a DataLoader with worker processes
-    prefetches a few, so a trainer using workers should store its own count of batches
-    trained on as ``consumed``. A finished pass moves on to the next epoch by itself.
+    Resuming (:class:`ResumableBatchSampler`): :meth:`state_dict` records the epoch and the
+    batches this rank has been handed; after :meth:`load_state_dict` iteration continues
+    with the next batch. A finished pass moves on to the next epoch by itself.
     """
 
     def __init__(
@@ -66,6 +137,7 @@ class LengthGroupedSampler(Sampler[list[int]]):
         rank: int = 0,
         megabatch_factor: int = 50,
     ):
+        super().__init__()
         self.lengths = np.asarray(lengths, dtype=np.int64)
         if self.lengths.ndim != 1 or self.lengths.size == 0:
             raise ValueError("lengths must be a non-empty list with one length per sequence")
@@ -93,19 +165,10 @@ class LengthGroupedSampler(Sampler[list[int]]):
                 f"{count} sequences give {self.total_batches} batches of {batch_size}, too few "
                 f"for {num_replicas} ranks with drop_last=True: lower the batch size"
             )
-        self.epoch = 0
-        self.consumed = 0  # batches of this rank already handed out in self.epoch
 
     def __len__(self) -> int:
         """Batches per rank per epoch."""
         return self.batches_per_rank
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its first batch, unless the sampler is already inside it
-        (e.g. after :meth:`load_state_dict`), in which case its position is kept."""
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.consumed = 0
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """All batches of ``epoch`` for all ranks, in order, before padding and sharding."""
@@ -133,42 +196,18 @@ class LengthGroupedSampler(Sampler[list[int]]):
         batches = [batches[i % len(batches)] for i in range(needed)]
         return [batch.tolist() for batch in batches[self.rank :: self.num_replicas]]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.rank_batches(self.epoch)
-        while self.consumed < len(batches):
-            self.consumed += 1
-            yield batches[self.consumed - 1]
-        self.epoch += 1
-        self.consumed = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        """Position in the data: epoch and batches of this rank consumed in it."""
+    def resume_settings(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch,
-            "consumed": self.consumed,
             "seed": self.seed,
             "num_sequences": int(self.lengths.size),
             "batch_size": self.batch_size,
             "num_replicas": self.num_replicas,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a :meth:`state_dict`; refuses one from a different data setup."""
-        for key in ("seed", "batch_size", "num_replicas"):
-            if key in state and state[key] != getattr(self, key):
-                raise ValueError(
-                    f"cannot resume: the saved sampler has {key}={state[key]} but this one "
-                    f"has {getattr(self, key)}; resume with the same data and settings"
-                )
-        if state.get("num_sequences", self.lengths.size) != self.lengths.size:
-            raise ValueError(
-                f"cannot resume: the saved sampler covered {state['num_sequences']} sequences "
-                f"but this one has {self.lengths.size}; resume with the same corpus"
+    def resume_mismatch(self, key: str, saved: Any, own: Any) -> str:
+        if key == "num_sequences":
+            return (
+                f"cannot resume: the saved sampler covered {saved} sequences "
+                f"but this one has {own}; resume with the same corpus"
             )
-        consumed = int(state["consumed"])
-        if not 0 <= consumed <= self.batches_per_rank:
-            raise ValueError(
-                f"consumed={consumed} is outside an epoch of {self.batches_per_rank} batches"
-            )
-        self.epoch = int(state["epoch"])
-        self.consumed = consumed
+        return super().resume_mismatch(key, saved, own)
