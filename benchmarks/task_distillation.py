@@ -61,6 +61,7 @@ def training(args: argparse.Namespace, learning_rate: float) -> TrainingConfig:
         weight_decay=0.01,
         warmup_fraction=0.1,
         seed=args.seed,
+        precision=args.precision,
         progress=not args.no_progress,
     )
 
@@ -236,6 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--student-lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--qa-max-len", type=int, default=384)
     parser.add_argument("--doc-stride", type=int, default=128)

@@ -19,7 +19,7 @@ from distilkit import distributed
 from distilkit.checkpoint import load_model, save_model
 from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.data.batching import LengthGroupedSampler, collate_sequences
-from distilkit.data.corpus import CorpusSettings, build_corpus
+from distilkit.data.corpus import UNITS, CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
 from distilkit.hub import DEFAULT_MODEL, resolve
 from distilkit.objectives import GeneralDistillation, GeneralDistillationConfig
@@ -45,6 +45,8 @@ class DistillConfig:
     freeze_embeddings: bool = False  # keep the student's (teacher-copied) embeddings fixed
     train_blocks: list[int] | None = None  # student blocks to train (None: all)
     max_len: int = 128
+    corpus_unit: str = "paragraph"  # paragraph | sentence: the text unit of a sequence
+    pack: bool = True  # fill sequences with consecutive units (False: one unit each)
     heldout_fraction: float = 0.02
     auto_sample: int = 96  # sequences scored per candidate layer subset
     objective: GeneralDistillationConfig = field(default_factory=GeneralDistillationConfig)
@@ -69,6 +71,8 @@ class DistillConfig:
             )
         if not 0 < self.heldout_fraction < 0.5:
             raise ConfigError("heldout_fraction must be between 0 and 0.5")
+        if self.corpus_unit not in UNITS:
+            raise ConfigError(f"corpus_unit must be one of {UNITS}, got {self.corpus_unit!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> DistillConfig:
@@ -183,7 +187,7 @@ def run_distillation(
         f"layers, hidden {teacher.config.hidden_size}, head {teacher.config.head})"
     )
 
-    settings = CorpusSettings(max_len=config.max_len)
+    settings = CorpusSettings(max_len=config.max_len, unit=config.corpus_unit, pack=config.pack)
     if distributed.rank() == 0:  # rank 0 tokenizes; the others then read its cache
         corpus = build_corpus(config.corpus, tokenizer, settings, progress=True)
     distributed.barrier()

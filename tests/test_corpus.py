@@ -18,6 +18,7 @@ from distilkit.data.corpus import (
     default_cache_dir,
     iter_documents,
     split_paragraphs,
+    split_sentences,
 )
 from distilkit.tokenizer import Tokenizer
 
@@ -143,6 +144,43 @@ def test_packing_rule(tmp_path, tokenizer):
     assert corpus.num_tokens == sum(len(b) + 2 for b in expected_bodies)
 
 
+def test_sentence_splitting():
+    assert split_sentences('He left. "Why?" she asked. Mr. Holmes stayed.') == [
+        "He left.",
+        '"Why?" she asked.',
+        "Mr. Holmes stayed.",
+    ]
+    # abbreviations with inner stops, lower-case continuations and closing quotes
+    assert split_sentences("The U.S. Navy came at 3 p.m. today! Really? \u201cNo.\u201d Fine") == [
+        "The U.S. Navy came at 3 p.m. today!",
+        "Really?",
+        "\u201cNo.\u201d",
+        "Fine",
+    ]
+    assert split_sentences("e.g. this one. and that") == ["e.g. this one. and that"]
+    assert split_sentences("") == []
+
+
+def test_sentence_units_unpacked(tmp_path, tokenizer):
+    text = "the cat sat . the dog ran in a park . one two\n\nalice was very tired .\n"
+    # a sentence starts with a capital; the uncased vocabulary lower-cases it again
+    path = write(tmp_path / "a.txt", text.replace(". one", ". One").replace(". the", ". The"))
+    corpus = build([path], tokenizer, tmp_path, unit="sentence", pack=False, min_tokens=1)
+    assert words_of(corpus, tokenizer) == [
+        ["[CLS]", "the", "cat", "sat", ".", "[SEP]"],
+        ["[CLS]", "the", "dog", "ran", "in", "a", "park", ".", "[SEP]"],
+        ["[CLS]", "one", "two", "[SEP]"],
+        ["[CLS]", "alice", "was", "very", "tired", ".", "[SEP]"],
+    ]
+    assert corpus.meta["num_paragraphs"] == 4  # units kept
+    # packed sentences fill sequences as paragraphs do; unpacked paragraphs stand alone
+    # (sentences of 4, 7, 2 and 5 pieces; 10 fit between [CLS] and [SEP])
+    packed = build([path], tokenizer, tmp_path, unit="sentence", max_len=12, min_tokens=1)
+    assert packed.lengths.tolist() == [4 + 2, 7 + 2 + 2, 5 + 2]
+    paragraphs = build([path], tokenizer, tmp_path, pack=False, min_tokens=1)
+    assert paragraphs.lengths.tolist() == [13 + 2, 5 + 2]
+
+
 def test_sequences_are_bounded_and_never_cross_files(tmp_path, tokenizer):
     rng = np.random.default_rng(0)
     animals, numbers = ANIMAL_WORDS.split(" "), NUMBER_WORDS.split(" ")
@@ -228,7 +266,13 @@ def test_no_usable_text_and_bad_settings(tmp_path, tokenizer):
     path = write(tmp_path / "a.txt", "one two\n\nzebra quokka emu\n")
     with pytest.raises(CorpusError, match="all 2 paragraphs were dropped"):
         build([path], tokenizer, tmp_path)
-    for bad in ({"max_len": 513}, {"max_len": 2}, {"min_tokens": 0}, {"max_unk_fraction": 2}):
+    for bad in (
+        {"max_len": 513},
+        {"max_len": 2},
+        {"min_tokens": 0},
+        {"max_unk_fraction": 2},
+        {"unit": "word"},
+    ):
         with pytest.raises(CorpusError):
             CorpusSettings(**bad)
 

@@ -143,6 +143,25 @@ def test_frozen_embeddings_stay_the_teachers_and_sentence_losses_train(
     assert not torch.equal(student[block], teacher[block])  # layer 0 = teacher layer 0, trained
 
 
+def test_a_sentence_unit_job_trains_on_one_sentence_per_sequence(
+    teacher_folder, corpus_file, tmp_path
+):
+    config = tiny_job(
+        teacher_folder,
+        [corpus_file],
+        strategy="uniform",
+        corpus_unit="sentence",
+        pack=False,
+        training=TrainingConfig(max_steps=2, batch_size=4, checkpoint_every=2, progress=False),
+    )
+    metrics = run_distillation(config, tmp_path / "run", evaluate=False)
+    assert metrics["training"]["steps"] == 2
+    saved = DistillConfig.load(tmp_path / "run" / "distill_config.json")
+    assert saved.corpus_unit == "sentence" and saved.pack is False
+    with pytest.raises(ConfigError, match="corpus_unit must be one of"):
+        tiny_job(teacher_folder, [corpus_file], corpus_unit="word")
+
+
 def test_train_blocks_leaves_the_other_blocks_as_copied(teacher_folder, corpus_file, tmp_path):
     config = tiny_job(
         teacher_folder,

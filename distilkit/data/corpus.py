@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import unicodedata
 import uuid
@@ -32,6 +33,7 @@ CACHE_FOLDER_NAME = ".distilkit-cache"
 BLOCK_CHARS = 1 << 20  # a file is handed on in blocks of about this many characters
 ENCODE_CHUNK = 2048  # paragraphs per call to Tokenizer.encode_ids
 MAX_SEQUENCE_LENGTH = 512
+UNITS = ("paragraph", "sentence")
 
 
 class CorpusError(ValueError):
@@ -45,11 +47,17 @@ class CorpusSettings:
     max_len: tokens per packed sequence including [CLS] and [SEP] (3..512).
     min_tokens: paragraphs with fewer word pieces are dropped.
     max_unk_fraction: paragraphs whose share of [UNK] pieces is above this are dropped.
+    unit: ``"paragraph"`` (blank-line separated) or ``"sentence"`` (each paragraph split
+    into sentences) — the text unit that filtering and packing see.
+    pack: True fills each sequence with consecutive units of one document; False gives
+    every unit a sequence of its own (short sequences, as a sentence encoder sees them).
     """
 
     max_len: int = 128
     min_tokens: int = 5
     max_unk_fraction: float = 0.5
+    unit: str = "paragraph"
+    pack: bool = True
 
     def __post_init__(self) -> None:
         if not 3 <= self.max_len <= MAX_SEQUENCE_LENGTH:
@@ -63,6 +71,8 @@ class CorpusSettings:
             raise CorpusError(
                 f"max_unk_fraction must be between 0 and 1, got {self.max_unk_fraction}"
             )
+        if self.unit not in UNITS:
+            raise CorpusError(f"unit must be one of {UNITS}, got {self.unit!r}")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -217,19 +227,52 @@ def split_paragraphs(text: str) -> list[str]:
     return [" ".join(unicodedata.normalize("NFC", p).split()) for p in paragraphs]
 
 
+# A sentence ends at . ! or ? (and any closing quotes or brackets) followed by white space
+# and a capital, digit or opening quote; a few abbreviations that end in a full stop and
+# are followed by a name do not end one.
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]*[A-Z0-9])")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr st jr sr prof rev gen col capt lt sgt mt no vs etc e.g i.e".split()
+)
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """The sentences of a normalised paragraph, by punctuation (no model, no download).
+
+    >>> split_sentences('He left. "Why?" she asked. Mr. Holmes stayed.')
+    ['He left.', '"Why?" she asked.', 'Mr. Holmes stayed.']
+    """
+    sentences: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(paragraph):
+        candidate = paragraph[start : match.start()]
+        last_word = candidate.rsplit(None, 1)[-1] if candidate.strip() else ""
+        word = last_word.rstrip(".")
+        if word.lower() in _ABBREVIATIONS or "." in word:  # "Mr.", "U.S."
+            continue
+        sentences.append(paragraph[start : match.end()].strip())
+        start = match.end()
+    tail = paragraph[start:].strip()
+    if tail:
+        sentences.append(tail)
+    return [sentence for sentence in sentences if sentence]
+
+
 # ---------------------------------------------------------------------------- packing
 class _Packer:
-    """Greedily packs consecutive paragraphs of one document into ``[CLS] ... [SEP]``."""
+    """Greedily packs consecutive units of one document into ``[CLS] ... [SEP]``; with
+    ``pack=False`` each unit gets its own sequence (a long one is still cut)."""
 
-    def __init__(self, max_len: int, cls_id: int, sep_id: int):
+    def __init__(self, max_len: int, cls_id: int, sep_id: int, pack: bool = True):
         self.body = max_len - 2
+        self.pack = pack
         self.cls_id, self.sep_id = cls_id, sep_id
         self.source: str | None = None
         self.buffer: list[int] = []
         self.sequences: list[np.ndarray] = []
 
     def add(self, source: str, ids: list[int]) -> None:
-        if source != self.source:
+        if source != self.source or not self.pack:
             self.flush()
             self.source = source
         if len(self.buffer) + len(ids) <= self.body:
@@ -267,10 +310,16 @@ def _chunks(items: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[
         yield chunk
 
 
-def _iter_paragraphs(paths: Iterable[str | Path]) -> Iterator[tuple[str, str]]:
+def _iter_units(paths: Iterable[str | Path], unit: str = "paragraph") -> Iterator[tuple[str, str]]:
+    """(source name, text) for every paragraph, or every sentence, of the corpus."""
     for source_name, block in iter_documents(paths):
         for paragraph in split_paragraphs(block):
-            if paragraph:
+            if not paragraph:
+                continue
+            if unit == "sentence":
+                for sentence in split_sentences(paragraph):
+                    yield source_name, sentence
+            else:
                 yield source_name, paragraph
 
 
@@ -294,14 +343,14 @@ def _pack_into(
     progress: bool,
 ) -> dict[str, Any]:
     """Tokenize, filter and pack into ``folder`` (tokens.npy, offsets.npy); return meta."""
-    packer = _Packer(settings.max_len, tokenizer.cls_id, tokenizer.sep_id)
+    packer = _Packer(settings.max_len, tokenizer.cls_id, tokenizer.sep_id, settings.pack)
     offsets = [0]
     dropped = {"too_short": 0, "too_many_unk": 0}
     dropped_tokens = {"too_short": 0, "too_many_unk": 0}
     kept_paragraphs = documents = 0
     last_document: str | None = None
     raw_path = folder / "tokens.raw"
-    paragraphs = _iter_paragraphs([s.path or s.name for s in sources])
+    paragraphs = _iter_units([s.path or s.name for s in sources], settings.unit)
     bar = tqdm(desc="tokenizing corpus", unit=" paragraphs", disable=not progress)
     with open(raw_path, "wb") as raw, bar:
         for chunk in _chunks(paragraphs, ENCODE_CHUNK):
