@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from distilkit.config import ConfigError, from_dict, load_json
+from distilkit.data.corpus import UNITS
 from distilkit.distill import (
     DEMO_CORPUS,
     DistillConfig,
@@ -125,6 +126,17 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument("--student-init", choices=("teacher", "random"))
     parser.add_argument("--max-len", type=int, help="tokens per training sequence (default 128)")
+    parser.add_argument(
+        "--corpus-unit",
+        choices=UNITS,
+        help="text unit of a training sequence (default sentence)",
+    )
+    parser.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fill sequences with consecutive units (default: one unit per sequence)",
+    )
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--weights", type=_weights, help="loss weights, e.g. ce=5,mlm=2,cos=1")
     parser.add_argument("--out", type=Path, help="run folder (default runs/distill-<time>)")
@@ -148,6 +160,8 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
         "layout",
         "student_init",
         "max_len",
+        "corpus_unit",
+        "pack",
     ):
         value = getattr(args, name)
         if value is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ from distill_helpers import random_teacher, tiny_tokenizer, write_text_corpus
 
 import distilkit
 from distilkit.checkpoint import load_model, save_model
+from distilkit.cli_distill import add_distill_parser, distill_config_from_args
 from distilkit.config import ConfigError
 from distilkit.data.corpus import CorpusError
 from distilkit.distill import DistillConfig, run_distillation
@@ -295,3 +297,18 @@ def test_fit_mlm_head_gives_a_headless_teacher_a_trained_head(corpus_file, tmp_p
     assert not torch.equal(
         before["backbone.layers.2.ffn.output.weight"], after["backbone.layers.2.ffn.output.weight"]
     )
+
+
+def test_distill_flags_set_the_corpus_unit_and_packing():
+    parser = argparse.ArgumentParser()
+    add_distill_parser(parser.add_subparsers())
+
+    def config(*flags: str) -> DistillConfig:
+        return distill_config_from_args(parser.parse_args(["distill", *flags]))
+
+    default = config()
+    assert (default.corpus_unit, default.pack) == ("sentence", False)
+    packed = config("--corpus-unit", "paragraph", "--pack")
+    assert (packed.corpus_unit, packed.pack) == ("paragraph", True)
+    with pytest.raises(SystemExit):
+        config("--corpus-unit", "word")
