@@ -328,14 +328,19 @@ def plot_quality_vs_speed(rows: Sequence[dict], output_path: str | Path) -> Path
             text += (
                 f"\n{versus['speedup']:.1f}x speed, {versus['stsb_retention_pct']:.0f}% of STS-B"
             )
-        # labels of points in the right half go to their left, so they stay inside the axes
-        on_right = to_axes.transform((row["sentences_per_s"], row["stsb_spearman"]))[0] > 0.5
+        # labels of points in the right half go to their left, so they stay inside the axes;
+        # the reference's label sits above its point and the others' below (students close
+        # to the teacher would otherwise print over its label), unless near the bottom
+        x_fraction, y_fraction = to_axes.transform((row["sentences_per_s"], row["stsb_spearman"]))
+        on_right = x_fraction > 0.5
+        above = row is rows[0] or y_fraction < 0.3
         axis.annotate(
             text,
             (row["sentences_per_s"], row["stsb_spearman"]),
-            xytext=(-10 if on_right else 10, 8),
+            xytext=(-10 if on_right else 10, 8 if above else -10),
             textcoords="offset points",
             horizontalalignment="right" if on_right else "left",
+            verticalalignment="bottom" if above else "top",
             fontsize=9,
         )
     axis.set_xlabel(f"sentences per second (CPU, {_thread_note(points)})")

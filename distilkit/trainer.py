@@ -405,7 +405,7 @@ class Trainer:
                 record = {
                     "step": self.step,
                     **{f"loss/{k}": v for k, v in totals.items()},
-                    "lr": self.scheduler.get_last_lr()[0],
+                    "lr": self.optimizer.param_groups[0]["lr"],  # the next step's LR
                     "grad_norm": float(grad_norm),
                     "tokens_per_s": window_tokens / max(seconds, 1e-9),
                     "elapsed": self.elapsed,
