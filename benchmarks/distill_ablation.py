@@ -4,7 +4,9 @@ teacher-layer init against random init, and with and without a fitted masked-LM 
 Every variant trains the same student depth for the same number of steps on the same
 corpus and batches, then scores its mean-pooled embeddings: STS-B dev Spearman and the
 SST-2 dev probe (the main job's protocol), with retention against the original teacher.
-A row "cut, no training" shows where every teacher-initialised student starts.
+A row "cut, no training" shows where every teacher-initialised student starts. Two more
+rows on the headless teacher: the corpus as 128-token packed paragraphs (DistilBERT's
+reading, the default before sentence units) and the sentence-vector losses added.
 
     python benchmarks/distill_ablation.py --steps 100 --threads 1 --out runs/ablation
     python benchmarks/distill_ablation.py --mlm-teacher runs/mlm-head/teacher ...  # + rows
@@ -47,6 +49,15 @@ def variants(mlm_teacher: str | None) -> dict[str, dict]:
         "teacher without MLM head: cos, random init": {
             "weights": cosine,
             "student_init": "random",
+        },
+        # the corpus as DistilBERT reads it: 128-token packed paragraphs, batch 32
+        "teacher without MLM head: cos, packed paragraphs": {
+            "weights": cosine,
+            "config": {"corpus_unit": "paragraph", "pack": True},
+            "training": {"batch_size": 32},
+        },
+        "teacher without MLM head: cos + sentence + similarity x10": {
+            "weights": {**cosine, "sentence": 1.0, "similarity": 10.0},
         },
     }
     if mlm_teacher:
@@ -125,6 +136,7 @@ def main() -> None:
         }
         if args.lr:
             training["learning_rate"] = args.lr
+        training.update(change.get("training", {}))
         data = {
             "teacher": change.get("teacher", args.teacher),
             "num_layers": args.num_layers,
@@ -132,6 +144,7 @@ def main() -> None:
             "student_init": change.get("student_init", "teacher"),
             "objective": {"weights": change["weights"]},
             "training": training,
+            **change.get("config", {}),
         }
         if args.corpus:
             data["corpus"] = args.corpus
