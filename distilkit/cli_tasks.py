@@ -232,6 +232,19 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument("--layer-pairs", type=_pairs, help="explicit map, e.g. 0:0,1:2,2:4")
     parser.add_argument("--average-attention-heads", action="store_true", default=None)
     parser.add_argument("--teacher-min-score", type=float)
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        default=None,
+        help="also train on augmented copies of the train sentences (sst2, stsb; needs "
+        "hard weight 0: the copies have no gold labels)",
+    )
+    parser.add_argument(
+        "--augment-copies",
+        type=int,
+        metavar="N",
+        help="with --augment: copies drawn per example (default 20 for sst2, 10 otherwise)",
+    )
     parser.add_argument("--out", type=Path, help="run folder (default runs/distill-task-<time>)")
     _add_data_options(parser)
     _add_schedule_options(parser)
@@ -258,9 +271,14 @@ def distill_task_config_from_args(args: argparse.Namespace) -> TaskDistillConfig
         "layer_pairs",
         "average_attention_heads",
         "teacher_min_score",
+        "augment",
     ):
         if getattr(args, name) is not None:
             data[name] = getattr(args, name)
+    if args.augment_copies is not None:
+        if not data.get("augment"):
+            raise ConfigError("--augment-copies applies only with --augment")
+        data["augmentation"] = {**(data.get("augmentation") or {}), "n_iter": args.augment_copies}
     if args.layer_pairs is not None and args.layer_map is None:
         data["layer_map"] = "explicit"
     if args.weights is not None:

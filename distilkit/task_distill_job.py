@@ -13,6 +13,12 @@ Methods and their defaults (each a list of stages; ``custom`` takes ``stages`` a
   map) then a ``prediction`` stage (soft targets, T = 1);
 * ``pkd``: one stage, 0.5 soft targets (T = 5) + 0.5 hard labels + 100 x patient loss
   (PKD-Skip map; ``layer_map: last`` for PKD-Last).
+
+``augment: true`` (sentence and sentence-pair tasks) trains on the train split followed
+by augmented copies of its examples (Tang et al. / TinyBERT, :mod:`distilkit.augment`;
+``augmentation`` None: :func:`~distilkit.bilstm_train.paper_augmentation`). The copies
+have no gold labels (their feature labels are -100, or NaN for regression), so every
+stage's hard weight must then be 0; the dev split is never augmented.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pathlib import Path
 import torch
 
 from distilkit import distributed
+from distilkit.augment import AugmentConfig, build_transfer_set
+from distilkit.bilstm_train import default_tagger, paper_augmentation
 from distilkit.checkpoint import load_model, save_model
 from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.finetune import (
@@ -36,7 +44,14 @@ from distilkit.finetune import (
 from distilkit.hub import resolve
 from distilkit.objectives import load_student_weights
 from distilkit.student import STRATEGIES, build_student
-from distilkit.task_data import DataSettings, evaluate_model, load_split, split_note
+from distilkit.task_data import (
+    DataSettings,
+    TaskData,
+    encode_split,
+    evaluate_model,
+    load_split,
+    split_note,
+)
 from distilkit.task_distill import (
     DistillOptions,
     TaskDistillation,
@@ -44,13 +59,14 @@ from distilkit.task_distill import (
     dry_run,
     teacher_gate,
 )
-from distilkit.tasks import get_task
+from distilkit.tasks import IGNORE_INDEX, TASKS, TextExample, get_task
 from distilkit.tokenizer import Tokenizer
 from distilkit.trainer import Trainer, TrainingConfig
 
 METHODS = ("logits", "tinybert", "pkd", "custom")
 DEFAULT_TEMPERATURE = {"logits": 2.0, "tinybert": 1.0, "pkd": 5.0}
 DEFAULT_LAYER_MAP = {"logits": "uniform", "tinybert": "uniform", "pkd": "skip"}
+AUGMENT_KINDS = ("classification", "regression")  # sentence (pair) tasks
 
 
 def _say(message: str) -> None:
@@ -88,6 +104,8 @@ class TaskDistillConfig:
     ``temperature``, ``layer_map`` and ``stages`` left as None take the method's
     defaults; ``hard_weight`` sets the hard-label weight of the last stage;
     ``intermediate_epochs`` the length of TinyBERT's intermediate stage (default: epochs).
+    ``augment`` adds augmented copies of the train examples, made with ``augmentation``
+    (see the module docstring).
     """
 
     teacher: str = ""
@@ -110,6 +128,8 @@ class TaskDistillConfig:
     teacher_min_score: float | None = None
     evals_per_epoch: int = 1
     eval_batch_size: int = 64
+    augment: bool = False
+    augmentation: AugmentConfig | None = None  # None: paper_augmentation(task)
     data: DataSettings = field(default_factory=DataSettings)
     training: TrainingConfig = field(default_factory=distill_training)
 
@@ -126,7 +146,7 @@ class TaskDistillConfig:
             ]
         if not self.teacher:
             raise ConfigError("teacher is required: a model fine-tuned for the task")
-        get_task(self.task)
+        kind = get_task(self.task).kind
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.method == "custom" and not self.stages:
@@ -138,6 +158,23 @@ class TaskDistillConfig:
             )
         if self.layers is not None:
             self.num_layers = len(self.layers)
+        if self.augment:
+            self._check_augment(kind)
+
+    def _check_augment(self, kind: str) -> None:
+        if kind not in AUGMENT_KINDS:
+            sentence_tasks = sorted(name for name, t in TASKS.items() if t.kind in AUGMENT_KINDS)
+            raise ConfigError(
+                f"augment makes copies of sentences (pairs), so it works for the sentence "
+                f"tasks {sentence_tasks}, not {self.task} ({kind}): set augment=false"
+            )
+        hard = [stage.name for stage in self._stages() if stage.weights.hard]
+        if hard:
+            raise ConfigError(
+                f"augmented copies have no gold labels, so augment=true needs every stage's "
+                f"hard weight to be 0, but stage(s) {hard} have a non-zero one: set hard_weight=0 "
+                "(--hard-weight 0; method pkd's default hard weight is 0.5)"
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> TaskDistillConfig:
@@ -145,7 +182,24 @@ class TaskDistillConfig:
 
     def resolved(self) -> TaskDistillConfig:
         """A copy with the method's defaults written out (explicit stages, temperature,
-        layer map), so the saved config says exactly what ran."""
+        layer map, augmentation settings), so the saved config says exactly what ran."""
+        augmentation = self.augmentation
+        if self.augment and augmentation is None:
+            augmentation = paper_augmentation(self.task)
+        return dataclasses.replace(
+            self,
+            stages=self._stages(),
+            temperature=(
+                DEFAULT_TEMPERATURE.get(self.method, 1.0)
+                if self.temperature is None
+                else self.temperature
+            ),
+            layer_map=self.layer_map or DEFAULT_LAYER_MAP.get(self.method, "uniform"),
+            augmentation=augmentation,
+        )
+
+    def _stages(self) -> list[StageConfig]:
+        """The stages that run: ``stages`` or the method's, with ``hard_weight`` applied."""
         stages = self.stages
         if stages is None:
             hard = 0.0 if self.hard_weight is None else self.hard_weight
@@ -184,16 +238,7 @@ class TaskDistillConfig:
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stage names must differ, got {names}")
-        return dataclasses.replace(
-            self,
-            stages=list(stages),
-            temperature=(
-                DEFAULT_TEMPERATURE.get(self.method, 1.0)
-                if self.temperature is None
-                else self.temperature
-            ),
-            layer_map=self.layer_map or DEFAULT_LAYER_MAP.get(self.method, "uniform"),
-        )
+        return list(stages)
 
     def options(self) -> DistillOptions:
         """The loss options (of a :meth:`resolved` config)."""
@@ -222,6 +267,44 @@ def make_student(config: TaskDistillConfig, teacher, task) -> tuple[torch.nn.Mod
     return student, f"teacher blocks {layers} (a cut of the teacher, head included)"
 
 
+def add_augmented_copies(
+    train: TaskData,
+    tokenizer: Tokenizer,
+    settings: DataSettings,
+    augmentation: AugmentConfig,
+    progress: bool = False,
+) -> TaskData:
+    """``train`` followed by the augmented copies of its examples (the transfer set of
+    :func:`~distilkit.augment.build_transfer_set`, encoded alike). The copies have no gold
+    label: their examples' is None and their features' IGNORE_INDEX (classification) or
+    NaN (regression), so only label-free losses may train on them."""
+    task, examples = train.task, train.examples
+    paired = examples[0].text_pair is not None
+    transfer = build_transfer_set(
+        [example.text for example in examples],
+        [example.text_pair for example in examples] if paired else None,
+        augmentation,
+        tagger=default_tagger(),
+        progress=progress,
+    )
+    copies = [
+        TextExample(text, pair, None, f"augmented-{index}")
+        for index, (text, pair) in enumerate(transfer[len(examples) :])
+    ]
+    if not copies:
+        return train
+    regression = task.kind == "regression"
+    placeholder = 0.0 if regression else 0  # encode_split wants a valid label
+    encoded = encode_split(
+        task, [dataclasses.replace(copy, label=placeholder) for copy in copies], tokenizer, settings
+    )
+    for feature in encoded.features:
+        feature["labels"] = float("nan") if regression else IGNORE_INDEX
+    return dataclasses.replace(
+        train, features=train.features + encoded.features, examples=[*examples, *copies]
+    )
+
+
 def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Run every stage; returns (and writes to ``metrics.json``) teacher and student dev
     metrics. The student is saved to ``out_dir/student``."""
@@ -247,6 +330,16 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
         f"{teacher_metrics['chance']:.4f}, needed {teacher_metrics['threshold']:.4f}): ok"
     )
     train = load_split(task, "train", tokenizer, config.data, config.data.train_limit)
+    num_original = len(train.examples)
+    if config.augment:
+        train = add_augmented_copies(
+            train, tokenizer, config.data, config.augmentation, config.training.progress
+        )
+        _say(
+            f"augmentation: {len(train.examples) - num_original:,} copies of the "
+            f"{num_original:,} train examples added ({config.augmentation.n_iter} drawn per "
+            "example, duplicates dropped)"
+        )
     student, origin = make_student(config, teacher, task)
     _say(f"student: {origin}; {len(train.examples):,} train examples")
     if distributed.rank() == 0:
@@ -311,6 +404,8 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
         "teacher": {"dev": teacher_metrics, "parameters": count_parameters(teacher)},
         "student": {"dev": student_dev, "parameters": count_parameters(student)},
         "retention_pct": 100.0 * student_dev[task.metric] / teacher_metrics[task.metric],
+        "train_examples": num_original,
+        "augmented_copies": len(train.examples) - num_original,
         "stages": stage_results,
         "seconds": time.perf_counter() - started,
     }

@@ -10,6 +10,7 @@ from task_helpers import save_tiny_model, write_all_tasks
 
 from distilkit import cli
 from distilkit.cli_tasks import TASK_COMMANDS, distill_task_config_from_args
+from distilkit.config import ConfigError
 from distilkit.task_distill import TaskDistillWeights
 
 TRAINING = ["--batch-size", "16", "--lr", "3e-3", "--no-progress"]
@@ -186,3 +187,22 @@ def test_classify_ner_answer(fine_tuned, tmp_path, capsys):
     assert code == 2 and "exactly one of --context and --context-file" in err
     code, _, err = run(["classify", fine_tuned["sst2"]], capsys)
     assert code == 2 and "give texts" in err
+
+
+def test_distill_task_augment_flags(tmp_path):
+    parser = cli.build_parser([cli.Command(*pair) for pair in TASK_COMMANDS])
+    base = ["distill-task", "--teacher", "t", "--task", "stsb"]
+    assert not distill_task_config_from_args(parser.parse_args(base)).augment
+    built = distill_task_config_from_args(parser.parse_args([*base, "--augment"]))
+    assert built.augment and built.augmentation is None
+    assert built.resolved().augmentation.n_iter == 10
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"augment": True, "augmentation": {"n_iter": 7, "p_ng": 0.5}}))
+    built = distill_task_config_from_args(
+        parser.parse_args([*base, "--config", str(config), "--augment-copies", "3"])
+    )
+    assert built.augment and (built.augmentation.n_iter, built.augmentation.p_ng) == (3, 0.5)
+    with pytest.raises(ConfigError, match="only with --augment"):
+        distill_task_config_from_args(parser.parse_args([*base, "--augment-copies", "3"]))
+    with pytest.raises(ConfigError, match="hard_weight=0"):
+        distill_task_config_from_args(parser.parse_args([*base, "--augment", "--method", "pkd"]))

@@ -4,14 +4,23 @@ setup errors, the teacher gate, and the staged job end to end on tiny data."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
 import numpy as np
 import pytest
 import torch
-from task_helpers import save_tiny_model, tiny_model_config, tiny_tokenizer_in, write_sst2
+from task_helpers import (
+    save_tiny_model,
+    tiny_model_config,
+    tiny_tokenizer_in,
+    write_sst2,
+    write_stsb,
+)
 
+from distilkit.augment import AugmentConfig
 from distilkit.checkpoint import load_model
-from distilkit.config import ConfigError, from_dict
+from distilkit.config import ConfigError, from_dict, to_dict
 from distilkit.finetune import FineTuneConfig, run_finetune
 from distilkit.modeling import TransformerModel
 from distilkit.task_data import DataSettings, load_split
@@ -25,8 +34,13 @@ from distilkit.task_distill import (
     prediction_loss,
     teacher_gate,
 )
-from distilkit.task_distill_job import StageConfig, TaskDistillConfig, run_task_distill
-from distilkit.tasks import get_task
+from distilkit.task_distill_job import (
+    StageConfig,
+    TaskDistillConfig,
+    add_augmented_copies,
+    run_task_distill,
+)
+from distilkit.tasks import IGNORE_INDEX, get_task
 from distilkit.trainer import TrainingConfig
 
 SST2 = get_task("sst2")
@@ -610,3 +624,76 @@ def test_method_defaults_resolve_to_explicit_stages():
         ("prediction", 3.0, True),
     ]
     assert dataclasses.replace(tinybert, stages=None).resolved() == tinybert.resolved()
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_augmented_job_trains_on_originals_then_copies(sst2_setup, tmp_path, capsys):
+    config = TaskDistillConfig(
+        teacher=str(sst2_setup["teacher"]),
+        task="sst2",
+        num_layers=2,
+        epochs=1,
+        augment=True,
+        augmentation=AugmentConfig(n_iter=2),
+        data=sst2_setup["settings"],
+        training=TrainingConfig(**QUICK),
+    )
+    metrics = run_task_distill(config, tmp_path / "run")
+    assert metrics["train_examples"] == 160 and 0 < metrics["augmented_copies"] <= 320
+    assert math.isfinite(metrics["stages"][0]["final_losses"]["logits"])
+    assert metrics["stages"][0]["steps"] == math.ceil((160 + metrics["augmented_copies"]) / 16)
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["augmented_copies"] == metrics["augmented_copies"]
+    assert f"augmentation: {metrics['augmented_copies']:,} copies" in capsys.readouterr().out
+    loaded = TaskDistillConfig.load(tmp_path / "run" / "task_distill_config.json")
+    assert loaded == config.resolved() and loaded.augmentation.n_iter == 2
+
+
+def test_augmented_copies_follow_the_originals_without_labels(tmp_path):
+    write_stsb(tmp_path / "data", n_train=12)
+    settings = DataSettings(data_root=str(tmp_path / "data"), max_len=64)
+    stsb = get_task("stsb")
+    tokenizer = tiny_tokenizer_in(tmp_path / "vocab")
+    train = load_split(stsb, "train", tokenizer, settings)
+    augmented = add_augmented_copies(train, tokenizer, settings, AugmentConfig(n_iter=3))
+    assert augmented.features[:12] == train.features and augmented.examples[:12] == train.examples
+    copies = augmented.features[12:]
+    assert copies and all(math.isnan(feature["labels"]) for feature in copies)
+    assert all(example.label is None for example in augmented.examples[12:])
+    assert all(example.text_pair is not None for example in augmented.examples[12:])
+    batch = augmented.collate([augmented[i] for i in (0, 12)])
+    assert batch["labels"].dtype == torch.float32 and torch.isnan(batch["labels"][1])
+
+
+def test_augmented_copies_of_a_classification_task_are_ignore_index(sst2_setup):
+    tokenizer, settings = tiny_tokenizer_in(sst2_setup["root"] / "vocab"), sst2_setup["settings"]
+    train = load_split(SST2, "train", tokenizer, settings, 10)
+    augmented = add_augmented_copies(train, tokenizer, settings, AugmentConfig(n_iter=2))
+    assert len(augmented) > 10
+    assert [f["labels"] for f in augmented.features[10:]] == [IGNORE_INDEX] * (len(augmented) - 10)
+
+
+def test_augment_config_errors_are_clear():
+    with pytest.raises(ConfigError, match=r"stage\(s\) \['pkd'\].*hard_weight=0.*pkd"):
+        TaskDistillConfig(teacher="t", method="pkd", augment=True)
+    with pytest.raises(ConfigError, match=r"stage\(s\) \['prediction'\]"):
+        TaskDistillConfig(teacher="t", augment=True, hard_weight=0.5)
+    with pytest.raises(ConfigError, match=r"\['sst2', 'stsb'\], not conll2003"):
+        TaskDistillConfig(teacher="t", task="conll2003", augment=True)
+    with pytest.raises(ConfigError, match="not squad"):
+        TaskDistillConfig(teacher="t", task="squad", augment=True)
+    with pytest.raises(ConfigError, match=r"augmentation\.n_iters"):
+        from_dict(TaskDistillConfig, {"teacher": "t", "augmentation": {"n_iters": 3}})
+    pkd = TaskDistillConfig(teacher="t", method="pkd", augment=True, hard_weight=0).resolved()
+    assert pkd.stages[0].weights == TaskDistillWeights(logits=0.5, patient=100)
+    TaskDistillConfig(teacher="t", task="conll2003", hard_weight=0.5)  # no augment: fine
+
+
+def test_augment_config_round_trips_through_json():
+    stsb = TaskDistillConfig(teacher="t", task="stsb", augment=True).resolved()
+    assert stsb.augmentation == AugmentConfig(n_iter=10)
+    assert TaskDistillConfig(teacher="t", augment=True).resolved().augmentation.n_iter == 20
+    assert TaskDistillConfig(teacher="t").resolved().augmentation is None
+    for config in (stsb, TaskDistillConfig(teacher="t", augmentation={"n_iter": 3, "p_ng": 0.5})):
+        again = from_dict(TaskDistillConfig, json.loads(json.dumps(to_dict(config))))
+        assert again == config and isinstance(again.augmentation, AugmentConfig)
