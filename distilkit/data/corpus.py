@@ -276,7 +276,7 @@ def split_sentences(paragraph: str) -> list[str]:
     tail = paragraph[start:].strip()
     if tail:
         sentences.append(tail)
-    return [sentence for sentence in sentences if sentence]
+    return sentences  # none is empty: each holds at least its closing punctuation
 
 
 # ---------------------------------------------------------------------------- packing
