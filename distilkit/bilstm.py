@@ -180,9 +180,9 @@ class BiLSTMEncoder(nn.Module):
         batch, seq = input_ids.shape
         steps = torch.arange(seq, device=input_ids.device)
         reverse = (sorted_lengths[:, None] - 1 - steps).clamp(min=0)  # (B, T)
-        ids = torch.stack([input_ids, input_ids.gather(1, reverse)])  # (2, B, T)
+        ids = torch.stack([input_ids.t(), input_ids.gather(1, reverse).t()])  # (2, T, B)
         directions = torch.arange(2, device=ids.device)[:, None, None]
-        input_gates = table[ids, directions].transpose(1, 2)  # (2, T, B, 4H)
+        input_gates = table[ids, directions]  # (2, T, B, 4H), contiguous per step
         state = table.new_zeros(2, batch, hidden_size)  # h
         cell = table.new_zeros(2, batch, hidden_size)  # c
         pooled = table.new_full((2, batch, hidden_size), float("-inf"))
@@ -445,7 +445,10 @@ def tokenize_texts(
     sequences: list[np.ndarray] = []
     for start in range(0, len(texts), chunk):
         batch = tokenizer(
-            list(texts[start : start + chunk]), max_length=max_length, warn_on_truncation=False
+            list(texts[start : start + chunk]),
+            max_length=max_length,
+            warn_on_truncation=False,
+            alignment=False,
         )
         lengths = batch.attention_mask.sum(dim=1).tolist()
         ids = batch.input_ids.numpy()

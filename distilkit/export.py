@@ -303,6 +303,7 @@ def sorted_batches(
                 [texts[i] for i in indices],
                 None if pairs is None else [pairs[i] for i in indices],
                 max_length=max_length,
+                alignment=False,
             ),
         )
 

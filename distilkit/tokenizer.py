@@ -242,11 +242,15 @@ class Tokenizer:
         truncation: bool = True,
         pad_to_multiple_of: int | None = None,
         warn_on_truncation: bool = True,
+        alignment: bool = True,
     ) -> Batch:
         """Tokenize texts (and optional second texts of a pair) into a padded :class:`Batch`.
 
         Texts longer than ``max_length`` tokens (default: the model's limit) are cut,
         longest text of a pair first, and a warning says how many were cut.
+        ``alignment=False`` leaves out the character offsets, sequence ids and word ids
+        (the batch's lists stay empty): about twice as fast, for callers that need only
+        the tensors (embedding, classification, serving).
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -268,7 +272,8 @@ class Tokenizer:
             self.backend.enable_truncation(limit, strategy="longest_first", stride=0)
         try:
             inputs = list(zip(texts, pairs, strict=False)) if pairs is not None else texts
-            encodings = self.backend.encode_batch(inputs) if inputs else []
+            encode = self.backend.encode_batch if alignment else self.backend.encode_batch_fast
+            encodings = encode(inputs) if inputs else []
         finally:
             self.backend.no_truncation()
         truncated = [bool(e.overflowing) for e in encodings]
@@ -296,15 +301,17 @@ class Tokenizer:
             input_ids[row, :n] = encoding.ids
             attention_mask[row, :n] = 1
             token_type_ids[row, :n] = encoding.type_ids
-        return Batch(
+        batch = Batch(
             input_ids=torch.from_numpy(input_ids),
             attention_mask=torch.from_numpy(attention_mask),
             token_type_ids=torch.from_numpy(token_type_ids),
-            offsets=[list(e.offsets) for e in encodings],
-            sequence_ids=[list(e.sequence_ids) for e in encodings],
-            word_ids=[list(e.word_ids) for e in encodings],
             truncated=truncated,
         )
+        if alignment:
+            batch.offsets = [list(e.offsets) for e in encodings]
+            batch.sequence_ids = [list(e.sequence_ids) for e in encodings]
+            batch.word_ids = [list(e.word_ids) for e in encodings]
+        return batch
 
     @staticmethod
     def _check_text(text: object, what: str) -> str:

@@ -4,6 +4,7 @@ agreement with `transformers`' BertTokenizer on real vocabularies."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -293,3 +294,20 @@ def test_minilm_folder_tokenizer_equals_transformers(minilm_folder: Path) -> Non
     expected = theirs(TRICKY_TEXTS, padding=True)
     assert batch.input_ids.tolist() == expected["input_ids"]
     assert batch.attention_mask.tolist() == expected["attention_mask"]
+
+
+def test_batches_without_alignment_have_the_same_tensors(bert_vocab_folder: Path) -> None:
+    """alignment=False (the fast path for serving) changes nothing but the alignment lists,
+    for single texts, pairs and truncated pairs alike."""
+    ours = Tokenizer.from_vocab(bert_vocab_folder / "vocab.txt")
+    firsts = [*TRICKY_TEXTS, TRICKY_TEXTS[1] * 3]
+    seconds = list(reversed(firsts))
+    for pairs, limit in ((None, None), (seconds, None), (seconds, 20)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full = ours(firsts, pairs=pairs, max_length=limit)
+            fast = ours(firsts, pairs=pairs, max_length=limit, alignment=False)
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            assert torch.equal(getattr(full, name), getattr(fast, name))
+        assert fast.truncated == full.truncated
+        assert len(full.offsets) == len(firsts) and fast.offsets == [] and fast.word_ids == []
