@@ -10,7 +10,8 @@ The script
    from all classifiers' logits, and times each threshold (wall-clock speed-up over the
    plain model); one plot per model;
 3. runs :func:`distilkit.bench.run_bench` on all 872 SST-2 dev sentences: teacher and
-   students in eager fp32, bf16, ONNX fp32, ONNX int8 and early exit, and the
+   students in eager fp32, bf16, eager int8, ONNX fp32, ONNX int8 and early exit (fp32
+   and int8 blocks), and the
    ``transformers`` peer on the teacher, all timed in turns in this process;
 4. checks the goal: a student (any mode) keeping >= 97% of the teacher's eager fp32
    dev accuracy at >= 4x the teacher's ``transformers`` throughput, and prints what
@@ -53,6 +54,7 @@ from distilkit.encoder import load
 from distilkit.evaluation import read_sst2
 from distilkit.export import sorted_batches
 from distilkit.hub import resolve
+from distilkit.int8 import quantize_model
 from distilkit.report import machine_info
 
 CURVE_THRESHOLDS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
@@ -72,17 +74,30 @@ def ceilings(seconds: float) -> dict[str, dict[str, float]]:
 
 
 def early_exit_curve(
-    name: str, folder: Path, texts: list[str], labels: np.ndarray, repeats: int, out: Path
+    name: str,
+    folder: Path,
+    texts: list[str],
+    labels: np.ndarray,
+    repeats: int,
+    out: Path,
+    int8: bool = False,
 ) -> dict:
-    """Accuracy and wall-clock speed-up per threshold for one model with branches."""
+    """Accuracy and wall-clock speed-up per threshold for one model with branches (on its
+    int8 blocks if ``int8``; the speed-up is then over the plain int8 model)."""
     model = EarlyExitModel.from_folder(folder)
+    if int8:
+        model.model = quantize_model(model.model)
     tokenizer = load(folder).tokenizer
     layer_logits = collect_layer_logits(model, tokenizer, texts)
     thresholds = sorted(set(CURVE_THRESHOLDS) | {model.threshold})
     points = accuracy_vs_layers(layer_logits, labels, thresholds)
     batches = [batch for _, batch in sorted_batches(tokenizer, texts, 32)]
     plain_seconds = add_wall_clock(points, model, batches, repeats=repeats)
-    plot_curve(points, out / f"early_exit_{name}.png", title=f"{name}: early exit on SST-2 dev")
+    plot_curve(
+        points,
+        out / f"early_exit_{name.replace(' ', '_')}.png",
+        title=f"{name}: early exit on SST-2 dev",
+    )
     return {
         "folder": str(folder),
         "saved_threshold": model.threshold,
@@ -174,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         if has_branches(folder):
             curves[name] = early_exit_curve(name, Path(folder), texts, labels, 1, args.out)
             print(curve_markdown(name, curves[name]))
+            if "early exit int8" in args.modes:
+                key = f"{name} int8"
+                curves[key] = early_exit_curve(
+                    key, Path(folder), texts, labels, 1, args.out, int8=True
+                )
+                print(curve_markdown(key, curves[key]))
         else:
             print(f"  {name}: no early-exit branches in {folder} (skipped)")
 

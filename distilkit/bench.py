@@ -5,8 +5,10 @@ classifiers) and each mode
 
 * ``eager fp32`` - distilkit's PyTorch model;
 * ``bf16`` - the same in bfloat16 (fast where the CPU has AVX512-BF16 or AMX);
+* ``eager int8`` - the same with int8 transformer blocks (:mod:`distilkit.int8`);
 * ``onnx fp32`` / ``onnx int8`` - :func:`distilkit.export.export_onnx` run by onnxruntime;
-* ``early exit`` - :class:`distilkit.early_exit.EarlyExitModel` (needs trained branches)
+* ``early exit`` / ``early exit int8`` - :class:`distilkit.early_exit.EarlyExitModel`
+  (needs trained branches), on the fp32 or the int8 blocks
 
 plus the reference peer, ``transformers`` eager fp32 on the teacher's checkpoint, the
 bench measures on the same texts (SST-2 dev sentences by default), in one process, with
@@ -41,7 +43,15 @@ from distilkit.export import sorted_batches
 from distilkit.report import Column, format_markdown_table, format_table, machine_info
 from distilkit.tokenizer import Batch, Tokenizer
 
-MODES = ("eager fp32", "bf16", "onnx fp32", "onnx int8", "early exit")
+MODES = (
+    "eager fp32",
+    "bf16",
+    "eager int8",
+    "onnx fp32",
+    "onnx int8",
+    "early exit",
+    "early exit int8",
+)
 PEER_MODE = "transformers fp32"
 Step = Callable[[Batch], np.ndarray]  # one tokenized batch -> (batch, num_labels) logits
 
@@ -195,6 +205,7 @@ def build_engines(
     from distilkit.encoder import load
     from distilkit.export import export_onnx, load_onnx, quantize_int8
     from distilkit.hub import resolve
+    from distilkit.int8 import quantize_model
 
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:
@@ -217,6 +228,9 @@ def build_engines(
                 model = load(folder, dtype="bfloat16").model
                 engine = Engine(name, mode, _torch_step(model), tokenizer, config, dtype="bf16")
                 engines.append(engine)
+            elif mode == "eager int8":
+                model = quantize_model(encoder.model)
+                engines.append(Engine(name, mode, _torch_step(model), tokenizer, config))
             elif mode in ("onnx fp32", "onnx int8"):
                 fp32_path = work_dir / f"{name}.fp32.onnx"
                 if not fp32_path.is_file():
@@ -229,11 +243,13 @@ def build_engines(
                     path, num_threads=torch.get_num_threads(), spinning=_threads_spin()
                 )
                 engines.append(Engine(name, mode, session.logits_batch, tokenizer, config))
-            elif mode == "early exit":
+            elif mode in ("early exit", "early exit int8"):
                 if not has_branches(folder):
-                    say(f"skipping {name} / early exit: {folder} has no trained branches")
+                    say(f"skipping {name} / {mode}: {folder} has no trained branches")
                     continue
                 early = EarlyExitModel.from_folder(folder)
+                if mode == "early exit int8":
+                    early.model = quantize_model(early.model)
                 threshold = early.threshold if settings.threshold is None else settings.threshold
 
                 @torch.inference_mode()

@@ -250,10 +250,10 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
+        choices=["float32", "bfloat16", "int8"],
         default="float32",
-        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX"
-        " (the output is float32 either way)",
+        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX, int8"
+        " runs the transformer blocks' matmuls in int8 (the output is float32 either way)",
     )
     parser.add_argument(
         "--progress",

@@ -35,7 +35,8 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        choices = [*sorted(DTYPES), "int8"]
+        raise ValueError(f"dtype must be one of {choices}, got {dtype!r}")
     return DTYPES[dtype]
 
 
@@ -68,7 +69,14 @@ class Encoder:
         return next(self.model.parameters()).dtype
 
     def to(self, dtype: str | torch.dtype) -> Encoder:
-        """Cast the weights (``"bfloat16"`` for fast CPU inference on AVX512-BF16/AMX)."""
+        """Cast the weights (``"bfloat16"`` for fast CPU inference on AVX512-BF16/AMX), or
+        ``"int8"``: swap in dynamically quantized transformer blocks (inference only; see
+        :mod:`distilkit.int8`)."""
+        if dtype == "int8":
+            from distilkit.int8 import quantize_model
+
+            self.model = quantize_model(self.model)
+            return self
         self.model.to(_dtype(dtype))
         return self
 
@@ -85,7 +93,8 @@ class Encoder:
         show = progress if progress is not None else len(texts) > 20 * batch_size
         for start in tqdm(starts, desc="encoding", unit="batch", disable=not show):
             indices = order[start : start + batch_size]
-            yield indices, self.tokenizer([texts[i] for i in indices], max_length=max_length)
+            chunk = [texts[i] for i in indices]
+            yield indices, self.tokenizer(chunk, max_length=max_length, alignment=False)
 
     @torch.inference_mode()
     def embed(
@@ -198,6 +207,7 @@ class Encoder:
             batch = self.tokenizer(
                 texts[start : start + batch_size],
                 None if pairs is None else list(pairs[start : start + batch_size]),
+                alignment=False,
             )
             out[start : start + len(batch)] = (
                 self.model(**batch.model_inputs()).logits.float().numpy()
@@ -242,7 +252,8 @@ def load(
 ) -> Encoder:
     """Load a model by name: a checkpoint folder, the embedded ``all-MiniLM-L6-v2``, or a Hub id.
 
-    dtype: ``"float32"`` (default) or ``"bfloat16"``. head: ``True`` keeps the
+    dtype: ``"float32"`` (default), ``"bfloat16"``, or ``"int8"`` (int8 transformer blocks
+    for CPU inference, :mod:`distilkit.int8`). head: ``True`` keeps the
     checkpoint's head, a head name attaches that head, ``None`` drops it.
     """
     if str(name).endswith(".onnx"):  # an exported model, run by onnxruntime

@@ -183,6 +183,31 @@ def test_bench_onnx_modes(teacher, tmp_path):
     assert (tmp_path / "teacher.int8.onnx").is_file()
 
 
+def test_bench_int8_modes(teacher, student):
+    """Eager int8 and early exit on int8 blocks: rows for both, the exits of the int8
+    engine within the model's depth, and predictions close to each model's fp32 ones."""
+    result = run_bench(
+        {"teacher": teacher, "student": student},
+        ["eager fp32", "eager int8", "early exit int8"],
+        TEXTS,
+        LABELS,
+        BenchSettings(**FAST | {"peer": False, "ceiling_seconds": 0}),
+        say=lambda _: None,
+    )
+    threshold = EarlyExitModel.from_folder(student).threshold
+    rows = {row["name"]: row for row in result.rows}
+    assert list(rows) == [
+        "teacher / eager fp32",
+        "teacher / eager int8",
+        "student / eager fp32",
+        "student / eager int8",
+        f"student / early exit int8 ({threshold:.3g})",
+    ]
+    assert rows["teacher / eager int8"]["agreement"] >= 0.8
+    assert rows["student / eager int8"]["agreement"] >= 0.8
+    assert 1 <= rows[f"student / early exit int8 ({threshold:.3g})"]["average_layers"] <= 2
+
+
 def math_attention(query, key, value, attn_mask=None, dropout_p=0.0):
     """Attention as two plain matmuls, which torch's FLOP counter sees (its count of the
     fused kernel depends on which kernel runs)."""
