@@ -48,6 +48,7 @@ from distilkit.early_exit import (
     add_wall_clock,
     collect_layer_logits,
     has_branches,
+    pick_threshold,
     plot_curve,
 )
 from distilkit.encoder import load
@@ -81,15 +82,22 @@ def early_exit_curve(
     repeats: int,
     out: Path,
     int8: bool = False,
+    target_speedup: float | None = None,
+    threshold: float | None = None,
 ) -> dict:
     """Accuracy and wall-clock speed-up per threshold for one model with branches (on its
-    int8 blocks if ``int8``; the speed-up is then over the plain int8 model)."""
+    int8 blocks if ``int8``; the speed-up is then over the plain int8 model), and the
+    threshold to bench: ``threshold``, else the one reaching ``target_speedup`` in layers
+    (picked from the exits alone, without labels), else the saved one."""
     model = EarlyExitModel.from_folder(folder)
     if int8:
         model.model = quantize_model(model.model)
     tokenizer = load(folder).tokenizer
     layer_logits = collect_layer_logits(model, tokenizer, texts)
-    thresholds = sorted(set(CURVE_THRESHOLDS) | {model.threshold})
+    chosen = model.threshold if threshold is None else threshold
+    if target_speedup is not None:  # from the exits alone: the labels are not looked at
+        chosen = pick_threshold(layer_logits, target_speedup)
+    thresholds = sorted(set(CURVE_THRESHOLDS) | {model.threshold, chosen})
     points = accuracy_vs_layers(layer_logits, labels, thresholds)
     batches = [batch for _, batch in sorted_batches(tokenizer, texts, 32)]
     plain_seconds = add_wall_clock(points, model, batches, repeats=repeats)
@@ -101,6 +109,7 @@ def early_exit_curve(
     return {
         "folder": str(folder),
         "saved_threshold": model.threshold,
+        "chosen_threshold": chosen,
         "plain_model_seconds_per_pass": plain_seconds,
         "points": [vars(point) for point in points],
     }
@@ -130,7 +139,8 @@ def goal(result: BenchResult) -> list[dict]:
 
 def curve_markdown(name: str, curve: dict) -> str:
     lines = [
-        f"**{name}** early exit on SST-2 dev (threshold saved: {curve['saved_threshold']:.3g})",
+        f"**{name}** early exit on SST-2 dev (threshold saved: {curve['saved_threshold']:.3g}; "
+        f"benched: {curve['chosen_threshold']:.3g})",
         "",
         "| threshold | avg layers | layer speed-up | accuracy % | agreement % | wall-clock x |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -154,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per engine")
     parser.add_argument("--latency-texts", type=int, default=100)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument(
+        "--target-speedup",
+        type=float,
+        metavar="X",
+        help="early exit: per model, the threshold that runs X times fewer layers on the dev "
+        "texts (chosen from the exits alone, without the labels; default: the saved one)",
+    )
     parser.add_argument("--quick", action="store_true", help="200 texts, 1 pass: a smoke run")
     parser.add_argument("--out", type=Path, default=Path("runs/deployment"))
     args = parser.parse_args(argv)
@@ -184,15 +201,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {dtype}: " + ", ".join(f"{s}^3 {v:.1f} GFLOP/s" for s, v in sizes.items()))
 
     print("[2/3] early-exit curves", file=sys.stderr)
-    curves = {}
+    curves, thresholds = {}, {}
     for name, folder in models.items():
         if has_branches(folder):
-            curves[name] = early_exit_curve(name, Path(folder), texts, labels, 1, args.out)
+            curves[name] = early_exit_curve(
+                name, Path(folder), texts, labels, 1, args.out, target_speedup=args.target_speedup
+            )
+            thresholds[name] = curves[name]["chosen_threshold"]
             print(curve_markdown(name, curves[name]))
             if "early exit int8" in args.modes:
                 key = f"{name} int8"
                 curves[key] = early_exit_curve(
-                    key, Path(folder), texts, labels, 1, args.out, int8=True
+                    key, Path(folder), texts, labels, 1, args.out, True, None, thresholds[name]
                 )
                 print(curve_markdown(key, curves[key]))
         else:
@@ -205,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_texts=args.latency_texts,
         num_threads=args.threads,
         ceiling_seconds=0.5 if args.quick else 2.0,
+        threshold=thresholds or None,
     )
     result = run_bench(
         models,

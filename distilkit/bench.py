@@ -62,14 +62,15 @@ class BenchError(ValueError):
 
 @dataclass
 class BenchSettings:
-    """How the bench measures. ``threshold``: early-exit threshold (default: the one saved
-    with the branches); ``num_threads``: torch and onnxruntime intra-op threads."""
+    """How the bench measures. ``threshold``: early-exit threshold, for every model or per
+    model name (default: the one saved with the branches); ``num_threads``: torch and
+    onnxruntime intra-op threads."""
 
     batch_size: int = 32
     repeats: int = 3
     latency_texts: int = 100
     num_threads: int | None = None
-    threshold: float | None = None
+    threshold: float | dict[str, float] | None = None
     max_length: int = 128
     peer: bool = True
     ceiling_seconds: float = 1.0  # per dtype; 0 skips the matmul ceiling
@@ -250,7 +251,10 @@ def build_engines(
                 early = EarlyExitModel.from_folder(folder)
                 if mode == "early exit int8":
                     early.model = quantize_model(early.model)
-                threshold = early.threshold if settings.threshold is None else settings.threshold
+                chosen = settings.threshold
+                if isinstance(chosen, dict):
+                    chosen = chosen.get(name)
+                threshold = early.threshold if chosen is None else chosen
 
                 @torch.inference_mode()
                 def step(batch: Batch, model=early, t=threshold) -> np.ndarray:

@@ -208,6 +208,22 @@ def test_bench_int8_modes(teacher, student):
     assert 1 <= rows[f"student / early exit int8 ({threshold:.3g})"]["average_layers"] <= 2
 
 
+def test_bench_threshold_per_model(teacher, student):
+    """A threshold per model name overrides the saved one: 1 exits at the first block."""
+    result = run_bench(
+        {"teacher": teacher, "student": student},
+        ["early exit"],
+        TEXTS,
+        LABELS,
+        BenchSettings(
+            **FAST | {"peer": False, "ceiling_seconds": 0, "threshold": {"student": 1.0}}
+        ),
+        say=lambda _: None,
+    )
+    assert [row["name"] for row in result.rows] == ["student / early exit (1)"]
+    assert result.rows[0]["average_layers"] == 1.0
+
+
 def math_attention(query, key, value, attn_mask=None, dropout_p=0.0):
     """Attention as two plain matmuls, which torch's FLOP counter sees (its count of the
     fused kernel depends on which kernel runs)."""
