@@ -166,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument(
         "--target-speedup",
-        type=float,
-        metavar="X",
-        help="early exit: per model, the threshold that runs X times fewer layers on the dev "
-        "texts (chosen from the exits alone, without the labels; default: the saved one)",
+        action="append",
+        default=[],
+        metavar="[NAME=]X",
+        help="early exit: the threshold that runs X times fewer layers on the dev texts, for "
+        "every model or (NAME=X, repeatable) one model; chosen from the exits alone, "
+        "without the labels (default: the saved threshold)",
     )
     parser.add_argument("--quick", action="store_true", help="200 texts, 1 pass: a smoke run")
     parser.add_argument("--out", type=Path, default=Path("runs/deployment"))
@@ -192,6 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     for index, spec in enumerate(args.student, start=1):
         name, _, folder = spec.rpartition("=")
         models[name or ("student" if len(args.student) == 1 else f"student {index}")] = folder
+    targets = {}
+    for spec in args.target_speedup:
+        name, _, value = spec.rpartition("=")
+        try:
+            speedup = float(value)
+        except ValueError:
+            parser.error(f"--target-speedup {spec}: X must be a number, e.g. 3.5 or teacher=3.5")
+        for model_name in [name] if name else models:
+            if model_name not in models:
+                parser.error(f"--target-speedup {spec}: no model named {name!r}")
+            targets[model_name] = speedup
     command = shlex.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
     started = time.perf_counter()
 
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, folder in models.items():
         if has_branches(folder):
             curves[name] = early_exit_curve(
-                name, Path(folder), texts, labels, 1, args.out, target_speedup=args.target_speedup
+                name, Path(folder), texts, labels, 1, args.out, target_speedup=targets.get(name)
             )
             thresholds[name] = curves[name]["chosen_threshold"]
             print(curve_markdown(name, curves[name]))

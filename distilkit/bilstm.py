@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -181,8 +182,8 @@ class BiLSTMEncoder(nn.Module):
         steps = torch.arange(seq, device=input_ids.device)
         reverse = (sorted_lengths[:, None] - 1 - steps).clamp(min=0)  # (B, T)
         ids = torch.stack([input_ids.t(), input_ids.gather(1, reverse).t()])  # (2, T, B)
-        directions = torch.arange(2, device=ids.device)[:, None, None]
-        input_gates = table[ids, directions]  # (2, T, B, 4H), contiguous per step
+        rows = ids * 2 + torch.arange(2, device=ids.device)[:, None, None]  # rows of (2V, 4H)
+        input_gates = F.embedding(rows, table.view(-1, table.shape[-1]))  # (2, T, B, 4H)
         state = table.new_zeros(2, batch, hidden_size)  # h
         cell = table.new_zeros(2, batch, hidden_size)  # c
         pooled = table.new_full((2, batch, hidden_size), float("-inf"))

@@ -14,6 +14,10 @@ runs in int8 too, FastBERT early exit (:class:`~distilkit.early_exit.EarlyExitMo
 included.
 
 Inference only: an int8 model refuses autograd and training mode with a clear error.
+It is a speed mode, not a size one: the blocks keep their fp32 parameters beside the
+packed int8 weights (so ``save`` still writes the fp32 model); for a small file use the
+ONNX int8 export. The activation scale is per batch, so an example's output moves
+slightly with the batch it is in (as with onnxruntime's dynamic int8).
 """
 
 from __future__ import annotations
