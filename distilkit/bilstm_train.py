@@ -21,7 +21,6 @@ the loss terms and the evaluation of logits.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distilkit.augment import AugmentConfig, PosTagger, build_transfer_set
+from distilkit.augment import AugmentConfig, build_transfer_set, default_tagger, paper_augmentation
 from distilkit.bilstm import BiLSTMClassifier
 from distilkit.checkpoint import load_model, save_model
 from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
@@ -87,18 +86,6 @@ def _labels(examples: Sequence, regression: bool) -> np.ndarray:
     if any(value is None for value in values):
         raise ConfigError("the task file has unlabelled examples: use the train and dev splits")
     return np.asarray(values, dtype=np.float32 if regression else np.int64)
-
-
-@functools.cache
-def default_tagger() -> PosTagger:
-    """The packaged POS tagger, loaded once per process (it takes a few seconds)."""
-    return PosTagger.load_default()
-
-
-def paper_augmentation(task_name: str) -> AugmentConfig:
-    """Tang et al.'s settings: p_mask = p_pos = 0.1, p_ng = 0.25, and 20 copies per
-    example for SST-2, 10 for the other tasks."""
-    return AugmentConfig(n_iter=20 if task_name == "sst2" else 10)
 
 
 def load_task_data(

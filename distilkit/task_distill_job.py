@@ -16,7 +16,7 @@ Methods and their defaults (each a list of stages; ``custom`` takes ``stages`` a
 
 ``augment: true`` (sentence and sentence-pair tasks) trains on the train split followed
 by augmented copies of its examples (Tang et al. / TinyBERT, :mod:`distilkit.augment`;
-``augmentation`` None: :func:`~distilkit.bilstm_train.paper_augmentation`). The copies
+``augmentation`` None: :func:`~distilkit.augment.paper_augmentation`). The copies
 have no gold labels (their feature labels are -100, or NaN for regression), so every
 stage's hard weight must then be 0; the dev split is never augmented.
 """
@@ -31,8 +31,12 @@ from pathlib import Path
 import torch
 
 from distilkit import distributed
-from distilkit.augment import AugmentConfig, build_transfer_set
-from distilkit.bilstm_train import default_tagger, paper_augmentation
+from distilkit.augment import (
+    AugmentConfig,
+    build_transfer_set,
+    default_tagger,
+    paper_augmentation,
+)
 from distilkit.checkpoint import load_model, save_model
 from distilkit.config import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
 from distilkit.finetune import (

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from distilkit.augment import paper_augmentation
 from distilkit.bilstm import (
     BiLSTMClassifier,
     BiLSTMError,
@@ -32,7 +33,6 @@ from distilkit.bilstm_train import (
     distillation_losses,
     encode_for_student,
     fixed_batches,
-    paper_augmentation,
 )
 from distilkit.checkpoint import save_model
 from distilkit.config import ConfigError, ModelConfig

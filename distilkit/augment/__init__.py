@@ -12,10 +12,16 @@ from distilkit.augment.operations import (
     augment_with_span,
     mlm_candidates,
     mlm_replace_words,
+    paper_augmentation,
     perturb_words,
     sample_ngram_span,
 )
-from distilkit.augment.pos_tagger import PosTagger, PosTaggerError, read_conll_pos
+from distilkit.augment.pos_tagger import (
+    PosTagger,
+    PosTaggerError,
+    default_tagger,
+    read_conll_pos,
+)
 from distilkit.augment.transfer_set import SplitText, build_transfer_set, split_words
 
 __all__ = [
@@ -30,8 +36,10 @@ __all__ = [
     "augment_sentence",
     "augment_with_span",
     "build_transfer_set",
+    "default_tagger",
     "mlm_candidates",
     "mlm_replace_words",
+    "paper_augmentation",
     "perturb_words",
     "read_conll_pos",
     "sample_ngram_span",

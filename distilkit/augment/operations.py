@@ -78,6 +78,12 @@ class AugmentConfig:
             raise AugmentError(f"mlm_top_k must be >= 1, got {self.mlm_top_k}")
 
 
+def paper_augmentation(task_name: str) -> AugmentConfig:
+    """Tang et al.'s settings: p_mask = p_pos = 0.1, p_ng = 0.25, and 20 copies per
+    example for SST-2, 10 for the other tasks."""
+    return AugmentConfig(n_iter=20 if task_name == "sst2" else 10)
+
+
 def _check_generator(rng: object) -> None:
     if not isinstance(rng, np.random.Generator):
         raise AugmentError(

@@ -14,6 +14,7 @@ corpora such as GLUE SST-2, where capitalisation cues are absent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -336,3 +337,9 @@ class PosTagger:
                     "run scripts/train_pos_tagger.py to build it"
                 )
             return cls.load(path)
+
+
+@functools.cache
+def default_tagger() -> PosTagger:
+    """The packaged POS tagger, loaded once per process (it takes a few seconds)."""
+    return PosTagger.load_default()
