@@ -44,15 +44,17 @@ import torch
 from distilkit.bench import MODES, BenchResult, BenchSettings, matmul_gflops, run_bench
 from distilkit.early_exit import (
     EarlyExitModel,
-    accuracy_vs_layers,
-    add_wall_clock,
-    collect_layer_logits,
     has_branches,
-    pick_threshold,
-    plot_curve,
 )
 from distilkit.encoder import load
 from distilkit.evaluation import read_sst2
+from distilkit.exit_curves import (
+    accuracy_vs_layers,
+    add_wall_clock,
+    collect_layer_logits,
+    pick_threshold,
+    plot_curve,
+)
 from distilkit.export import sorted_batches
 from distilkit.hub import resolve
 from distilkit.int8 import quantize_model

@@ -239,14 +239,16 @@ def run_train_early_exit(args: argparse.Namespace) -> int:
     from distilkit.early_exit import (
         BranchConfig,
         EarlyExitModel,
+        train_branches,
+    )
+    from distilkit.encoder import load
+    from distilkit.exit_curves import (
         accuracy_vs_layers,
         add_wall_clock,
         collect_layer_logits,
         pick_threshold,
         plot_curve,
-        train_branches,
     )
-    from distilkit.encoder import load
     from distilkit.export import sorted_batches
     from distilkit.trainer import TrainingConfig
 

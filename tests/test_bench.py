@@ -29,12 +29,14 @@ from distilkit.config import ModelConfig
 from distilkit.early_exit import (
     BranchConfig,
     EarlyExitModel,
-    collect_layer_logits,
     has_branches,
     normalized_entropy,
-    simulate_exits,
 )
 from distilkit.encoder import load
+from distilkit.exit_curves import (
+    collect_layer_logits,
+    simulate_exits,
+)
 from distilkit.modeling import TransformerModel
 
 TEXTS = [

@@ -24,15 +24,17 @@ from distilkit.early_exit import (
     EarlyExitError,
     EarlyExitModel,
     SelfDistillationObjective,
+    has_branches,
+    normalized_entropy,
+    train_branches,
+)
+from distilkit.exit_curves import (
     accuracy_vs_layers,
     add_wall_clock,
     collect_layer_logits,
-    has_branches,
-    normalized_entropy,
     pick_threshold,
     plot_curve,
     simulate_exits,
-    train_branches,
 )
 from distilkit.modeling import TransformerModel
 from distilkit.trainer import TrainingConfig
