@@ -168,11 +168,12 @@ class BiLSTMEncoder(nn.Module):
 
         The input half of every LSTM gate, ``W_ih x + b``, depends on the token alone, so
         it is looked up in a table computed once per weight version (``(vocab, 2, 4H)``,
-        see :func:`gate_table`) instead of multiplied out per token; the loop then does
-        only the recurrent half. Rows are sorted by length so that step t updates the
-        first n_t rows in place (no padding is read), the backward direction runs over
-        each sentence reversed within its own length, and the max over time is kept as
-        a running maximum (pooling does not care about order).
+        see :func:`gate_table`) instead of multiplied out per token, one step at a time
+        (a small gather that stays in cache); the loop then does only the recurrent half.
+        Rows are sorted by length so that step t updates the first n_t rows in place (no
+        padding is read), the backward direction runs over each sentence reversed within
+        its own length, and the max over time is kept as a running maximum (pooling does
+        not care about order).
         """
         hidden_size = self.lstm.hidden_size
         table, recurrent = gate_table(self)  # (V, 2, 4H), (2, H, 4H)
@@ -183,7 +184,7 @@ class BiLSTMEncoder(nn.Module):
         reverse = (sorted_lengths[:, None] - 1 - steps).clamp(min=0)  # (B, T)
         ids = torch.stack([input_ids.t(), input_ids.gather(1, reverse).t()])  # (2, T, B)
         rows = ids * 2 + torch.arange(2, device=ids.device)[:, None, None]  # rows of (2V, 4H)
-        input_gates = F.embedding(rows, table.view(-1, table.shape[-1]))  # (2, T, B, 4H)
+        flat_table = table.view(-1, table.shape[-1])  # (2V, 4H)
         state = table.new_zeros(2, batch, hidden_size)  # h
         cell = table.new_zeros(2, batch, hidden_size)  # c
         pooled = table.new_full((2, batch, hidden_size), float("-inf"))
@@ -191,7 +192,8 @@ class BiLSTMEncoder(nn.Module):
         h = hidden_size
         for step in range(int(sorted_lengths[0])):
             n = alive[step]
-            gates = torch.baddbmm(input_gates[:, step, :n], state[:, :n], recurrent)  # (2, n, 4H)
+            input_gates = F.embedding(rows[:, step, :n], flat_table)  # (2, n, 4H)
+            gates = torch.baddbmm(input_gates, state[:, :n], recurrent)  # (2, n, 4H)
             sigmoids = torch.sigmoid(gates)  # PyTorch's gate order: input, forget, cell, output
             new_cell = sigmoids[..., h : 2 * h] * cell[:, :n] + sigmoids[..., :h] * torch.tanh(
                 gates[..., 2 * h : 3 * h]
