@@ -311,10 +311,18 @@ def add_classify_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--input", type=Path, help="a file with one text per line")
     parser.add_argument("--pair", help="a second text for every TEXT (sentence-pair tasks)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="a transformer's inference precision: int8 runs its blocks' matmuls in int8",
+    )
     return parser
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    from distilkit.bilstm import is_bilstm_folder
+    from distilkit.encoder import load
     from distilkit.pipelines import classify
 
     texts = list(args.texts)
@@ -325,7 +333,16 @@ def run_classify(args: argparse.Namespace) -> int:
     if not texts:
         raise ValueError("give texts to classify as arguments or with --input FILE")
     pairs = [args.pair] * len(texts) if args.pair is not None else None
-    for text, result in zip(texts, classify(args.model, texts, pairs), strict=True):
+    model = args.model
+    if args.dtype != "float32":
+        if is_bilstm_folder(model) or str(model).endswith(".onnx"):
+            raise ValueError(
+                f"--dtype {args.dtype} applies to transformer checkpoints; {model} is a "
+                + ("BiLSTM student" if is_bilstm_folder(model) else "ONNX file")
+                + ": drop --dtype (for ONNX int8, export with `distilkit export --int8`)"
+            )
+        model = load(model, dtype=args.dtype)
+    for text, result in zip(texts, classify(model, texts, pairs), strict=True):
         if args.json:
             print(json.dumps({"text": text, **result}))
         elif "label" in result:

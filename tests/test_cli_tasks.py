@@ -187,6 +187,13 @@ def test_classify_ner_answer(fine_tuned, tmp_path, capsys):
     assert code == 2 and "exactly one of --context and --context-file" in err
     code, _, err = run(["classify", fine_tuned["sst2"]], capsys)
     assert code == 2 and "give texts" in err
+    code, out, _ = run(
+        ["classify", fine_tuned["sst2"], "the red cat", "blue is it", "--dtype", "int8"], capsys
+    )
+    assert code == 0
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["positive", "negative"]
+    code, _, err = run(["classify", "model.onnx", "a text", "--dtype", "int8"], capsys)
+    assert code == 2 and "applies to transformer checkpoints" in err
 
 
 def test_distill_task_augment_flags(tmp_path):
