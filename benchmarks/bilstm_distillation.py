@@ -50,7 +50,7 @@ from distilkit.bilstm_train import (
     BiLSTMSettings,
     run_bilstm_distillation,
 )
-from distilkit.config import save_json
+from distilkit.config import save_json, to_dict
 from distilkit.encoder import load
 from distilkit.multi_teacher import MultiTeacherConfig, run_multi_teacher_distillation
 from distilkit.tasks.glue import get_task
@@ -80,11 +80,32 @@ def training(args: argparse.Namespace) -> TrainingConfig:
     )
 
 
+def _differences(saved: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """``key: saved -> wanted`` for every leaf where two nested dicts disagree."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        keys = sorted(set(saved) | set(wanted))
+        return [d for k in keys for d in _differences(saved.get(k), wanted.get(k), f"{prefix}{k}.")]
+    return [] if saved == wanted else [f"{prefix.rstrip('.')}: {saved!r} -> {wanted!r}"]
+
+
 def run_once(folder: Path, run: Callable[[Any, Path], dict], config: Any) -> dict:
-    """``run(config, folder)``'s metrics: read back when it finished before, else run it."""
+    """``run(config, folder)``'s metrics: read back when it finished before, else run it.
+    A reused run whose saved settings differ from ``config`` says how (the table then
+    mixes settings; delete the folder to retrain)."""
     path = folder / "metrics.json"
     if path.is_file():
         print(f"reusing {folder} (delete it to run again)", flush=True)
+        wanted = json.loads(json.dumps(to_dict(config), default=str))
+        for saved_path in folder.glob("*_config.json"):
+            changes = _differences(json.loads(saved_path.read_text("utf-8")), wanted)
+            ignored = ("training.progress",)
+            changes = [c for c in changes if not c.startswith(ignored)]
+            if changes:
+                print(
+                    f"  note: that run's settings differ from this command's "
+                    f"({saved_path.name}: saved -> asked): " + "; ".join(changes),
+                    flush=True,
+                )
         return json.loads(path.read_text("utf-8"))
     return run(config, folder)
 
