@@ -133,6 +133,19 @@ def test_a_refit_extends_the_schedule_when_steps_get_faster(tokenizer, tmp_path)
     assert trainer.schedule_steps == 100
 
 
+def test_max_steps_binding_before_the_budget_is_reported(tokenizer, tmp_path, capsys):
+    settings = RunSettings(training={"max_steps": 100, "time_budget": 60.0})
+    trainer = make_trainer(tmp_path, tokenizer, settings)
+    trainer.step, trainer.elapsed = 10, 1.0
+    trainer._fit_schedule_to_budget(seconds_per_step=0.1)  # 590 more steps would fit
+    assert trainer.schedule_steps == 100
+    said = capsys.readouterr().out
+    assert "max_steps 100 ends training before the time budget (600 steps" in said
+    trainer.step = 20
+    trainer._fit_schedule_to_budget(seconds_per_step=0.1)  # said once, at the first fit
+    assert capsys.readouterr().out == ""
+
+
 # --------------------------------------------------------------------------- learning
 def test_a_few_steps_of_distillation_reduce_the_loss(tokenizer, tmp_path):
     settings = RunSettings(
