@@ -10,7 +10,9 @@ classifiers) and each mode
 * ``early exit`` / ``early exit int8`` - :class:`distilkit.early_exit.EarlyExitModel`
   (needs trained branches), on the fp32 or the int8 blocks
 
-plus the reference peer, ``transformers`` eager fp32 on the teacher's checkpoint, the
+A BiLSTM student (:mod:`distilkit.bilstm`, single sentences) runs in ``eager fp32`` only.
+
+Plus the reference peer, ``transformers`` eager fp32 on the teacher's checkpoint, the
 bench measures on the same texts (SST-2 dev sentences by default), in one process, with
 the same thread count: throughput (sentences/s over length-sorted batches, tokenization
 included) and batch-1 latency (p50, p95), with every engine timed in turns
@@ -123,6 +125,16 @@ def encoder_flops(
     return float(flops)
 
 
+def bilstm_flops(config, tokens: int) -> float:
+    """Matmul FLOPs of one text of ``tokens`` tokens through a BiLSTM student: the
+    recurrent half of the gates in both directions (``W_hh h``; the input half is a table
+    look-up) and the MLP head."""
+    hidden = config.hidden_size
+    recurrent = 2 * 2 * hidden * 4 * hidden  # two directions, (H) x (H, 4H) per token
+    head = 2 * (config.sentence_size * config.mlp_size + config.mlp_size * config.num_labels)
+    return float(tokens * recurrent + head)
+
+
 # ----------------------------------------------------------------------------- engines
 @dataclass
 class Engine:
@@ -132,10 +144,11 @@ class Engine:
     mode: str
     step: Step
     tokenizer: Tokenizer
-    config: ModelConfig
+    config: ModelConfig  # a BiLSTMConfig for a BiLSTM student
     dtype: str = "fp32"
     branch_width: int = 0
     exit_layers: Callable[[Batch], np.ndarray] | None = None  # early exit: blocks run
+    flops: Callable[[int, int | None], float] | None = None  # (tokens, layers); None: encoder
 
     @property
     def name(self) -> str:
@@ -182,6 +195,36 @@ def _peer_engine(name: str, folder: Path, tokenizer: Tokenizer, config: ModelCon
     return Engine(name, PEER_MODE, step, tokenizer, config)
 
 
+def _bilstm_engines(
+    name: str, folder: Path, modes: Sequence[str], say: Callable[[str], None]
+) -> list[Engine]:
+    """A BiLSTM student in ``eager fp32`` (its only mode: the other modes are skipped)."""
+    from distilkit.bilstm import load_bilstm
+
+    model = load_bilstm(folder).eval()
+    config = model.config
+    if config.pair:
+        raise BenchError(
+            f"{name} is a sentence-pair BiLSTM: the bench times single-sentence classifiers"
+        )
+    if config.num_labels < 2:
+        raise BenchError(f"{name} is a regression BiLSTM: the bench compares classifiers")
+    for mode in modes:
+        if mode != "eager fp32":
+            say(f"skipping {name} / {mode}: a BiLSTM student runs in eager fp32 only")
+    if "eager fp32" not in modes:
+        return []
+
+    @torch.inference_mode()
+    def step(batch: Batch) -> np.ndarray:
+        return model(batch.input_ids, batch.attention_mask).float().numpy()
+
+    def flops(tokens: int, layers: int | None) -> float:
+        return bilstm_flops(config, tokens)
+
+    return [Engine(name, "eager fp32", step, model.tokenizer, config, flops=flops)]
+
+
 def _native_bf16() -> bool:
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check and check())
@@ -202,6 +245,7 @@ def build_engines(
 ) -> list[Engine]:
     """Load every (model, mode); the peer (on the first model) first. ONNX files go to
     ``work_dir``."""
+    from distilkit.bilstm import is_bilstm_folder
     from distilkit.early_exit import EarlyExitModel, has_branches
     from distilkit.encoder import load
     from distilkit.export import export_onnx, load_onnx, quantize_int8
@@ -215,6 +259,14 @@ def build_engines(
         raise BenchError("no models to bench: give at least the teacher")
     engines: list[Engine] = []
     for index, (name, source) in enumerate(models.items()):
+        if is_bilstm_folder(source):
+            if index == 0:
+                raise BenchError(
+                    f"{name} is a BiLSTM student: the first model is the teacher, a "
+                    "transformer checkpoint (the peer runs on it); list the BiLSTM after it"
+                )
+            engines.extend(_bilstm_engines(name, Path(source), modes, say))
+            continue
         folder = resolve(source)
         encoder = load(folder)
         _classifier_or_error(encoder, name)
@@ -500,6 +552,8 @@ def _measure(
                 None if exits is None else int(exits[i]),
                 engine.branch_width,
             )
+            if engine.flops is None
+            else engine.flops(int(n), None)
             for i, n in enumerate(tokens)
         )
         row["gflops_per_s"] = flops * row["sentences_per_s"] / len(texts) / 1e9
@@ -546,6 +600,7 @@ __all__ = [
     "BenchResult",
     "BenchSettings",
     "Engine",
+    "bilstm_flops",
     "build_engines",
     "classify",
     "encoder_flops",

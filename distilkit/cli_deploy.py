@@ -111,10 +111,11 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser = subparsers.add_parser(
         "bench",
         help="throughput and latency of a teacher and students in every inference mode",
-        description="Time a teacher and its students in each mode (eager fp32, bf16, ONNX "
-        "fp32, ONNX int8, early exit) beside transformers' eager model on the teacher's "
-        "checkpoint, in turns on the same texts; print a table with ratios and accuracy, "
-        "write bench.json, bench.md and bench.png into --out.",
+        description="Time a teacher and its students in each mode (eager fp32, bf16, eager "
+        "int8, ONNX fp32, ONNX int8, early exit on fp32 or int8 blocks) beside transformers' "
+        "eager model on the teacher's checkpoint, in turns on the same texts; print a table "
+        "with ratios and accuracy, write bench.json, bench.md and bench.png into --out. A "
+        "student may be a BiLSTM (`distill-bilstm`), timed in eager fp32.",
     )
     parser.add_argument("--teacher", required=True, help="the fine-tuned teacher (folder)")
     parser.add_argument(
@@ -122,7 +123,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         action="append",
         default=[],
         metavar="[NAME=]FOLDER",
-        help="a student checkpoint (repeat for several)",
+        help="a student checkpoint or BiLSTM student folder (repeat for several)",
     )
     parser.add_argument(
         "--modes",

@@ -23,6 +23,7 @@ from distilkit.bench import (
     matmul_gflops,
     run_bench,
 )
+from distilkit.bilstm import BiLSTMClassifier, load_bilstm
 from distilkit.cli import Command, build_parser
 from distilkit.cli_deploy import DEPLOY_COMMANDS
 from distilkit.config import ModelConfig
@@ -224,6 +225,37 @@ def test_bench_threshold_per_model(teacher, student):
     )
     assert [row["name"] for row in result.rows] == ["student / early exit (1)"]
     assert result.rows[0]["average_layers"] == 1.0
+
+
+def test_bench_times_a_bilstm_student(teacher, tiny_tokenizer, tmp_path):
+    """A BiLSTM student runs in eager fp32 beside the teacher (its other modes are
+    skipped); its accuracy and FLOPs follow from independent computations."""
+    torch.manual_seed(0)
+    bilstm = BiLSTMClassifier.from_teacher(
+        torch.randn(99, 32), tiny_tokenizer, num_labels=3, hidden_size=7, mlp_size=11
+    )
+    folder = bilstm.save(tmp_path / "bilstm")
+    messages = []
+    result = run_bench(
+        {"teacher": teacher, "bilstm": folder},
+        ["eager fp32", "eager int8"],
+        TEXTS,
+        LABELS,
+        BenchSettings(**FAST | {"peer": False, "ceiling_seconds": 0}),
+        say=messages.append,
+    )
+    rows = {row["name"]: row for row in result.rows}
+    assert list(rows) == ["teacher / eager fp32", "teacher / eager int8", "bilstm / eager fp32"]
+    assert any("bilstm / eager int8" in m and "eager fp32 only" in m for m in messages)
+    row = rows["bilstm / eager fp32"]
+    expected = (load_bilstm(folder).predict_logits(TEXTS).argmax(-1) == LABELS).mean()
+    assert row["accuracy"] == pytest.approx(float(expected))
+    counts = [len(ids) + 2 for ids in tiny_tokenizer.encode_ids(TEXTS)]
+    flops = sum(2 * 2 * 7 * 28 * n + 2 * (14 * 11 + 11 * 3) for n in counts)
+    seconds_per_pass = len(TEXTS) / row["sentences_per_s"]
+    assert row["gflops_per_s"] == pytest.approx(flops / seconds_per_pass / 1e9)
+    with pytest.raises(BenchError, match="first model is the teacher"):
+        run_bench({"bilstm": folder}, ["eager fp32"], TEXTS, LABELS, BenchSettings(**FAST))
 
 
 def math_attention(query, key, value, attn_mask=None, dropout_p=0.0):
