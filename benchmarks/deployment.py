@@ -227,7 +227,14 @@ def main(argv: list[str] | None = None) -> int:
             if "early exit int8" in args.modes:
                 key = f"{name} int8"
                 curves[key] = early_exit_curve(
-                    key, Path(folder), texts, labels, 1, args.out, True, None, thresholds[name]
+                    key,
+                    Path(folder),
+                    texts,
+                    labels,
+                    1,
+                    args.out,
+                    int8=True,
+                    threshold=thresholds[name],
                 )
                 print(curve_markdown(key, curves[key]))
         else:

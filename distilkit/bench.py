@@ -28,6 +28,7 @@ machine's measured fp32 (or bf16, for bf16) matmul ceiling (:func:`matmul_gflops
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -148,7 +149,7 @@ class Engine:
     dtype: str = "fp32"
     branch_width: int = 0
     exit_layers: Callable[[Batch], np.ndarray] | None = None  # early exit: blocks run
-    flops: Callable[[int, int | None], float] | None = None  # (tokens, layers); None: encoder
+    flops: Callable[[int], float] | None = None  # tokens -> FLOPs; None: encoder_flops
 
     @property
     def name(self) -> str:
@@ -219,9 +220,7 @@ def _bilstm_engines(
     def step(batch: Batch) -> np.ndarray:
         return model(batch.input_ids, batch.attention_mask).float().numpy()
 
-    def flops(tokens: int, layers: int | None) -> float:
-        return bilstm_flops(config, tokens)
-
+    flops = functools.partial(bilstm_flops, config)
     return [Engine(name, "eager fp32", step, model.tokenizer, config, flops=flops)]
 
 
@@ -553,7 +552,7 @@ def _measure(
                 engine.branch_width,
             )
             if engine.flops is None
-            else engine.flops(int(n), None)
+            else engine.flops(int(n))
             for i, n in enumerate(tokens)
         )
         row["gflops_per_s"] = flops * row["sentences_per_s"] / len(texts) / 1e9

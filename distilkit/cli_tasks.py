@@ -335,11 +335,10 @@ def run_classify(args: argparse.Namespace) -> int:
     pairs = [args.pair] * len(texts) if args.pair is not None else None
     model = args.model
     if args.dtype != "float32":
-        if is_bilstm_folder(model) or str(model).endswith(".onnx"):
+        if is_bilstm_folder(model):
             raise ValueError(
                 f"--dtype {args.dtype} applies to transformer checkpoints; {model} is a "
-                + ("BiLSTM student" if is_bilstm_folder(model) else "ONNX file")
-                + ": drop --dtype (for ONNX int8, export with `distilkit export --int8`)"
+                "BiLSTM student: drop --dtype"
             )
         model = load(model, dtype=args.dtype)
     for text, result in zip(texts, classify(model, texts, pairs), strict=True):

@@ -259,6 +259,11 @@ def load(
     if str(name).endswith(".onnx"):  # an exported model, run by onnxruntime
         from distilkit.export import load_onnx
 
+        if dtype not in (None, "float32", torch.float32):
+            raise ValueError(
+                f"dtype {dtype!r} applies to transformer checkpoints; {name} is an ONNX file, "
+                "whose precision was fixed at export (`distilkit export --int8`): drop dtype"
+            )
         return load_onnx(name)
     folder = resolve(name)
     model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)

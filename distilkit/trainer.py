@@ -174,6 +174,7 @@ class Trainer:
         )
         self.schedule_steps = config.max_steps
         self.scheduler = self._make_scheduler()
+        self._said_max_steps_binds = False  # the budget fit's note, given once
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         self.step = 0
         self.elapsed = 0.0
@@ -193,13 +194,15 @@ class Trainer:
         beyond ``max_steps``."""
         remaining = self.config.time_budget - self.elapsed
         fitted = self.step + int(remaining / max(seconds_per_step, 1e-9))
-        if self.step == 10 and fitted > self.config.max_steps and self.rank == 0:
-            print(
-                f"note: max_steps {self.config.max_steps} ends training before the time "
-                f"budget ({fitted} steps fit in {self.config.time_budget:g} s at this speed); "
-                "raise max_steps (--max-steps) to use the whole budget",
-                flush=True,
-            )
+        if fitted > self.config.max_steps and not self._said_max_steps_binds:
+            self._said_max_steps_binds = True
+            if self.is_main:
+                print(
+                    f"note: max_steps {self.config.max_steps} ends training before the time "
+                    f"budget ({fitted} steps fit in {self.config.time_budget:g} s at this speed); "
+                    "raise max_steps (--max-steps) to use the whole budget",
+                    flush=True,
+                )
         fitted = distributed.min_int(max(self.step + 1, min(self.config.max_steps, fitted)))
         if fitted != self.schedule_steps:
             self.schedule_steps = fitted
