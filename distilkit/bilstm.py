@@ -170,10 +170,10 @@ class BiLSTMEncoder(nn.Module):
         it is looked up in a table computed once per weight version (``(vocab, 2, 4H)``,
         see :func:`gate_table`) instead of multiplied out per token, one step at a time
         (a small gather that stays in cache); the loop then does only the recurrent half.
-        Rows are sorted by length so that step t updates the first n_t rows in place (no
-        padding is read), the backward direction runs over each sentence reversed within
-        its own length, and the max over time is kept as a running maximum (pooling does
-        not care about order).
+        Rows are sorted by length so that step t computes only the first n_t rows (the
+        state is a shrinking view; no padding is read), the backward direction runs over
+        each sentence reversed within its own length, and the max over time is kept as a
+        running maximum (pooling does not care about order).
         """
         hidden_size = self.lstm.hidden_size
         table, recurrent = gate_table(self)  # (V, 2, 4H), (2, H, 4H)
@@ -185,23 +185,22 @@ class BiLSTMEncoder(nn.Module):
         ids = torch.stack([input_ids.t(), input_ids.gather(1, reverse).t()])  # (2, T, B)
         rows = ids * 2 + torch.arange(2, device=ids.device)[:, None, None]  # rows of (2V, 4H)
         flat_table = table.view(-1, table.shape[-1])  # (2V, 4H)
-        state = table.new_zeros(2, batch, hidden_size)  # h
-        cell = table.new_zeros(2, batch, hidden_size)  # c
+        state = table.new_zeros(2, batch, hidden_size)  # h of the rows still running
+        cell = table.new_zeros(2, batch, hidden_size)  # c of the rows still running
         pooled = table.new_full((2, batch, hidden_size), float("-inf"))
         alive = (sorted_lengths[None, :] > steps[:, None]).sum(dim=1).tolist()  # rows per step
         h = hidden_size
         for step in range(int(sorted_lengths[0])):
             n = alive[step]
-            input_gates = F.embedding(rows[:, step, :n], flat_table)  # (2, n, 4H)
-            gates = torch.baddbmm(input_gates, state[:, :n], recurrent)  # (2, n, 4H)
-            sigmoids = torch.sigmoid(gates)  # PyTorch's gate order: input, forget, cell, output
-            new_cell = sigmoids[..., h : 2 * h] * cell[:, :n] + sigmoids[..., :h] * torch.tanh(
-                gates[..., 2 * h : 3 * h]
-            )
-            new_state = sigmoids[..., 3 * h :] * torch.tanh(new_cell)
-            cell[:, :n] = new_cell
-            state[:, :n] = new_state
-            torch.maximum(pooled[:, :n], new_state, out=pooled[:, :n])
+            if n < state.shape[1]:  # the shortest rows have ended: keep a view of the rest
+                state, cell = state[:, :n], cell[:, :n]
+            gates = F.embedding(rows[:, step, :n], flat_table)  # (2, n, 4H), input half
+            gates.baddbmm_(state, recurrent)  # + recurrent half; table order: i, f, o, g
+            gates[..., : 3 * h].sigmoid_()
+            gates[..., 3 * h :].tanh_()
+            cell = torch.addcmul(gates[..., h : 2 * h] * cell, gates[..., :h], gates[..., 3 * h :])
+            state = gates[..., 2 * h : 3 * h] * torch.tanh(cell)
+            torch.maximum(pooled[:, :n], state, out=pooled[:, :n])
         vectors = torch.empty(batch, 2 * hidden_size, dtype=table.dtype, device=table.device)
         vectors[order] = torch.cat([pooled[0], pooled[1]], dim=-1)
         return vectors
@@ -214,7 +213,8 @@ _GATE_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def gate_table(encoder: BiLSTMEncoder) -> tuple[torch.Tensor, torch.Tensor]:
     """``(vocab, 2, 4 * hidden)`` input gates ``E W_ih^T + b_ih + b_hh`` of every token for
-    both directions, and the recurrent weights ``W_hh^T`` stacked, ``(2, hidden, 4 * hidden)``.
+    both directions, and the recurrent weights ``W_hh^T`` stacked, ``(2, hidden, 4 * hidden)``,
+    both with the gates in the order input, forget, output, cell.
 
     Cached per encoder and rebuilt when a parameter changes (an optimizer step or
     ``load_state_dict`` bumps its version; a cast or move gives it new storage). For a
@@ -237,9 +237,20 @@ def gate_table(encoder: BiLSTMEncoder) -> tuple[torch.Tensor, torch.Tensor]:
                 lstm.bias_ih_l0_reverse + lstm.bias_hh_l0_reverse,
             ]
         )  # (2, 4H)
+        # PyTorch stores the gates as input, forget, cell, output; the table puts the three
+        # sigmoid gates first (i, f, o, g) so the loop applies each nonlinearity once.
+        hidden = lstm.hidden_size
+        order = torch.cat(
+            [
+                torch.arange(2 * hidden),
+                torch.arange(3 * hidden, 4 * hidden),
+                torch.arange(2 * hidden, 3 * hidden),
+            ]
+        ).to(input_weights.device)
+        input_weights, biases = input_weights[:, order], biases[:, order]
         table = torch.einsum("ve,dge->vdg", encoder.embeddings.weight, input_weights) + biases
-        recurrent = torch.stack([lstm.weight_hh_l0, lstm.weight_hh_l0_reverse]).transpose(1, 2)
-        recurrent = recurrent.contiguous()
+        recurrent = torch.stack([lstm.weight_hh_l0, lstm.weight_hh_l0_reverse])[:, order]
+        recurrent = recurrent.transpose(1, 2).contiguous()
     # the parameters are held too, so their storage cannot be reused by a new tensor
     _GATE_TABLES[encoder] = (key, [p.detach() for p in parameters], table, recurrent)
     return table, recurrent
@@ -447,15 +458,7 @@ def tokenize_texts(
     """Unpadded int64 token ids of each text, with [CLS] and [SEP], cut to ``max_length``."""
     sequences: list[np.ndarray] = []
     for start in range(0, len(texts), chunk):
-        batch = tokenizer(
-            list(texts[start : start + chunk]),
-            max_length=max_length,
-            warn_on_truncation=False,
-            alignment=False,
-        )
-        lengths = batch.attention_mask.sum(dim=1).tolist()
-        ids = batch.input_ids.numpy()
-        sequences.extend(ids[row, :length].copy() for row, length in enumerate(lengths))
+        sequences.extend(tokenizer.encode_unpadded(list(texts[start : start + chunk]), max_length))
     return sequences
 
 

@@ -313,6 +313,21 @@ class Tokenizer:
             batch.word_ids = [list(e.word_ids) for e in encodings]
         return batch
 
+    def encode_unpadded(self, texts: list[str], max_length: int | None = None) -> list[np.ndarray]:
+        """Unpadded int64 token ids of each text, with [CLS] and [SEP], cut to
+        ``max_length`` tokens without a warning: the serving fast path of recurrent
+        students, which batch by length themselves (no padding, no alignment kept)."""
+        texts = [self._check_text(t, "text") for t in texts]
+        limit = min(max_length or self.max_length, self.max_length)
+        if limit < 3:
+            raise ValueError(f"max_length must be at least 3 tokens ([CLS] x [SEP]), got {limit}")
+        self.backend.enable_truncation(limit, strategy="longest_first", stride=0)
+        try:
+            encodings = self.backend.encode_batch_fast(texts) if texts else []
+        finally:
+            self.backend.no_truncation()
+        return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+
     @staticmethod
     def _check_text(text: object, what: str) -> str:
         if not isinstance(text, str):

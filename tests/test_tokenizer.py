@@ -7,6 +7,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import CASED_VOCAB, TINY_VOCAB
@@ -311,3 +312,27 @@ def test_batches_without_alignment_have_the_same_tensors(bert_vocab_folder: Path
             assert torch.equal(getattr(full, name), getattr(fast, name))
         assert fast.truncated == full.truncated
         assert len(full.offsets) == len(firsts) and fast.offsets == [] and fast.word_ids == []
+
+
+def test_unpadded_ids_equal_the_batch_rows(bert_vocab_folder: Path) -> None:
+    """encode_unpadded (the recurrent students' fast path) gives each padded batch row
+    without its padding, truncated alike and without a warning; bad input is refused."""
+    ours = Tokenizer.from_vocab(bert_vocab_folder / "vocab.txt")
+    texts = [*TRICKY_TEXTS, TRICKY_TEXTS[1] * 3]
+    for limit in (None, 9):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            batch = ours(texts, max_length=limit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            unpadded = ours.encode_unpadded(texts, limit)
+        lengths = batch.attention_mask.sum(dim=1).tolist()
+        assert [ids.tolist() for ids in unpadded] == [
+            batch.input_ids[row, :n].tolist() for row, n in enumerate(lengths)
+        ]
+        assert all(ids.dtype == np.int64 for ids in unpadded)
+    assert ours.encode_unpadded([]) == []
+    with pytest.raises(TypeError, match="must be a str"):
+        ours.encode_unpadded(["fine", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="at least 3 tokens"):
+        ours.encode_unpadded(["fine"], max_length=2)
