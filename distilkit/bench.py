@@ -150,6 +150,9 @@ class Engine:
     branch_width: int = 0
     exit_layers: Callable[[Batch], np.ndarray] | None = None  # early exit: blocks run
     flops: Callable[[int], float] | None = None  # tokens -> FLOPs; None: encoder_flops
+    # (texts, batch size, max length) -> logits: an engine's own serving path, used
+    # instead of the shared tokenize-and-``step`` loop when the model has one (BiLSTM)
+    classify_texts: Callable[[Sequence[str], int, int], np.ndarray] | None = None
 
     @property
     def name(self) -> str:
@@ -220,8 +223,22 @@ def _bilstm_engines(
     def step(batch: Batch) -> np.ndarray:
         return model(batch.input_ids, batch.attention_mask).float().numpy()
 
+    def classify_texts(texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:
+        # the `classify` pipeline's path: its own unpadded tokenization, batched by length
+        return model.predict_logits(texts, batch_size=batch_size, max_length=max_length)
+
     flops = functools.partial(bilstm_flops, config)
-    return [Engine(name, "eager fp32", step, model.tokenizer, config, flops=flops)]
+    return [
+        Engine(
+            name,
+            "eager fp32",
+            step,
+            model.tokenizer,
+            config,
+            flops=flops,
+            classify_texts=classify_texts,
+        )
+    ]
 
 
 def _native_bf16() -> bool:
@@ -331,7 +348,10 @@ def build_engines(
 
 
 def classify(engine: Engine, texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:
-    """Logits ``(n, num_labels)`` of ``texts`` in order, over length-sorted batches."""
+    """Logits ``(n, num_labels)`` of ``texts`` in order, over length-sorted batches (or
+    the engine's own serving path when it has one; it batches by length itself)."""
+    if engine.classify_texts is not None:
+        return engine.classify_texts(texts, batch_size, max_length)
     out = np.zeros((len(texts), engine.config.num_labels), np.float32)
     for indices, batch in sorted_batches(engine.tokenizer, texts, batch_size, None, max_length):
         out[indices] = engine.step(batch)

@@ -349,9 +349,15 @@ class BiLSTMClassifier(nn.Module):
 
     @torch.inference_mode()
     def predict_logits(
-        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 256
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        batch_size: int = 256,
+        max_length: int | None = None,
     ) -> np.ndarray:
-        """Logits ``(len(texts), num_labels)`` float32, in eval mode, batched by length."""
+        """Logits ``(len(texts), num_labels)`` float32, in eval mode, batched by length;
+        sentences are cut to ``max_length`` tokens (at most, and by default,
+        ``config.max_length``)."""
         if isinstance(texts, str):
             texts = [texts]
         if isinstance(pairs, str):
@@ -366,8 +372,11 @@ class BiLSTMClassifier(nn.Module):
             )
         if pairs is not None and len(pairs) != len(texts):
             raise BiLSTMError(f"got {len(texts)} texts but {len(pairs)} second texts")
-        first = self.tokenize(texts)
-        second = self.tokenize(pairs) if pairs is not None else None
+        if max_length is not None and max_length < 3:
+            raise BiLSTMError(f"max_length must be >= 3 ([CLS] word [SEP]), got {max_length}")
+        limit = min(max_length or self.config.max_length, self.config.max_length)
+        first = tokenize_texts(self.tokenizer, texts, limit)
+        second = tokenize_texts(self.tokenizer, pairs, limit) if pairs is not None else None
         lengths = [len(ids) + (len(second[i]) if second else 0) for i, ids in enumerate(first)]
         order = np.argsort(lengths, kind="stable")
         out = np.zeros((len(texts), self.config.num_labels), dtype=np.float32)

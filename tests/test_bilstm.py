@@ -24,6 +24,7 @@ from distilkit.bilstm import (
     load_bilstm,
     load_classifier,
     pair_features,
+    tokenize_texts,
 )
 from distilkit.bilstm_train import (
     BiLSTMDistillConfig,
@@ -126,6 +127,22 @@ def test_predictions_do_not_depend_on_batch_neighbours(tiny_tokenizer):
     together = model.predict_logits(TEXTS, batch_size=4)
     alone = np.concatenate([model.predict_logits([text]) for text in TEXTS])
     np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_max_length_cuts_sentences_like_the_tokenizer(tiny_tokenizer):
+    """predict_logits(max_length=n) equals the model on ids cut to n tokens, and never
+    reads more than the model's own max_length."""
+    model = student(tiny_tokenizer)
+    cut = tokenize_texts(tiny_tokenizer, TEXTS, 4)
+    assert max(len(ids) for ids in cut) == 4
+    with torch.inference_mode():
+        expected = model.eval()(**model.collate(cut)).numpy()
+    np.testing.assert_allclose(model.predict_logits(TEXTS, max_length=4), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_logits(TEXTS, max_length=10_000), model.predict_logits(TEXTS), atol=0
+    )
+    with pytest.raises(BiLSTMError, match="max_length must be >= 3"):
+        model.predict_logits(TEXTS, max_length=2)
 
 
 def test_bad_inputs_are_clear_errors(tiny_tokenizer):
