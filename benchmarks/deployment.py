@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from distilkit.bench import MODES, BenchResult, BenchSettings, matmul_gflops, run_bench
+from distilkit.data.batching import sorted_batches
 from distilkit.early_exit import (
     EarlyExitModel,
     has_branches,
@@ -55,7 +56,6 @@ from distilkit.exit_curves import (
     pick_threshold,
     plot_curve,
 )
-from distilkit.export import sorted_batches
 from distilkit.hub import resolve
 from distilkit.int8 import quantize_model
 from distilkit.report import machine_info

@@ -41,9 +41,10 @@ import numpy as np
 import torch
 
 from distilkit.config import ModelConfig
-from distilkit.evaluation import read_sst2, time_embedders
-from distilkit.export import sorted_batches
+from distilkit.data.batching import sorted_batches
+from distilkit.evaluation import read_sst2
 from distilkit.report import Column, format_markdown_table, format_table, machine_info
+from distilkit.timing import time_embedders
 from distilkit.tokenizer import Batch, Tokenizer
 
 MODES = (
@@ -264,9 +265,10 @@ def build_engines(
     from distilkit.bilstm import is_bilstm_folder
     from distilkit.early_exit import EarlyExitModel, has_branches
     from distilkit.encoder import load
-    from distilkit.export import export_onnx, load_onnx, quantize_int8
+    from distilkit.export import export_onnx, quantize_int8
     from distilkit.hub import resolve
     from distilkit.int8 import quantize_model
+    from distilkit.onnx_runtime import load_onnx
 
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:

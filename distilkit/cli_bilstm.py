@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distilkit.bilstm_train import (
-    SENTENCE_TASKS,
     BiLSTMDistillConfig,
     default_training,
     run_bilstm_distillation,
@@ -32,6 +31,9 @@ from distilkit.multi_teacher import (
     COMBINE_MODES,
     MultiTeacherConfig,
     run_multi_teacher_distillation,
+)
+from distilkit.transfer_data import (
+    SENTENCE_TASKS,
 )
 
 

@@ -237,6 +237,7 @@ def _default_training_texts() -> Path:
 
 
 def run_train_early_exit(args: argparse.Namespace) -> int:
+    from distilkit.data.batching import sorted_batches
     from distilkit.early_exit import (
         BranchConfig,
         EarlyExitModel,
@@ -250,7 +251,6 @@ def run_train_early_exit(args: argparse.Namespace) -> int:
         pick_threshold,
         plot_curve,
     )
-    from distilkit.export import sorted_batches
     from distilkit.trainer import TrainingConfig
 
     encoder = load(args.model)

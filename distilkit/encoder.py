@@ -257,7 +257,7 @@ def load(
     checkpoint's head, a head name attaches that head, ``None`` drops it.
     """
     if str(name).endswith(".onnx"):  # an exported model, run by onnxruntime
-        from distilkit.export import load_onnx
+        from distilkit.onnx_runtime import load_onnx
 
         if dtype not in (None, "float32", torch.float32):
             raise ValueError(

@@ -24,10 +24,7 @@ README for sources and licenses).
 from __future__ import annotations
 
 import csv
-import math
-import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +35,7 @@ import numpy as np
 import torch
 
 from distilkit.inspect import model_info
+from distilkit.timing import time_embedders
 
 if TYPE_CHECKING:
     from distilkit.encoder import Encoder
@@ -284,85 +282,6 @@ def sst2_probe_accuracy(
 
 
 # --------------------------------------------------------------------------- speed
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        return None
-
-
-def time_embedders(
-    embedders: dict[str, EmbedFunction],
-    texts: Sequence[str],
-    batch_size: int = 64,
-    repeats: int = 5,
-    warmup: int = 1,
-    latency_texts: int = 100,
-    num_threads: int | None = None,
-) -> dict[str, dict]:
-    """Throughput and batch-1 latency of several embedding functions, timed in turns.
-
-    Each function gets ``warmup`` untimed passes over ``texts``; then the timed passes
-    take turns (A, B, A, B, ...), so a change in background load hits every model
-    alike. The median pass gives ``sentences_per_s`` and ``ms_per_batch``; then the
-    first ``latency_texts`` texts, one at a time, again in turns, give the batch-1
-    latency percentiles ``latency_ms_p50`` / ``latency_ms_p95``. ``num_threads`` sets
-    torch's thread count for the measurement (restored afterwards).
-    """
-    texts = list(texts)
-    if not texts or not embedders:
-        raise ValueError("timing needs at least one text and one model")
-    if repeats < 1 or warmup < 0 or latency_texts < 0 or batch_size < 1:
-        raise ValueError(
-            f"need repeats >= 1, warmup >= 0, latency_texts >= 0, batch_size >= 1; got "
-            f"{repeats}, {warmup}, {latency_texts}, {batch_size}"
-        )
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    load_before = _load_average()
-    seconds: dict[str, list[float]] = {name: [] for name in embedders}
-    latency_ms: dict[str, list[float]] = {name: [] for name in embedders}
-    singles = texts[:latency_texts]
-    try:
-        with torch.inference_mode():
-            for embed in embedders.values():
-                for _ in range(warmup):
-                    embed(texts)
-                for text in singles[: 3 if warmup else 0]:
-                    embed([text])  # warm the batch-1 path too: other shapes, other kernels
-            for _ in range(repeats):
-                for name, embed in embedders.items():
-                    start = time.perf_counter()
-                    embed(texts)
-                    seconds[name].append(time.perf_counter() - start)
-            for text in singles:
-                for name, embed in embedders.items():
-                    start = time.perf_counter()
-                    embed([text])
-                    latency_ms[name].append(1000.0 * (time.perf_counter() - start))
-        threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous_threads)
-    batches = math.ceil(len(texts) / batch_size)
-    results = {}
-    for name in embedders:
-        median_seconds = float(np.median(seconds[name]))
-        latencies = latency_ms[name]
-        results[name] = {
-            "sentences_per_s": len(texts) / median_seconds,
-            "ms_per_batch": 1000.0 * median_seconds / batches,
-            "latency_ms_p50": float(np.percentile(latencies, 50)) if latencies else None,
-            "latency_ms_p95": float(np.percentile(latencies, 95)) if latencies else None,
-            "batch_size": batch_size,
-            "num_threads": threads,
-            "throughput_texts": len(texts),
-            "throughput_repeats": repeats,
-            "load_average_1min": load_before,
-        }
-    return results
-
-
 def throughput(
     encoder: Encoder,
     texts: Sequence[str],

@@ -34,7 +34,7 @@ def collect_layer_logits(
 ) -> np.ndarray:
     """:meth:`EarlyExitModel.layer_logits` over ``texts``: ``(num_layers, n, num_labels)``
     float32, in the order of ``texts``."""
-    from distilkit.export import sorted_batches
+    from distilkit.data.batching import sorted_batches
 
     out = np.zeros((model.num_layers, len(texts), model.model.config.num_labels), np.float32)
     with torch.inference_mode():

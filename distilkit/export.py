@@ -1,5 +1,6 @@
-"""ONNX export (fp32 or dynamic int8) with a parity check, and :class:`OnnxEncoder`, an
-``onnxruntime`` model behind the same Python API as :class:`~distilkit.encoder.Encoder`.
+"""ONNX export (fp32 or dynamic int8) with a parity check. The files are run by
+:class:`~distilkit.onnx_runtime.OnnxEncoder` (an ``onnxruntime`` model behind the same
+Python API as :class:`~distilkit.encoder.Encoder`), opened by ``load_onnx``.
 
 ``export_onnx(model, "model.onnx")`` writes the encoder with its task head as one ONNX
 graph (opset >= 17) whose batch and sequence axes are dynamic. The graph takes
@@ -38,26 +39,26 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from distilkit.config import ModelConfig, from_dict, to_dict
-from distilkit.modeling import POOLINGS, EncoderOutput, TransformerModel, pool
-from distilkit.tokenizer import Batch, Tokenizer
+from distilkit.config import ModelConfig, to_dict
+from distilkit.data.batching import sorted_batches
+from distilkit.modeling import EncoderOutput, TransformerModel, pool
+from distilkit.onnx_runtime import (
+    METADATA_PREFIX,
+    ExportError,
+    OnnxEncoder,
+    load_onnx,
+    read_metadata,
+)
+from distilkit.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
-    import onnxruntime
-
     from distilkit.encoder import Encoder
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
 FORMAT_VERSION = "1"
-METADATA_PREFIX = "distilkit."
 HEADS_WITH_LOGITS = ("sequence_classification", "token_classification", "question_answering")
-
-
-class ExportError(ValueError):
-    """A model cannot be exported or an ONNX file cannot be used as a distilkit model."""
 
 
 # ----------------------------------------------------------------------------- the graph
@@ -191,7 +192,7 @@ def quantize_int8(fp32_path: str | os.PathLike, int8_path: str | os.PathLike) ->
             per_channel=True,
             weight_type=QuantType.QInt8,
         )
-    metadata = _read_metadata(onnx.load(str(fp32_path), load_external_data=False))
+    metadata = read_metadata(onnx.load(str(fp32_path), load_external_data=False))
     _write_metadata(int8_path, metadata | {"precision": "int8"})
     return Path(int8_path)
 
@@ -208,15 +209,6 @@ def _write_metadata(path: str | os.PathLike, values: dict[str, str]) -> None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_PREFIX + key, value
     onnx.save(proto, str(path))
-
-
-def _read_metadata(proto_or_map) -> dict[str, str]:
-    items = (
-        proto_or_map.items()
-        if isinstance(proto_or_map, dict)
-        else ((p.key, p.value) for p in proto_or_map.metadata_props)
-    )
-    return {k[len(METADATA_PREFIX) :]: v for k, v in items if k.startswith(METADATA_PREFIX)}
 
 
 def _metadata_for(config: ModelConfig, tokenizer: Tokenizer | None, precision: str) -> dict:
@@ -281,31 +273,6 @@ class ExportReport:
                 f"mean {self.mean_cosine:.5f}"
             )
         return "\n".join(lines + self.notes)
-
-
-def sorted_batches(
-    tokenizer: Tokenizer,
-    texts: Sequence[str],
-    batch_size: int,
-    pairs: Sequence[str] | None = None,
-    max_length: int | None = None,
-) -> Iterator[tuple[np.ndarray, Batch]]:
-    """Length-sorted batches (longest first, by characters); yields (original indices, batch)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    lengths = [len(t) + (len(pairs[i]) if pairs is not None else 0) for i, t in enumerate(texts)]
-    order = np.argsort([-n for n in lengths], kind="stable")
-    for start in range(0, len(texts), batch_size):
-        indices = order[start : start + batch_size]
-        yield (
-            indices,
-            tokenizer(
-                [texts[i] for i in indices],
-                None if pairs is None else [pairs[i] for i in indices],
-                max_length=max_length,
-                alignment=False,
-            ),
-        )
 
 
 def _default_check_data(config: ModelConfig, limit: int) -> tuple[list[str], np.ndarray | None]:
@@ -453,161 +420,8 @@ def export_onnx(
     return report
 
 
-# ----------------------------------------------------------------------------- inference
-class OnnxEncoder:
-    """An exported model run by ``onnxruntime``, with the everyday methods of
-    :class:`~distilkit.encoder.Encoder` (``embed``, ``embed_batch``, ``logits``,
-    ``tokens``). Build with :func:`load_onnx`."""
-
-    def __init__(
-        self,
-        session: onnxruntime.InferenceSession,
-        config: ModelConfig,
-        tokenizer: Tokenizer,
-        path: Path,
-        precision: str,
-        name: str | None = None,
-    ):
-        self.session = session
-        self.config = config
-        self.tokenizer = tokenizer
-        self.path = path
-        self.precision = precision
-        self.name = name or str(path)
-        self.input_names = [i.name for i in session.get_inputs()]
-        self.output_names = [o.name for o in session.get_outputs()]
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the outputs (int8 models compute in int8 but return float32)."""
-        return torch.float32
-
-    def run(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Every graph output for one tokenized batch: ``last_hidden_state`` ``(batch, seq,
-        hidden)`` and, with a head, ``logits``."""
-        feeds = {name: getattr(batch, name).numpy() for name in self.input_names}
-        return dict(zip(self.output_names, self.session.run(None, feeds), strict=True))
-
-    def embed_batch(
-        self, batch: Batch, pooling: str = "mean", normalize: bool = False
-    ) -> torch.Tensor:
-        """Sentence embeddings of one tokenized batch, ``(batch, hidden)`` float32 tensor."""
-        feeds = {name: getattr(batch, name).numpy() for name in self.input_names}
-        (hidden,) = self.session.run(["last_hidden_state"], feeds)
-        vectors = pool(torch.from_numpy(hidden), batch.attention_mask, pooling)
-        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
-
-    def embed(
-        self,
-        texts: str | Sequence[str],
-        pooling: str = "mean",
-        normalize: bool = False,
-        batch_size: int = 64,
-        max_length: int | None = None,
-        progress: bool | None = None,
-    ) -> np.ndarray:
-        """Sentence embeddings, ``(n, hidden)`` float32; as :meth:`Encoder.embed`."""
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
-        batches = sorted_batches(self.tokenizer, texts, batch_size, max_length=max_length)
-        show = progress if progress is not None else len(texts) > 20 * batch_size
-        total = -(-len(texts) // batch_size)
-        for indices, batch in tqdm(batches, total=total, desc="encoding", disable=not show):
-            out[indices] = self.embed_batch(batch, pooling, normalize).numpy()
-        return out
-
-    def logits_batch(self, batch: Batch) -> np.ndarray:
-        """Head outputs of one tokenized batch, ``(batch, num_labels)`` float32."""
-        if "logits" not in self.output_names:
-            raise ValueError(f"{self.name} was exported without a classification head")
-        feeds = {name: getattr(batch, name).numpy() for name in self.input_names}
-        return self.session.run(["logits"], feeds)[0]
-
-    def logits(
-        self, texts: Sequence[str], pairs: Sequence[str] | None = None, batch_size: int = 64
-    ) -> np.ndarray:
-        """Head outputs for a sequence-classification model, ``(n, num_labels)``."""
-        if self.config.head != "sequence_classification":
-            raise ValueError(f"{self.name} has no sequence-classification head")
-        texts = list(texts)
-        if pairs is not None and len(pairs) != len(texts):
-            raise ValueError(f"got {len(pairs)} pairs for {len(texts)} texts")
-        out = np.zeros((len(texts), self.config.num_labels), dtype=np.float32)
-        for indices, batch in sorted_batches(self.tokenizer, texts, batch_size, pairs):
-            out[indices] = self.logits_batch(batch)
-        return out
-
-    def tokens(self, text: str) -> list[str]:
-        """The word pieces the model sees for ``text``, with [CLS] and [SEP]."""
-        return self.tokenizer.convert_ids_to_tokens(self.tokenizer([text]).input_ids[0].tolist())
-
-    def __repr__(self) -> str:
-        c = self.config
-        return (
-            f"OnnxEncoder({self.name!r}, layout={c.layout}, layers={c.num_layers}, "
-            f"hidden={c.hidden_size}, head={c.head}, precision={self.precision})"
-        )
-
-
-def load_onnx(
-    path: str | os.PathLike,
-    num_threads: int | None = None,
-    tokenizer: Tokenizer | None = None,
-    spinning: bool | None = None,
-) -> OnnxEncoder:
-    """Open a ``.onnx`` file written by :func:`export_onnx` in an ``onnxruntime`` session.
-
-    num_threads: intra-op threads (default: torch's thread count, so eager and ONNX
-    models compare on equal terms). tokenizer: overrides the one stored in the file.
-    spinning: whether idle worker threads spin (onnxruntime's default) or sleep; the
-    counterpart of ``OMP_WAIT_POLICY`` for PyTorch's threads. Sleeping costs a little
-    latency but leaves the cores to others on a shared machine.
-    """
-    import onnxruntime
-    from tokenizers import Tokenizer as BackendTokenizer
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"ONNX file not found: {path}")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = num_threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if spinning is not None:
-        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
-    try:
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as error:  # onnxruntime raises its own untyped errors
-        raise ExportError(f"onnxruntime cannot open {path}: {error}") from None
-    metadata = _read_metadata(session.get_modelmeta().custom_metadata_map)
-    if "config" not in metadata:
-        raise ExportError(
-            f"{path} was not written by distilkit (no model config in its metadata): "
-            "export it with `distilkit export MODEL --onnx OUT.onnx`"
-        )
-    config = from_dict(ModelConfig, json.loads(metadata["config"]), where=f"{path} config")
-    if tokenizer is None:
-        if "tokenizer" not in metadata:
-            raise ExportError(
-                f"{path} carries no tokenizer (it was exported from a bare model): pass "
-                "tokenizer=... to load_onnx"
-            )
-        settings = json.loads(metadata.get("tokenizer_settings", "{}"))
-        tokenizer = Tokenizer(
-            BackendTokenizer.from_str(metadata["tokenizer"]),
-            max_length=settings.get("max_length", config.max_position_embeddings),
-            lowercase=settings.get("lowercase", True),
-        )
-    return OnnxEncoder(
-        session, config, tokenizer, path, metadata.get("precision", "fp32"), name=path.name
-    )
-
-
+# OnnxEncoder and load_onnx live in distilkit.onnx_runtime; they are named here too, beside
+# the exporter that writes their files.
 __all__ = [
     "ExportError",
     "ExportReport",
@@ -615,5 +429,4 @@ __all__ = [
     "export_onnx",
     "load_onnx",
     "quantize_int8",
-    "sorted_batches",
 ]

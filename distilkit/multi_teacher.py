@@ -36,17 +36,11 @@ from torch import nn
 from distilkit.augment import AugmentConfig
 from distilkit.bilstm import BiLSTMClassifier
 from distilkit.bilstm_train import (
-    SENTENCE_TASKS,
     BiLSTMSettings,
-    DistillationDataset,
     check_teacher_outputs,
-    collate_items,
     default_training,
     distillation_losses,
-    encode_for_student,
-    fixed_batches,
     load_student,
-    load_task_data,
     logit_metrics,
     save_student,
     student_logits,
@@ -61,6 +55,14 @@ from distilkit.modeling import TransformerModel
 from distilkit.teacher_cache import cached_teacher_logits
 from distilkit.tokenizer import Tokenizer
 from distilkit.trainer import Objective, Trainer, TrainingConfig
+from distilkit.transfer_data import (
+    SENTENCE_TASKS,
+    DistillationDataset,
+    collate_items,
+    encode_for_student,
+    fixed_batches,
+    load_task_data,
+)
 
 COMBINE_MODES = ("probs", "logits")
 

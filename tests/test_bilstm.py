@@ -28,12 +28,8 @@ from distilkit.bilstm import (
 )
 from distilkit.bilstm_train import (
     BiLSTMDistillConfig,
-    DistillationDataset,
     LogitDistillation,
-    collate_items,
     distillation_losses,
-    encode_for_student,
-    fixed_batches,
 )
 from distilkit.checkpoint import save_model
 from distilkit.config import ConfigError, ModelConfig
@@ -41,6 +37,12 @@ from distilkit.data.batching import LengthGroupedSampler
 from distilkit.encoder import Encoder
 from distilkit.modeling import TransformerModel
 from distilkit.trainer import Trainer, TrainingConfig
+from distilkit.transfer_data import (
+    DistillationDataset,
+    collate_items,
+    encode_for_student,
+    fixed_batches,
+)
 
 SIZES = {"hidden_size": 7, "mlp_size": 11, "dropout": 0.0, "max_length": 24}
 TEXTS = ["the cat sat on the mat.", "hello world", "a big red dog ran to the tree!", "book"]

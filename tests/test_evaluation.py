@@ -20,7 +20,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from distilkit import evaluation
+from distilkit import evaluation, timing
 from distilkit.config import ModelConfig
 from distilkit.encoder import Encoder
 from distilkit.evaluation import (
@@ -40,9 +40,9 @@ from distilkit.evaluation import (
     static_embeddings,
     stsb_spearman,
     throughput,
-    time_embedders,
 )
 from distilkit.modeling import TransformerModel
+from distilkit.timing import time_embedders
 from distilkit.tokenizer import Tokenizer
 
 STSB_HEADER = (
@@ -247,7 +247,7 @@ def test_static_embeddings_average_the_word_piece_rows(tiny_encoder: Encoder) ->
 def test_time_embedders_takes_turns_and_reports_medians(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fake clock that the fake models advance makes every timing exact."""
     clock = [0.0]
-    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
     calls: list[str] = []
 
     def fake_model(name: str, seconds_per_text: float, slow_passes: set[int]):

@@ -16,9 +16,11 @@ import torch
 from conftest import TINY_SIZES, TINY_TEXTS, WORDS, randomize_
 
 from distilkit.config import ModelConfig
+from distilkit.data.batching import sorted_batches
 from distilkit.encoder import Encoder, load
-from distilkit.export import ExportError, export_onnx, load_onnx, sorted_batches
+from distilkit.export import ExportError, export_onnx
 from distilkit.modeling import TransformerModel
+from distilkit.onnx_runtime import load_onnx
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -17,9 +17,6 @@ from scipy.special import softmax
 from distilkit.bilstm import load_bilstm
 from distilkit.bilstm_train import (
     BiLSTMSettings,
-    DistillationDataset,
-    collate_items,
-    encode_for_student,
 )
 from distilkit.checkpoint import save_model
 from distilkit.config import ConfigError, ModelConfig
@@ -33,6 +30,11 @@ from distilkit.multi_teacher import (
     MultiTeacherConfig,
     TaskBatchSampler,
     combine_teacher_logits,
+)
+from distilkit.transfer_data import (
+    DistillationDataset,
+    collate_items,
+    encode_for_student,
 )
 
 SETTINGS = BiLSTMSettings(hidden_size=5, mlp_size=9, dropout=0.0, max_length=24)

@@ -1,4 +1,5 @@
-"""Batches of token sequences: padding collation and a resumable length-grouped sampler.
+"""Batches of token sequences: padding collation, a resumable length-grouped sampler, and
+length-sorted batches of raw texts for inference (:func:`sorted_batches`).
 
 Grouping sequences of similar length into a batch cuts the padding a model has to
 read; the sampler does it while staying random, deterministic per (seed, epoch),
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
+
+if TYPE_CHECKING:
+    from distilkit.tokenizer import Batch, Tokenizer
 
 
 def collate_sequences(
@@ -211,3 +215,28 @@ class LengthGroupedSampler(ResumableBatchSampler):
                 f"but this one has {own}; resume with the same corpus"
             )
         return super().resume_mismatch(key, saved, own)
+
+
+def sorted_batches(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    batch_size: int,
+    pairs: Sequence[str] | None = None,
+    max_length: int | None = None,
+) -> Iterator[tuple[np.ndarray, Batch]]:
+    """Length-sorted batches (longest first, by characters); yields (original indices, batch)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = [len(t) + (len(pairs[i]) if pairs is not None else 0) for i, t in enumerate(texts)]
+    order = np.argsort([-n for n in lengths], kind="stable")
+    for start in range(0, len(texts), batch_size):
+        indices = order[start : start + batch_size]
+        yield (
+            indices,
+            tokenizer(
+                [texts[i] for i in indices],
+                None if pairs is None else [pairs[i] for i in indices],
+                max_length=max_length,
+                alignment=False,
+            ),
+        )
