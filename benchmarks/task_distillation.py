@@ -24,6 +24,9 @@ examples each run sees, ``--eval-subsample`` how many dev examples are scored)::
     python benchmarks/task_distillation.py --out runs/task-bench           # everything, full
     python benchmarks/task_distillation.py --tasks sst2 --subsample 64 --eval-subsample 64 \\
         --epochs 1 --teacher-epochs 1 --methods logits   # a 2-minute smoke run
+
+``--extra NAME=FOLDER`` adds a student trained elsewhere (e.g. ``distilkit distill-task``
+from a cut of the fine-tuned teacher) to the table, scored and timed like the others.
 """
 
 from __future__ import annotations
@@ -168,6 +171,8 @@ def run_task(args: argparse.Namespace, task: str, out: Path) -> list[dict]:
         )
         run_task_distill(config, out / task / f"student-{method}")
         folders[f"student, {method}"] = out / task / f"student-{method}" / "student"
+    for name, folder in args.extra:  # students trained elsewhere, scored and timed alike
+        folders[name] = folder
     rows = []
     for name, folder in folders.items():
         metrics = evaluate_task(folder, task, "dev", settings, settings.eval_limit)
@@ -247,6 +252,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("runs/task-distillation"))
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="a student trained elsewhere (e.g. by distill-task) for the same task, scored "
+        "and timed with the others (repeatable; one task only)",
+    )
     args = parser.parse_args(argv)
     args.tasks = [task for task in args.tasks.split(",") if task]
     args.methods = [method for method in args.methods.split(",") if method]
@@ -259,6 +272,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.teacher and len(args.tasks) != 1:
         parser.error("--teacher is fine-tuned for one task: give exactly one --tasks")
+    extra = []
+    for item in args.extra:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            parser.error(f"--extra takes NAME=FOLDER, got {item!r}")
+        if not (Path(folder) / "config.json").is_file():
+            parser.error(f"--extra {name}: {folder} holds no model (no config.json)")
+        extra.append((name, Path(folder)))
+    if extra and len(args.tasks) != 1:
+        parser.error("--extra students belong to one task: give exactly one --tasks")
+    args.extra = extra
     return args
 
 
