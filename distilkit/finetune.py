@@ -301,7 +301,8 @@ def run_finetune(config: FineTuneConfig, out_dir: str | Path, resume: bool = Tru
         "best_dev": best.score,
         "steps": result.step,
         "stopped_by": result.stopped_by,
-        "seconds": time.perf_counter() - started,
+        "seconds": result.elapsed,  # training, summed over resumed runs
+        "total_seconds": time.perf_counter() - started,  # this call, loading included
     }
     if distributed.rank() == 0:
         if best.evaluations == 0 or not (out_dir / "model").is_dir():

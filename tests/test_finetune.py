@@ -230,6 +230,9 @@ def test_finished_run_resumes_without_losing_its_best(workspace, sst2_run):
     config = FineTuneConfig.load(out / "finetune_config.json")
     again = run_finetune(config, out)
     assert again["best_dev"] == metrics["best_dev"] and again["steps"] == metrics["steps"]
+    # the training time survives the no-op rerun (it was once overwritten by the rerun's)
+    assert again["seconds"] == pytest.approx(metrics["seconds"], rel=0.2)
+    assert metrics["seconds"] > 0
 
 
 def test_best_checkpoint_keeps_the_best_offer(tmp_path, workspace):
