@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -210,7 +211,7 @@ def markdown(rows: list[dict], args: argparse.Namespace) -> str:
             f"{row['score']:.4f} | {row['retention_pct']:.1f}% | {row['parameters'] / 1e6:.1f} M | "
             f"{row['throughput_vs_teacher']:.2f}x |"
         )
-    command = "python benchmarks/task_distillation.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/task_distillation.py " + shlex.join(sys.argv[1:])
     notes = [
         "",
         f"Command: `{command}`",
