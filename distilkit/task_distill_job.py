@@ -24,6 +24,7 @@ stage's hard weight must then be 0; the dev split is never augmented.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ from distilkit.student import STRATEGIES, build_student
 from distilkit.task_data import (
     DataSettings,
     TaskData,
+    TaskDataError,
+    check_model_for_task,
     encode_split,
     evaluate_model,
     load_split,
@@ -60,6 +63,7 @@ from distilkit.task_distill import (
     DistillOptions,
     TaskDistillation,
     TaskDistillWeights,
+    TeacherGateError,
     dry_run,
     teacher_gate,
 )
@@ -86,7 +90,11 @@ def distill_training() -> TrainingConfig:
 @dataclass
 class StageConfig:
     """One training stage: its loss weights, length (None: ``training.max_steps``
-    steps), and whether the best dev epoch (rather than the last) is its result."""
+    steps), and whether the best dev epoch (rather than the last) is its result.
+
+    A stage with no logits or hard-label loss (TinyBERT's intermediate one) trains no
+    output layer, so it is not scored on dev (unless it is the last) and keeps its last
+    epoch."""
 
     name: str = "prediction"
     epochs: float | None = 3.0
@@ -309,6 +317,64 @@ def add_augmented_copies(
     )
 
 
+GATE_FILE = "teacher_gate.json"
+
+
+def _gate_fingerprint(
+    config: TaskDistillConfig, teacher_folder: Path, task_name: str, dev: TaskData
+) -> dict:
+    """What the teacher's dev score depends on: its weights, the task, the dev data."""
+    files = {}
+    for name in ("config.json", "model.safetensors"):
+        if (teacher_folder / name).is_file():
+            stat = (teacher_folder / name).stat()
+            files[name] = [stat.st_size, stat.st_mtime_ns]
+    fingerprint = {
+        "teacher": str(teacher_folder.resolve()),
+        "files": files,
+        "task": task_name,
+        "data": to_dict(config.data),
+        "dev_examples": len(dev.examples),
+        "teacher_min_score": config.teacher_min_score,
+    }
+    return json.loads(json.dumps(fingerprint))  # as it reads back from the file
+
+
+def gated_teacher_metrics(
+    config: TaskDistillConfig,
+    teacher,
+    teacher_folder: Path,
+    task,
+    dev: TaskData,
+    cache_path: Path | None,
+) -> dict[str, float]:
+    """The teacher gate's dev metrics; raises :class:`TeacherGateError` as ``teacher_gate``.
+
+    A resumed or re-run job reuses the dev score saved in ``cache_path`` when the teacher's
+    weights, the task and the dev data are unchanged (scoring a QA teacher takes minutes);
+    the label check, which is instant, always runs again.
+    """
+    fingerprint = _gate_fingerprint(config, teacher_folder, task.name, dev)
+    if cache_path is not None and cache_path.is_file():
+        saved = load_json(cache_path)
+        if saved.get("fingerprint") == fingerprint:
+            try:
+                check_model_for_task(teacher, task, "the teacher")
+            except TaskDataError as error:
+                raise TeacherGateError(str(error)) from None
+            _say(f"teacher gate passed before ({cache_path}); not scored again")
+            return saved["metrics"]
+    _say(f"checking the teacher on {len(dev.examples):,} {task.name} dev examples...")
+    metrics = teacher_gate(teacher, task, dev, config.teacher_min_score, config.eval_batch_size)
+    _say(
+        f"teacher dev {task.metric}: {metrics[task.metric]:.4f} (chance "
+        f"{metrics['chance']:.4f}, needed {metrics['threshold']:.4f}): ok"
+    )
+    if cache_path is not None and distributed.rank() == 0:
+        save_json({"fingerprint": fingerprint, "metrics": metrics}, cache_path)
+    return metrics
+
+
 def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Run every stage; returns (and writes to ``metrics.json``) teacher and student dev
     metrics. The student is saved to ``out_dir/student``."""
@@ -325,13 +391,8 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
     if note := split_note(task, config.data):
         _say(f"note: {note}")
     dev = load_split(task, "dev", tokenizer, config.data, config.data.eval_limit)
-    _say(f"checking the teacher on {len(dev.examples):,} {task.name} dev examples...")
-    teacher_metrics = teacher_gate(
-        teacher, task, dev, config.teacher_min_score, config.eval_batch_size
-    )
-    _say(
-        f"teacher dev {task.metric}: {teacher_metrics[task.metric]:.4f} (chance "
-        f"{teacher_metrics['chance']:.4f}, needed {teacher_metrics['threshold']:.4f}): ok"
+    teacher_metrics = gated_teacher_metrics(
+        config, teacher, teacher_folder, task, dev, out_dir / GATE_FILE if resume else None
     )
     train = load_split(task, "train", tokenizer, config.data, config.data.train_limit)
     num_original = len(train.examples)
@@ -360,10 +421,15 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
             stage_results.append(load_json(stage_dir / "stage_metrics.json"))
             continue
         weights = stage.weights
+        # A stage that trains no output layer (TinyBERT's intermediate one) is not scored
+        # on dev: its head is still untrained, so the score would mean nothing.
+        scored = bool(weights.logits or weights.hard) or number == len(config.stages)
         report = dry_run(teacher, student, task, tokenizer, weights, options, first_batch)
         _say(f"stage {number} ({stage.name}) dry run ok:\n  " + "\n  ".join(report.lines))
         best = (
-            BestCheckpoint(stage_dir / "best", task.metric, tokenizer) if stage.keep_best else None
+            BestCheckpoint(stage_dir / "best", task.metric, tokenizer)
+            if stage.keep_best and scored
+            else None
         )
         objective = TaskDistillation(
             teacher, student, task, tokenizer, weights, options, dev, best, config.training.seed
@@ -379,7 +445,7 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
             train.collate,
             training,
             stage_dir,
-            eval_batches=dev.batches(config.eval_batch_size),
+            eval_batches=dev.batches(config.eval_batch_size) if scored else None,
             run_config={"task_distill": to_dict(config), "stage": number},
         )
         result = trainer.run(resume=resume)
@@ -390,15 +456,19 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
             "steps": result.step,
             "seconds": result.elapsed,
             "final_losses": result.last_losses,
-            "dev": evaluate_model(student, dev, batch_size=config.eval_batch_size),
+            "dev": evaluate_model(student, dev, batch_size=config.eval_batch_size)
+            if scored
+            else None,
         }
         if distributed.rank() == 0:
             save_model(student, result_dir, tokenizer=tokenizer)
             save_json(stage_metrics, stage_dir / "stage_metrics.json")
-        _say(
-            f"stage {number} ({stage.name}) done after {result.step} steps: student dev "
-            f"{task.metric} {stage_metrics['dev'][task.metric]:.4f}"
+        score = (
+            f"student dev {task.metric} {stage_metrics['dev'][task.metric]:.4f}"
+            if scored
+            else "not scored on dev (no output-layer loss)"
         )
+        _say(f"stage {number} ({stage.name}) done after {result.step} steps: {score}")
         stage_results.append(stage_metrics)
     student_dev = stage_results[-1]["dev"]
     metrics = {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -528,6 +529,9 @@ def test_gate_refuses_a_teacher_without_the_task_head(sst2_setup):
 
 
 # ----------------------------------------------------------------------------- the job
+STAGE_DIRS = ("stage1-intermediate", "stage2-prediction")
+
+
 def test_tinybert_job_runs_both_stages_and_resumes(sst2_setup, tmp_path, capsys):
     config = TaskDistillConfig(
         teacher=str(sst2_setup["teacher"]),
@@ -540,6 +544,10 @@ def test_tinybert_job_runs_both_stages_and_resumes(sst2_setup, tmp_path, capsys)
     )
     metrics = run_task_distill(config, tmp_path / "run")
     assert [stage["stage"] for stage in metrics["stages"]] == ["intermediate", "prediction"]
+    intermediate, prediction = metrics["stages"]
+    assert intermediate["dev"] is None and prediction["dev"] == metrics["student"]["dev"]
+    logs = [(tmp_path / "run" / stage / "train_log.jsonl").read_text() for stage in STAGE_DIRS]
+    assert "eval/" not in logs[0] and "eval/accuracy" in logs[1]
     assert metrics["student"]["parameters"] < metrics["teacher"]["parameters"]
     student = load_model(tmp_path / "run" / "student")
     assert student.config.num_layers == 2 and student.config.label_names == LABELS
@@ -550,8 +558,35 @@ def test_tinybert_job_runs_both_stages_and_resumes(sst2_setup, tmp_path, capsys)
     output = capsys.readouterr().out
     assert "dry run ok" in output and "teacher dev accuracy" in output
     again = run_task_distill(config, tmp_path / "run")
-    assert "already done" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "already done" in output and "teacher gate passed before" in output
+    assert "checking the teacher" not in output
     assert again["student"]["dev"] == metrics["student"]["dev"]
+    assert again["teacher"] == metrics["teacher"]
+
+
+def test_rerun_scores_the_teacher_again_when_its_weights_change(sst2_setup, tmp_path, capsys):
+    teacher_dir = tmp_path / "teacher"
+    shutil.copytree(sst2_setup["teacher"], teacher_dir)
+    config = TaskDistillConfig(
+        teacher=str(teacher_dir),
+        task="sst2",
+        num_layers=2,
+        epochs=1,
+        data=sst2_setup["settings"],
+        training=TrainingConfig(**QUICK),
+    )
+    run_task_distill(config, tmp_path / "run")
+    assert (tmp_path / "run" / "teacher_gate.json").is_file()
+    capsys.readouterr()
+    depth = load_model(teacher_dir).config.num_layers
+    untrained = save_tiny_model(
+        tmp_path / "untrained", num_layers=depth, head="sequence_classification", label_names=LABELS
+    )
+    shutil.copy(untrained / "model.safetensors", teacher_dir / "model.safetensors")
+    with pytest.raises(TeacherGateError, match="does not look fine-tuned"):
+        run_task_distill(config, tmp_path / "run")
+    assert "checking the teacher" in capsys.readouterr().out
 
 
 def test_pkd_job_with_a_narrower_student_folder(sst2_setup, tmp_path):
