@@ -140,11 +140,12 @@ def bilstm_flops(config, tokens: int) -> float:
 # ----------------------------------------------------------------------------- engines
 @dataclass
 class Engine:
-    """One (model, mode) to measure: ``step`` maps a tokenized batch to logits."""
+    """One (model, mode) to measure: ``step`` maps a tokenized batch to logits, or
+    ``classify_texts`` (an engine's own serving path) maps texts to logits."""
 
     model: str
     mode: str
-    step: Step
+    step: Step | None
     tokenizer: Tokenizer
     config: ModelConfig  # a BiLSTMConfig for a BiLSTM student
     dtype: str = "fp32"
@@ -154,6 +155,10 @@ class Engine:
     # (texts, batch size, max length) -> logits: an engine's own serving path, used
     # instead of the shared tokenize-and-``step`` loop when the model has one (BiLSTM)
     classify_texts: Callable[[Sequence[str], int, int], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.step is None and self.classify_texts is None:
+            raise BenchError(f"engine {self.name}: needs a step or a classify_texts path")
 
     @property
     def name(self) -> str:
@@ -220,10 +225,6 @@ def _bilstm_engines(
     if "eager fp32" not in modes:
         return []
 
-    @torch.inference_mode()
-    def step(batch: Batch) -> np.ndarray:
-        return model(batch.input_ids, batch.attention_mask).float().numpy()
-
     def classify_texts(texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:
         # the `classify` pipeline's path: its own unpadded tokenization, batched by length
         return model.predict_logits(texts, batch_size=batch_size, max_length=max_length)
@@ -233,7 +234,7 @@ def _bilstm_engines(
         Engine(
             name,
             "eager fp32",
-            step,
+            None,
             model.tokenizer,
             config,
             flops=flops,
