@@ -136,10 +136,7 @@ def cosine_spearman(
         )
     if len(gold_scores) < 2:
         raise ValueError(f"Spearman correlation needs at least 2 pairs, got {len(gold_scores)}")
-    first = first_embeddings.astype(np.float64)
-    second = second_embeddings.astype(np.float64)
-    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
-    cosines = (first * second).sum(axis=1) / np.maximum(norms, 1e-12)  # (n,)
+    cosines = _row_cosines(first_embeddings, second_embeddings)  # (n,)
     if not np.isfinite(cosines).all():
         raise ValueError("the embeddings contain NaN or infinite values: is the model broken?")
     if np.ptp(cosines) == 0 or np.ptp(gold_scores) == 0:
@@ -261,6 +258,51 @@ def stsb_spearman(
     limit: use only the first ``limit`` pairs (default: all 1,500 dev pairs).
     """
     return _stsb_with(_encoder_embedder(encoder, pooling, batch_size), path, limit)[0]
+
+
+def _row_cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Cosine of each row pair of two ``(n, dim)`` arrays: ``(n,)``."""
+    first, second = first.astype(np.float64), second.astype(np.float64)
+    norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    return (first * second).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+def stsb_teacher_agreement(
+    student: Encoder,
+    teacher: Encoder,
+    path: str | Path = STSB_DEV,
+    pooling: str = "mean",
+    limit: int | None = None,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """How closely ``student`` reproduces ``teacher``'s sentence vectors on STS-B sentences.
+
+    ``sentence_cosine``: the mean cosine between the two models' vectors of each of the
+    ``2n`` sentences; ``similarity_spearman``: Spearman x100 between the two models' pair
+    cosines (how well the student keeps the teacher's ranking of the ``n`` pairs, gold
+    scores aside). A perfect copy scores 1 and 100.
+    """
+    from scipy.stats import spearmanr
+
+    first, second, _ = read_stsb(path)
+    if limit is not None:
+        first, second = first[:limit], second[:limit]
+    texts = first + second
+    student_vectors = _encoder_embedder(student, pooling, batch_size)(texts)
+    teacher_vectors = _encoder_embedder(teacher, pooling, batch_size)(texts)
+    if student_vectors.shape[1] != teacher_vectors.shape[1]:
+        raise ValueError(
+            f"the student's vectors have {student_vectors.shape[1]} dimensions and the "
+            f"teacher's {teacher_vectors.shape[1]}: sentence cosines need the same width"
+        )
+    n = len(first)
+    student_pairs = _row_cosines(student_vectors[:n], student_vectors[n:])
+    teacher_pairs = _row_cosines(teacher_vectors[:n], teacher_vectors[n:])
+    return {
+        "sentence_cosine": float(_row_cosines(student_vectors, teacher_vectors).mean()),
+        "similarity_spearman": 100.0 * float(spearmanr(student_pairs, teacher_pairs).statistic),
+        "pairs": n,
+    }
 
 
 def sst2_probe_accuracy(

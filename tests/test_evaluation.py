@@ -39,6 +39,7 @@ from distilkit.evaluation import (
     static_embedding_baseline,
     static_embeddings,
     stsb_spearman,
+    stsb_teacher_agreement,
     throughput,
 )
 from distilkit.modeling import TransformerModel
@@ -213,6 +214,30 @@ def test_stsb_spearman_equals_scipy_on_the_encoders_embeddings(
     cls_second = tiny_encoder.embed([b for _, b, _ in STSB_PAIRS], pooling="cls")
     cls_expected = 100 * spearmanr(np.diag(cosine_similarity(cls_first, cls_second)), gold)[0]
     assert stsb_spearman(tiny_encoder, path, pooling="cls") == pytest.approx(cls_expected, abs=1e-6)
+
+
+def test_teacher_agreement_is_perfect_for_a_copy_and_matches_scipy_otherwise(
+    tiny_encoder: Encoder, tmp_path: Path
+) -> None:
+    path = _stsb_file(tmp_path / "stsb.tsv")
+    same = stsb_teacher_agreement(tiny_encoder, tiny_encoder, path, batch_size=4)
+    assert same["sentence_cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert same["similarity_spearman"] == pytest.approx(100.0, abs=1e-6)
+    assert same["pairs"] == len(STSB_PAIRS)
+    torch.manual_seed(1)
+    other = Encoder(TransformerModel(tiny_encoder.model.config), tiny_encoder.tokenizer)
+    texts = [a for a, _, _ in STSB_PAIRS] + [b for _, b, _ in STSB_PAIRS]
+    student, teacher = other.embed(texts), tiny_encoder.embed(texts)
+    n = len(STSB_PAIRS)
+    cosine = np.diag(cosine_similarity(student, teacher)).mean()
+    ranks = spearmanr(
+        np.diag(cosine_similarity(student[:n], student[n:])),
+        np.diag(cosine_similarity(teacher[:n], teacher[n:])),
+    ).statistic
+    agreement = stsb_teacher_agreement(other, tiny_encoder, path)
+    assert agreement["sentence_cosine"] == pytest.approx(cosine, abs=1e-5)
+    assert agreement["similarity_spearman"] == pytest.approx(100 * ranks, abs=1e-5)
+    assert agreement["sentence_cosine"] < 0.999
 
 
 def test_sst2_probe_on_encoder_matches_an_independent_pipeline(
