@@ -12,34 +12,18 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 from pathlib import Path
 
 from distilkit.distill import DEMO_CORPUS
-from distilkit.evaluation import STSB_DEV
+from distilkit.evaluation import STSB_DEV, read_sst2, read_stsb
+from distilkit.tasks.ner import read_conll
 
 
-def conll_sentences(path: Path) -> list[str]:
-    """The sentences of a CoNLL-2003 file, tokens joined by spaces."""
-    sentences, tokens = [], []
-    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
-        line = line.strip()
-        if not line or line.startswith("-DOCSTART-"):
-            if tokens:
-                sentences.append(" ".join(tokens))
-            tokens = []
-        else:
-            tokens.append(line.split()[0])
-    return sentences
-
-
-def tsv_column(path: Path, *columns: str) -> list[str]:
-    """The values of ``columns`` of a TSV file with a header, row by row."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        rows = list(csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
-    indices = [rows[0].index(column) for column in columns]
-    return [row[index].strip() for row in rows[1:] for index in indices]
+def stsb_sentences(path: Path) -> list[str]:
+    """The sentences of a GLUE STS-B file, pair by pair (first, second, first, ...)."""
+    first, second, _ = read_stsb(path)
+    return [text.strip() for pair in zip(first, second, strict=True) for text in pair]
 
 
 def write_paragraphs(texts: list[str], path: Path) -> None:
@@ -54,15 +38,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs"))
     args = parser.parse_args()
     broad = args.out / "corpus-broad"
-    write_paragraphs(
-        conll_sentences(args.data / "conll2003" / "train.txt"), broad / "conll2003-train.txt"
-    )
-    write_paragraphs(
-        tsv_column(args.data / "sst2" / "train.tsv", "sentence"), broad / "sst2-train.txt"
-    )
+    conll = read_conll(args.data / "conll2003" / "train.txt")
+    write_paragraphs([" ".join(s.words) for s in conll], broad / "conll2003-train.txt")
+    write_paragraphs(read_sst2(args.data / "sst2" / "train.tsv")[0], broad / "sst2-train.txt")
     shutil.copy(DEMO_CORPUS / "wikitext-2-test.txt", broad / "wikitext-2-test.txt")
-    dev = set(tsv_column(STSB_DEV, "sentence1", "sentence2"))
-    train = tsv_column(args.data / "stsb" / "train.tsv", "sentence1", "sentence2")
+    dev = set(stsb_sentences(STSB_DEV))
+    train = stsb_sentences(args.data / "stsb" / "train.tsv")
     kept = [text for text in dict.fromkeys(train) if text not in dev]
     write_paragraphs(kept, args.out / "corpus-stsb-train" / "stsb-train-sentences.txt")
 
