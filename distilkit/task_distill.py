@@ -530,6 +530,15 @@ GATE_MARGINS = {
 }
 
 
+def check_teacher_for_task(teacher: TransformerModel, task: TaskSpec) -> None:
+    """The gate's first half: the teacher's head and label names must be the task's
+    (raises :class:`TeacherGateError`)."""
+    try:
+        check_model_for_task(teacher, task, "the teacher")
+    except TaskDataError as error:
+        raise TeacherGateError(str(error)) from None
+
+
 def teacher_gate(
     teacher: TransformerModel,
     task: TaskSpec,
@@ -543,10 +552,7 @@ def teacher_gate(
     Returns its dev metrics with ``chance`` and ``threshold``; raises
     :class:`TeacherGateError` otherwise.
     """
-    try:
-        check_model_for_task(teacher, task, "the teacher")
-    except TaskDataError as error:
-        raise TeacherGateError(str(error)) from None
+    check_teacher_for_task(teacher, task)
     metrics = evaluate_model(teacher, dev, batch_size=batch_size)
     score, chance = metrics[task.metric], chance_score(dev)
     threshold = chance + GATE_MARGINS[task.kind] if min_score is None else min_score

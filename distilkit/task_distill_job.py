@@ -47,13 +47,12 @@ from distilkit.finetune import (
     schedule_for_epochs,
 )
 from distilkit.hub import resolve
+from distilkit.modeling import TransformerModel
 from distilkit.objectives import load_student_weights
 from distilkit.student import STRATEGIES, build_student
 from distilkit.task_data import (
     DataSettings,
     TaskData,
-    TaskDataError,
-    check_model_for_task,
     encode_split,
     evaluate_model,
     load_split,
@@ -63,11 +62,11 @@ from distilkit.task_distill import (
     DistillOptions,
     TaskDistillation,
     TaskDistillWeights,
-    TeacherGateError,
+    check_teacher_for_task,
     dry_run,
     teacher_gate,
 )
-from distilkit.tasks import IGNORE_INDEX, TASKS, TextExample, get_task
+from distilkit.tasks import IGNORE_INDEX, TASKS, TaskSpec, TextExample, get_task
 from distilkit.tokenizer import Tokenizer
 from distilkit.trainer import Trainer, TrainingConfig
 
@@ -342,9 +341,9 @@ def _gate_fingerprint(
 
 def gated_teacher_metrics(
     config: TaskDistillConfig,
-    teacher,
+    teacher: TransformerModel,
     teacher_folder: Path,
-    task,
+    task: TaskSpec,
     dev: TaskData,
     cache_path: Path | None,
 ) -> dict[str, float]:
@@ -358,10 +357,7 @@ def gated_teacher_metrics(
     if cache_path is not None and cache_path.is_file():
         saved = load_json(cache_path)
         if saved.get("fingerprint") == fingerprint:
-            try:
-                check_model_for_task(teacher, task, "the teacher")
-            except TaskDataError as error:
-                raise TeacherGateError(str(error)) from None
+            check_teacher_for_task(teacher, task)
             _say(f"teacher gate passed before ({cache_path}); not scored again")
             return saved["metrics"]
     _say(f"checking the teacher on {len(dev.examples):,} {task.name} dev examples...")
