@@ -17,7 +17,7 @@ import json
 import torch
 
 from distilkit.encoder import load
-from distilkit.evaluation import stsb_spearman, stsb_teacher_agreement
+from distilkit.evaluation import stsb_teacher_agreement
 
 
 def main() -> None:
@@ -28,19 +28,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     teacher = load(args.teacher, head=None)
-    print(f"teacher {args.teacher}: STS-B dev Spearman {stsb_spearman(teacher):.2f}")
     print("| model | sentence cosine to teacher | pair-cosine Spearman vs teacher | STS-B dev |")
     print("|---|---:|---:|---:|")
     for folder in args.students:
-        student = load(folder, head=None)
-        agreement = stsb_teacher_agreement(student, teacher)
-        row = {"model": folder, **agreement, "stsb": stsb_spearman(student)}
+        agreement = stsb_teacher_agreement(load(folder, head=None), teacher)
         print(
-            f"| {folder} | {row['sentence_cosine']:.4f} | {row['similarity_spearman']:.2f} "
-            f"| {row['stsb']:.2f} |",
+            f"| {folder} | {agreement['sentence_cosine']:.4f} | "
+            f"{agreement['similarity_spearman']:.2f} | {agreement['student_spearman']:.2f} |",
             flush=True,
         )
-        print(json.dumps(row))
+        print(json.dumps({"model": folder, **agreement}))
+    print(f"teacher {args.teacher}: STS-B dev {agreement['teacher_spearman']:.2f}")
 
 
 if __name__ == "__main__":

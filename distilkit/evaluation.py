@@ -280,13 +280,14 @@ def stsb_teacher_agreement(
     ``sentence_cosine``: the mean cosine between the two models' vectors of each of the
     ``2n`` sentences; ``similarity_spearman``: Spearman x100 between the two models' pair
     cosines (how well the student keeps the teacher's ranking of the ``n`` pairs, gold
-    scores aside). A perfect copy scores 1 and 100.
+    scores aside). A perfect copy scores 1 and 100. ``student_spearman`` and
+    ``teacher_spearman``: each model's STS-B Spearman, from the same vectors.
     """
     from scipy.stats import spearmanr
 
-    first, second, _ = read_stsb(path)
+    first, second, scores = read_stsb(path)
     if limit is not None:
-        first, second = first[:limit], second[:limit]
+        first, second, scores = first[:limit], second[:limit], scores[:limit]
     texts = first + second
     student_vectors = _encoder_embedder(student, pooling, batch_size)(texts)
     teacher_vectors = _encoder_embedder(teacher, pooling, batch_size)(texts)
@@ -301,6 +302,8 @@ def stsb_teacher_agreement(
     return {
         "sentence_cosine": float(_row_cosines(student_vectors, teacher_vectors).mean()),
         "similarity_spearman": 100.0 * float(spearmanr(student_pairs, teacher_pairs).statistic),
+        "student_spearman": cosine_spearman(student_vectors[:n], student_vectors[n:], scores),
+        "teacher_spearman": cosine_spearman(teacher_vectors[:n], teacher_vectors[n:], scores),
         "pairs": n,
     }
 

@@ -238,6 +238,10 @@ def test_teacher_agreement_is_perfect_for_a_copy_and_matches_scipy_otherwise(
     assert agreement["sentence_cosine"] == pytest.approx(cosine, abs=1e-5)
     assert agreement["similarity_spearman"] == pytest.approx(100 * ranks, abs=1e-5)
     assert agreement["sentence_cosine"] < 0.999
+    assert agreement["student_spearman"] == pytest.approx(stsb_spearman(other, path), abs=1e-6)
+    assert agreement["teacher_spearman"] == pytest.approx(
+        stsb_spearman(tiny_encoder, path), abs=1e-6
+    )
 
 
 def test_sst2_probe_on_encoder_matches_an_independent_pipeline(
