@@ -37,15 +37,22 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("runs"))
     args = parser.parse_args()
-    broad = args.out / "corpus-broad"
-    conll = read_conll(args.data / "conll2003" / "train.txt")
+    try:
+        write_corpora(args.data, args.out)
+    except (ValueError, FileNotFoundError) as error:  # the readers' errors say what to do
+        parser.error(str(error))
+
+
+def write_corpora(data: Path, out: Path) -> None:
+    broad = out / "corpus-broad"
+    conll = read_conll(data / "conll2003" / "train.txt")
     write_paragraphs([" ".join(s.words) for s in conll], broad / "conll2003-train.txt")
-    write_paragraphs(read_sst2(args.data / "sst2" / "train.tsv")[0], broad / "sst2-train.txt")
+    write_paragraphs(read_sst2(data / "sst2" / "train.tsv")[0], broad / "sst2-train.txt")
     shutil.copy(DEMO_CORPUS / "wikitext-2-test.txt", broad / "wikitext-2-test.txt")
     dev = set(stsb_sentences(STSB_DEV))
-    train = stsb_sentences(args.data / "stsb" / "train.tsv")
+    train = stsb_sentences(data / "stsb" / "train.tsv")
     kept = [text for text in dict.fromkeys(train) if text not in dev]
-    write_paragraphs(kept, args.out / "corpus-stsb-train" / "stsb-train-sentences.txt")
+    write_paragraphs(kept, out / "corpus-stsb-train" / "stsb-train-sentences.txt")
 
 
 if __name__ == "__main__":

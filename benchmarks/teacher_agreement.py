@@ -27,6 +27,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as error:  # the project's errors say what to do
+        parser.error(str(error))
+
+
+def run(args: argparse.Namespace) -> None:
     teacher = load(args.teacher, head=None)
     print("| model | sentence cosine to teacher | pair-cosine Spearman vs teacher | STS-B dev |")
     print("|---|---:|---:|---:|")
