@@ -282,8 +282,15 @@ def run_distillation(
     _say(f"student saved to {student_dir}")
     metrics["total_seconds"] = time.perf_counter() - started
     if evaluate:
+        heldout_metrics = trainer.evaluate()  # {"eval/sentence_cosine": ..., ...}
         metrics["models"] = evaluate_run(
-            teacher_folder, student_dir, out_dir, resolved, metrics, quick_eval
+            teacher_folder,
+            student_dir,
+            out_dir,
+            resolved,
+            metrics,
+            quick_eval,
+            heldout_sentence_cosine=heldout_metrics.get("eval/sentence_cosine"),
         )
     else:
         save_json(metrics, out_dir / "metrics.json")
@@ -297,8 +304,14 @@ def evaluate_run(
     config: DistillConfig,
     training: dict,
     quick: bool = False,
+    heldout_sentence_cosine: float | None = None,
 ) -> list[dict]:
-    """Teacher and student side by side: the table, report.md, metrics.json and plots."""
+    """Teacher and student side by side: the table, report.md, metrics.json and plots.
+
+    ``heldout_sentence_cosine``: the student's mean sentence-vector cosine to the
+    teacher on held-out corpus text; set beside the same figure on STS-B's sentences, it
+    shows how far the transfer text is from the evaluation text.
+    """
     from distilkit import evaluation, report
     from distilkit.encoder import load
 
@@ -315,11 +328,26 @@ def evaluate_run(
         f"Spearman and {comparison['sst2_retention_pct']:.1f}% of its SST-2 probe accuracy "
         f"at {comparison['speedup']:.2f}x its throughput"
     )
+    agreement = None
+    if encoders["student"].config.hidden_size == encoders["teacher"].config.hidden_size:
+        # (a narrower student has no vectors comparable with the teacher's)
+        protocol = evaluation.QUICK_PROTOCOL if quick else evaluation.FULL_PROTOCOL
+        stsb = evaluation.stsb_teacher_agreement(
+            encoders["student"], encoders["teacher"], limit=protocol.stsb_pairs
+        )
+        agreement = report.TeacherAgreement(
+            heldout_sentence_cosine=heldout_sentence_cosine,
+            stsb_sentence_cosine=stsb["sentence_cosine"],
+            stsb_similarity_spearman=stsb["similarity_spearman"],
+        )
+        for line in agreement.lines():
+            _say(line)
     report.write_report(
         out_dir,
         rows,
         losses_jsonl_path=out_dir / "train_log.jsonl",
         extra={"comparison": comparison, "training": training, "config": to_dict(config)},
+        agreement=agreement,
     )
     _say(f"report: {out_dir / 'report.md'}")
     return rows

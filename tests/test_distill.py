@@ -312,3 +312,26 @@ def test_distill_flags_set_the_corpus_unit_and_packing():
     assert (packed.corpus_unit, packed.pack) == ("paragraph", True)
     with pytest.raises(SystemExit):
         config("--corpus-unit", "word")
+
+
+@pytest.mark.filterwarnings("ignore:.*were truncated")  # the tiny vocabulary's [UNK]s
+def test_the_evaluated_job_reports_how_closely_the_student_follows_the_teacher(
+    teacher_folder, corpus_file, tmp_path
+):
+    out_dir = tmp_path / "run"
+    run_distillation(
+        tiny_job(teacher_folder, [corpus_file]), out_dir, evaluate=True, quick_eval=True
+    )
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    agreement = metrics["agreement"]
+    log = [json.loads(line) for line in (out_dir / "train_log.jsonl").read_text().splitlines()]
+    last_eval = [record for record in log if "eval/sentence_cosine" in record][-1]
+    # the held-out figure is the trainer's own evaluation of the final weights
+    assert agreement["heldout_sentence_cosine"] == pytest.approx(last_eval["eval/sentence_cosine"])
+    assert -1.0 <= agreement["stsb_sentence_cosine"] <= 1.0
+    assert agreement["domain_gap"] == pytest.approx(
+        agreement["heldout_sentence_cosine"] - agreement["stsb_sentence_cosine"]
+    )
+    report = (out_dir / "report.md").read_text()
+    assert "## How closely the student follows the teacher" in report
+    assert f"| STS-B dev sentences | {agreement['stsb_sentence_cosine']:.4f} |" in report

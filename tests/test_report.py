@@ -13,6 +13,7 @@ from matplotlib.image import imread
 from distilkit.report import (
     LATENCY_COLUMNS,
     ReportError,
+    TeacherAgreement,
     _smooth,
     format_markdown_table,
     format_table,
@@ -249,3 +250,38 @@ def test_write_report_survives_a_missing_log(tmp_path: Path, rows: list[dict]) -
     assert "loss_curves" not in paths
     report = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
     assert "(no loss plot: training log not found" in report
+
+
+def test_teacher_agreement_advises_on_the_corpus_only_when_it_is_far_from_the_evaluation_text(
+    tmp_path: Path, rows: list[dict]
+) -> None:
+    far = TeacherAgreement(0.938, 0.849, 94.7)
+    assert far.domain_gap == pytest.approx(0.089)
+    assert len(far.lines()) == 2 and "--corpus" in far.lines()[1]
+    write_report(tmp_path / "far", rows, agreement=far)
+    metrics = json.loads((tmp_path / "far" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["agreement"] == {
+        "heldout_sentence_cosine": 0.938,
+        "stsb_sentence_cosine": 0.849,
+        "stsb_similarity_spearman": 94.7,
+        "domain_gap": pytest.approx(0.089),
+    }
+    report = (tmp_path / "far" / "report.md").read_text(encoding="utf-8")
+    assert "| held-out text of the training corpus | 0.9380 |" in report
+    assert "| STS-B dev sentences | 0.8490 |" in report
+    assert "> The student follows the teacher 0.089 less closely" in report
+
+    near = TeacherAgreement(0.90, 0.88, 96.0)
+    assert len(near.lines()) == 1
+    write_report(tmp_path / "near", rows, agreement=near)
+    assert "less closely" not in (tmp_path / "near" / "report.md").read_text(encoding="utf-8")
+
+    unknown = TeacherAgreement(None, 0.80, 90.0)
+    assert unknown.domain_gap is None and len(unknown.lines()) == 1
+    write_report(tmp_path / "unknown", rows, agreement=unknown)
+    report = (tmp_path / "unknown" / "report.md").read_text(encoding="utf-8")
+    assert "held-out text" not in report and "| STS-B dev sentences | 0.8000 |" in report
+
+    write_report(tmp_path / "none", rows)
+    assert json.loads((tmp_path / "none" / "metrics.json").read_text())["agreement"] is None
+    assert "follows the teacher" not in (tmp_path / "none" / "report.md").read_text()
