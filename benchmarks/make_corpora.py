@@ -5,6 +5,9 @@
   no labels.
 * ``OUT/corpus-stsb-train``: every distinct STS-B train sentence once, leaving out those
   that also occur in STS-B dev; no scores.
+* ``OUT/corpus-gutenberg-clauses``: the Gutenberg books cut into short pieces (clauses
+  at , ; : and dashes, merged until at least 6 words; median 8 words), to test whether
+  STS-B-length text helps (it did not, docs/RESULTS.md).
 
     python benchmarks/make_corpora.py --data ../shared/data --out runs
 """
@@ -12,9 +15,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 
+from distilkit.data.corpus import iter_documents, split_paragraphs, split_sentences
 from distilkit.distill import DEMO_CORPUS
 from distilkit.evaluation import STSB_DEV, read_sst2, read_stsb
 from distilkit.tasks.ner import read_conll
@@ -24,6 +29,29 @@ def stsb_sentences(path: Path) -> list[str]:
     """The sentences of a GLUE STS-B file, pair by pair (first, second, first, ...)."""
     first, second, _ = read_stsb(path)
     return [text.strip() for pair in zip(first, second, strict=True) for text in pair]
+
+
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+|\s+(?=--)|\s*\u2014\s*|\s*--\s*")
+
+
+def split_clauses(sentence: str, min_words: int = 6, min_tail: int = 4) -> list[str]:
+    """A sentence cut at clause punctuation, pieces merged until ``min_words`` long; a
+    last piece shorter than ``min_tail`` words is dropped.
+
+    >>> split_clauses("When he came, she left; the door, of course, stayed open.")
+    ['When he came, she left; the door,', 'of course, stayed open.']
+    """
+    clauses: list[str] = []
+    words: list[str] = []
+    for piece in _CLAUSE_BREAK.split(sentence):
+        if piece and piece.strip():
+            words.extend(piece.split())
+            if len(words) >= min_words:
+                clauses.append(" ".join(words))
+                words = []
+    if len(words) >= min_tail:
+        clauses.append(" ".join(words))
+    return clauses
 
 
 def write_paragraphs(texts: list[str], path: Path) -> None:
@@ -53,6 +81,14 @@ def write_corpora(data: Path, out: Path) -> None:
     train = stsb_sentences(data / "stsb" / "train.tsv")
     kept = [text for text in dict.fromkeys(train) if text not in dev]
     write_paragraphs(kept, out / "corpus-stsb-train" / "stsb-train-sentences.txt")
+    clauses = [
+        clause
+        for _, block in iter_documents([data / "gutenberg"])
+        for paragraph in split_paragraphs(block)
+        for sentence in split_sentences(paragraph)
+        for clause in split_clauses(sentence)
+    ]
+    write_paragraphs(clauses, out / "corpus-gutenberg-clauses" / "gutenberg-clauses.txt")
 
 
 if __name__ == "__main__":
