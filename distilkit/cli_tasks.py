@@ -32,10 +32,29 @@ from distilkit.task_distill_job import (
     distill_training,
     run_task_distill,
 )
-from distilkit.tasks import TASKS
+from distilkit.tasks import TASKS, get_task
+from distilkit.tasks.custom import is_task_file
 from distilkit.trainer import TrainingConfig
 
 TASK_NAMES = sorted(TASKS)
+TASK_HELP = f"{', '.join(TASK_NAMES)}, or a JSON task file for your own data (kind, files, columns)"
+
+
+def _task(value: str) -> str:
+    """A registered task name, or a task file's absolute path (saved configs then work
+    from any folder)."""
+    if value in TASKS:
+        return value
+    if is_task_file(value):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"task file {value} not found")
+        return str(path.resolve())
+    raise argparse.ArgumentTypeError(
+        f"unknown task {value!r}: use one of {TASK_NAMES} or the path of a JSON task file"
+    )
+
+
 WEIGHT_NAMES = tuple(field.name for field in dataclasses.fields(TaskDistillWeights))
 
 
@@ -149,7 +168,7 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "SQuAD: only dev-v1.1.json is at hand, so it is split by article into train and dev.",
     )
     parser.add_argument("model", nargs="?", help=f"encoder to fine-tune (default {DEFAULT_MODEL})")
-    parser.add_argument("--task", choices=TASK_NAMES)
+    parser.add_argument("--task", type=_task, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--config", type=Path, help="a finetune_config.json to start from")
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--out", type=Path, help="run folder (default runs/finetune-<time>)")
@@ -179,7 +198,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("eval", help="print a fine-tuned model's task metric on a split")
     parser.add_argument("model", metavar="MODEL", help="a fine-tuned checkpoint folder")
-    parser.add_argument("--task", choices=TASK_NAMES, required=True)
+    parser.add_argument("--task", type=_task, required=True, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--split", default="dev", help="train or dev (default dev)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
@@ -195,9 +214,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    headline = TASKS[args.task].metric
-    others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != headline)
-    print(f"{args.task} {args.split} {headline}: {metrics[headline]:.4f}  ({others})")
+    task = get_task(args.task)
+    others = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != task.metric)
+    print(f"{task.name} {args.split} {task.metric}: {metrics[task.metric]:.4f}  ({others})")
     return 0
 
 
@@ -211,7 +230,7 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
         "starts with a one-batch dry run of the layer map and shapes.",
     )
     parser.add_argument("--teacher", help="a model fine-tuned for the task")
-    parser.add_argument("--task", choices=TASK_NAMES)
+    parser.add_argument("--task", type=_task, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--method", choices=METHODS)
     parser.add_argument("--config", type=Path, help="a task_distill_config.json to start from")
     parser.add_argument(

@@ -177,7 +177,8 @@ class TaskDistillConfig:
             sentence_tasks = sorted(name for name, t in TASKS.items() if t.kind in AUGMENT_KINDS)
             raise ConfigError(
                 f"augment makes copies of sentences (pairs), so it works for the sentence "
-                f"tasks {sentence_tasks}, not {self.task} ({kind}): set augment=false"
+                f"tasks {sentence_tasks} and task files of kind {list(AUGMENT_KINDS)}, not "
+                f"{self.task} ({kind}): set augment=false"
             )
         hard = [stage.name for stage in self._stages() if stage.weights.hard]
         if hard:

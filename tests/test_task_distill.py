@@ -713,7 +713,9 @@ def test_augment_config_errors_are_clear():
         TaskDistillConfig(teacher="t", method="pkd", augment=True)
     with pytest.raises(ConfigError, match=r"stage\(s\) \['prediction'\]"):
         TaskDistillConfig(teacher="t", augment=True, hard_weight=0.5)
-    with pytest.raises(ConfigError, match=r"\['sst2', 'stsb'\], not conll2003"):
+    with pytest.raises(
+        ConfigError, match=r"\['sst2', 'stsb'\] and task files of kind .*, not conll2003"
+    ):
         TaskDistillConfig(teacher="t", task="conll2003", augment=True)
     with pytest.raises(ConfigError, match="not squad"):
         TaskDistillConfig(teacher="t", task="squad", augment=True)

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from distilkit.tasks.ner import conll_sentences
+
 if TYPE_CHECKING:
     from sklearn.feature_extraction import FeatureHasher
 
@@ -113,24 +115,14 @@ def read_conll_pos(path: str | Path) -> list[TaggedSentence]:
     if not path.is_file():
         raise PosTaggerError(f"CoNLL file {path} does not exist")
     sentences: list[TaggedSentence] = []
-    words: list[str] = []
-    tags: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append((words, tags))
-                    words, tags = [], []
-                continue
+    for lines in conll_sentences(path):
+        for line_number, fields in lines:
             if len(fields) < 2:
                 raise PosTaggerError(
-                    f"{path}:{line_number}: expected 'token POS chunk NER', got {line.strip()!r}"
+                    f"{path}:{line_number}: expected 'token POS chunk NER', got "
+                    f"{' '.join(fields)!r}"
                 )
-            words.append(fields[0])
-            tags.append(fields[1])
-    if words:
-        sentences.append((words, tags))
+        sentences.append(([f[0] for _, f in lines], [f[1] for _, f in lines]))
     return sentences
 
 

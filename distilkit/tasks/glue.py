@@ -262,10 +262,18 @@ TASKS: dict[str, TaskSpec] = {
 
 
 def get_task(name: str) -> TaskSpec:
-    """The registered task called ``name``."""
-    if name not in TASKS:
-        raise TaskDataError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
-    return TASKS[name]
+    """The registered task called ``name``, or the task a JSON task file describes
+    (:mod:`distilkit.tasks.custom`)."""
+    if name in TASKS:
+        return TASKS[name]
+    from distilkit.tasks.custom import is_task_file, load_task_file  # it imports this module
+
+    if is_task_file(name):
+        return load_task_file(name)
+    raise TaskDataError(
+        f"unknown task {name!r}: use one of {sorted(TASKS)} or the path of a JSON task file "
+        "(its kind, files and columns; see distilkit.tasks.custom)"
+    )
 
 
 # --------------------------------------------------------------------------- batching

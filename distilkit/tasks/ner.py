@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +52,22 @@ class NerSentence:
                 )
 
 
+def conll_sentences(path: str | Path) -> Iterator[list[tuple[int, list[str]]]]:
+    """The sentences of a CoNLL-style file, each a list of (line number, columns): one
+    token per line, blank lines between sentences, ``-DOCSTART-`` lines skipped."""
+    sentence: list[tuple[int, list[str]]] = []
+    with Path(path).open(encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            fields = line.split()
+            if fields and fields[0] != "-DOCSTART-":
+                sentence.append((line_number, fields))
+            elif sentence:
+                yield sentence
+                sentence = []
+    if sentence:
+        yield sentence
+
+
 def read_conll(path: str | Path) -> list[NerSentence]:
     """Read a CoNLL-2003 file: ``token POS chunk NER`` per line, blank lines between
     sentences, ``-DOCSTART-`` lines skipped. NER tags must be IOB2 (``O``, ``B-X``, ``I-X``).
@@ -61,40 +78,27 @@ def read_conll(path: str | Path) -> list[NerSentence]:
             f"CoNLL file not found: {path} (set DISTILKIT_DATA or pass the data root)"
         )
     sentences: list[NerSentence] = []
-    columns: list[list[str]] = [[], [], [], []]
-
-    def flush() -> None:
-        if columns[0]:
-            sentences.append(NerSentence(*[list(values) for values in columns]))
-            for values in columns:
-                values.clear()
-
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
-                flush()
-                continue
-            if fields[0] == "-DOCSTART-":
-                flush()
-                continue
+    for lines in conll_sentences(path):
+        for line_number, fields in lines:
             if len(fields) != 4:
                 raise ConllFormatError(
                     f"{path}:{line_number}: expected 4 columns (token POS chunk NER), "
-                    f"got {len(fields)}: {line.rstrip()!r:.80}"
+                    f"got {len(fields)}: {' '.join(fields)!r:.80}"
                 )
-            if not _IOB2_TAG.match(fields[3]):
-                raise ConllFormatError(
-                    f"{path}:{line_number}: NER tag {fields[3]!r} is not IOB2 "
-                    "(expected O, B-TYPE or I-TYPE)"
-                )
-            word, pos_tag, chunk_tag, ner_tag = fields
-            columns[0].append(word)
-            columns[1].append(ner_tag)
-            columns[2].append(pos_tag)
-            columns[3].append(chunk_tag)
-    flush()
+            check_iob2(fields[3], f"{path}:{line_number}")
+        words, pos_tags, chunk_tags, ner_tags = (
+            list(column) for column in zip(*(f for _, f in lines), strict=True)
+        )
+        sentences.append(NerSentence(words, ner_tags, pos_tags, chunk_tags))
     return sentences
+
+
+def check_iob2(tag: str, where: str) -> None:
+    """Raise :class:`ConllFormatError` unless ``tag`` is IOB2 (``O``, ``B-X`` or ``I-X``)."""
+    if not _IOB2_TAG.match(tag):
+        raise ConllFormatError(
+            f"{where}: NER tag {tag!r} is not IOB2 (expected O, B-TYPE or I-TYPE)"
+        )
 
 
 @dataclass
