@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from task_helpers import FILLER, THINGS, save_tiny_model
+from task_helpers import FILLER, THINGS, save_tiny_model, write_squad
 
 from distilkit import cli
 from distilkit.checkpoint import load_model
@@ -198,3 +198,18 @@ def test_finetune_eval_and_distill_task_on_a_task_file(tmp_path, capsys):
 
     code, _, err = run(["finetune", base, "--task", tmp_path / "none.json"], capsys)
     assert code == 2 and "task file" in err and "not found" in err
+
+
+def test_a_question_answering_task_file_uses_its_own_train_file(tmp_path):
+    write_squad(tmp_path)
+    squad = tmp_path / "squad1.1" / "dev-v1.1.json"
+    spec = {"name": "qa", "kind": "question_answering", "train": str(squad), "dev": str(squad)}
+    (tmp_path / "task.json").write_text(json.dumps(spec))
+    task = get_task(str(tmp_path / "task.json"))
+    assert task.label_names is None and task.metric == "squad_f1" and task.num_labels == 2
+    train = load_examples(task, "train")
+    assert len(train) == 80  # the whole file: no article split when a train file is given
+    assert train[0].answers and train[0].context
+    with pytest.raises(ConfigError, match="has no label_names"):
+        (tmp_path / "bad.json").write_text(json.dumps(spec | {"label_names": ["a", "b"]}))
+        get_task(str(tmp_path / "bad.json"))
