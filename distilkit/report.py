@@ -67,24 +67,29 @@ class TeacherAgreement:
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self) | {"domain_gap": self.domain_gap}
 
+    def advice(self) -> str | None:
+        """What to do when the transfer text is far from STS-B's (None otherwise)."""
+        gap = self.domain_gap
+        if gap is None or gap <= DOMAIN_GAP:
+            return None
+        return (
+            f"The student follows the teacher {gap:.3f} less closely on STS-B's sentences "
+            "than on its own corpus's: the transfer text is far from the text it is scored "
+            "on. To keep more of the teacher on your own text, distill on text like it "
+            "(--corpus)."
+        )
+
     def lines(self) -> list[str]:
-        """One line of figures, and advice when the transfer text is far from STS-B's."""
+        """One line of figures, and the advice when there is one."""
         heldout = self.heldout_sentence_cosine
-        lines = [
+        figures = (
             "student vs teacher sentence vectors: cosine "
             + (f"{heldout:.3f} on held-out corpus text, " if heldout is not None else "")
             + f"{self.stsb_sentence_cosine:.3f} on STS-B dev sentences; the teacher's "
             f"ranking of the STS-B pairs kept at Spearman {self.stsb_similarity_spearman:.1f}"
-        ]
-        gap = self.domain_gap
-        if gap is not None and gap > DOMAIN_GAP:
-            lines.append(
-                f"the student follows the teacher {gap:.3f} less closely on STS-B's sentences "
-                "than on its own corpus's: the transfer text is far from the text it is "
-                "scored on. To keep more of the teacher on your own text, distill on text "
-                "like it (--corpus)"
-            )
-        return lines
+        )
+        advice = self.advice()
+        return [figures] if advice is None else [figures, advice]
 
 
 class ReportError(ValueError):
@@ -612,9 +617,9 @@ def _agreement_section(agreement: TeacherAgreement | None) -> list[str]:
         f"{agreement.stsb_similarity_spearman:.2f} (100 = the same order).",
         "",
     ]
-    advice = agreement.lines()[1:]
-    if advice:
-        lines += [f"> {advice[0][0].upper()}{advice[0][1:]}.", ""]
+    advice = agreement.advice()
+    if advice is not None:
+        lines += [f"> {advice}", ""]
     return lines
 
 

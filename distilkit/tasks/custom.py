@@ -23,6 +23,7 @@ a path to a task file works too::
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -87,13 +88,21 @@ def is_task_file(name: str) -> bool:
 
 def load_task_file(path: str | Path) -> TaskSpec:
     """The :class:`TaskSpec` a task file describes (label names resolved from the train
-    file when the task file does not give them)."""
+    file when the task file does not give them). Configs, jobs and the teacher gate each
+    ask for the task, so it is read once per version of the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TaskDataError(
-            f"task file {path} not found: give a registered task (sst2, stsb, conll2003, "
-            "squad) or the path of a JSON task file"
+            f"task file {path} not found: give a registered task or the path of a JSON task file"
         )
+    stat = path.stat()
+    return _load_task_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_task_file(resolved: str, mtime_ns: int, size: int) -> TaskSpec:
+    """load_task_file's work, keyed by the file's version (the key's last two parts)."""
+    path = Path(resolved)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
