@@ -364,6 +364,52 @@ def attention_prob_kl(
     return _mean_or_zero(kl.sum(), student_probs.shape[1] * real_queries)
 
 
+def self_attention_relation_loss(
+    student_vectors: Tensor,
+    teacher_vectors: Tensor,
+    attention_mask: Tensor,
+    relation_heads: int,
+) -> Tensor:
+    """MiniLMv2's relation loss for one kind of vector (queries, keys or values).
+
+    student_vectors: ``(batch, seq, student_width)``; teacher_vectors:
+    ``(batch, seq, teacher_width)``, e.g. the query projections of the last block;
+    attention_mask: ``(batch, seq)``. Each side is split into ``relation_heads`` heads of
+    width ``d`` (both widths must divide evenly) and turned into relations
+    ``softmax(x x^T / sqrt(d))`` over the real keys, ``(batch, heads, seq, seq)``. The
+    loss is ``KL(teacher || student)`` summed over keys and averaged over heads and real
+    queries. Only ``seq x seq`` relations are compared, so the widths and the models'
+    own head counts may differ.
+    """
+    if student_vectors.dim() != 3 or student_vectors.shape[:2] != teacher_vectors.shape[:2]:
+        raise LossInputError(
+            f"relation vectors must be (batch, seq, width) and agree in batch and sequence: "
+            f"student {tuple(student_vectors.shape)}, teacher {tuple(teacher_vectors.shape)}"
+        )
+    if relation_heads < 1:
+        raise LossInputError(f"relation_heads must be at least 1, got {relation_heads}")
+    for side, vectors in (("student", student_vectors), ("teacher", teacher_vectors)):
+        if vectors.shape[-1] % relation_heads:
+            raise LossInputError(
+                f"the {side} width {vectors.shape[-1]} is not divisible by relation_heads="
+                f"{relation_heads}: choose a number of relation heads that divides both widths"
+            )
+    batch, seq, _ = student_vectors.shape
+    token_mask = _selection(attention_mask, (batch, seq), student_vectors.device)
+    pairs = (token_mask[:, :, None] & token_mask[:, None, :])[:, None]  # (B, 1, T, T)
+
+    def log_relations(vectors: Tensor) -> Tensor:
+        heads = vectors.view(batch, seq, relation_heads, -1).transpose(1, 2)  # (B, R, T, d)
+        scores = heads @ heads.transpose(-1, -2) / math.sqrt(heads.shape[-1])  # (B, R, T, T)
+        scores = scores.masked_fill(~token_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        return scores.log_softmax(dim=-1)
+
+    student_log = log_relations(student_vectors)
+    teacher_log = log_relations(teacher_vectors.detach())
+    kl = torch.where(pairs, teacher_log.exp() * (teacher_log - student_log), 0.0)
+    return _mean_or_zero(kl.sum(), relation_heads * token_mask.sum())
+
+
 def pkd_loss(student_cls: Tensor, teacher_cls: Tensor) -> Tensor:
     """Patient KD's loss on [CLS] vectors of matched layers.
 

@@ -9,7 +9,9 @@ The training loop weights the losses with ``objective.weights``.
   cross-entropy, ``cos`` cosine between last hidden states, plus optional ``mse`` on the
   last hidden state, ``hidden`` MSE over mapped intermediate layers, and two losses on
   mean-pooled sentence vectors: ``sentence`` (their cosine) and ``similarity`` (the
-  in-batch similarity structure).
+  in-batch similarity structure), and ``relations``: MiniLMv2's query-query, key-key and
+  value-value self-attention relations of the student's last block against one teacher
+  block (the teacher all-MiniLM-L6-v2 descends from a model distilled this way).
 * :class:`MaskedLMFitting` — masked-LM training of one model (fitting an MLM head to a
   teacher that has none, optionally unfreezing its top layers).
 """
@@ -31,6 +33,7 @@ from distilkit.losses import (
     cosine_hidden_loss,
     hidden_mse_loss,
     mlm_loss,
+    self_attention_relation_loss,
     sentence_cosine_loss,
     similarity_structure_loss,
     soft_target_loss,
@@ -53,6 +56,7 @@ class DistillationWeights:
     hidden: float = 0.0
     sentence: float = 0.0  # 1 - cos of mean-pooled sentence vectors
     similarity: float = 0.0  # in-batch similarity-matrix MSE (Tung & Mori, 2019)
+    relations: float = 0.0  # MiniLMv2: Q-Q + K-K + V-V relation KL of the last block
 
 
 @dataclass
@@ -64,6 +68,8 @@ class GeneralDistillationConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     mask_inputs: bool | None = None  # None: mask when an MLM-based loss is in use
     hidden_layer_map: list[list[int]] | None = None  # pairs (student, teacher) for "hidden"
+    relation_heads: int | None = None  # None: the student's number of attention heads
+    relation_teacher_layer: int | None = None  # teacher block (1-based) for "relations"; None: last
 
 
 def load_student_weights(student: nn.Module, folder: Path) -> None:
@@ -161,6 +167,21 @@ class GeneralDistillation(Objective):
                 )
             self.layer_map = LayerMap.from_list(pairs)
             self.layer_map.validate(student.config.num_layers, teacher.config.num_layers)
+        self.relation_teacher_layer = self.relation_heads = 0
+        if "relations" in weights:
+            layer = config.relation_teacher_layer or teacher.config.num_layers
+            if not 1 <= layer <= teacher.config.num_layers:
+                raise ValueError(
+                    f"relation_teacher_layer={layer} is out of range: the teacher has blocks "
+                    f"1 to {teacher.config.num_layers}"
+                )
+            heads = config.relation_heads or student.config.num_heads
+            if student_width % heads or teacher_width % heads:
+                raise ValueError(
+                    f"relation_heads={heads} must divide both the student's width "
+                    f"({student_width}) and the teacher's ({teacher_width})"
+                )
+            self.relation_teacher_layer, self.relation_heads = layer, heads
 
     @property
     def teacher(self) -> TransformerModel:
@@ -186,7 +207,7 @@ class GeneralDistillation(Objective):
     ) -> dict[str, torch.Tensor]:
         attention_mask = batch["attention_mask"]
         input_ids, labels = self._mask(batch, generator)
-        need_all_hidden = self.layer_map is not None
+        need_all_hidden = self.layer_map is not None or "relations" in self.weights
         with torch.no_grad():
             teacher_out = self.teacher.backbone(
                 input_ids, attention_mask, output_hidden_states=need_all_hidden
@@ -231,7 +252,35 @@ class GeneralDistillation(Objective):
                 for m in self.layer_map.matches
             ]
             losses["hidden"] = torch.stack(terms).mean()
+        if "relations" in self.weights:
+            losses["relations"] = self._relations(
+                student_out.hidden_states, teacher_out.hidden_states, attention_mask
+            )
         return losses
+
+    def _relations(
+        self,
+        student_hidden: Sequence[torch.Tensor],
+        teacher_hidden: Sequence[torch.Tensor],
+        attention_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """MiniLMv2's loss: the Q-Q, K-K and V-V relation KLs, summed, between the
+        student's last block and teacher block ``relation_teacher_layer``. Each block's
+        projections are applied to its input hidden state ``(batch, seq, width)``."""
+        student_block = self.student.backbone.layers[-1].attention
+        teacher_index = self.relation_teacher_layer - 1
+        teacher_block = self.teacher.backbone.layers[teacher_index].attention
+        student_input = student_hidden[-2]  # the input of the last block
+        teacher_input = teacher_hidden[teacher_index]
+        total = student_input.new_zeros(())
+        for name in ("query", "key", "value"):
+            student_vectors = getattr(student_block, name)(student_input)
+            with torch.no_grad():
+                teacher_vectors = getattr(teacher_block, name)(teacher_input)
+            total = total + self_attention_relation_loss(
+                student_vectors, teacher_vectors, attention_mask, self.relation_heads
+            )
+        return total
 
     @torch.no_grad()
     def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from distilkit.losses import (
     mlm_loss,
     pkd_loss,
     regression_loss,
+    self_attention_relation_loss,
     sentence_cosine_loss,
     similarity_structure_loss,
     soft_target_loss,
@@ -601,3 +602,83 @@ def test_average_teacher_logits_is_detached_and_checks_inputs() -> None:
         average_teacher_logits([teacher], weights=[1.0, 1.0])
     with pytest.raises(LossInputError, match="not all 0"):
         average_teacher_logits([teacher], weights=[0.0])
+
+
+# ---------------------------------------------------------------------------------------
+# self_attention_relation_loss (MiniLMv2)
+
+
+def reference_relation_kl(student: np.ndarray, teacher: np.ndarray, heads: int) -> float:
+    """Per sequence of real tokens only: mean over heads and queries of
+    KL(softmax(t t^T / sqrt(d)) || softmax(s s^T / sqrt(d))) summed over keys."""
+    total, rows = 0.0, 0
+    for side_s, side_t in zip(student, teacher, strict=True):
+        for h in range(heads):
+            relations = []
+            for side in (side_s, side_t):
+                d = side.shape[-1] // heads
+                x = side[:, h * d : (h + 1) * d]
+                relations.append(np_log_softmax(x @ x.T / np.sqrt(d)))
+            log_s, log_t = relations
+            total += float((np.exp(log_t) * (log_t - log_s)).sum())
+            rows += side_s.shape[0]
+    return total / rows
+
+
+def test_relation_loss_matches_a_per_sequence_reference_and_ignores_padding() -> None:
+    mask = padding_mask()
+    lengths = mask.sum(1).tolist()
+    student = randn(BATCH, SEQ, 12, seed=31)
+    teacher = randn(BATCH, SEQ, 18, seed=32)  # other width: only seq x seq relations meet
+    loss = self_attention_relation_loss(student, teacher, mask, relation_heads=3)
+    expected = reference_relation_kl(
+        [student[i, :n].numpy() for i, n in enumerate(lengths)],
+        [teacher[i, :n].numpy() for i, n in enumerate(lengths)],
+        heads=3,
+    )
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    # Whatever the padded positions hold changes nothing.
+    noise = randn(BATCH, SEQ, 12, seed=33) * 1e3
+    padded_student = torch.where(mask[..., None].bool(), student, noise)
+    assert self_attention_relation_loss(padded_student, teacher, mask, 3).item() == (
+        pytest.approx(loss.item(), rel=1e-12)
+    )
+    # Batched equals one sequence at a time, weighted by its real queries.
+    singles = [
+        self_attention_relation_loss(
+            student[i : i + 1, :n], teacher[i : i + 1, :n], mask[i : i + 1, :n], 3
+        ).item()
+        * n
+        for i, n in enumerate(lengths)
+    ]
+    assert loss.item() == pytest.approx(sum(singles) / sum(lengths), rel=1e-9)
+
+
+def test_relation_loss_is_zero_for_equal_relations_and_has_gradients() -> None:
+    mask = padding_mask()
+    teacher = randn(BATCH, SEQ, 12, seed=34)
+    assert self_attention_relation_loss(teacher.clone(), teacher, mask, 4).item() == (
+        pytest.approx(0.0, abs=1e-12)
+    )
+    student = randn(BATCH, SEQ, 12, seed=35).requires_grad_()
+    loss = self_attention_relation_loss(student, teacher, mask, 4)
+    assert loss.item() > 0
+    loss.backward()
+    assert torch.isfinite(student.grad).all()
+    assert student.grad[~mask.bool()].abs().max() == 0  # padding gets no gradient
+
+
+def test_relation_loss_errors_name_the_problem() -> None:
+    mask = padding_mask()
+    with pytest.raises(LossInputError, match="not divisible by relation_heads=5"):
+        self_attention_relation_loss(
+            randn(BATCH, SEQ, 12, seed=1), randn(BATCH, SEQ, 15, seed=2), mask, 5
+        )
+    with pytest.raises(LossInputError, match="agree in batch and sequence"):
+        self_attention_relation_loss(
+            randn(BATCH, SEQ, 12, seed=1), randn(BATCH, SEQ - 1, 12, seed=2), mask, 3
+        )
+    with pytest.raises(LossInputError, match="at least 1"):
+        self_attention_relation_loss(
+            randn(BATCH, SEQ, 12, seed=1), randn(BATCH, SEQ, 12, seed=2), mask, 0
+        )

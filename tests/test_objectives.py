@@ -192,6 +192,53 @@ def test_a_student_identical_to_the_teacher_has_nothing_to_learn(tokenizer, batc
     assert 0.0 <= metrics["mlm_accuracy"] <= 1.0 and metrics["mlm_loss"] > 0
 
 
+def test_relations_loss_equals_a_hand_computation_and_vanishes_for_a_copy(tokenizer, batch):
+    from distilkit.losses import self_attention_relation_loss
+
+    teacher = random_teacher(4, seed=1)
+    student, _ = build_student(teacher, layers=[0, 2])
+    config = objective_config(
+        weights=weights(relations=1.0), relation_heads=2, relation_teacher_layer=3
+    )
+    objective = GeneralDistillation(teacher, student, tokenizer, config)
+    losses = objective(batch, torch.Generator().manual_seed(0))
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        teacher_hidden = teacher(**batch, output_hidden_states=True).hidden_states
+        student_hidden = student(**batch, output_hidden_states=True).hidden_states
+    expected = 0.0
+    for name in ("query", "key", "value"):
+        student_vectors = getattr(student.backbone.layers[1].attention, name)(student_hidden[1])
+        teacher_vectors = getattr(teacher.backbone.layers[2].attention, name)(teacher_hidden[2])
+        expected += self_attention_relation_loss(student_vectors, teacher_vectors, mask, 2).item()
+    assert losses["relations"].item() == pytest.approx(expected, rel=1e-5)
+    copy_objective = GeneralDistillation(
+        teacher, copy.deepcopy(teacher), tokenizer, objective_config(weights=weights(relations=1.0))
+    ).eval()
+    copy_losses = copy_objective(batch, torch.Generator().manual_seed(0))
+    assert copy_losses["relations"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_relations_options_are_checked(tokenizer):
+    teacher = random_teacher(3, seed=1)
+    student, _ = build_student(teacher, layers=[0, 2])
+    with pytest.raises(ValueError, match="relation_teacher_layer=4 is out of range"):
+        GeneralDistillation(
+            teacher,
+            student,
+            tokenizer,
+            objective_config(weights=weights(relations=1.0), relation_teacher_layer=4),
+        )
+    width = teacher.config.hidden_size
+    with pytest.raises(ValueError, match="must divide both"):
+        GeneralDistillation(
+            teacher,
+            student,
+            tokenizer,
+            objective_config(weights=weights(relations=1.0), relation_heads=width + 1),
+        )
+
+
 # --------------------------------------------------------------------------- other widths
 def test_width_mismatch_creates_a_projection_that_is_trained_and_saved(tokenizer, tmp_path):
     teacher = random_teacher(3, seed=1)
