@@ -113,7 +113,8 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument(
         "--corpus",
         nargs="+",
-        help="text files or folders (.txt, .txt.gz) or "
+        help="text files or folders (.txt, .txt.gz), tables (.tsv, .csv, .jsonl; "
+        "PATH:col1,col2 names the text columns, else 'text' or 'sentence' is read) or "
         f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/)",
     )
     parser.add_argument("--num-layers", type=int, help="student depth (default 3)")

@@ -101,6 +101,61 @@ def test_missing_binary_and_empty_inputs_are_clear_errors(tmp_path):
         list(iter_documents([tmp_path / "folder"]))
 
 
+def test_tables_give_one_document_per_cell_of_the_named_columns(tmp_path):
+    tsv = write(
+        tmp_path / "pairs.tsv",
+        "id\tsentence1\tsentence2\tscore\n1\tthe cat sat .\tthe dog ran .\t4.0\n"
+        "2\tone two .\t\t1.0\n",
+    )
+    assert list(iter_documents([f"{tsv}:sentence1,sentence2"])) == [
+        (f"{tsv}:2", "the cat sat ."),
+        (f"{tsv}:2", "the dog ran ."),
+        (f"{tsv}:3", "one two ."),  # the empty cell is skipped
+    ]
+    jsonl = write(tmp_path / "notes.jsonl", '{"text": "alice was tired ."}\n\n{"text": 7}\n')
+    csv_file = write(tmp_path / "reviews.csv", 'sentence,label\n"a mat, a cat .",1\n')
+    # Without named columns a table's "text" (else "sentence") column is read.
+    assert [text for _, text in iter_documents([jsonl, csv_file])] == [
+        "alice was tired .",
+        "7",
+        "a mat, a cat .",
+    ]
+
+
+def test_table_corpus_errors_name_the_file_and_the_fix(tmp_path, tokenizer):
+    tsv = write(tmp_path / "pairs.tsv", "id\tsentence1\n1\tthe cat sat .\n")
+    with pytest.raises(CorpusError, match=r"no column named text or sentence.*pairs.tsv:sentence1"):
+        list(iter_documents([tsv]))
+    with pytest.raises(CorpusError, match=r"pairs.tsv:2: no column 'sentence2'"):
+        list(iter_documents([f"{tsv}:sentence1,sentence2"]))
+    with pytest.raises(CorpusError, match="name the table's text columns"):
+        list(iter_documents([f"{tsv}:sentence1,"]))
+    with pytest.raises(CorpusError, match="only a table"):
+        list(iter_documents([f"{write(tmp_path / 'a.txt', 'the cat .')}:text"]))
+    ragged = write(tmp_path / "ragged.tsv", "a\tb\n1\n")
+    with pytest.raises(CorpusError, match=r"ragged.tsv:2: 1 columns, but the header has 2"):
+        list(iter_documents([f"{ragged}:a"]))
+    with pytest.raises(CorpusError, match="corpus path not found"):
+        list(iter_documents([tmp_path / "absent.tsv"]))
+
+
+def test_table_columns_are_part_of_the_cache_key(tmp_path, tokenizer):
+    tsv = write(
+        tmp_path / "pairs.tsv",
+        "sentence1\tsentence2\nthe cat sat on a mat .\tone two three four five .\n",
+    )
+    first = build([f"{tsv}:sentence1"], tokenizer, tmp_path, unit="sentence", pack=False)
+    both = build([f"{tsv}:sentence1,sentence2"], tokenizer, tmp_path, unit="sentence", pack=False)
+    assert first.folder != both.folder
+    assert [words_of(c, tokenizer) for c in (first, both)] == [
+        [["[CLS]", "the", "cat", "sat", "on", "a", "mat", ".", "[SEP]"]],
+        [
+            ["[CLS]", "the", "cat", "sat", "on", "a", "mat", ".", "[SEP]"],
+            ["[CLS]", "one", "two", "three", "four", "five", ".", "[SEP]"],
+        ],
+    ]
+
+
 def test_hf_datasets_need_the_library(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # importing it now fails
     with pytest.raises(CorpusError, match="pip install datasets"):

@@ -1,10 +1,10 @@
 """Raw text -> packed, cached token-id sequences for masked-LM (DistilBERT-style) distillation.
 
-Data flow: files or a Hugging Face dataset -> text blocks (:func:`iter_documents`) ->
-normalised paragraphs (:func:`split_paragraphs`) -> word-piece ids in batches ->
-filtered paragraphs -> packed ``[CLS] ... [SEP]`` sequences that never cross a document ->
-one flat memory-mapped ``int32`` array plus ``int64`` offsets in a cache folder
-(:func:`build_corpus`) -> :class:`PackedCorpus`.
+Data flow: text files, table columns or a Hugging Face dataset -> text blocks
+(:func:`iter_documents`) -> normalised paragraphs (:func:`split_paragraphs`) ->
+word-piece ids in batches -> filtered paragraphs -> packed ``[CLS] ... [SEP]``
+sequences that never cross a document -> one flat memory-mapped ``int32`` array plus
+``int64`` offsets in a cache folder (:func:`build_corpus`) -> :class:`PackedCorpus`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from distilkit.data.tables import TABLE_SUFFIXES, is_table, read_table
+
 if TYPE_CHECKING:
     from distilkit.tokenizer import Tokenizer
 
@@ -34,6 +36,7 @@ BLOCK_CHARS = 1 << 20  # a file is handed on in blocks of about this many charac
 ENCODE_CHUNK = 2048  # paragraphs per call to Tokenizer.encode_ids
 MAX_SEQUENCE_LENGTH = 512
 UNITS = ("paragraph", "sentence")
+AUTO_TEXT_COLUMNS = ("text", "sentence")  # a table's text column when none is named
 
 
 class CorpusError(ValueError):
@@ -82,12 +85,13 @@ class _Source:
 
     name: str
     path: Path | None = None
+    columns: tuple[str, ...] = ()  # a table's text columns; () = its "text" or "sentence"
 
     def fingerprint(self) -> list[Any]:
         if self.path is None:
             return [self.name]
         stat = self.path.stat()
-        return [str(self.path), stat.st_size, stat.st_mtime_ns]
+        return [str(self.path), stat.st_size, stat.st_mtime_ns, *self.columns]
 
 
 def _is_corpus_file(path: Path, root: Path) -> bool:
@@ -109,9 +113,12 @@ def _resolve_sources(paths: Iterable[str | Path]) -> list[_Source]:
             _parse_hf_spec(raw)
             sources.append(_Source(name=raw))
             continue
-        path = Path(raw).expanduser()
+        path, columns = _split_columns(Path(raw).expanduser())
         if not path.exists():
             raise CorpusError(f"corpus path not found: {path}")
+        if is_table(path) and path.is_file():
+            sources.append(_Source(name=str(path), path=path.resolve(), columns=columns))
+            continue
         if path.is_dir():
             files = [p for p in sorted(path.rglob("*")) if _is_corpus_file(p, path)]
             if not files:
@@ -122,6 +129,50 @@ def _resolve_sources(paths: Iterable[str | Path]) -> list[_Source]:
     if not sources:
         raise CorpusError("no corpus paths were given")
     return sources
+
+
+def _split_columns(path: Path) -> tuple[Path, tuple[str, ...]]:
+    """``data.tsv:sentence1,sentence2`` -> (``data.tsv``, columns); a path that exists as
+    written, or has no ``:``, has no columns."""
+    text = str(path)
+    if path.exists() or ":" not in text:
+        return path, ()
+    head, _, tail = text.rpartition(":")
+    if not is_table(head):
+        if Path(head).is_file():
+            raise CorpusError(
+                f"{text}: only a table ({', '.join(TABLE_SUFFIXES)}) takes columns after ':'"
+            )
+        return path, ()
+    columns = tuple(column.strip() for column in tail.split(","))
+    if not all(columns):
+        raise CorpusError(
+            f"{text}: name the table's text columns after ':', separated by commas, "
+            "e.g. train.tsv:sentence1,sentence2"
+        )
+    return Path(head), columns
+
+
+def _iter_table_cells(source: _Source) -> Iterator[tuple[str, str]]:
+    """One document per non-empty cell of the chosen columns, row by row."""
+    assert source.path is not None
+    rows = read_table(source.path, CorpusError)
+    if not rows:
+        return
+    present = list(rows[0][1])
+    columns = source.columns or tuple(c for c in AUTO_TEXT_COLUMNS if c in present)[:1]
+    if not columns:
+        raise CorpusError(
+            f"{source.path} has no column named {' or '.join(AUTO_TEXT_COLUMNS)} (its columns "
+            f"are {present}): name the text columns, e.g. --corpus {source.path}:{present[-1]}"
+        )
+    for where, row in rows:
+        missing = [column for column in columns if column not in row]
+        if missing:
+            raise CorpusError(f"{where}: no column {missing[0]!r} (the row has {list(row)})")
+        for column in columns:
+            if row[column].strip():
+                yield where, row[column]
 
 
 def _parse_hf_spec(spec: str) -> tuple[str, str | None, str, str]:
@@ -187,17 +238,24 @@ def iter_documents(paths: Iterable[str | Path]) -> Iterator[tuple[str, str]]:
     """Yield ``(source_name, text_block)`` for every file or dataset row in ``paths``.
 
     Paths are ``.txt`` / ``.txt.gz`` files, folders (searched recursively in sorted
-    order for ``*.txt`` and ``*.txt.gz``, skipping ``*LICENSE*`` and hidden files), or
+    order for ``*.txt`` and ``*.txt.gz``, skipping ``*LICENSE*`` and hidden files),
+    tables (``.tsv`` / ``.csv`` / ``.jsonl``; ``PATH:col1,col2`` names the text columns,
+    else the ``text`` or ``sentence`` column is read; each cell is a document), or
     ``hf:<dataset>[:<config>]:<split>:<column>`` specs (one document per row; needs
     the ``datasets`` library). A large file comes in several consecutive blocks with the
     same ``source_name``, each ending at a blank line. Raises :class:`CorpusError` for a
     missing path, a binary or non-UTF-8 file, or a corpus with no text at all.
     """
-    sources = _resolve_sources(paths)
+    return _documents(_resolve_sources(paths))
+
+
+def _documents(sources: list[_Source]) -> Iterator[tuple[str, str]]:
     found_text = False
     for source in sources:
         if source.path is None:
             blocks: Iterator[tuple[str, str]] = _iter_hf_rows(source.name)
+        elif is_table(source.path):
+            blocks = _iter_table_cells(source)
         else:
             blocks = ((source.name, block) for block in _iter_file_blocks(source.path))
         for name, block in blocks:
@@ -331,9 +389,9 @@ def _chunks(items: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[
         yield chunk
 
 
-def _iter_units(paths: Iterable[str | Path], unit: str = "paragraph") -> Iterator[tuple[str, str]]:
+def _iter_units(sources: list[_Source], unit: str = "paragraph") -> Iterator[tuple[str, str]]:
     """(source name, text) for every paragraph, or every sentence, of the corpus."""
-    for source_name, block in iter_documents(paths):
+    for source_name, block in _documents(sources):
         for paragraph in split_paragraphs(block):
             if not paragraph:
                 continue
@@ -371,7 +429,7 @@ def _pack_into(
     kept_paragraphs = documents = 0
     last_document: str | None = None
     raw_path = folder / "tokens.raw"
-    paragraphs = _iter_units([s.path or s.name for s in sources], settings.unit)
+    paragraphs = _iter_units(sources, settings.unit)
     bar = tqdm(desc="tokenizing corpus", unit=" paragraphs", disable=not progress)
     with open(raw_path, "wb") as raw, bar:
         for chunk in _chunks(paragraphs, ENCODE_CHUNK):

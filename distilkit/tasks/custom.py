@@ -22,7 +22,6 @@ a path to a task file works too::
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import re
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distilkit.config import ConfigError, from_dict
+from distilkit.data.tables import TABLE_SUFFIXES, Row, is_table, read_table
 from distilkit.tasks.glue import METRIC_NAMES, TASK_KINDS, TaskDataError, TaskSpec, TextExample
 from distilkit.tasks.ner import NerSentence, check_iob2, conll_sentences
 from distilkit.tasks.qa import read_squad
@@ -40,7 +40,6 @@ DEFAULT_METRIC = {
     "token_classification": "entity_f1",
     "question_answering": "squad_f1",
 }
-TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl")
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
@@ -160,41 +159,14 @@ def _reader(spec: TaskFile, label_names: list[str] | None):
 
 
 # ---------------------------------------------------------------------------- tables
-def _table_rows(path: Path, spec: TaskFile) -> list[tuple[str, dict[str, str]]]:
+def _table_rows(path: Path, spec: TaskFile) -> list[Row]:
     """(where, row) for every row of a .tsv/.csv/.jsonl file; ``where`` is ``file:line``."""
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
+    if not is_table(path):
         raise TaskDataError(
-            f"{path}: a {spec.kind} file must be one of {TABLE_SUFFIXES}, got {suffix or 'none'}"
+            f"{path}: a {spec.kind} file must be one of {TABLE_SUFFIXES}, "
+            f"got {path.suffix or 'none'}"
         )
-    rows: list[tuple[str, dict[str, str]]] = []
-    with path.open(encoding="utf-8", newline="") as stream:
-        if suffix == ".jsonl":
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise TaskDataError(f"{path}:{number}: not a JSON object: {error}") from None
-                if not isinstance(row, dict):
-                    raise TaskDataError(f"{path}:{number}: each line must be a JSON object")
-                rows.append((f"{path}:{number}", {k: _text(v) for k, v in row.items()}))
-        else:
-            dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
-            reader = csv.reader(stream, **dialect)
-            header = next(reader, None)
-            if not header:
-                raise TaskDataError(f"{path} is empty: it needs a header line naming the columns")
-            for fields in reader:
-                where = f"{path}:{reader.line_num}"
-                if not fields:
-                    continue
-                if len(fields) != len(header):
-                    raise TaskDataError(
-                        f"{where}: {len(fields)} columns, but the header has {len(header)}"
-                    )
-                rows.append((where, dict(zip(header, fields, strict=True))))
+    rows = read_table(path, TaskDataError)
     if not rows:
         raise TaskDataError(f"{path} holds no examples")
     wanted = [spec.text_column, spec.label_column] + (
@@ -208,10 +180,6 @@ def _table_rows(path: Path, spec: TaskFile) -> list[tuple[str, dict[str, str]]]:
             "pair_column and label_column in the task file"
         )
     return rows
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _read_text_examples(
