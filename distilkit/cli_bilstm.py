@@ -32,19 +32,33 @@ from distilkit.multi_teacher import (
     MultiTeacherConfig,
     run_multi_teacher_distillation,
 )
-from distilkit.transfer_data import (
-    SENTENCE_TASKS,
-)
+from distilkit.tasks.custom import is_task_file
+from distilkit.transfer_data import SENTENCE_TASKS
+
+
+def _sentence_task(value: str) -> str:
+    """sst2, stsb or a task file's absolute path (saved configs then work anywhere)."""
+    if value in SENTENCE_TASKS:
+        return value
+    if is_task_file(value):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"task file {value} not found")
+        return str(path.resolve())
+    raise argparse.ArgumentTypeError(
+        f"unknown task {value!r}: use one of {SENTENCE_TASKS} or the path of a JSON task file "
+        "of kind classification or regression"
+    )
 
 
 def _teacher_spec(text: str) -> tuple[str, str]:
     task, separator, folder = text.partition("=")
-    if not separator or task not in SENTENCE_TASKS or not folder:
+    if not separator or not task or not folder:
         raise argparse.ArgumentTypeError(
-            f"--teacher takes TASK=FOLDER with TASK one of {SENTENCE_TASKS}, e.g. "
-            f"sst2=runs/sst2-teacher; got {text!r}"
+            f"--teacher takes TASK=FOLDER with TASK one of {SENTENCE_TASKS} or a task file, "
+            f"e.g. sst2=runs/sst2-teacher; got {text!r}"
         )
-    return task, folder
+    return _sentence_task(task), folder
 
 
 def _add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +137,12 @@ def add_distill_bilstm_parser(subparsers: argparse._SubParsersAction) -> argpars
         "transfer set. Teacher logits are cached and reused by later runs.",
     )
     parser.add_argument("--teacher", help="checkpoint folder fine-tuned on --task")
-    parser.add_argument("--task", choices=SENTENCE_TASKS, help="default sst2")
+    parser.add_argument(
+        "--task",
+        type=_sentence_task,
+        help=f"one of {SENTENCE_TASKS} or a JSON task file (classification or regression; "
+        "default sst2)",
+    )
     parser.add_argument(
         "--targets",
         choices=("labels", "logits"),

@@ -23,6 +23,7 @@ constant per row, which softmax ignores), so training reduces to plain distillat
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from distilkit.transfer_data import (
     encode_for_student,
     fixed_batches,
     load_task_data,
+    sentence_task,
 )
 
 COMBINE_MODES = ("probs", "logits")
@@ -396,8 +398,7 @@ class MultiTeacherConfig:
                 '{"sst2": ["runs/sst2-seed1", "runs/sst2-seed2"]}'
             )
         for task, folders in self.teachers.items():
-            if task not in SENTENCE_TASKS:
-                raise ConfigError(f"unknown task {task!r} in teachers: use {SENTENCE_TASKS}")
+            sentence_task(task)  # a clear error for anything but a sentence (pair) task
             if (
                 not isinstance(folders, list)
                 or not folders
@@ -430,6 +431,26 @@ def _predict(model: nn.Module, tokenizer: Tokenizer, texts, pairs) -> np.ndarray
         model.train(was_training)
 
 
+def task_keys(identifiers: Sequence[str]) -> dict[str, str]:
+    """Each task (a registered name or a task file's path) -> the short name that keys its
+    head, its student folder and its metrics: the registered name, or the task file's
+    ``name``. Names must be distinct and safe as folder names."""
+    keys: dict[str, str] = {}
+    for identifier in identifiers:
+        key = identifier if identifier in SENTENCE_TASKS else sentence_task(identifier).name
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+            raise ConfigError(
+                f"task {identifier}: its name {key!r} names the student's head and folder, so "
+                "it may hold only letters, digits, '-' and '_': change 'name' in the task file"
+            )
+        if key in keys.values():
+            raise ConfigError(
+                f"two tasks are both called {key!r}: give each task file its own 'name'"
+            )
+        keys[identifier] = key
+    return keys
+
+
 def run_multi_teacher_distillation(
     config: MultiTeacherConfig, out_dir: str | Path, resume: bool = True
 ) -> dict:
@@ -442,11 +463,13 @@ def run_multi_teacher_distillation(
     cache_dir = Path(config.cache_dir) if config.cache_dir else out_dir.parent / "teacher_cache"
     progress = config.training.progress
     seed = config.training.seed
-    tasks = list(config.teachers)
+    keys = task_keys(list(config.teachers))
+    tasks = list(keys.values())
+    teachers = {keys[identifier]: folders for identifier, folders in config.teachers.items()}
     data, targets, dev_targets, report = {}, {}, {}, {}
-    for task in tasks:
+    for identifier, task in keys.items():
         data[task] = task_data = load_task_data(
-            task,
+            identifier,
             config.data_root,
             config.subsample,
             seed,
@@ -456,7 +479,7 @@ def run_multi_teacher_distillation(
         )
         mode = "logits" if task_data.regression else config.combine
         transfer, dev, rows = [], [], []
-        for teacher in config.teachers[task]:
+        for teacher in teachers[task]:
             folder = resolve(teacher)
             dev_logits = cached_teacher_logits(
                 folder,
@@ -513,7 +536,7 @@ def run_multi_teacher_distillation(
         for task in tasks
     }
     if config.student == "bilstm":
-        first_teacher = resolve(config.teachers[tasks[0]][0])
+        first_teacher = resolve(teachers[tasks[0]][0])
         tokenizer = Tokenizer.from_folder(first_teacher)
         model = MultiTaskModel.bilstm(
             heads, teacher_word_embeddings(first_teacher), tokenizer, config.bilstm, seed

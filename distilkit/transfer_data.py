@@ -23,6 +23,7 @@ from distilkit.augment import AugmentConfig, build_transfer_set, default_tagger,
 from distilkit.bilstm import BiLSTMClassifier
 from distilkit.config import ConfigError
 from distilkit.data.batching import collate_sequences
+from distilkit.tasks.custom import is_task_file
 from distilkit.tasks.glue import TaskSpec, get_task
 from distilkit.tokenizer import Tokenizer
 
@@ -62,6 +63,25 @@ def _labels(examples: Sequence, regression: bool) -> np.ndarray:
     return np.asarray(values, dtype=np.float32 if regression else np.int64)
 
 
+def sentence_task(name: str) -> TaskSpec:
+    """The task ``name`` if it is a sentence (pair) task: one of :data:`SENTENCE_TASKS`
+    or a task file of kind classification or regression."""
+    if name in SENTENCE_TASKS:
+        return get_task(name)
+    if is_task_file(name):
+        task = get_task(name)
+        if task.kind in ("classification", "regression"):
+            return task
+        raise ConfigError(
+            f"task file {name} is a {task.kind} task: BiLSTM and multi-teacher students "
+            "learn sentence (pair) classification or regression tasks only"
+        )
+    raise ConfigError(
+        f"unknown task {name!r}: use one of {SENTENCE_TASKS} (sentence and sentence-pair "
+        "tasks) or the path of a JSON task file of kind classification or regression"
+    )
+
+
 def load_task_data(
     task_name: str,
     data_root: str | Path | None = None,
@@ -77,12 +97,7 @@ def load_task_data(
     augment: add augmented copies, made with ``augmentation`` (None: the paper's
     settings for the task, :func:`paper_augmentation`).
     """
-    if task_name not in SENTENCE_TASKS:
-        raise ConfigError(
-            f"task must be one of {SENTENCE_TASKS} (sentence and sentence-pair tasks), "
-            f"got {task_name!r}"
-        )
-    task = get_task(task_name)
+    task = sentence_task(task_name)
     train, dev = task.load("train", data_root), task.load("dev", data_root)
     if subsample is not None:
         if subsample < 1:
@@ -299,4 +314,5 @@ __all__ = [
     "encode_for_student",
     "fixed_batches",
     "load_task_data",
+    "sentence_task",
 ]

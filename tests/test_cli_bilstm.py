@@ -211,7 +211,7 @@ def test_user_errors_exit_with_one_line(data_root, teachers, tmp_path, capsys):
     assert cli.main(["distill-bilstm", "--task", "sst2"]) == 2
     assert "teacher is required" in capsys.readouterr().err
     assert cli.main(["distill-multi", "--teacher", "mnli=x"]) == 2
-    assert "TASK=FOLDER" in capsys.readouterr().err
+    assert "unknown task 'mnli'" in capsys.readouterr().err
     code = cli.main(["distill-bilstm", "--teacher", str(teachers["stsb"]), "--task", "sst2",
                      "--no-augment", "--data-root", str(data_root), "--cache-dir",
                      str(tmp_path / "cache"), *QUICK, "--out", str(tmp_path / "x")])  # fmt: skip
@@ -234,3 +234,61 @@ def test_config_file_then_flags(tmp_path):
         bilstm_config_from_args(
             cli.build_parser(COMMANDS).parse_args(["distill-bilstm", "--config", str(path)])
         )
+
+
+def test_task_files_for_bilstm_and_multi_teacher_students(data_root, teachers, tmp_path):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for split, count in (("train", 30), ("dev", 12)):
+        rows = [f"{sentence(rng)},{('negative', 'positive')[int(rng.integers(0, 2))]}"
+                for _ in range(count)]  # fmt: skip
+        (folder / f"{split}.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    task_file = folder / "reviews.json"
+    task_file.write_text(json.dumps({"name": "reviews", "kind": "classification",
+                                     "train": "train.csv", "dev": "dev.csv"}))  # fmt: skip
+    common = ["--cache-dir", str(tmp_path / "cache"), *SMALL, *QUICK]
+    out = tmp_path / "bilstm"
+    argv = ["distill-bilstm", "--teacher", str(teachers["sst2-a"]), "--task", str(task_file),
+            "--no-augment", *common, "--out", str(out)]  # fmt: skip
+    assert run(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_examples"] == 30 and metrics["task"] == str(task_file.resolve())
+    from distilkit.tasks.glue import get_task
+
+    examples = get_task(str(task_file)).load("dev")
+    texts, labels = [e.text for e in examples], np.array([e.label for e in examples])
+    student = load_bilstm(out / "student")
+    assert metrics["student"]["dev"]["accuracy"] == pytest.approx(
+        float((student.predict_logits(texts).argmax(-1) == labels).mean())
+    )
+    out = tmp_path / "multi"
+    argv = ["distill-multi", "--teacher", f"{task_file}={teachers['sst2-a']}",
+            "--teacher", f"{task_file}={teachers['sst2-b']}", "--teacher",
+            f"sst2={teachers['sst2-a']}", "--data-root", str(data_root), *common,
+            "--out", str(out)]  # fmt: skip
+    assert run(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["tasks"]) == {"reviews", "sst2"}  # the task file's name keys it
+    assert len(metrics["tasks"]["reviews"]["teachers"]) == 2
+    student = load_bilstm(out / "students" / "reviews")
+    assert metrics["tasks"]["reviews"]["student"]["dev"]["accuracy"] == pytest.approx(
+        float((student.predict_logits(texts).argmax(-1) == labels).mean())
+    )
+
+
+def test_task_files_that_cannot_be_sentence_tasks_are_refused(teachers, tmp_path, capsys):
+    (tmp_path / "tags.txt").write_text("the B-X\ncat O\n\n")
+    ner = tmp_path / "ner.json"
+    ner.write_text(json.dumps({"name": "ner", "kind": "token_classification",
+                               "train": "tags.txt", "dev": "tags.txt"}))  # fmt: skip
+    code = cli.main(["distill-bilstm", "--teacher", str(teachers["sst2-a"]), "--task", str(ner),
+                     "--out", str(tmp_path / "x")])  # fmt: skip
+    assert code == 2 and "is a token_classification task" in capsys.readouterr().err
+    (tmp_path / "rows.csv").write_text("text,label\nthe cat .,a\none two .,b\n")
+    bad_name = tmp_path / "bad.json"
+    bad_name.write_text(json.dumps({"name": "my task", "kind": "classification",
+                                    "train": "rows.csv", "dev": "rows.csv"}))  # fmt: skip
+    code = cli.main(["distill-multi", "--teacher", f"{bad_name}={teachers['sst2-a']}",
+                     "--out", str(tmp_path / "y")])  # fmt: skip
+    assert code == 2 and "may hold only letters, digits" in capsys.readouterr().err
