@@ -26,29 +26,19 @@ from distilkit.cli_distill import (
     _training_overrides,
     run_folder,
 )
+from distilkit.cli_tasks import task_or_file
 from distilkit.config import ConfigError, from_dict, load_json
 from distilkit.multi_teacher import (
     COMBINE_MODES,
     MultiTeacherConfig,
     run_multi_teacher_distillation,
 )
-from distilkit.tasks.custom import is_task_file
 from distilkit.transfer_data import SENTENCE_TASKS
 
 
 def _sentence_task(value: str) -> str:
-    """sst2, stsb or a task file's absolute path (saved configs then work anywhere)."""
-    if value in SENTENCE_TASKS:
-        return value
-    if is_task_file(value):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"task file {value} not found")
-        return str(path.resolve())
-    raise argparse.ArgumentTypeError(
-        f"unknown task {value!r}: use one of {SENTENCE_TASKS} or the path of a JSON task file "
-        "of kind classification or regression"
-    )
+    """sst2, stsb or a task file of kind classification or regression."""
+    return task_or_file(value, SENTENCE_TASKS, "classification or regression")
 
 
 def _teacher_spec(text: str) -> tuple[str, str]:

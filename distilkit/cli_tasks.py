@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from distilkit.cli_distill import (
@@ -40,10 +41,10 @@ TASK_NAMES = sorted(TASKS)
 TASK_HELP = f"{', '.join(TASK_NAMES)}, or a JSON task file for your own data (kind, files, columns)"
 
 
-def _task(value: str) -> str:
-    """A registered task name, or a task file's absolute path (saved configs then work
-    from any folder)."""
-    if value in TASKS:
+def task_or_file(value: str, registered: Sequence[str], kinds: str = "") -> str:
+    """``value`` if it is one of ``registered``, else a task file's absolute path (saved
+    configs then work from any folder); ``kinds`` names the kinds of task file allowed."""
+    if value in registered:
         return value
     if is_task_file(value):
         path = Path(value).expanduser()
@@ -51,8 +52,14 @@ def _task(value: str) -> str:
             raise argparse.ArgumentTypeError(f"task file {value} not found")
         return str(path.resolve())
     raise argparse.ArgumentTypeError(
-        f"unknown task {value!r}: use one of {TASK_NAMES} or the path of a JSON task file"
+        f"unknown task {value!r}: use one of {tuple(registered)} or the path of a JSON task "
+        f"file{' of kind ' + kinds if kinds else ''}"
     )
+
+
+def _task(value: str) -> str:
+    """A registered task name or a task file."""
+    return task_or_file(value, TASK_NAMES)
 
 
 WEIGHT_NAMES = tuple(field.name for field in dataclasses.fields(TaskDistillWeights))
