@@ -273,6 +273,36 @@ def similarity_structure_loss(
     return _mean_or_zero(difference.pow(2).sum(), difference.numel())
 
 
+def pair_cosine_loss(
+    student_first: Tensor,
+    student_second: Tensor,
+    teacher_first: Tensor,
+    teacher_second: Tensor,
+) -> Tensor:
+    """MSE between the student's and the teacher's cosine similarity of sentence pairs.
+
+    student_first, student_second: ``(pairs, student_hidden)`` sentence vectors, pair i
+    being row i of each; teacher_first, teacher_second: ``(pairs, teacher_hidden)`` (the
+    widths may differ: only the ``(pairs,)`` cosines meet). Teaches the teacher's graded
+    similarity of related sentences (a sentence and a shortened view of it), which random
+    in-batch pairs, nearly all unrelated, do not.
+    """
+    if student_first.shape != student_second.shape or teacher_first.shape != teacher_second.shape:
+        raise LossInputError(
+            "both sentences of a pair need vectors of one shape: student "
+            f"{tuple(student_first.shape)} / {tuple(student_second.shape)}, teacher "
+            f"{tuple(teacher_first.shape)} / {tuple(teacher_second.shape)}"
+        )
+    if student_first.shape[0] != teacher_first.shape[0]:
+        raise LossInputError(
+            f"the student has {student_first.shape[0]} pairs but the teacher "
+            f"{teacher_first.shape[0]}: they must match"
+        )
+    student_cosine = F.cosine_similarity(student_first, student_second, dim=-1)
+    teacher_cosine = F.cosine_similarity(teacher_first.detach(), teacher_second.detach(), dim=-1)
+    return (student_cosine - teacher_cosine).pow(2).mean()
+
+
 def embedding_mse_loss(
     student_embeddings: Tensor,
     teacher_embeddings: Tensor,

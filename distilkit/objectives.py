@@ -11,7 +11,10 @@ The training loop weights the losses with ``objective.weights``.
   mean-pooled sentence vectors: ``sentence`` (their cosine) and ``similarity`` (the
   in-batch similarity structure), and ``relations``: MiniLMv2's query-query, key-key and
   value-value self-attention relations of the student's last block against one teacher
-  block (the teacher all-MiniLM-L6-v2 descends from a model distilled this way).
+  block (the teacher all-MiniLM-L6-v2 descends from a model distilled this way), and
+  ``pairs``: each batch gains a view of every sequence with a span deleted, every loss
+  sees both, and the student's cosine between a sentence and its view is matched to the
+  teacher's (graded similarities, as STS-type tasks score).
 * :class:`MaskedLMFitting` — masked-LM training of one model (fitting an MLM head to a
   teacher that has none, optionally unfreezing its top layers).
 """
@@ -27,12 +30,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distilkit.checkpoint import load_model, save_model
-from distilkit.data.masking import MaskingConfig, mask_tokens
+from distilkit.data.masking import MaskingConfig, mask_tokens, span_deleted_views
 from distilkit.layer_map import LayerMap
 from distilkit.losses import (
     cosine_hidden_loss,
     hidden_mse_loss,
     mlm_loss,
+    pair_cosine_loss,
     self_attention_relation_loss,
     sentence_cosine_loss,
     similarity_structure_loss,
@@ -57,6 +61,7 @@ class DistillationWeights:
     sentence: float = 0.0  # 1 - cos of mean-pooled sentence vectors
     similarity: float = 0.0  # in-batch similarity-matrix MSE (Tung & Mori, 2019)
     relations: float = 0.0  # MiniLMv2: Q-Q + K-K + V-V relation KL of the last block
+    pairs: float = 0.0  # cosine of each sentence with its shortened view, vs the teacher's
 
 
 @dataclass
@@ -70,6 +75,7 @@ class GeneralDistillationConfig:
     hidden_layer_map: list[list[int]] | None = None  # pairs (student, teacher) for "hidden"
     relation_heads: int | None = None  # None: the student's number of attention heads
     relation_teacher_layer: int | None = None  # teacher block (1-based) for "relations"; None: last
+    view_deletion: float = 0.25  # share of a sentence's tokens a "pairs" view drops
 
 
 def load_student_weights(student: nn.Module, folder: Path) -> None:
@@ -167,6 +173,11 @@ class GeneralDistillation(Objective):
                 )
             self.layer_map = LayerMap.from_list(pairs)
             self.layer_map.validate(student.config.num_layers, teacher.config.num_layers)
+        if "pairs" in weights and not 0.0 < config.view_deletion < 1.0:
+            raise ValueError(
+                f"view_deletion must be between 0 and 1 (the share of tokens a view drops), "
+                f"got {config.view_deletion}"
+            )
         self.relation_teacher_layer = self.relation_heads = 0
         if "relations" in weights:
             layer = config.relation_teacher_layer or teacher.config.num_layers
@@ -205,6 +216,19 @@ class GeneralDistillation(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
+        batch_size = batch["input_ids"].shape[0]
+        if "pairs" in self.weights:
+            view_ids, view_mask = span_deleted_views(
+                batch["input_ids"],
+                batch["attention_mask"],
+                self.config.view_deletion,
+                self.tokenizer.pad_id,
+                generator,
+            )
+            batch = {  # (2B, T): the sequences, then their views
+                "input_ids": torch.cat([batch["input_ids"], view_ids]),
+                "attention_mask": torch.cat([batch["attention_mask"], view_mask]),
+            }
         attention_mask = batch["attention_mask"]
         input_ids, labels = self._mask(batch, generator)
         need_all_hidden = self.layer_map is not None or "relations" in self.weights
@@ -255,6 +279,15 @@ class GeneralDistillation(Objective):
         if "relations" in self.weights:
             losses["relations"] = self._relations(
                 student_out.hidden_states, teacher_out.hidden_states, attention_mask
+            )
+        if "pairs" in self.weights:
+            student_vectors = pool(student_last, attention_mask, "mean")  # (2B, H_student)
+            teacher_vectors = pool(teacher_last, attention_mask, "mean")  # (2B, H_teacher)
+            losses["pairs"] = pair_cosine_loss(
+                student_vectors[:batch_size],
+                student_vectors[batch_size:],
+                teacher_vectors[:batch_size],
+                teacher_vectors[batch_size:],
             )
         return losses
 

@@ -16,6 +16,7 @@ from distilkit.losses import (
     hidden_mse_loss,
     logit_mse_loss,
     mlm_loss,
+    pair_cosine_loss,
     pkd_loss,
     regression_loss,
     self_attention_relation_loss,
@@ -682,3 +683,33 @@ def test_relation_loss_errors_name_the_problem() -> None:
         self_attention_relation_loss(
             randn(BATCH, SEQ, 12, seed=1), randn(BATCH, SEQ, 12, seed=2), mask, 0
         )
+
+
+# ---------------------------------------------------------------------------------------
+# pair_cosine_loss
+
+
+def test_pair_cosine_loss_matches_numpy_and_allows_other_widths() -> None:
+    student_a, student_b = randn(5, HIDDEN, seed=41), randn(5, HIDDEN, seed=42)
+    teacher_a, teacher_b = randn(5, TEACHER_HIDDEN, seed=43), randn(5, TEACHER_HIDDEN, seed=44)
+
+    def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+    expected = np.mean(
+        (
+            cosines(student_a.numpy(), student_b.numpy())
+            - cosines(teacher_a.numpy(), teacher_b.numpy())
+        )
+        ** 2
+    )
+    loss = pair_cosine_loss(student_a, student_b, teacher_a, teacher_b)
+    assert loss.item() == pytest.approx(float(expected), rel=1e-12)
+    # Zero when the student's pair cosines equal the teacher's (here: the same vectors scaled).
+    assert pair_cosine_loss(3 * teacher_a, 2 * teacher_b, teacher_a, teacher_b).item() == (
+        pytest.approx(0.0, abs=1e-12)
+    )
+    with pytest.raises(LossInputError, match="pairs but the teacher"):
+        pair_cosine_loss(student_a, student_b, teacher_a[:4], teacher_b[:4])
+    with pytest.raises(LossInputError, match="one shape"):
+        pair_cosine_loss(student_a, student_b[:4], teacher_a, teacher_b)

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from distilkit.data.masking import MaskingConfig, mask_tokens, token_masking_weights
+from distilkit.data.masking import (
+    MaskingConfig,
+    mask_tokens,
+    span_deleted_views,
+    token_masking_weights,
+)
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL_IDS = [PAD, UNK, CLS, SEP, MASK]
@@ -160,3 +165,31 @@ def test_config_and_input_validation():
         run(input_ids, attention_mask, MaskingConfig(), token_weights=torch.ones(5))
     with pytest.raises(ValueError, match="special_ids"):
         token_masking_weights(np.ones(4), 0.7, special_ids=[9])
+
+
+def test_span_deleted_views_cut_one_contiguous_span_of_the_text():
+    pad, cls, sep = 0, 2, 3
+    rows = [[cls, *range(10, 18), sep], [cls, 20, sep], [cls, 30, 31, sep], [cls, sep]]
+    width = 12
+    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows])
+    mask = (ids != pad).long()
+    for seed in range(20):
+        views, view_mask = span_deleted_views(
+            ids, mask, 0.25, pad, torch.Generator().manual_seed(seed)
+        )
+        assert views.shape == ids.shape and view_mask.shape == ids.shape
+        for row, view, real in zip(rows, views.tolist(), view_mask.tolist(), strict=True):
+            length = sum(real)
+            assert view[length:] == [pad] * (width - length) and real[:length] == [1] * length
+            kept = view[:length]
+            assert kept[0] == cls and kept[-1] == sep
+            text, kept_text = row[1:-1], kept[1:-1]
+            cut = {8: 2, 1: 0, 2: 1, 0: 0}[len(text)]  # round(0.25 n), at least 1, at most n - 1
+            assert len(kept_text) == len(text) - cut
+            # what is left is the text with one contiguous span removed
+            assert any(text[:i] + text[i + cut :] == kept_text for i in range(len(text) - cut + 1))
+    first = span_deleted_views(ids, mask, 0.25, pad, torch.Generator().manual_seed(1))
+    again = span_deleted_views(ids, mask, 0.25, pad, torch.Generator().manual_seed(1))
+    assert torch.equal(first[0], again[0])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        span_deleted_views(ids, mask, 1.0, pad, torch.Generator())

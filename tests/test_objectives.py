@@ -219,6 +219,37 @@ def test_relations_loss_equals_a_hand_computation_and_vanishes_for_a_copy(tokeni
     assert copy_losses["relations"].item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_pairs_loss_compares_each_sentence_with_its_view(tokenizer, batch):
+    from distilkit.data.masking import span_deleted_views
+    from distilkit.modeling import pool
+
+    teacher = random_teacher(3, seed=1)
+    student, _ = build_student(teacher, layers=[0, 2])
+    config = objective_config(weights=weights(cos=1.0, pairs=1.0), view_deletion=0.3)
+    objective = GeneralDistillation(teacher, student, tokenizer, config)
+    losses = objective(batch, torch.Generator().manual_seed(7))
+    views, view_mask = span_deleted_views(
+        batch["input_ids"], batch["attention_mask"], 0.3, tokenizer.pad_id,
+        torch.Generator().manual_seed(7),
+    )  # fmt: skip
+    with torch.no_grad():
+        vectors = {}
+        for name, model in (("student", student), ("teacher", teacher)):
+            first = pool(model(**batch).last_hidden_state, batch["attention_mask"])
+            second = pool(model(input_ids=views, attention_mask=view_mask).last_hidden_state,
+                          view_mask)  # fmt: skip
+            vectors[name] = F.cosine_similarity(first, second, dim=-1)
+    expected = float(((vectors["student"] - vectors["teacher"]) ** 2).mean())
+    assert losses["pairs"].item() == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="view_deletion must be between 0 and 1"):
+        GeneralDistillation(
+            teacher,
+            student,
+            tokenizer,
+            objective_config(weights=weights(pairs=1.0), view_deletion=0.0),
+        )
+
+
 def test_relations_options_are_checked(tokenizer):
     teacher = random_teacher(3, seed=1)
     student, _ = build_student(teacher, layers=[0, 2])

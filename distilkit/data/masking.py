@@ -154,3 +154,34 @@ def mask_tokens(
     )
     masked[to_random] = ordinary_ids[picks]
     return masked.to(input_ids.device), labels.to(input_ids.device)
+
+
+def span_deleted_views(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    fraction: float,
+    pad_id: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A second view of every sequence with one contiguous span of its text deleted.
+
+    input_ids, attention_mask: ``(batch, seq)``, each real sequence ``[CLS] text [SEP]``
+    followed by padding. From a text of ``n`` tokens, ``max(1, round(fraction * n))``
+    consecutive tokens (at most ``n - 1``) are cut at a random start drawn from
+    ``generator``; [CLS] and [SEP] stay. Returns ``(view_ids, view_mask)`` of the same
+    shape, right-padded with ``pad_id``. A text of one token is left whole.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the deleted fraction must be between 0 and 1, got {fraction}")
+    view_ids = torch.full_like(input_ids, pad_id)
+    view_mask = torch.zeros_like(attention_mask)
+    for row, length in enumerate(attention_mask.sum(dim=1).tolist()):
+        ids = input_ids[row, :length]
+        text = length - 2
+        if text >= 2:
+            cut = min(text - 1, max(1, round(fraction * text)))
+            start = 1 + int(torch.randint(0, text - cut + 1, (1,), generator=generator))
+            ids = torch.cat([ids[:start], ids[start + cut :]])
+        view_ids[row, : len(ids)] = ids
+        view_mask[row, : len(ids)] = 1
+    return view_ids, view_mask
