@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -450,6 +451,82 @@ def run_plot_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compare
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "compare",
+        help="score encoders side by side: STS-B dev, an SST-2 probe, speed (the main job's table)",
+        description="Evaluate sentence encoders with the main job's protocol and print one "
+        "table: parameters, size on disk, CPU throughput (the models timed in turns in this "
+        "process), STS-B dev Spearman of pooled embeddings and the SST-2 dev accuracy of a "
+        "logistic-regression probe, each with its retention against the first MODEL (the "
+        "teacher). For every other model of the teacher's width it also prints how closely "
+        "its sentence vectors follow the teacher's on the STS-B sentences.",
+    )
+    parser.add_argument(
+        "models", nargs="+", metavar="MODEL", help="the reference (teacher) first, then students"
+    )
+    parser.add_argument(
+        "--pooling", choices=POOLINGS, default="mean", help="token vectors -> sentence vector"
+    )
+    parser.add_argument(
+        "--static-baseline",
+        action="store_true",
+        help="add a row for the first model's averaged input word embeddings (context-free)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="300 STS-B pairs, 1,000 probe sentences and fewer timing passes (a quick look; "
+        "cite only full runs)",
+    )
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    return parser
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from distilkit import evaluation, report
+
+    if len(set(args.models)) != len(args.models):
+        raise InputError(f"a model is named twice in {args.models}: name each model once")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    encoders = {name: load(name, head=None) for name in args.models}
+    base = evaluation.QUICK_PROTOCOL if args.quick else evaluation.FULL_PROTOCOL
+    protocol = dataclasses.replace(base, num_threads=args.threads)
+    rows = evaluation.evaluate_side_by_side(
+        encoders,
+        static_baseline_of=args.models[0] if args.static_baseline else None,
+        protocol=protocol,
+        pooling=args.pooling,
+    )
+    print(report.format_table(rows))
+    reference = encoders[args.models[0]]
+    agreement = {}
+    for name in args.models[1:]:
+        if encoders[name].config.hidden_size != reference.config.hidden_size:
+            print(f"{name}: width differs from the reference's, so no vector agreement")
+            continue
+        found = evaluation.stsb_teacher_agreement(
+            encoders[name], reference, pooling=args.pooling, limit=protocol.stsb_pairs
+        )
+        agreement[name] = found
+        print(
+            f"{name} vs {args.models[0]}: sentence cosine {found['sentence_cosine']:.3f} on "
+            f"STS-B dev sentences; the reference's ranking of the pairs kept at Spearman "
+            f"{found['similarity_spearman']:.1f}"
+        )
+    if args.json:
+        output = Path(args.json)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        comparisons = [evaluation.compare(rows[0], row) for row in rows]
+        payload = {"rows": rows, "against_first": comparisons, "agreement": agreement}
+        output.write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
+        print(f"wrote {output}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 COMMANDS: list[Command] = [
     Command(add_info_parser, run_info),
@@ -457,6 +534,7 @@ COMMANDS: list[Command] = [
     Command(add_fill_mask_parser, run_fill_mask),
     Command(add_tokenize_parser, run_tokenize),
     Command(add_plot_embeddings_parser, run_plot_embeddings),
+    Command(add_compare_parser, run_compare),
     Command(cli_distill.add_distill_parser, cli_distill.run_distill),
     Command(cli_distill.add_init_student_parser, cli_distill.run_init_student),
     Command(cli_distill.add_fit_mlm_head_parser, cli_distill.run_fit_mlm_head),

@@ -491,3 +491,33 @@ def test_embed_with_the_embedded_model(capsys: pytest.CaptureFixture[str], tmp_p
     assert vectors.shape == (3, 384)
     similarity = vectors @ vectors.T
     assert similarity[0, 1] > 0.8 > similarity[0, 2]
+
+
+def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
+    from distilkit import evaluation
+
+    output = tmp_path / "compare.json"
+    code, out, _ = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick",
+                       "--threads", "1", "--static-baseline", "--json", output)  # fmt: skip
+    assert code == 0
+    assert "STS-B Spearman" in out and str(folders["mlm"]) in out
+    payload = json.loads(output.read_text())
+    rows = payload["rows"]
+    assert [row["name"] for row in rows] == [
+        str(folders["bare"]), str(folders["mlm"]), f"static embeddings of {folders['bare']}"
+    ]  # fmt: skip
+    teacher, student = (distilkit.load(folders[n], head=None) for n in ("bare", "mlm"))
+    expected = [evaluation.stsb_spearman(model, limit=300) for model in (teacher, student)]
+    assert [rows[0]["stsb_spearman"], rows[1]["stsb_spearman"]] == pytest.approx(expected)
+    assert payload["against_first"][1]["stsb_retention_pct"] == pytest.approx(
+        100 * expected[1] / expected[0]
+    )
+    agreement = evaluation.stsb_teacher_agreement(student, teacher, limit=300)
+    assert payload["agreement"][str(folders["mlm"])]["sentence_cosine"] == pytest.approx(
+        agreement["sentence_cosine"]
+    )
+    assert f"sentence cosine {agreement['sentence_cosine']:.3f}" in out
+    code, _, err = run(capsys, "compare", folders["bare"], folders["bare"])
+    assert code == 2 and "named twice" in err
