@@ -169,7 +169,7 @@ def _build(cls, data: dict):
 def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune an encoder on a task (sst2, stsb, conll2003, squad)",
+        help="fine-tune an encoder on a task (sst2, stsb, conll2003, squad, or a task file)",
         description="Fine-tune an encoder on a task, evaluating on dev every epoch and "
         "keeping the best epoch in OUT/model (a Hugging Face folder with the label names). "
         "SQuAD: only dev-v1.1.json is at hand, so it is split by article into train and dev.",

@@ -191,7 +191,7 @@ def run_distillation(
 
     settings = CorpusSettings(max_len=config.max_len, unit=config.corpus_unit, pack=config.pack)
     if distributed.rank() == 0:  # rank 0 tokenizes; the others then read its cache
-        corpus = build_corpus(config.corpus, tokenizer, settings, progress=True)
+        corpus = build_corpus(config.corpus, tokenizer, settings, progress=config.training.progress)
     distributed.barrier()
     if distributed.rank() != 0:
         corpus = build_corpus(config.corpus, tokenizer, settings, progress=False)
