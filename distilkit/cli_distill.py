@@ -113,6 +113,7 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument(
         "--corpus",
         nargs="+",
+        type=_corpus_path,
         help="text files or folders (.txt, .txt.gz), tables (.tsv, .csv, .jsonl; "
         "PATH:col1,col2 names the text columns, else 'text' or 'sentence' is read) or "
         f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/)",
@@ -147,6 +148,12 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     _add_training_options(parser)
     return parser
+
+
+def _corpus_path(value: str) -> str:
+    """A local corpus path made absolute (so a saved config resumes from any folder);
+    ``hf:`` dataset specs unchanged."""
+    return value if value.startswith("hf:") else str(Path(value).expanduser().absolute())
 
 
 def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:

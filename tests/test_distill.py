@@ -314,6 +314,18 @@ def test_distill_flags_set_the_corpus_unit_and_packing():
         config("--corpus-unit", "word")
 
 
+def test_distill_saves_local_corpus_paths_absolute(tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_distill_parser(parser.add_subparsers())
+    monkeypatch.chdir(tmp_path)
+    args = parser.parse_args(
+        ["distill", "--corpus", "books", "rows.tsv:text", "hf:wikitext:train:text"]
+    )
+    config = distill_config_from_args(args)
+    assert config.corpus == [str(tmp_path / "books"), str(tmp_path / "rows.tsv:text"),
+                             "hf:wikitext:train:text"]  # fmt: skip
+
+
 @pytest.mark.filterwarnings("ignore:.*were truncated")  # the tiny vocabulary's [UNK]s
 def test_the_evaluated_job_reports_how_closely_the_student_follows_the_teacher(
     teacher_folder, corpus_file, tmp_path
