@@ -425,19 +425,18 @@ def self_attention_relation_loss(
                 f"{relation_heads}: choose a number of relation heads that divides both widths"
             )
     batch, seq, _ = student_vectors.shape
-    token_mask = _selection(attention_mask, (batch, seq), student_vectors.device)
-    pairs = (token_mask[:, :, None] & token_mask[:, None, :])[:, None]  # (B, 1, T, T)
+    key_mask = _selection(attention_mask, (batch, seq), student_vectors.device)
 
-    def log_relations(vectors: Tensor) -> Tensor:
+    def relations(vectors: Tensor) -> Tensor:
         heads = vectors.view(batch, seq, relation_heads, -1).transpose(1, 2)  # (B, R, T, d)
         scores = heads @ heads.transpose(-1, -2) / math.sqrt(heads.shape[-1])  # (B, R, T, T)
-        scores = scores.masked_fill(~token_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        return scores.log_softmax(dim=-1)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        return scores.softmax(dim=-1)
 
-    student_log = log_relations(student_vectors)
-    teacher_log = log_relations(teacher_vectors.detach())
-    kl = torch.where(pairs, teacher_log.exp() * (teacher_log - student_log), 0.0)
-    return _mean_or_zero(kl.sum(), relation_heads * token_mask.sum())
+    # The relations are attention-like maps: the KL is attention_prob_kl's.
+    return attention_prob_kl(
+        relations(student_vectors), relations(teacher_vectors.detach()), attention_mask
+    )
 
 
 def pkd_loss(student_cls: Tensor, teacher_cls: Tensor) -> Tensor:

@@ -57,7 +57,6 @@ from distilkit.teacher_cache import cached_teacher_logits
 from distilkit.tokenizer import Tokenizer
 from distilkit.trainer import Objective, Trainer, TrainingConfig
 from distilkit.transfer_data import (
-    SENTENCE_TASKS,
     DistillationDataset,
     collate_items,
     encode_for_student,
@@ -437,7 +436,7 @@ def task_keys(identifiers: Sequence[str]) -> dict[str, str]:
     ``name``. Names must be distinct and safe as folder names."""
     keys: dict[str, str] = {}
     for identifier in identifiers:
-        key = identifier if identifier in SENTENCE_TASKS else sentence_task(identifier).name
+        key = sentence_task(identifier).name
         if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
             raise ConfigError(
                 f"task {identifier}: its name {key!r} names the student's head and folder, so "
