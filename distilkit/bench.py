@@ -594,6 +594,8 @@ def _measure(
         "x ref: throughput (and batch-1 p50 latency) relative to the first row"
         + (" (transformers eager fp32 on the teacher)" if rows[0]["mode"] == PEER_MODE else ""),
         "% of teacher: accuracy relative to the teacher's eager fp32 accuracy",
+        "agree %: share of texts where an engine predicts what the same model predicts in "
+        "eager fp32 (so eager fp32 rows are 100 by definition)",
         "GFLOP/s: matmul FLOPs over real tokens per second; % ceiling: of the measured "
         "matmul ceiling (bf16 for bf16, else fp32; int8 is compared with fp32)",
     ]

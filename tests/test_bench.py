@@ -111,6 +111,9 @@ def test_bench_table_json_and_plot(teacher, student, tmp_path):
     for line, name in zip(lines[2:], names, strict=True):
         assert line.startswith(name)
     assert re.search(r"\s1\.00x\s", lines[2])  # the peer against itself
+    # every ratio or share column says what it is against
+    for column in ("x ref", "% of teacher", "agree %"):
+        assert any(note.startswith(column + ":") for note in result.notes)
     markdown = result.table(markdown=True).splitlines()
     assert len(markdown) == 2 + len(names)
     assert all(line.count("|") == len(BENCH_COLUMNS) + 1 for line in markdown)
