@@ -166,6 +166,16 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
+    """--pooling: how token vectors become a sentence vector."""
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="token vectors -> sentence vector (default: mean)",
+    )
+
+
 def _load(args: argparse.Namespace) -> Encoder:
     return load(args.model, dtype=getattr(args, "dtype", None))
 
@@ -235,12 +245,7 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add_model_argument(parser)
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, metavar="FILE.npy", help="where to save")
-    parser.add_argument(
-        "--pooling",
-        choices=POOLINGS,
-        default="mean",
-        help="token vectors -> sentence vector (default: mean)",
-    )
+    add_pooling_argument(parser)
     parser.add_argument("--normalize", action="store_true", help="scale rows to unit length")
     parser.add_argument(
         "--batch-size",
@@ -294,6 +299,87 @@ def run_embed(args: argparse.Namespace) -> int:
     )
     print(f"wrote {output}: shape {vectors.shape}, float32")
     print(f"time {seconds:.2f} s, {rate:,.1f} sentences/s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- search
+def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "search",
+        help="semantic search: the texts of a file closest in meaning to a query",
+        description="Rank the texts of --input by the cosine of their sentence vectors to each "
+        "query's and print the best --top-k. With --index FILE.npz the collection's vectors "
+        "are saved and reused while the model, pooling and texts stay the same.",
+    )
+    add_model_argument(parser)
+    add_input_arguments(parser)
+    queries = parser.add_mutually_exclusive_group(required=True)
+    queries.add_argument(
+        "--query", action="append", metavar="TEXT", help="a text to search for (repeatable)"
+    )
+    queries.add_argument("--queries", metavar="FILE", help="a file of queries, one per line")
+    parser.add_argument(
+        "-k", "--top-k", type=int, default=5, metavar="K", help="hits per query (default: 5)"
+    )
+    parser.add_argument(
+        "--index", metavar="FILE.npz", help="save the collection's vectors here and reuse them"
+    )
+    add_pooling_argument(parser)
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
+    return parser
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from distilkit.search import SearchIndex
+
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.index is not None and Path(args.index).suffix != ".npz":
+        raise InputError(f"--index must name a .npz file, got {args.index}")
+    if args.queries is not None:
+        queries = [text for text in read_texts(args.queries).texts if text.strip()]
+    else:
+        queries = args.query
+    if any(not query.strip() for query in queries):
+        raise InputError("a --query is empty: give the text to search for")
+    data = read_texts(args.input, args.column)
+    encoder = _load(args)
+    start = time.perf_counter()
+    if args.index is None:
+        index, reused = SearchIndex.build(encoder, data.texts, args.pooling, args.batch_size), False
+    else:
+        index, reused = SearchIndex.cached(
+            args.index, encoder, data.texts, args.pooling, args.batch_size
+        )
+    built = time.perf_counter() - start
+    results = index.search(encoder, queries, top_k=args.top_k, batch_size=args.batch_size)
+    searched = time.perf_counter() - start - built
+    where = "row" if Path(args.input).suffix.lower() in (".tsv", ".csv") else "line"
+    for query, hits in zip(queries, results, strict=True):
+        print(f"query: {_shorten(query, 80)}")
+        print(f"{'rank':>4}  {'cosine':>6}  {where:>6}  text")
+        for rank, hit in enumerate(hits, start=1):
+            print(f"{rank:>4}  {hit.score:6.3f}  {hit.index + 1:>6}  {_shorten(hit.text, 80)}")
+        print()
+    vectors = f"reused {args.index}" if reused else f"embedded in {built:.2f} s"
+    if args.index is not None and not reused:
+        vectors += f", saved to {args.index}"
+    plural = "query" if len(queries) == 1 else "queries"
+    print(
+        f"{len(index):,} texts ({vectors}); {len(queries)} {plural} in {searched:.2f} s; "
+        f"{where} numbers count from 1"
+    )
+    if args.json:
+        payload = [
+            {
+                "query": query,
+                "hits": [{"index": h.index, "score": h.score, "text": h.text} for h in hits],
+            }
+            for query, hits in zip(queries, results, strict=True)
+        ]
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -396,12 +482,7 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
         help="projection: pca (numpy SVD, default) or tsne (scikit-learn)",
     )
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")
-    parser.add_argument(
-        "--pooling",
-        choices=POOLINGS,
-        default="mean",
-        help="token vectors -> sentence vector (default: mean)",
-    )
+    add_pooling_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument(
         "--annotate",
@@ -466,9 +547,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument(
         "models", nargs="+", metavar="MODEL", help="the reference (teacher) first, then students"
     )
-    parser.add_argument(
-        "--pooling", choices=POOLINGS, default="mean", help="token vectors -> sentence vector"
-    )
+    add_pooling_argument(parser)
     parser.add_argument(
         "--static-baseline",
         action="store_true",
@@ -531,6 +610,7 @@ def run_compare(args: argparse.Namespace) -> int:
 COMMANDS: list[Command] = [
     Command(add_info_parser, run_info),
     Command(add_embed_parser, run_embed),
+    Command(add_search_parser, run_search),
     Command(add_fill_mask_parser, run_fill_mask),
     Command(add_tokenize_parser, run_tokenize),
     Command(add_plot_embeddings_parser, run_plot_embeddings),
