@@ -206,3 +206,38 @@ class SearchIndex:
         index = cls.build(encoder, texts, pooling, batch_size, progress)
         index.save(path)
         return index, False
+
+
+# ---------------------------------------------------------------------------- evaluation
+def retrieval_metrics(
+    index: SearchIndex,
+    encoder: Encoder,
+    queries: Sequence[str],
+    targets: Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Recall@k and mean reciprocal rank of each query's one relevant text ``targets[i]``.
+
+    ``recall@k``: share of queries whose target is among the top ``k`` hits;
+    ``mrr``: mean of 1 / (rank of the target), rank 1 = best. Ranks are those of
+    :meth:`SearchIndex.search`: higher-scoring texts, and earlier ones of equal score,
+    rank above the target.
+    """
+    if len(queries) != len(targets) or not queries:
+        raise ValueError(f"got {len(queries)} queries and {len(targets)} targets: one each, >= 1")
+    bad = [t for t in targets if not 0 <= t < len(index) or not index.searchable[t]]
+    if bad:
+        raise ValueError(f"target {bad[0]} is not a non-empty text of the {len(index)} indexed")
+    scores = index.scores(encoder, queries, batch_size).astype(np.float64)
+    scores = np.where(index.searchable[None, :], scores, -np.inf)
+    rows = np.arange(len(queries))
+    target_scores = scores[rows, np.asarray(targets)]
+    positions = np.arange(len(index))[None, :]
+    above = (scores > target_scores[:, None]) | (
+        (scores == target_scores[:, None]) & (positions < np.asarray(targets)[:, None])
+    )
+    ranks = above.sum(axis=1) + 1  # (queries,)
+    metrics = {f"recall@{k}": float((ranks <= k).mean()) for k in ks}
+    metrics["mrr"] = float((1.0 / ranks).mean())
+    return metrics

@@ -182,3 +182,26 @@ def test_cli_search(
     assert "--index must name a .npz file" in capsys.readouterr().err
     assert cli.main(["search", str(folders[0]), "--input", str(collection), "--query", " "]) == 2
     assert "--query is empty" in capsys.readouterr().err
+
+
+def test_retrieval_metrics_match_the_ranks_of_search(folders: list[Path]) -> None:
+    from distilkit.search import retrieval_metrics
+
+    encoder = distilkit.load(folders[0])
+    index = SearchIndex.build(encoder, COLLECTION)
+    queries = ["the cat sat", "hello", "a dog jumped", "book", "it was read", "the mat"]
+    targets = [0, 1, 3, 7, 6, 4]
+    ranks = []
+    for hits in index.search(encoder, queries, top_k=len(COLLECTION)):
+        ranks.append(1 + [hit.index for hit in hits].index(targets[len(ranks)]))
+    ranks = np.asarray(ranks)
+    metrics = retrieval_metrics(index, encoder, queries, targets, ks=(1, 2, 6))
+    assert metrics["recall@1"] == pytest.approx((ranks <= 1).mean())
+    assert metrics["recall@2"] == pytest.approx((ranks <= 2).mean())
+    assert metrics["recall@6"] == 1.0  # six non-empty texts
+    assert metrics["mrr"] == pytest.approx((1 / ranks).mean())
+    assert 0 < metrics["mrr"] < 1  # the tiny model is not perfect, so the check means something
+    with pytest.raises(ValueError, match="target 2 is not a non-empty text"):
+        retrieval_metrics(index, encoder, ["book"], [2])
+    with pytest.raises(ValueError, match="one each"):
+        retrieval_metrics(index, encoder, ["book"], [0, 1])
