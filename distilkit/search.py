@@ -26,6 +26,7 @@ from distilkit.config import to_dict
 from distilkit.encoder import Encoder
 
 FORMAT = 1  # version of the saved index layout
+QUERY_CHUNK = 256  # queries scored at once by SearchIndex.search
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,28 @@ def model_fingerprint(encoder: Encoder) -> str:
             digest.update(name.encode())
             digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _query_list(queries: str | Sequence[str]) -> list[str]:
+    queries = [queries] if isinstance(queries, str) else list(queries)
+    empty = [i for i, query in enumerate(queries) if not query.strip()]
+    if empty:
+        raise ValueError(f"query {empty[0] + 1} is empty: give the text to search for")
+    return queries
+
+
+def top_indices(scores: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` highest ``scores`` ``(n,)``, best first; ties: lower first.
+
+    A partial selection (``np.partition``) before the sort, so a search over n texts
+    costs O(n + k log k) per query instead of O(n log n).
+    """
+    if count < len(scores):
+        kth = np.partition(scores, len(scores) - count)[len(scores) - count]
+        candidates = np.flatnonzero(scores >= kth)  # ascending positions
+    else:
+        candidates = np.arange(len(scores))
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:count]
 
 
 class SearchIndex:
@@ -102,19 +125,8 @@ class SearchIndex:
 
         ``encoder`` must be the model the index was built with (checked by fingerprint).
         """
-        if model_fingerprint(encoder) != self.model_id:
-            raise ValueError(
-                f"this index was built with another model than {encoder.name}: rebuild it "
-                "with SearchIndex.build (or delete the saved index file)"
-            )
-        queries = [queries] if isinstance(queries, str) else list(queries)
-        empty = [i for i, query in enumerate(queries) if not query.strip()]
-        if empty:
-            raise ValueError(f"query {empty[0] + 1} is empty: give the text to search for")
-        query_vectors = encoder.embed(
-            queries, pooling=self.pooling, normalize=True, batch_size=batch_size, progress=False
-        )
-        return query_vectors @ self.vectors.T
+        self._check_model(encoder)
+        return self._scores(encoder, _query_list(queries), batch_size)
 
     def search(
         self, encoder: Encoder, queries: str | Sequence[str], top_k: int = 5, batch_size: int = 64
@@ -122,20 +134,35 @@ class SearchIndex:
         """The ``top_k`` texts closest to each query, best first (ties: earlier text first).
 
         Returns one list of :class:`Hit` per query; fewer than ``top_k`` when the
-        collection has fewer non-empty texts.
+        collection has fewer non-empty texts. Queries are scored ``QUERY_CHUNK`` at a
+        time, so memory stays ``QUERY_CHUNK x texts`` however many there are.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        scores = self.scores(
-            encoder, [queries] if isinstance(queries, str) else queries, batch_size
-        )
-        scores = np.where(self.searchable[None, :], scores, -np.inf)
+        self._check_model(encoder)
+        queries = _query_list(queries)
         count = min(top_k, int(self.searchable.sum()))
         results = []
-        for row in scores:
-            order = np.argsort(-row, kind="stable")[:count]
-            results.append([Hit(int(i), float(row[i]), self.texts[i]) for i in order])
+        for start in range(0, len(queries), QUERY_CHUNK):
+            scores = self._scores(encoder, queries[start : start + QUERY_CHUNK], batch_size)
+            scores = np.where(self.searchable[None, :], scores, -np.inf)
+            for row in scores:
+                order = top_indices(row, count)
+                results.append([Hit(int(i), float(row[i]), self.texts[i]) for i in order])
         return results
+
+    def _check_model(self, encoder: Encoder) -> None:
+        if model_fingerprint(encoder) != self.model_id:
+            raise ValueError(
+                f"this index was built with another model than {encoder.name}: rebuild it "
+                "with SearchIndex.build (or delete the saved index file)"
+            )
+
+    def _scores(self, encoder: Encoder, queries: list[str], batch_size: int) -> np.ndarray:
+        query_vectors = encoder.embed(
+            queries, pooling=self.pooling, normalize=True, batch_size=batch_size, progress=False
+        )
+        return query_vectors @ self.vectors.T
 
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
