@@ -176,6 +176,17 @@ def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """--dtype: the precision the model runs in (read by :func:`_load`)."""
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX, int8"
+        " runs the transformer blocks' matmuls in int8 (the output is float32 either way)",
+    )
+
+
 def _load(args: argparse.Namespace) -> Encoder:
     return load(args.model, dtype=getattr(args, "dtype", None))
 
@@ -254,13 +265,7 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         metavar="N",
         help="texts per forward pass (default: 64)",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=["float32", "bfloat16", "int8"],
-        default="float32",
-        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX, int8"
-        " runs the transformer blocks' matmuls in int8 (the output is float32 either way)",
-    )
+    add_dtype_argument(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -327,6 +332,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     add_pooling_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
+    add_dtype_argument(parser)
     return parser
 
 

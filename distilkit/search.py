@@ -39,11 +39,13 @@ class Hit:
 
 
 def model_fingerprint(encoder: Encoder) -> str:
-    """SHA-256 over the model's config and every weight, so a retrained model is told apart."""
+    """SHA-256 over what computes the vectors: the config, the module types (so int8 blocks
+    are told from float ones that share their weights) and every weight."""
     digest = hashlib.sha256(
         json.dumps(to_dict(encoder.config), sort_keys=True, default=str).encode()
     )
     digest.update(json.dumps(encoder.tokenizer.vocab_size).encode())
+    digest.update(" ".join(type(module).__name__ for module in encoder.model.modules()).encode())
     with torch.no_grad():
         for name, tensor in encoder.model.state_dict().items():
             digest.update(name.encode())

@@ -129,6 +129,8 @@ def test_fingerprint_follows_the_weights(folders: list[Path]) -> None:
     with torch.no_grad():
         encoder.model.backbone.embeddings.word_embeddings.weight[5, 0] += 1e-3
     assert model_fingerprint(encoder) != before
+    # the same weights run as int8 blocks give other vectors, so another fingerprint
+    assert model_fingerprint(distilkit.load(folders[0], dtype="int8")) != before
 
 
 def test_bad_input_is_a_clear_error(folders: list[Path], tmp_path: Path) -> None:
