@@ -11,6 +11,7 @@ from pathlib import Path
 from distilkit.config import ConfigError, from_dict, load_json
 from distilkit.data.corpus import UNITS
 from distilkit.distill import (
+    DEFAULT_JOB_BUDGET,
     DEMO_CORPUS,
     DistillConfig,
     MLMHeadConfig,
@@ -146,6 +147,15 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument(
         "--quick-eval", action="store_true", help="evaluate on a subsample (faster, noisier)"
     )
+    parser.add_argument(
+        "--job-time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="end the whole job, evaluation included, within this long: training gets what "
+        "is left after setup and a measured estimate of the evaluation (default: "
+        f"{DEFAULT_JOB_BUDGET:.0f} s when neither --time-budget nor --max-steps is given, "
+        "else no deadline)",
+    )
     _add_training_options(parser)
     return parser
 
@@ -180,7 +190,8 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
     if args.weights is not None:
         objective["weights"] = {**dict.fromkeys(WEIGHT_NAMES, 0.0), **args.weights}
     training = dataclasses.asdict(DistillConfig().training)
-    training.update(data.get("training", {}))
+    loaded_training = data.get("training", {})
+    training.update(loaded_training)
     training.update(_training_overrides(args))
     if (
         args.max_steps is not None
@@ -189,6 +200,15 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
     ):
         training["time_budget"] = None
     data["training"] = training
+    if args.job_time_budget is not None:
+        data["job_time_budget"] = args.job_time_budget
+    elif (
+        "job_time_budget" not in data
+        and args.max_steps is None
+        and args.time_budget is None
+        and not {"max_steps", "time_budget"} & set(loaded_training)
+    ):
+        data["job_time_budget"] = DEFAULT_JOB_BUDGET  # the default job keeps its 15 minutes
     return from_dict(DistillConfig, data)
 
 

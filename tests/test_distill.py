@@ -347,3 +347,77 @@ def test_the_evaluated_job_reports_how_closely_the_student_follows_the_teacher(
     report = (out_dir / "report.md").read_text()
     assert "## How closely the student follows the teacher" in report
     assert f"| STS-B dev sentences | {agreement['stsb_sentence_cosine']:.4f} |" in report
+
+
+# --------------------------------------------------------------------------- job deadline
+def test_training_budget_fits_the_deadline():
+    from distilkit.distill import MIN_TRAINING_SECONDS, SETTLING_SECONDS, fit_training_budget
+
+    assert fit_training_budget(840, 40, 150, 600) == 600  # room to spare: the budget stands
+    assert fit_training_budget(840, 40, 300, 600) == 840 - 40 - 300 - SETTLING_SECONDS
+    assert fit_training_budget(840, 40, 300, None) == 840 - 40 - 300 - SETTLING_SECONDS
+    assert fit_training_budget(100, 40, 300, 600) == MIN_TRAINING_SECONDS  # never below it
+    assert fit_training_budget(100, 40, 300, 30) == 30
+
+
+def test_evaluation_work_counts_what_the_evaluation_embeds():
+    from distilkit import evaluation
+    from distilkit.distill import LATENCY_COST, evaluation_work
+
+    protocol = evaluation.FULL_PROTOCOL
+    pairs = len(evaluation.read_stsb(protocol.stsb_path)[0])
+    probe = len(evaluation.read_sst2(protocol.sst2_train_path)[0]) + len(
+        evaluation.read_sst2(protocol.sst2_dev_path)[0]
+    )
+    timing = (protocol.throughput_repeats + 1) * protocol.throughput_texts
+    per_model = 2 * pairs + probe + timing + LATENCY_COST * protocol.latency_texts
+    # the teacher, a 3-of-6 student at 4/7 of its cost, and the agreement pass over STS-B
+    expected = (per_model + 2 * pairs) * (1 + 4 / 7)
+    assert evaluation_work(protocol, 6, 3) == pytest.approx(expected)
+    quick = evaluation_work(evaluation.QUICK_PROTOCOL, 6, 3)
+    assert 0 < quick < evaluation_work(protocol, 6, 3) / 3
+
+
+def test_the_default_job_has_a_deadline_and_explicit_limits_lift_it(tmp_path):
+    from distilkit.distill import DEFAULT_JOB_BUDGET
+
+    parser = argparse.ArgumentParser()
+    add_distill_parser(parser.add_subparsers())
+
+    def config(*flags: str) -> DistillConfig:
+        return distill_config_from_args(parser.parse_args(["distill", *flags]))
+
+    assert config().job_time_budget == DEFAULT_JOB_BUDGET
+    assert config("--corpus", "books").job_time_budget == DEFAULT_JOB_BUDGET
+    assert config("--time-budget", "6300").job_time_budget is None  # the long run
+    assert config("--max-steps", "50").job_time_budget is None
+    assert config("--job-time-budget", "300").job_time_budget == 300
+    assert config("--time-budget", "60", "--job-time-budget", "300").job_time_budget == 300
+    saved = tmp_path / "distill_config.json"
+    saved.write_text(json.dumps({"training": {"max_steps": 10}}))
+    assert config("--config", str(saved)).job_time_budget is None
+    with pytest.raises(ConfigError, match="job_time_budget must be positive"):
+        config("--job-time-budget", "0")
+
+
+@pytest.mark.filterwarnings("ignore:.*were truncated")  # the tiny vocabulary's [UNK]s
+def test_an_evaluated_job_with_a_deadline_records_its_estimate_and_what_it_took(
+    teacher_folder, corpus_file, tmp_path
+):
+    from distilkit.distill import MIN_TRAINING_SECONDS
+
+    for job_budget, out in ((10_000.0, "roomy"), (1.0, "tight")):
+        config = tiny_job(teacher_folder, [corpus_file], job_time_budget=job_budget)
+        metrics = run_distillation(config, tmp_path / out, evaluate=True, quick_eval=True)
+        deadline = metrics["deadline"]
+        assert deadline["teacher_sentences_per_s"] > 0
+        assert deadline["evaluation_seconds_estimate"] > 0
+        saved = json.loads((tmp_path / out / "metrics.json").read_text())
+        recorded = saved["extra"]["training"]["deadline"]
+        assert recorded["evaluation_seconds"] > 0
+        assert recorded["job_seconds"] >= recorded["evaluation_seconds"]
+        if out == "roomy":  # no time budget set: training gets what the deadline leaves
+            assert deadline["training_budget"] > 5_000
+        else:  # an impossible deadline still trains for the minimum, never zero
+            assert deadline["training_budget"] == MIN_TRAINING_SECONDS
+        assert metrics["training"]["stopped_by"] == "max_steps"  # 4 steps, well within either
