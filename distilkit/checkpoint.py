@@ -319,6 +319,20 @@ def hf_state_dict(model: TransformerModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def _check_replaceable(folder: Path) -> None:
+    """A save replaces ``folder`` whole: only an earlier model (or nothing) may be there."""
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(
+            f"{folder} is a file: a model is saved as a folder, so choose another path "
+            "(saving would replace the file)"
+        )
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "config.json").is_file():
+        raise CheckpointError(
+            f"{folder} is a folder that holds no model (no config.json): saving would replace "
+            "it and everything in it, so choose another path or empty it first"
+        )
+
+
 def save_model(model: TransformerModel, folder: str | Path, tokenizer=None) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically.
 
@@ -326,6 +340,7 @@ def save_model(model: TransformerModel, folder: str | Path, tokenizer=None) -> P
     interrupted save never leaves a half-written checkpoint behind.
     """
     folder = Path(folder)
+    _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
     architecture = ARCHITECTURES[(config.layout, config.head)]

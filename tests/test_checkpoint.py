@@ -304,11 +304,34 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_files(
     hf_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:
     target = tmp_path / "model"
-    target.mkdir()
-    (target / "stale.txt").write_text("old")
-    save_model(load_model(hf_checkpoint("BertModel")), target)
+    model = load_model(hf_checkpoint("BertModel"))
+    save_model(model, target)
+    (target / "stale.txt").write_text("old")  # an earlier model's leftovers go with it
+    save_model(model, target)
     assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_model(model, empty)  # an empty folder is fine too
+    assert (empty / "config.json").is_file()
+
+
+def test_save_never_replaces_what_is_not_a_model(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    model = load_model(hf_checkpoint("BertModel"))
+    notes = tmp_path / "work"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"holds no model \(no config.json\)"):
+        save_model(model, notes)
+    assert (notes / "notes.txt").read_text() == "mine"
+    a_file = tmp_path / "victim.txt"
+    a_file.write_text("mine")
+    with pytest.raises(CheckpointError, match="is a file"):
+        save_model(model, a_file)
+    assert a_file.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim.txt", "work"]  # no leftovers
 
 
 def test_pytorch_model_bin_with_tensors_only_loads(
