@@ -34,8 +34,9 @@ from distilkit.hub import resolve
 from distilkit.inspect import format_info
 from distilkit.modeling import POOLINGS
 from distilkit.tokenizer import Tokenizer
+from distilkit.trainer import TrainingDiverged
 
-USER_ERRORS = (ValueError, OSError)
+USER_ERRORS = (ValueError, OSError, TrainingDiverged)  # each says what to do
 ARRAYS_SHOWN = 20  # `info` lists this many arrays unless --all-arrays
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 MODEL_HELP = (

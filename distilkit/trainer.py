@@ -14,6 +14,7 @@ named losses -> weighted sum -> backward -> optimizer step -> log / eval / check
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -71,8 +72,10 @@ class TrainingConfig:
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate}"
+            )
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
@@ -250,6 +253,7 @@ class Trainer:
                 "step": self.step,
                 "elapsed": self.elapsed,
                 "schedule_steps": self.schedule_steps,
+                "max_steps": self.config.max_steps,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(),
@@ -278,6 +282,14 @@ class Trainer:
             raise ConfigError(
                 f"{folder} was written by {len(state['rng'])} process(es) but this run has "
                 f"{self.world_size}: resume with the same number of processes"
+            )
+        saved_max_steps = state.get("max_steps", self.config.max_steps)  # older checkpoints
+        if saved_max_steps != self.config.max_steps:
+            raise ConfigError(
+                f"{folder} belongs to a run of max_steps={saved_max_steps} (at step "
+                f"{state['step']}), but this one asks for max_steps={self.config.max_steps}: "
+                "its learning-rate schedule was laid out for the old length, so resume with "
+                "the same --max-steps, or start afresh with --no-resume (or another --out)"
             )
         self.objective.load(folder / "model")
         self.schedule_steps = state["schedule_steps"]
@@ -321,6 +333,18 @@ class Trainer:
         if self.is_main:
             with self.log_path.open("a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
+
+    def _check_weights_finite(self) -> None:
+        """The last step's update is checked by no later loss: check the weights themselves
+        before they are saved, so a diverged run never writes a NaN model."""
+        bad = [p for p in self.trainable if not torch.isfinite(p.detach()).all()]
+        if bad:
+            checkpoint = self.latest_checkpoint()
+            raise TrainingDiverged(
+                f"{len(bad)} weight array(s) became NaN or infinite by step {self.step}; "
+                f"stopped without saving them. The last good checkpoint is "
+                f"{checkpoint or '(none yet)'}. Lower the learning rate or use --precision fp32."
+            )
 
     def evaluate(self) -> dict[str, float]:
         if not self.eval_batches:
@@ -443,7 +467,13 @@ class Trainer:
                 stopped_by = "time_budget"
                 break
         bar.close()
-        if stopped_by == "max_steps" and self.schedule_steps < config.max_steps:
+        if stopped_by != "interrupted":
+            self._check_weights_finite()
+        if (
+            stopped_by == "max_steps"
+            and config.time_budget is not None
+            and self.schedule_steps < config.max_steps
+        ):
             stopped_by = "time_budget"  # the schedule was fitted to the budget and ran out
         if stopped_by != "interrupted" and (
             last_checkpoint is None or not last_checkpoint.name.endswith(f"{self.step:07d}")

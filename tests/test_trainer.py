@@ -73,7 +73,7 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         ("grad_accumulation", 0, "must be >= 1"),
         ("precision", "fp16", "precision must be 'fp32' or 'bf16'"),
         ("warmup_fraction", 1.0, r"warmup_fraction must be in \[0, 1\)"),
-        ("learning_rate", 0.0, "learning_rate must be > 0"),
+        ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
         ("time_budget", -5.0, "time_budget must be > 0 seconds"),
         ("checkpoint_every", 0, "checkpoint_every must be >= 1"),
     ],
@@ -296,6 +296,16 @@ def test_resume_refuses_another_number_of_processes(tokenizer, tmp_path):
         make_trainer(tmp_path, tokenizer, settings).run()
 
 
+def test_resume_refuses_another_max_steps(tokenizer, tmp_path):
+    """A finished 2-step run asked for 5 steps must not end at 2 saying 'time_budget'."""
+    trainer = make_trainer(tmp_path, tokenizer, RunSettings(training={"max_steps": 2}))
+    assert trainer.run().stopped_by == "max_steps"
+    longer = make_trainer(tmp_path, tokenizer, RunSettings(training={"max_steps": 5}))
+    with pytest.raises(ConfigError, match=r"max_steps=2 \(at step 2\).*max_steps=5.*--no-resume"):
+        longer.run()
+    assert longer.run(resume=False).step == 5  # afresh, as the message says
+
+
 def test_old_checkpoints_are_pruned_and_the_pointer_falls_back(tokenizer, tmp_path):
     settings = RunSettings(training={"max_steps": 8, "checkpoint_every": 2, "keep_checkpoints": 2})
     trainer = make_trainer(tmp_path, tokenizer, settings)
@@ -401,6 +411,30 @@ def test_a_nan_before_any_checkpoint_says_so(tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, tokenizer, settings, objective_class=NanAtThirdCall)
     with pytest.raises(TrainingDiverged, match=r"The last good checkpoint is \(none yet\)"):
         trainer.run()
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_weights_broken_by_the_last_step_are_never_saved(tokenizer, tmp_path):
+    """No loss follows the last update, so the weights themselves are checked."""
+    settings = RunSettings(training={"max_steps": 3, "checkpoint_every": 2})
+    trainer = make_trainer(tmp_path, tokenizer, settings)
+    update = trainer.optimizer.step
+
+    def last_update_breaks_a_weight(*args, **kwargs):
+        update(*args, **kwargs)
+        if trainer.step == 2:  # the third and last step (the counter moves after it)
+            with torch.no_grad():
+                trainer.trainable[0][0] = float("nan")
+
+    trainer.optimizer.step = last_update_breaks_a_weight
+    with pytest.raises(TrainingDiverged, match=r"weight array.*NaN or infinite"):
+        trainer.run()
+    assert not (tmp_path / "checkpoints" / "step-0000003").exists()
+
+
+def test_an_infinite_learning_rate_is_refused():
+    with pytest.raises(ConfigError, match="learning_rate must be a finite number > 0, got inf"):
+        TrainingConfig(learning_rate=float("inf"))
 
 
 # --------------------------------------------------------------------------- a real kill
