@@ -27,8 +27,11 @@ WEIGHT_NAMES = tuple(field.name for field in dataclasses.fields(DistillationWeig
 
 
 def _layers(text: str) -> list[int]:
+    parts = text.replace(" ", "").split(",")
     try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
+        if "" in parts:
+            raise ValueError(text)
+        return [int(part) for part in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--layers takes comma-separated teacher layer numbers such as 0,3,5; got {text!r}"
@@ -168,6 +171,7 @@ def _corpus_path(value: str) -> str:
 
 def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
     """Defaults, then --config, then explicit flags (the last wins)."""
+    check_depth(args)
     data = load_json(args.config) if args.config else {}
     for name in (
         "teacher",
@@ -232,7 +236,7 @@ def add_init_student_parser(subparsers: argparse._SubParsersAction) -> argparse.
     )
     parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--num-layers", type=int, default=3)
+    parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="auto")
     parser.add_argument("--layers", type=_layers)
     parser.add_argument("--layout", choices=("bert", "distilbert"))
@@ -246,11 +250,22 @@ def add_init_student_parser(subparsers: argparse._SubParsersAction) -> argparse.
     return parser
 
 
+def check_depth(args: argparse.Namespace) -> None:
+    """--layers sets the depth; a --num-layers that disagrees with it is an error."""
+    layers, depth = args.layers, args.num_layers
+    if layers is not None and depth is not None and len(layers) != depth:
+        raise ConfigError(
+            f"--layers {','.join(map(str, layers))} names {len(layers)} layers but "
+            f"--num-layers is {depth}: give one of them, or make them agree"
+        )
+
+
 def run_init_student(args: argparse.Namespace) -> int:
+    check_depth(args)
     folder, layers = init_student(
         args.teacher,
         args.out,
-        num_layers=args.num_layers,
+        num_layers=args.num_layers if args.num_layers is not None else 3,
         strategy=args.strategy,
         layers=args.layers,
         layout=args.layout,

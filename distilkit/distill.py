@@ -29,6 +29,7 @@ from distilkit.trainer import Trainer, TrainingConfig
 
 DEMO_CORPUS = Path(__file__).resolve().parent / "resources" / "corpus"
 AUTO_TOKENS = 64  # tokens per sequence scored by the auto layer choice
+MIN_AUTO_WINDOWS = 8  # fewer held-out sequences give no usable similarity structure
 DEFAULT_JOB_BUDGET = 840.0  # the no-argument job: 14 minutes in all, inside the 15 promised
 MIN_TRAINING_SECONDS = 60.0  # a deadline never cuts training below this
 LATENCY_COST = 4.0  # a batch-1 latency pass costs about this many batched sentences
@@ -82,6 +83,10 @@ class DistillConfig:
             )
         if not 0 < self.heldout_fraction < 0.5:
             raise ConfigError("heldout_fraction must be between 0 and 0.5")
+        if self.auto_sample < MIN_AUTO_WINDOWS:
+            raise ConfigError(
+                f"auto_sample must be at least {MIN_AUTO_WINDOWS} sequences, got {self.auto_sample}"
+            )
         if self.job_time_budget is not None and self.job_time_budget <= 0:
             raise ConfigError(f"job_time_budget must be positive, got {self.job_time_budget}")
         if self.corpus_unit not in UNITS:
@@ -209,6 +214,13 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
         return select_layers(n_teacher, config.num_layers, config.strategy)
     select_layers(n_teacher, config.num_layers, "first")  # depth check with a clear error
     batches = auto_sample_batches(corpus, tokenizer, config.auto_sample)
+    windows = sum(len(batch["input_ids"]) for batch in batches)
+    if windows < MIN_AUTO_WINDOWS:
+        raise ConfigError(
+            f"the auto layer choice compares the models on held-out text, and the corpus "
+            f"gave only {windows} held-out sequence(s) (at least {MIN_AUTO_WINDOWS} needed): "
+            "use a larger corpus, or name the layers (--layers 0,3,5) or another --strategy"
+        )
     started = time.perf_counter()
     ranking = rank_layer_subsets(teacher, config.num_layers, batches)
     _say(
@@ -223,6 +235,26 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
             f"cos={score.embedding_cosine:.4f}"
         )
     return list(ranking[0].layers)
+
+
+def _check_same_student(config: DistillConfig, previous: DistillConfig, out_dir: Path) -> None:
+    """A resumed run must build the student it checkpointed: same teacher, same depth,
+    and the same teacher layers when they are named."""
+    differences = [
+        f"{name} {asked} (the run there: {saved})"
+        for name, asked, saved in (
+            ("teacher", config.teacher, previous.teacher),
+            ("num_layers", config.num_layers, previous.num_layers),
+            ("layers", config.layers, previous.layers),
+        )
+        if asked != saved and not (name == "layers" and asked is None)
+    ]
+    if differences:
+        raise ConfigError(
+            f"{out_dir} holds a run of another student, so it cannot be resumed with "
+            f"{'; '.join(differences)}: rerun with its settings to resume it, or start afresh "
+            "with --no-resume (or another --out)"
+        )
 
 
 def run_distillation(
@@ -265,6 +297,7 @@ def run_distillation(
     resuming = resume and (out_dir / "checkpoints" / "latest").is_file()
     if resuming:
         previous = DistillConfig.load(out_dir / "distill_config.json")
+        _check_same_student(config, previous, out_dir)
         layers = previous.layers
     elif config.student_init == "random":
         layers = None

@@ -21,6 +21,7 @@ The training loop weights the losses with ``objective.weights``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distilkit.checkpoint import load_model, save_model
+from distilkit.config import ConfigError
 from distilkit.data.masking import MaskingConfig, mask_tokens, span_deleted_views
 from distilkit.layer_map import LayerMap
 from distilkit.losses import (
@@ -76,6 +78,10 @@ class GeneralDistillationConfig:
     relation_heads: int | None = None  # None: the student's number of attention heads
     relation_teacher_layer: int | None = None  # teacher block (1-based) for "relations"; None: last
     view_deletion: float = 0.25  # share of a sentence's tokens a "pairs" view drops
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be a finite number > 0, got {self.temperature}")
 
 
 def load_student_weights(student: nn.Module, folder: Path) -> None:

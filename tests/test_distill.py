@@ -421,3 +421,47 @@ def test_an_evaluated_job_with_a_deadline_records_its_estimate_and_what_it_took(
         else:  # an impossible deadline still trains for the minimum, never zero
             assert deadline["training_budget"] == MIN_TRAINING_SECONDS
         assert metrics["training"]["stopped_by"] == "max_steps"  # 4 steps, well within either
+
+
+def test_resuming_with_another_student_is_a_clear_error(teacher_folder, corpus_file, tmp_path):
+    out_dir = tmp_path / "run"
+    run_distillation(
+        tiny_job(teacher_folder, [corpus_file], layers=[0, 2]), out_dir, evaluate=False
+    )
+    for overrides, named in (
+        ({"layers": [1, 2]}, r"layers \[1, 2\] \(the run there: \[0, 2\]\)"),
+        ({"num_layers": 1}, r"num_layers 1 \(the run there: 2\)"),
+    ):
+        with pytest.raises(ConfigError, match=named + r".*--no-resume"):
+            run_distillation(tiny_job(teacher_folder, [corpus_file], **overrides), out_dir)
+    # the same student (layers not named) resumes; --no-resume starts another
+    run_distillation(tiny_job(teacher_folder, [corpus_file]), out_dir, evaluate=False)
+    config = tiny_job(teacher_folder, [corpus_file], layers=[1, 2])
+    run_distillation(config, out_dir, resume=False, evaluate=False)
+    assert DistillConfig.load(out_dir / "distill_config.json").layers == [1, 2]
+
+
+def test_layer_flags_are_checked(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_distill_parser(parser.add_subparsers())
+
+    def config(*flags: str) -> DistillConfig:
+        return distill_config_from_args(parser.parse_args(["distill", *flags]))
+
+    assert config("--layers", "0,4,5").layers == [0, 4, 5]
+    assert config("--layers", "0,4,5", "--num-layers", "3").num_layers == 3
+    with pytest.raises(ConfigError, match="names 2 layers but --num-layers is 3"):
+        config("--layers", "0,1", "--num-layers", "3")
+    for bad in ("1,,2", "1,", "a,b"):
+        with pytest.raises(SystemExit):
+            config("--layers", bad)
+    with pytest.raises(ConfigError, match="temperature must be a finite number > 0"):
+        config("--temperature", "0")
+    with pytest.raises(ConfigError, match="auto_sample must be at least 8"):
+        DistillConfig(auto_sample=0)
+
+
+def test_auto_choice_on_too_little_held_out_text_is_a_clear_error(teacher_folder, tmp_path):
+    corpus = write_text_corpus(tmp_path / "small.txt", 30)
+    with pytest.raises(ConfigError, match=r"only [0-9] held-out sequence.*--layers"):
+        run_distillation(tiny_job(teacher_folder, [corpus]), tmp_path / "run", evaluate=False)
