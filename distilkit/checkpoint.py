@@ -232,7 +232,9 @@ def load_model(
         keys = set(weights)
         config = ModelConfig.from_hf(config_json)
     except ConfigError as error:
-        raise CheckpointError(f"{folder / 'config.json'}: {error}") from None
+        where = str(folder / "config.json")
+        message = str(error)  # name the file once, whether or not the message already does
+        raise CheckpointError(message if where in message else f"{where}: {message}") from None
     except KeyError as error:
         raise CheckpointError(f"{folder / 'config.json'} lacks the field {error}") from None
     stored_head = infer_head(config_json, keys)

@@ -18,6 +18,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import sys
 import time
 import warnings
@@ -84,7 +85,8 @@ def read_texts(
     if not table and (column or labels_column):
         raise InputError(f"--column and --labels-column need a .tsv or .csv input, got {path}")
     try:
-        with path.open(encoding="utf-8", newline="" if table else None) as lines:
+        # utf-8-sig: a byte-order mark (as some spreadsheet exports write) is not text
+        with path.open(encoding="utf-8-sig", newline="" if table else None) as lines:
             if not table:
                 texts = [line.rstrip("\n") for line in lines]
                 return _checked(TextInput(texts), path)
@@ -684,6 +686,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return args.run(args)
+        except BrokenPipeError:  # output piped into `head` and the like: nothing to report
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush error at exit)
+            return 0
         except USER_ERRORS as error:
             if args.debug:
                 raise

@@ -521,3 +521,28 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
     assert f"sentence cosine {agreement['sentence_cosine']:.3f}" in out
     code, _, err = run(capsys, "compare", folders["bare"], folders["bare"])
     assert code == 2 and "named twice" in err
+
+
+def test_output_cut_short_by_a_closed_pipe_is_not_an_error(folders: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "distilkit", "info", str(folders["bare"]), "--all-arrays"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()  # before it writes (importing torch takes a while): as `| head` does
+    _, errors = reader.communicate(timeout=120)
+    assert reader.returncode == 0, errors
+    assert b"Broken pipe" not in errors and b"Traceback" not in errors
+
+
+def test_a_byte_order_mark_does_not_rename_the_first_column(tmp_path: Path) -> None:
+    table = tmp_path / "rows.tsv"
+    table.write_bytes("text\tlabel\nhello\tpos\n".encode("utf-8-sig"))
+    assert cli.read_texts(table, "text", "label").texts == ["hello"]
+    plain = tmp_path / "rows.txt"
+    plain.write_bytes("hello\n".encode("utf-8-sig"))
+    assert cli.read_texts(plain).texts == ["hello"]
