@@ -84,6 +84,17 @@ class BenchSettings:
             raise BenchError("batch_size and repeats must be >= 1 and latency_texts >= 0")
         if self.max_length < 3:
             raise BenchError(f"max_length must be >= 3 tokens, got {self.max_length}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise BenchError(f"num_threads must be at least 1, got {self.num_threads}")
+        thresholds = (
+            self.threshold.values() if isinstance(self.threshold, dict) else [self.threshold]
+        )
+        for threshold in thresholds:
+            if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects NaN
+                raise BenchError(
+                    "the early-exit threshold is a normalised prediction entropy from 0 to 1 "
+                    f"(0: never exit early, 1: always after the first block), got {threshold}"
+                )
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -277,6 +288,7 @@ def build_engines(
     if not models:
         raise BenchError("no models to bench: give at least the teacher")
     engines: list[Engine] = []
+    no_branches: list[str] = []  # models skipped in the early-exit modes
     for index, (name, source) in enumerate(models.items()):
         if is_bilstm_folder(source):
             if index == 0:
@@ -318,6 +330,7 @@ def build_engines(
             elif mode in ("early exit", "early exit int8"):
                 if not has_branches(folder):
                     say(f"skipping {name} / {mode}: {folder} has no trained branches")
+                    no_branches.append(f"{name} ({folder})")
                     continue
                 early = EarlyExitModel.from_folder(folder)
                 if mode == "early exit int8":
@@ -347,6 +360,16 @@ def build_engines(
                         exit_layers=layers,
                     )
                 )
+    if not engines:
+        reason = f"the mode(s) {list(modes)} leave nothing to time"
+        if no_branches:
+            reason = (
+                f"nothing to time: {', '.join(dict.fromkeys(no_branches))} "
+                f"{'has' if len(set(no_branches)) == 1 else 'have'} no trained early-exit "
+                "branches; train them with `distilkit train-early-exit MODEL`, or add other "
+                "--modes"
+            )
+        raise BenchError(reason)
     return engines
 
 

@@ -25,10 +25,14 @@ from distilkit.cli_distill import (
 DEFAULT_THRESHOLDS = [round(0.05 * step, 2) for step in range(21)]  # 0, 0.05, ..., 1
 
 
-def _read_labelled(path: Path | None, limit: int | None) -> tuple[list[str], np.ndarray | None]:
+def _read_labelled(
+    path: Path | None, limit: int | None, label_names: list[str] | None = None
+) -> tuple[list[str], np.ndarray | None]:
     """Texts (and 0/1.. integer labels, if the file has a ``label`` column) of a GLUE-style
-    TSV with a ``sentence`` column, or a plain text file; default: the shipped SST-2 dev."""
+    TSV/CSV with a ``sentence`` or ``text`` column, or a plain text file; default: the
+    shipped SST-2 dev. A label may also be one of ``label_names`` (the model's classes)."""
     from distilkit.cli import InputError, read_texts
+    from distilkit.data.corpus import AUTO_TEXT_COLUMNS
     from distilkit.evaluation import SST2_DEV
 
     path = Path(path) if path is not None else SST2_DEV
@@ -37,23 +41,60 @@ def _read_labelled(path: Path | None, limit: int | None) -> tuple[list[str], np.
     with path.open(encoding="utf-8", errors="replace") as lines:
         header = lines.readline().rstrip("\r\n").split("\t" if path.suffix == ".tsv" else ",")
     table = path.suffix.lower() in (".tsv", ".csv")
-    column = "sentence" if table and "sentence" in header else None
+    column = next((name for name in AUTO_TEXT_COLUMNS if name in header), None) if table else None
+    if table and column is None and len(header) != 1:
+        raise InputError(
+            f"{path} has the columns {header}: name its text column "
+            f"{' or '.join(repr(name) for name in AUTO_TEXT_COLUMNS)} (and its labels 'label')"
+        )
     label_column = "label" if table and "label" in header else None
     data = read_texts(path, column=column, labels_column=label_column)
     texts, labels = data.texts, None
     if data.labels is not None:
-        try:
-            labels = np.asarray([int(label) for label in data.labels])
-        except ValueError:
-            raise InputError(f"{path}: the label column must hold class ids (0, 1, ...)") from None
+        labels = np.asarray(
+            [
+                _label_id(label, label_names, f"{path}: row {row}")
+                for row, label in enumerate(data.labels, start=2)
+            ]
+        )
     if limit is not None:
         texts = texts[:limit]
         labels = None if labels is None else labels[:limit]
     return texts, labels
 
 
+def _label_id(label: str, names: list[str] | None, where: str) -> int:
+    """A label cell as a class id: an integer, or the position of a class name."""
+    try:
+        return int(label)
+    except ValueError:
+        if names and label in names:
+            return names.index(label)
+    from distilkit.cli import InputError
+
+    known = f" or one of the model's labels {names}" if names else ""
+    raise InputError(
+        f"{where} has label {label!r}: the label column must hold class ids (0, 1, ...){known}"
+    )
+
+
 # ----------------------------------------------------------------------------- export
+def _check_label_ids(labels: np.ndarray, names: list[str], path: Path) -> None:
+    """Every label must be one of the model's class ids, 0 .. len(names) - 1."""
+    from distilkit.cli import InputError
+
+    for index, label in enumerate(labels.tolist()):
+        if not 0 <= label < len(names):
+            classes = ", ".join(f"{i} {name}" for i, name in enumerate(names))
+            raise InputError(
+                f"{path}: row {index + 2} has label {label}, but the model's classes are "
+                f"{classes}: give labels from 0 to {len(names) - 1}"
+            )
+
+
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from distilkit.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
     parser = subparsers.add_parser(
         "export",
         help="export a model with its head to ONNX (fp32 or int8) and check it against PyTorch",
@@ -66,7 +107,12 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("model", metavar="MODEL", help="checkpoint folder or model name")
     parser.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx")
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset ({MIN_OPSET} to {MAX_OPSET}; default {DEFAULT_OPSET})",
+    )
     parser.add_argument(
         "--check-data",
         type=Path,
@@ -89,9 +135,13 @@ def run_export(args: argparse.Namespace) -> int:
     encoder = load(args.model)
     texts = labels = None
     if args.check_data is not None and args.check_limit:
-        texts, labels = _read_labelled(args.check_data, args.check_limit)
-        if encoder.config.head != "sequence_classification":
+        config = encoder.config
+        names = config.label_names or [f"LABEL_{i}" for i in range(config.num_labels)]
+        texts, labels = _read_labelled(args.check_data, args.check_limit, names)
+        if config.head != "sequence_classification":
             labels = None
+        if labels is not None:
+            _check_label_ids(labels, names, args.check_data)
     export_onnx(
         encoder,
         args.onnx,
@@ -139,7 +189,11 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per engine")
     parser.add_argument("--latency-texts", type=int, default=100, help="batch-1 timings")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
-    parser.add_argument("--threshold", type=float, help="early-exit threshold (default: saved)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="early-exit threshold, a normalised entropy in [0, 1] (default: the saved one)",
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench-<time>)")
     return parser
@@ -165,6 +219,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ValueError("--limit must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:  # also rejects NaN
+        raise ValueError(
+            "--threshold is the early-exit threshold, a normalised prediction entropy from 0 "
+            f"to 1 (0: never exit early, 1: always after the first block), got {args.threshold}"
+        )
     settings = BenchSettings(
         batch_size=args.batch_size,
         repeats=args.repeats,

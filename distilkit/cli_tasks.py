@@ -155,7 +155,18 @@ def _training(data: dict, defaults: TrainingConfig, args: argparse.Namespace) ->
     training = dataclasses.asdict(defaults)
     training.update(data.get("training", {}))
     training.update(_training_overrides(args))
+    where = "--seed" if args.seed is not None else f"training.seed in {args.config}"
+    _check_seed(training.get("seed"), where)
     return training
+
+
+MAX_SEED = 2**32 - 1  # numpy seeds are unsigned; the trainer also seeds torch with seed*1000
+
+
+def _check_seed(seed: object, where: str) -> None:
+    """A seed must be an integer in [0, MAX_SEED]; ``where`` names the option."""
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where} must be an integer from 0 to {MAX_SEED}, got {seed}")
 
 
 def _build(cls, data: dict):
@@ -334,7 +345,17 @@ def add_classify_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("texts", nargs="*", metavar="TEXT")
-    parser.add_argument("--input", type=Path, help="a file with one text per line")
+    parser.add_argument(
+        "--input",
+        type=Path,
+        metavar="FILE",
+        help="a file with one text per line, or a .tsv/.csv file with a header line",
+    )
+    parser.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the text column of a .tsv/.csv --input (needed if it has several)",
+    )
     parser.add_argument("--pair", help="a second text for every TEXT (sentence-pair tasks)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
@@ -353,9 +374,11 @@ def run_classify(args: argparse.Namespace) -> int:
 
     texts = list(args.texts)
     if args.input is not None:
-        if not args.input.is_file():
-            raise FileNotFoundError(2, "No such file", str(args.input))
-        texts += [line.rstrip("\n") for line in args.input.read_text(encoding="utf-8").splitlines()]
+        from distilkit.cli import read_texts
+
+        texts += read_texts(args.input, args.column).texts
+    elif args.column is not None:
+        raise ValueError("--column picks the text column of a .tsv/.csv --input: give --input")
     if not texts:
         raise ValueError("give texts to classify as arguments or with --input FILE")
     pairs = [args.pair] * len(texts) if args.pair is not None else None
@@ -415,6 +438,20 @@ def add_answer_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     return parser
 
 
+def _read_context(path: Path) -> str:
+    """The text of a --context-file; a missing or non-UTF-8 file is an error naming it."""
+    from distilkit.cli import InputError
+
+    if not path.is_file():
+        raise InputError(f"--context-file {path} not found (or not a file)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"--context-file {path} is not UTF-8 text ({error}): save it as UTF-8"
+        ) from None
+
+
 def run_answer(args: argparse.Namespace) -> int:
     from distilkit.pipelines import answer
 
@@ -422,9 +459,7 @@ def run_answer(args: argparse.Namespace) -> int:
         raise ValueError("give the context with exactly one of --context and --context-file")
     context = args.context
     if args.context_file is not None:
-        if not args.context_file.is_file():
-            raise FileNotFoundError(2, "No such file", str(args.context_file))
-        context = args.context_file.read_text(encoding="utf-8")
+        context = _read_context(args.context_file)
     result = answer(args.model, args.question, context)
     if args.json:
         print(json.dumps(result))

@@ -179,7 +179,7 @@ class Encoder:
         batch = self.tokenizer([text])
         positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().squeeze(1)
         if positions.numel() == 0:
-            raise ValueError(f"the text has no [MASK] token to fill: {text!r}")
+            self._no_mask_error(text, batch.truncated[0])
         output = self.model(**batch.model_inputs())
         probabilities = output.logits[0, positions].float().softmax(-1)  # (masks, vocab)
         # Embedding matrices are often padded past the vocabulary: rank real tokens only.
@@ -193,6 +193,17 @@ class Encoder:
             for row_ids, row_scores in zip(ids, scores, strict=False)
         ]
         return results[0] if len(results) == 1 else results
+
+    def _no_mask_error(self, text: str, truncated: bool) -> None:
+        """Why ``text`` has no mask to fill: none written, or one cut off by truncation."""
+        mask = "[MASK]"
+        if truncated and self.tokenizer.mask_id in self.tokenizer.encode_ids([text])[0]:
+            limit = self.tokenizer.max_length
+            raise ValueError(
+                f"the {mask} was cut off by truncation at {limit} tokens (the most the model "
+                f"reads): shorten the text, or move the {mask} nearer its start"
+            )
+        raise ValueError(f"the text has no {mask} token to fill: {text!r}")
 
     @torch.inference_mode()
     def logits(

@@ -3,7 +3,7 @@
 Python API as :class:`~distilkit.encoder.Encoder`), opened by ``load_onnx``.
 
 ``export_onnx(model, "model.onnx")`` writes the encoder with its task head as one ONNX
-graph (opset >= 17) whose batch and sequence axes are dynamic. The graph takes
+graph (opset 18 to 25) whose batch and sequence axes are dynamic. The graph takes
 ``input_ids``, ``attention_mask`` (and ``token_type_ids`` in the BERT layout), all
 ``(batch, seq)`` int64, and returns ``last_hidden_state`` ``(batch, seq, hidden)`` and,
 for a classification or QA head, ``logits``. The model config and the tokenizer travel
@@ -56,7 +56,12 @@ if TYPE_CHECKING:
     from distilkit.encoder import Encoder
 
 DEFAULT_OPSET = 18
-MIN_OPSET = 17
+# The opsets the installed exporter writes and onnxruntime runs (checked with torch 2.13,
+# onnxruntime 1.32): below 18 the exporter still emits opset-18 ops (Split with
+# num_outputs), which onnxruntime rejects; above 25 its version converter fails and it
+# would keep the opset-18 header over newer ops.
+MIN_OPSET = 18
+MAX_OPSET = 25
 FORMAT_VERSION = "1"
 HEADS_WITH_LOGITS = ("sequence_classification", "token_classification", "question_answering")
 
@@ -155,6 +160,22 @@ def _export_fp32(model: TransformerModel, path: Path, opset: int) -> None:
             verbose=False,
         )
     _fold_weights(path)
+    written = written_opset(path)
+    if written != opset:
+        path.unlink()
+        raise ExportError(
+            f"the exporter could not write opset {opset} (it wrote {written}): use an opset "
+            f"from {MIN_OPSET} to {MAX_OPSET}"
+        )
+
+
+def written_opset(path: str | os.PathLike) -> int | None:
+    """The default-domain ONNX opset an ONNX file declares (None if it declares none)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    versions = [entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")]
+    return versions[0] if versions else None
 
 
 def _fold_weights(path: Path) -> None:
@@ -370,8 +391,11 @@ def export_onnx(
     """
     torch_model, tokenizer, _ = _resolve_model(model, tokenizer)
     config = torch_model.config
-    if opset < MIN_OPSET:
-        raise ExportError(f"opset must be >= {MIN_OPSET} (LayerNormalization), got {opset}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(
+            f"opset must be from {MIN_OPSET} to {MAX_OPSET} (what the installed exporter and "
+            f"onnxruntime support), got {opset}"
+        )
     path = Path(path)
     if path.suffix != ".onnx":
         raise ExportError(f"the output path must end in .onnx, got {path}")
@@ -403,7 +427,7 @@ def export_onnx(
     report = ExportReport(
         path=path,
         precision="int8" if int8 else "fp32",
-        opset=opset,
+        opset=written_opset(path) or opset,  # as saved, so the summary reports the file
         size_bytes=path.stat().st_size,
         export_seconds=time.perf_counter() - start,
         notes=notes,

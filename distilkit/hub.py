@@ -45,6 +45,8 @@ def resolve(name: str | os.PathLike) -> Path:
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is a folder but has no config.json: not a checkpoint")
         return path
+    if path.is_file():
+        raise ModelNotFoundError(_file_message(path))
     text = str(name)
     if text.lower() in _EMBEDDED:
         return embedded_folder(text)
@@ -52,6 +54,19 @@ def resolve(name: str | os.PathLike) -> Path:
     if path.suffix in (".json", ".safetensors", ".bin") or looks_like_path:
         raise ModelNotFoundError(f"{text} does not exist (expected a checkpoint folder)")
     return _from_hub(text)
+
+
+def _file_message(path: Path) -> str:
+    """Why an existing file is not a model name, and what to pass instead."""
+    if path.suffix == ".onnx":
+        return (
+            f"{path} is an exported ONNX file, but this needs a model folder (config.json + "
+            "weights + vocab): pass the checkpoint folder it was exported from"
+        )
+    message = f"{path} is a file, not a model folder (config.json + weights + vocab)"
+    if (path.parent / "config.json").is_file():
+        return f"{message}: pass the folder that holds it, {path.parent}"
+    return f"{message}: pass a checkpoint folder or the embedded {DEFAULT_MODEL!r}"
 
 
 def _from_hub(repo_id: str) -> Path:

@@ -298,6 +298,39 @@ def test_matmul_ceiling_and_bad_settings():
         run_bench({"t": "x"}, ["eager fp32"], TEXTS, LABELS[:3])
 
 
+def test_bench_without_branches_says_why_nothing_is_timed(teacher):
+    """Early exit only, on a teacher without branches: the error names the cause."""
+    with pytest.raises(BenchError, match=r"no trained early-exit branches.*train-early-exit"):
+        run_bench(
+            {"teacher": teacher},
+            ["early exit"],
+            TEXTS,
+            settings=BenchSettings(**FAST | {"peer": False, "ceiling_seconds": 0}),
+            say=lambda _: None,
+        )
+
+
+@pytest.mark.parametrize("threshold", [5.0, -0.1, math.nan, {"student": 2.0}])
+def test_bench_settings_reject_a_threshold_outside_0_1(threshold):
+    with pytest.raises(BenchError, match="normalised prediction entropy from 0 to 1"):
+        BenchSettings(threshold=threshold)
+    with pytest.raises(BenchError, match="num_threads must be at least 1"):
+        BenchSettings(num_threads=0)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--threshold", "5"], "--threshold is the early-exit threshold"),
+        (["--threshold", "nan"], "--threshold is the early-exit threshold"),
+    ],
+)
+def test_cli_bench_rejects_bad_threads_and_threshold(option, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        run_cli("bench", "--teacher", "unused", *option, "--out", str(tmp_path / "b"))
+
+
 def test_bench_refuses_a_model_without_a_classifier(hf_checkpoint):
     with pytest.raises(BenchError, match="sequence classifiers"):
         run_bench(

@@ -196,6 +196,60 @@ def test_classify_ner_answer(fine_tuned, tmp_path, capsys):
     assert code == 2 and "applies to transformer checkpoints" in err
 
 
+def test_classify_and_answer_read_files_like_the_other_commands(hf_checkpoint, tmp_path, capsys):
+    """--input goes through cli.read_texts (file named in errors, tables with a header and
+    --column); --context-file errors name the file."""
+    model = hf_checkpoint("BertForSequenceClassification")
+    binary = tmp_path / "bad.txt"
+    binary.write_bytes(b"the cat\n\xd0\x00\xff\xfe binary\n")
+    code, _, err = run(["classify", model, "--input", binary], capsys)
+    assert code == 2 and "bad.txt is not UTF-8 text" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    code, _, err = run(["classify", model, "--input", empty], capsys)
+    assert code == 2 and "empty.txt holds no texts" in err and "give texts" not in err
+    table = tmp_path / "good.tsv"
+    table.write_text("text\tlabel\nhello world\tpos\nbad day\tneg\n")
+    code, _, err = run(["classify", model, "--input", table], capsys)
+    assert code == 2 and "--column NAME" in err
+    code, out, _ = run(["classify", model, "--input", table, "--column", "text"], capsys)
+    assert code == 0 and [line.split("\t")[-1] for line in out.splitlines()] == [
+        "hello world",
+        "bad day",
+    ]
+    lines = tmp_path / "texts.txt"
+    lines.write_text("text\nthe red cat\n")  # a plain file has no header
+    code, out, _ = run(["classify", model, "--input", lines], capsys)
+    assert code == 0 and [line.split("\t")[-1] for line in out.splitlines()] == [
+        "text",
+        "the red cat",
+    ]
+    code, _, err = run(["classify", model, "a text", "--column", "text"], capsys)
+    assert code == 2 and "give --input" in err
+    code, _, err = run(["answer", "unused", "--question", "q?", "--context-file", binary], capsys)
+    assert code == 2 and "--context-file" in err and "bad.txt is not UTF-8 text" in err
+    missing = tmp_path / "nope.txt"
+    code, _, err = run(["answer", "unused", "--question", "q?", "--context-file", missing], capsys)
+    assert code == 2 and "nope.txt not found" in err
+
+
+def test_a_negative_seed_is_an_error_naming_the_option(workspace, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["finetune", workspace["base"], "--task", "sst2", "--out", out]
+    code, _, err = run([*base, "--seed", "-1"], capsys)
+    assert code == 2 and "--seed must be an integer from 0 to 4294967295, got -1" in err
+    config = tmp_path / "finetune_config.json"
+    config.write_text(json.dumps({"training": {"seed": -3}}))
+    code, _, err = run([*base, "--config", config], capsys)
+    assert code == 2 and f"training.seed in {config} must be an integer" in err
+    code, _, err = run(
+        ["distill-task", "--teacher", "t", "--task", "sst2", "--seed", str(2**32), "--out", out],
+        capsys,
+    )
+    assert code == 2 and "--seed must be an integer from 0 to" in err
+    assert not out.exists()
+
+
 def test_distill_task_augment_flags(tmp_path):
     parser = cli.build_parser([cli.Command(*pair) for pair in TASK_COMMANDS])
     base = ["distill-task", "--teacher", "t", "--task", "stsb"]

@@ -150,6 +150,24 @@ def test_task_file_errors_name_the_problem(tmp_path):
         get_task(str(tmp_path / "broken.json"))
 
 
+@pytest.mark.parametrize("key", ["dev", "train", "kind", "name"])
+def test_a_task_file_missing_a_required_key_names_it(tmp_path, key):
+    import dataclasses
+
+    from distilkit.tasks.custom import REQUIRED_KEYS, TaskFile
+
+    required = {f.name for f in dataclasses.fields(TaskFile) if f.default is dataclasses.MISSING}
+    assert set(REQUIRED_KEYS) == required
+    path = write_task(tmp_path)
+    spec = json.loads(path.read_text())
+    del spec[key]
+    path.write_text(json.dumps(spec))
+    with pytest.raises(
+        TaskDataError, match=rf'task file .*task.json has no {key} key: add "{key}"'
+    ):
+        get_task(str(path))
+
+
 def run(argv: list, capsys) -> tuple[int, str, str]:
     code = cli.main([str(part) for part in argv])
     captured = capsys.readouterr()

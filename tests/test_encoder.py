@@ -145,6 +145,12 @@ def test_fill_mask_errors(tiny_mlm, hf_checkpoint: Callable[..., Path]) -> None:
     encoder, _ = tiny_mlm
     with pytest.raises(ValueError, match=r"no \[MASK\] token to fill"):
         encoder.fill_mask("the cat sat on the mat.")
+    # the tiny model reads 64 tokens: truncation drops a [MASK] after them
+    with (
+        pytest.warns(UserWarning, match="truncated"),
+        pytest.raises(ValueError, match=r"\[MASK\] was cut off by truncation at 64 tokens"),
+    ):
+        encoder.fill_mask("the cat sat on the mat. " * 20 + "the [MASK] sat.")
     headless = distilkit.load(hf_checkpoint("DistilBertForMaskedLM"), head=None)
     with pytest.raises(ValueError, match="has no masked-LM head"):
         headless.fill_mask("the [MASK] sat.")

@@ -294,3 +294,70 @@ def test_sorted_batches_cover_every_text_once(tiny_tokenizer):
         lengths.append(int(batch.attention_mask.sum(1).max()))
     assert sorted(seen) == list(range(len(TEXTS)))
     assert lengths == sorted(lengths, reverse=True)
+
+
+# ----------------------------------------------------------------------------- opsets, CLI
+@pytest.mark.parametrize("opset", [17, 26, 99])
+def test_an_opset_the_exporter_cannot_write_is_refused(opset, tiny_tokenizer, tmp_path):
+    with pytest.raises(ExportError, match=f"opset must be from 18 to 25.*got {opset}"):
+        export_onnx(tiny_model(), tmp_path / "m.onnx", tokenizer=tiny_tokenizer, opset=opset)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_report_gives_the_opset_read_back_from_the_file(tiny_tokenizer, tmp_path):
+    import onnx
+
+    path = tmp_path / "m.onnx"
+    report = export_onnx(
+        tiny_model(), path, tokenizer=tiny_tokenizer, opset=20, check_limit=0, verbose=False
+    )
+    written = [e.version for e in onnx.load(str(path)).opset_import if e.domain in ("", "ai.onnx")]
+    assert written == [report.opset] == [20]
+    assert "opset 20" in report.summary()
+
+
+def test_an_exporter_that_writes_another_opset_is_an_error(tiny_tokenizer, tmp_path, monkeypatch):
+    """The opset is read back from the file: a silent fallback is not reported as asked."""
+    real_export = torch.onnx.export
+
+    def falls_back(*args, **options):
+        return real_export(*args, **(options | {"opset_version": 18}))
+
+    monkeypatch.setattr(torch.onnx, "export", falls_back)
+    with pytest.raises(ExportError, match=r"could not write opset 20 \(it wrote 18\)"):
+        export_onnx(tiny_model(), tmp_path / "m.onnx", tokenizer=tiny_tokenizer, opset=20)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_export_check_data_columns_and_labels(hf_checkpoint, tmp_path, capsys):
+    """--check-data: a `text` column is found without a --column option, labels may be the
+    model's class names, and a label outside its classes is an error naming the row."""
+    from distilkit import cli
+
+    folder = hf_checkpoint("BertForSequenceClassification")  # negative, neutral, positive
+    onnx_path = tmp_path / "m.onnx"
+    out_of_range = tmp_path / "oor.tsv"
+    out_of_range.write_text("sentence\tlabel\nthe cat\t0\nred dog\t7\n", encoding="utf-8")
+    code = cli.main(["export", str(folder), "--onnx", str(onnx_path), "--check-data",
+                     str(out_of_range)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not onnx_path.exists()
+    assert "row 3 has label 7" in err and "0 negative, 1 neutral, 2 positive" in err
+    names = tmp_path / "names.tsv"
+    names.write_text("text\tlabel\nthe cat\tpositive\nred dog\tnegative\n", encoding="utf-8")
+    code = cli.main(["export", str(folder), "--onnx", str(onnx_path), "--check-data",
+                     str(names), "--opset", "19"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "opset 19" in out and "accuracy: eager fp32" in out
+    unknown = tmp_path / "unknown.tsv"
+    unknown.write_text("text\tlabel\nthe cat\tgreat\n", encoding="utf-8")
+    code = cli.main(["export", str(folder), "--onnx", str(onnx_path), "--check-data",
+                     str(unknown)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "row 2 has label 'great'" in err and "'neutral'" in err
+    two = tmp_path / "two.csv"
+    two.write_text("a,b\n1,2\n", encoding="utf-8")
+    code = cli.main(["export", str(folder), "--onnx", str(onnx_path), "--check-data", str(two)])
+    err = capsys.readouterr().err
+    assert code == 2 and "name its text column 'text' or 'sentence'" in err
+    assert "--column" not in err

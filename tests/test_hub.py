@@ -77,6 +77,25 @@ def test_missing_paths_fail_in_one_line_without_the_hub(name: str, offline_hub: 
     assert offline_hub.calls == []
 
 
+def test_an_existing_file_is_not_a_model_folder(
+    hf_checkpoint: Callable[..., Path],
+    tmp_path: Path,
+    offline_hub: HubCalls,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "good.txt").write_text("the cat sat on the mat\n")
+    monkeypatch.chdir(tmp_path)  # a bare file name, which could also be a Hub id
+    with pytest.raises(ModelNotFoundError, match=r"good\.txt is a file, not a model folder"):
+        distilkit.load("good.txt")
+    config = hf_checkpoint("BertModel") / "config.json"
+    with pytest.raises(ModelNotFoundError, match="pass the folder that holds it"):
+        resolve(config)
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    with pytest.raises(ModelNotFoundError, match="is an exported ONNX file"):
+        resolve(tmp_path / "model.onnx")
+    assert offline_hub.calls == []
+
+
 # ----------------------------------------------------------------------------- embedded model
 @pytest.mark.parametrize(
     "name", ["all-MiniLM-L6-v2", "ALL-minilm-l6-V2", "sentence-transformers/all-MiniLM-L6-v2"]

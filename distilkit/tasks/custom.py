@@ -41,6 +41,12 @@ DEFAULT_METRIC = {
     "question_answering": "squad_f1",
 }
 _INTEGER = re.compile(r"[+-]?\d+")
+REQUIRED_KEYS = {  # the keys a task file must have, and what each holds
+    "name": "the task's name",
+    "kind": f"one of {', '.join(TASK_KINDS)}",
+    "train": "the train file's path (relative to the task file)",
+    "dev": "the dev file's path (relative to the task file)",
+}
 
 
 @dataclass
@@ -108,6 +114,10 @@ def _load_task_file(resolved: str, mtime_ns: int, size: int) -> TaskSpec:
         raise TaskDataError(f"task file {path} is not valid JSON: {error}") from None
     if not isinstance(values, dict):
         raise TaskDataError(f"task file {path} must hold a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in values]
+    if missing:
+        needs = "; ".join(f'"{key}": {REQUIRED_KEYS[key]}' for key in missing)
+        raise TaskDataError(f"task file {path} has no {', '.join(missing)} key: add {needs}")
     spec = from_dict(TaskFile, values)
     folder = path.resolve().parent
     splits = ("train", "dev", "test") if spec.test else ("train", "dev")
