@@ -506,6 +506,9 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
 def run_plot_embeddings(args: argparse.Namespace) -> int:
     from distilkit.plotting import plot_embedding_report, project_2d
 
+    if not 0 <= args.seed < 2**32:
+        raise InputError(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
+
     data = read_texts(args.input, args.column, args.labels_column)
     _note_empty(data)
     encoder = _load(args)

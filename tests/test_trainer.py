@@ -432,6 +432,11 @@ def test_weights_broken_by_the_last_step_are_never_saved(tokenizer, tmp_path):
     assert not (tmp_path / "checkpoints" / "step-0000003").exists()
 
 
+def test_a_negative_seed_is_refused():
+    with pytest.raises(ConfigError, match=r"seed \(--seed\) must be from 0"):
+        TrainingConfig(seed=-1)
+
+
 def test_an_infinite_learning_rate_is_refused():
     with pytest.raises(ConfigError, match="learning_rate must be a finite number > 0, got inf"):
         TrainingConfig(learning_rate=float("inf"))
