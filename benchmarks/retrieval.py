@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> dict:
         else:
             with open(path, encoding="utf-8") as lines:
                 extra += [line.strip() for line in lines if line.strip()]
-    extra = [text for text in extra if text not in set(queries)]  # no query finds itself
+    asked = set(queries)
+    extra = [text for text in extra if text not in asked]  # no query finds itself
     collection = list(dict.fromkeys(second + extra))  # distinct, in file order
     position = {text: i for i, text in enumerate(collection)}
     targets = [position[b] for _, b in pairs]

@@ -35,7 +35,7 @@ from distilkit.hub import resolve
 from distilkit.inspect import format_info
 from distilkit.modeling import POOLINGS
 from distilkit.tokenizer import Tokenizer
-from distilkit.trainer import TrainingDiverged
+from distilkit.trainer import MAX_SEED, TrainingDiverged
 
 USER_ERRORS = (ValueError, OSError, TrainingDiverged)  # each says what to do
 ARRAYS_SHOWN = 20  # `info` lists this many arrays unless --all-arrays
@@ -506,8 +506,8 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
 def run_plot_embeddings(args: argparse.Namespace) -> int:
     from distilkit.plotting import plot_embedding_report, project_2d
 
-    if not 0 <= args.seed < 2**32:
-        raise InputError(f"--seed must be from 0 to {2**32 - 1}, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed must be from 0 to {MAX_SEED}, got {args.seed}")
 
     data = read_texts(args.input, args.column, args.labels_column)
     _note_empty(data)

@@ -28,14 +28,11 @@ WEIGHT_NAMES = tuple(field.name for field in dataclasses.fields(DistillationWeig
 
 def _layers(text: str) -> list[int]:
     parts = text.replace(" ", "").split(",")
-    try:
-        if "" in parts:
-            raise ValueError(text)
+    if all(part.lstrip("-").isdigit() for part in parts):  # no empty parts, as in "1,,2"
         return [int(part) for part in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--layers takes comma-separated teacher layer numbers such as 0,3,5; got {text!r}"
-        ) from None
+    raise argparse.ArgumentTypeError(
+        f"--layers takes comma-separated teacher layer numbers such as 0,3,5; got {text!r}"
+    )
 
 
 def _weights(text: str) -> dict[str, float]:

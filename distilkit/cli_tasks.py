@@ -35,7 +35,7 @@ from distilkit.task_distill_job import (
 )
 from distilkit.tasks import TASKS, get_task
 from distilkit.tasks.custom import is_task_file
-from distilkit.trainer import TrainingConfig
+from distilkit.trainer import MAX_SEED, TrainingConfig
 
 TASK_NAMES = sorted(TASKS)
 TASK_HELP = f"{', '.join(TASK_NAMES)}, or a JSON task file for your own data (kind, files, columns)"
@@ -158,9 +158,6 @@ def _training(data: dict, defaults: TrainingConfig, args: argparse.Namespace) ->
     where = "--seed" if args.seed is not None else f"training.seed in {args.config}"
     _check_seed(training.get("seed"), where)
     return training
-
-
-MAX_SEED = 2**32 - 1  # numpy seeds are unsigned; the trainer also seeds torch with seed*1000
 
 
 def _check_seed(seed: object, where: str) -> None:

@@ -109,21 +109,26 @@ class SearchIndex:
         pooling: str = "mean",
         batch_size: int = 64,
         progress: bool | None = None,
+        model_id: str | None = None,
     ) -> SearchIndex:
-        """Embed ``texts`` with ``encoder`` (unit-normalised) into a new index."""
+        """Embed ``texts`` with ``encoder`` (unit-normalised) into a new index.
+
+        ``model_id``: the encoder's :func:`model_fingerprint`, when the caller has it.
+        """
         texts = list(texts)
         if not texts:
             raise ValueError("the collection is empty: give at least one text to search")
         vectors = encoder.embed(
             texts, pooling=pooling, normalize=True, batch_size=batch_size, progress=progress
         )
-        return cls(vectors, texts, pooling, model_fingerprint(encoder))
+        return cls(vectors, texts, pooling, model_id or model_fingerprint(encoder))
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def scores(self, encoder: Encoder, queries: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Cosine of every query to every text, ``(queries, texts)`` float32.
+        """Cosine of every query to every text, ``(queries, texts)`` float32; empty texts
+        score ``-inf``, so they rank last and are never hits.
 
         ``encoder`` must be the model the index was built with (checked by fingerprint).
         """
@@ -147,7 +152,6 @@ class SearchIndex:
         results = []
         for start in range(0, len(queries), QUERY_CHUNK):
             scores = self._scores(encoder, queries[start : start + QUERY_CHUNK], batch_size)
-            scores = np.where(self.searchable[None, :], scores, -np.inf)
             for row in scores:
                 order = top_indices(row, count)
                 results.append([Hit(int(i), float(row[i]), self.texts[i]) for i in order])
@@ -164,7 +168,7 @@ class SearchIndex:
         query_vectors = encoder.embed(
             queries, pooling=self.pooling, normalize=True, batch_size=batch_size, progress=False
         )
-        return query_vectors @ self.vectors.T
+        return np.where(self.searchable[None, :], query_vectors @ self.vectors.T, -np.inf)
 
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -224,15 +228,12 @@ class SearchIndex:
         texts; else a new one, built and saved there. Returns ``(index, reused)``."""
         path = Path(path)
         texts = list(texts)
+        model_id = model_fingerprint(encoder)
         if path.is_file():
             saved = cls.load(path)
-            if (
-                saved.model_id == model_fingerprint(encoder)
-                and saved.pooling == pooling
-                and saved.texts == texts
-            ):
+            if saved.model_id == model_id and saved.pooling == pooling and saved.texts == texts:
                 return saved, True
-        index = cls.build(encoder, texts, pooling, batch_size, progress)
+        index = cls.build(encoder, texts, pooling, batch_size, progress, model_id)
         index.save(path)
         return index, False
 
@@ -259,7 +260,6 @@ def retrieval_metrics(
     if bad:
         raise ValueError(f"target {bad[0]} is not a non-empty text of the {len(index)} indexed")
     scores = index.scores(encoder, queries, batch_size).astype(np.float64)
-    scores = np.where(index.searchable[None, :], scores, -np.inf)
     rows = np.arange(len(queries))
     target_scores = scores[rows, np.asarray(targets)]
     positions = np.arange(len(index))[None, :]

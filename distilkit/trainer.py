@@ -38,6 +38,9 @@ REFIT_EVERY = 25  # steps between refits of the schedule to a time budget
 LATEST_FILE = "latest"
 
 
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit
+
+
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -76,8 +79,8 @@ class TrainingConfig:
             raise ConfigError(
                 f"learning_rate must be a finite number > 0, got {self.learning_rate}"
             )
-        if not 0 <= self.seed < 2**32:  # numpy's seeds are unsigned 32-bit
-            raise ConfigError(f"seed (--seed) must be from 0 to {2**32 - 1}, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed (--seed) must be from 0 to {MAX_SEED}, got {self.seed}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
