@@ -44,17 +44,14 @@ from typing import Any
 
 import torch
 
-from distilkit.bilstm import load_bilstm
-from distilkit.bilstm_train import (
-    BiLSTMDistillConfig,
-    BiLSTMSettings,
-    run_bilstm_distillation,
-)
-from distilkit.config import save_json, to_dict
 from distilkit.encoder import load
-from distilkit.multi_teacher import MultiTeacherConfig, run_multi_teacher_distillation
-from distilkit.tasks.glue import get_task
-from distilkit.trainer import TrainingConfig
+from distilkit.methods.bilstm.job import BiLSTMDistillConfig, run_bilstm_distillation
+from distilkit.methods.multi_teacher.job import MultiTeacherConfig, run_multi_teacher_distillation
+from distilkit.model.bilstm import load_bilstm
+from distilkit.settings import save_json, to_dict
+from distilkit.tasks.registry import get_task
+from distilkit.train.logit_distillation import BiLSTMSettings
+from distilkit.train.trainer import TrainingConfig
 
 VARIANTS = {  # name -> (targets, augment)
     "labels only": ("labels", False),

@@ -9,7 +9,7 @@ The script
    writes one), computes the accuracy against average-layers curve on SST-2 dev exactly
    from all classifiers' logits, and times each threshold (wall-clock speed-up over the
    plain model); one plot per model;
-3. runs :func:`distilkit.bench.run_bench` on all 872 SST-2 dev sentences: teacher and
+3. runs :func:`distilkit.deploy.bench.run_bench` on all 872 SST-2 dev sentences: teacher and
    students in eager fp32, bf16, eager int8, ONNX fp32, ONNX int8 and early exit (fp32
    and int8 blocks), and the
    ``transformers`` peer on the teacher, all timed in turns in this process;
@@ -41,24 +41,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distilkit.bench import MODES, BenchResult, BenchSettings, matmul_gflops, run_bench
 from distilkit.data.batching import sorted_batches
-from distilkit.early_exit import (
-    EarlyExitModel,
-    has_branches,
-)
+from distilkit.deploy.bench import MODES, BenchResult, BenchSettings, matmul_gflops, run_bench
 from distilkit.encoder import load
-from distilkit.evaluation import read_sst2
-from distilkit.exit_curves import (
+from distilkit.evaluate.report import machine_info
+from distilkit.evaluate.sentence import read_sst2
+from distilkit.methods.early_exit.curves import (
     accuracy_vs_layers,
     add_wall_clock,
     collect_layer_logits,
     pick_threshold,
     plot_curve,
 )
-from distilkit.hub import resolve
-from distilkit.int8 import quantize_model
-from distilkit.report import machine_info
+from distilkit.methods.early_exit.model import EarlyExitModel, has_branches
+from distilkit.model.hub import resolve
+from distilkit.model.int8 import quantize_model
 
 CURVE_THRESHOLDS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]
 GOAL_RETENTION_PCT = 97.0

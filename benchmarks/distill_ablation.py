@@ -26,15 +26,16 @@ from pathlib import Path
 
 import torch
 
-from distilkit.checkpoint import load_model
-from distilkit.config import from_dict
-from distilkit.distill import DistillConfig, run_distillation
 from distilkit.encoder import Encoder, load
-from distilkit.evaluation import sst2_probe_accuracy, stsb_spearman
-from distilkit.hub import DEFAULT_MODEL, resolve
-from distilkit.objectives import DistillationWeights
-from distilkit.student import build_student
-from distilkit.tokenizer import Tokenizer
+from distilkit.evaluate.sentence import sst2_probe_accuracy, stsb_spearman
+from distilkit.methods.general.config import DistillConfig
+from distilkit.methods.general.job import run_distillation
+from distilkit.methods.general.objectives import DistillationWeights
+from distilkit.model.checkpoint import load_model
+from distilkit.model.hub import DEFAULT_MODEL, resolve
+from distilkit.model.student import build_student
+from distilkit.model.tokenizer import Tokenizer
+from distilkit.settings import from_dict
 
 ZERO = {field.name: 0.0 for field in dataclasses.fields(DistillationWeights)}
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from distilkit.config import from_dict
-from distilkit.distill import DistillConfig, run_distillation
 from distilkit.encoder import load
-from distilkit.evaluation import stsb_spearman
+from distilkit.evaluate.sentence import stsb_spearman
+from distilkit.methods.general.config import DistillConfig
+from distilkit.methods.general.job import run_distillation
+from distilkit.settings import from_dict
 
 
 def main() -> None:

@@ -48,8 +48,8 @@ from pathlib import Path
 import torch
 
 import distilkit
-from distilkit.hub import resolve
-from distilkit.tokenizer import Batch, Tokenizer
+from distilkit.model.hub import resolve
+from distilkit.model.tokenizer import Batch, Tokenizer
 
 DEFAULT_DATA = Path("/work/shared/data/sst2/dev.tsv")
 REFERENCE = "transformers fp32"

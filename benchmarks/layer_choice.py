@@ -18,10 +18,11 @@ import torch
 
 import distilkit
 from distilkit.data.corpus import CorpusSettings, build_corpus
-from distilkit.distill import DEMO_CORPUS, auto_sample_batches
 from distilkit.encoder import Encoder
-from distilkit.evaluation import stsb_spearman
-from distilkit.student import build_student, rank_layer_subsets
+from distilkit.evaluate.sentence import stsb_spearman
+from distilkit.methods.general.config import DEMO_CORPUS
+from distilkit.methods.general.job import auto_sample_batches
+from distilkit.model.student import build_student, rank_layer_subsets
 
 
 def main() -> None:

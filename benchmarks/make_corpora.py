@@ -20,8 +20,8 @@ import shutil
 from pathlib import Path
 
 from distilkit.data.corpus import iter_documents, split_paragraphs, split_sentences
-from distilkit.distill import DEMO_CORPUS
-from distilkit.evaluation import STSB_DEV, read_sst2, read_stsb
+from distilkit.evaluate.sentence import STSB_DEV, read_sst2, read_stsb
+from distilkit.methods.general.config import DEMO_CORPUS
 from distilkit.tasks.ner import read_conll
 
 

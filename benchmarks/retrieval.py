@@ -3,7 +3,7 @@
 Each STS-B dev pair whose gold score is at least ``--min-score`` (default 4: "mostly
 equivalent") is a query (its first sentence) with one relevant text (its second); the
 collection is every distinct second sentence of the 1,500 dev pairs. For each model:
-recall@1/5/10 and MRR of the relevant text (distilkit.search.retrieval_metrics), the
+recall@1/5/10 and MRR of the relevant text (distilkit.deploy.search.retrieval_metrics), the
 share of the teacher's top-5 hits the model also returns, and how fast it builds the
 index (sentences/s, the models timed one after another on the same texts).
 ``--distractors`` adds the sentences of more STS-B-format files (or text files, a text
@@ -22,9 +22,9 @@ import time
 import numpy as np
 import torch
 
+from distilkit.deploy.search import SearchIndex, retrieval_metrics
 from distilkit.encoder import load
-from distilkit.evaluation import STSB_DEV, read_stsb
-from distilkit.search import SearchIndex, retrieval_metrics
+from distilkit.evaluate.sentence import STSB_DEV, read_stsb
 
 
 def main() -> None:

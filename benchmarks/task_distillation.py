@@ -43,16 +43,16 @@ from pathlib import Path
 
 import torch
 
-from distilkit.checkpoint import load_model, save_model
-from distilkit.config import save_json
-from distilkit.finetune import FineTuneConfig, evaluate_task, run_finetune
-from distilkit.hub import DEFAULT_MODEL, resolve
-from distilkit.student import build_student
-from distilkit.task_data import DataSettings, load_split
-from distilkit.task_distill_job import TaskDistillConfig, run_task_distill
-from distilkit.tasks import TASKS, get_task
-from distilkit.tokenizer import Tokenizer
-from distilkit.trainer import TrainingConfig
+from distilkit.methods.finetune.job import FineTuneConfig, evaluate_task, run_finetune
+from distilkit.methods.task.job import TaskDistillConfig, run_task_distill
+from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.hub import DEFAULT_MODEL, resolve
+from distilkit.model.student import build_student
+from distilkit.model.tokenizer import Tokenizer
+from distilkit.settings import save_json
+from distilkit.tasks.features import DataSettings, load_split
+from distilkit.tasks.registry import TASKS, get_task
+from distilkit.train.trainer import TrainingConfig
 
 METHODS = ("logits", "tinybert", "pkd")
 

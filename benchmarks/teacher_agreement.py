@@ -17,7 +17,7 @@ import json
 import torch
 
 from distilkit.encoder import load
-from distilkit.evaluation import stsb_teacher_agreement
+from distilkit.evaluate.sentence import stsb_teacher_agreement
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import json
 import torch
 
 from distilkit.encoder import load
-from distilkit.evaluation import stsb_spearman
+from distilkit.evaluate.sentence import stsb_spearman
 
 
 def main() -> None:

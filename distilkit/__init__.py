@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from distilkit.config import ModelConfig
 from distilkit.encoder import Encoder, load
-from distilkit.modeling import TransformerModel
-from distilkit.tokenizer import Tokenizer
+from distilkit.model.config import ModelConfig
+from distilkit.model.modeling import TransformerModel
+from distilkit.model.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 __all__ = ["Encoder", "ModelConfig", "Tokenizer", "TransformerModel", "__version__", "load"]

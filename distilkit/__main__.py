@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from distilkit.cli import main
+from distilkit.cli.main import main
 
 sys.exit(main())

@@ -14,12 +14,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distilkit.checkpoint import load_model, save_model
-from distilkit.config import load_json
-from distilkit.hub import resolve
-from distilkit.inspect import model_info
-from distilkit.modeling import POOLINGS, TransformerModel, pool
-from distilkit.tokenizer import Batch, Tokenizer
+from distilkit.deploy.onnx_runtime import load_onnx
+from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.hub import resolve
+from distilkit.model.int8 import quantize_model
+from distilkit.model.modeling import POOLINGS, TransformerModel, pool
+from distilkit.model.summary import model_info
+from distilkit.model.tokenizer import Batch, Tokenizer
+from distilkit.settings import load_json
 
 DTYPES = {
     "float32": torch.float32,
@@ -73,8 +75,6 @@ class Encoder:
         ``"int8"``: swap in dynamically quantized transformer blocks (inference only; see
         :mod:`distilkit.int8`)."""
         if dtype == "int8":
-            from distilkit.int8 import quantize_model
-
             self.model = quantize_model(self.model)
             return self
         self.model.to(_dtype(dtype))
@@ -108,7 +108,7 @@ class Encoder:
     ) -> np.ndarray:
         """Sentence embeddings, ``(n, hidden)`` float32.
 
-        pooling: mean | cls | max | last (see :func:`distilkit.modeling.pool`);
+        pooling: mean | cls | max | last (see :func:`distilkit.model.modeling.pool`);
         normalize: scale each vector to unit L2 norm.
         """
         if pooling not in POOLINGS:
@@ -268,8 +268,6 @@ def load(
     checkpoint's head, a head name attaches that head, ``None`` drops it.
     """
     if str(name).endswith(".onnx"):  # an exported model, run by onnxruntime
-        from distilkit.onnx_runtime import load_onnx
-
         if dtype not in (None, "float32", torch.float32):
             raise ValueError(
                 f"dtype {dtype!r} applies to transformer checkpoints; {name} is an ONNX file, "

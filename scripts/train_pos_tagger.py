@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from distilkit.augment.pos_tagger import PosTagger, read_conll_pos
+from distilkit.data.augment.pos_tagger import PosTagger, read_conll_pos
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_FILE_BYTES = 3 * 1024 * 1024
@@ -25,7 +25,7 @@ MAX_FILE_BYTES = 3 * 1024 * 1024
 MODEL_CARD = """\
 # Packaged POS tagger (`pos_tagger.npz`)
 
-Used by `distilkit.augment` for POS-guided word replacement (Tang et al., 2019);
+Used by `distilkit.data.augment` for POS-guided word replacement (Tang et al., 2019);
 loaded with `PosTagger.load_default()`.
 
 - **Model**: one-vs-rest linear SVM (scikit-learn `LinearSVC`, C = {c}) over hashed

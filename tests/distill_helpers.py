@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from conftest import SPECIALS, TINY_VOCAB, WORDS
 
-from distilkit.config import ModelConfig
 from distilkit.data.batching import LengthGroupedSampler, collate_sequences
 from distilkit.data.masking import MaskingConfig
-from distilkit.modeling import TransformerModel
-from distilkit.objectives import GeneralDistillation, GeneralDistillationConfig
-from distilkit.student import build_student
-from distilkit.tokenizer import Tokenizer
-from distilkit.trainer import Trainer, TrainingConfig
+from distilkit.methods.general.objectives import GeneralDistillation, GeneralDistillationConfig
+from distilkit.model.config import ModelConfig
+from distilkit.model.modeling import TransformerModel
+from distilkit.model.student import build_student
+from distilkit.model.tokenizer import Tokenizer
+from distilkit.train.trainer import Trainer, TrainingConfig
 
 
 def write_vocab(folder: Path) -> Path:
@@ -143,7 +143,7 @@ def make_trainer(
     ``objective_class`` (default :class:`GeneralDistillation`) lets a test inject
     faults through a subclass.
     """
-    from distilkit import distributed
+    from distilkit.train import distributed
 
     teacher = random_teacher(settings.teacher_layers, settings.seed, dropout=settings.dropout)
     student, _ = build_student(teacher, num_layers=settings.student_layers, seed=settings.seed)

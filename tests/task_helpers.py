@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from conftest import TINY_VOCAB
 
-from distilkit.checkpoint import save_model
-from distilkit.config import ModelConfig
-from distilkit.modeling import TransformerModel
-from distilkit.tokenizer import Tokenizer
+from distilkit.model.checkpoint import save_model
+from distilkit.model.config import ModelConfig
+from distilkit.model.modeling import TransformerModel
+from distilkit.model.tokenizer import Tokenizer
 
 FILLER = ["the", "sat", "on", "mat", "is", "was", "and", "of", "to", "in", "it", "this", "with"]
 THINGS = ["cat", "dog", "house", "tree", "book", "bird"]

@@ -15,8 +15,8 @@ from conftest import SEQUENCE_LABELS, TINY_TEXTS
 
 import distilkit
 from distilkit.encoder import Encoder
-from distilkit.inspect import format_info
-from distilkit.tokenizer import Tokenizer
+from distilkit.model.summary import format_info
+from distilkit.model.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 

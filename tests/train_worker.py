@@ -24,7 +24,7 @@ import torch
 # run as a script, this file's folder (tests/) is first on sys.path: the helpers import
 from distill_helpers import RunSettings, make_trainer, student_state, tiny_tokenizer
 
-from distilkit import distributed
+from distilkit.train import distributed
 
 
 def main(runs_path: str) -> None:

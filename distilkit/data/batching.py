@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Sampler
 
 if TYPE_CHECKING:
-    from distilkit.tokenizer import Batch, Tokenizer
+    from distilkit.model.tokenizer import Batch, Tokenizer
 
 
 def collate_sequences(

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from distilkit.data.tables import TABLE_SUFFIXES, is_table, read_table
+from distilkit.data.tables import AUTO_TEXT_COLUMNS, TABLE_SUFFIXES, is_table, read_table
 
 if TYPE_CHECKING:
-    from distilkit.tokenizer import Tokenizer
+    from distilkit.model.tokenizer import Tokenizer
 
 CACHE_FORMAT_VERSION = 1
 CACHE_FOLDER_NAME = ".distilkit-cache"
@@ -36,7 +36,6 @@ BLOCK_CHARS = 1 << 20  # a file is handed on in blocks of about this many charac
 ENCODE_CHUNK = 2048  # paragraphs per call to Tokenizer.encode_ids
 MAX_SEQUENCE_LENGTH = 512
 UNITS = ("paragraph", "sentence")
-AUTO_TEXT_COLUMNS = ("text", "sentence")  # a table's text column when none is named
 
 
 class CorpusError(ValueError):

@@ -28,11 +28,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from distilkit.config import ConfigError, from_dict
 from distilkit.data.tables import TABLE_SUFFIXES, Row, is_table, read_table
-from distilkit.tasks.glue import METRIC_NAMES, TASK_KINDS, TaskDataError, TaskSpec, TextExample
+from distilkit.settings import ConfigError, from_dict
 from distilkit.tasks.ner import NerSentence, check_iob2, conll_sentences
 from distilkit.tasks.qa import read_squad
+from distilkit.tasks.spec import METRIC_NAMES, TASK_KINDS, TaskDataError, TaskSpec, TextExample
 
 DEFAULT_METRIC = {
     "classification": "accuracy",

@@ -7,8 +7,7 @@ environment variable ``DISTILKIT_DATA``, else ``../shared/data`` beside the repo
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -16,34 +15,14 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 import torch
 
-from distilkit.tasks.ner import read_conll
-from distilkit.tasks.qa import read_squad
-from distilkit.tokenizer import Batch
+from distilkit.model.tokenizer import Batch
+from distilkit.tasks.spec import DATA_ENV_VARIABLE, TaskDataError, TextExample
 
 if TYPE_CHECKING:
-    from distilkit.tokenizer import Tokenizer
+    from distilkit.model.tokenizer import Tokenizer
 
-DATA_ENV_VARIABLE = "DISTILKIT_DATA"
-TASK_KINDS = ("classification", "regression", "token_classification", "question_answering")
-# Headline metric names: keys of metrics.classification_metrics / regression_metrics,
-# "entity_f1" (metrics.entity_f1 "f1") and "squad_f1" (metrics.squad_evaluate "f1").
-METRIC_NAMES = ("accuracy", "macro_f1", "matthews", "pearson", "spearman", "entity_f1", "squad_f1")
 
 Item = TypeVar("Item")
-
-
-class TaskDataError(ValueError):
-    """A task file does not have the expected layout, or a task or split is unknown."""
-
-
-@dataclass
-class TextExample:
-    """One sentence (or sentence pair) with its label: a class id, a score, or None."""
-
-    text: str
-    text_pair: str | None
-    label: int | float | None
-    id: str
 
 
 # --------------------------------------------------------------------------- reading TSV
@@ -165,121 +144,10 @@ def read_stsb(path: str | Path) -> list[TextExample]:
     )
 
 
-# --------------------------------------------------------------------------- registry
-def data_root(root: str | Path | None = None) -> Path:
-    """The data root: ``root`` if given, else ``$DISTILKIT_DATA``, else ``../shared/data``
-    relative to the repository (the folder holding ``distilkit/``)."""
-    if root is not None:
-        return Path(root)
-    if os.environ.get(DATA_ENV_VARIABLE):
-        return Path(os.environ[DATA_ENV_VARIABLE])
-    repository = Path(__file__).resolve().parents[2]
-    return repository.parent / "shared" / "data"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What a task is: kind, label names (None for regression and QA), headline metric,
-    data files per split (relative to the data root) and the function that reads them."""
-
-    name: str
-    kind: str
-    label_names: list[str] | None
-    metric: str
-    files: dict[str, str] = field(default_factory=dict)
-    reader: Callable[[Path], list] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in TASK_KINDS:
-            raise ValueError(
-                f"task {self.name!r}: kind must be one of {TASK_KINDS}, got {self.kind!r}"
-            )
-        if self.metric not in METRIC_NAMES:
-            raise ValueError(
-                f"task {self.name!r}: metric must be one of {METRIC_NAMES}, got {self.metric!r}"
-            )
-
-    @property
-    def num_labels(self) -> int:
-        """Output size of the task head: classes, 1 for regression, 2 (start, end) for QA."""
-        if self.label_names is not None:
-            return len(self.label_names)
-        return 1 if self.kind == "regression" else 2
-
-    def path(self, split: str, root: str | Path | None = None) -> Path:
-        """The file of a split (e.g. "train", "dev") under the data root."""
-        if split not in self.files:
-            raise TaskDataError(
-                f"task {self.name!r} has no split {split!r}; it has {sorted(self.files)}"
-            )
-        return data_root(root) / self.files[split]
-
-    def load(self, split: str, root: str | Path | None = None) -> list:
-        """Read a split with the task's reader."""
-        if self.reader is None:
-            raise TaskDataError(f"task {self.name!r} has no reader")
-        return self.reader(self.path(split, root))
-
-
-CONLL_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-
-TASKS: dict[str, TaskSpec] = {
-    "sst2": TaskSpec(
-        name="sst2",
-        kind="classification",
-        label_names=["negative", "positive"],
-        metric="accuracy",
-        files={"train": "sst2/train.tsv", "dev": "sst2/dev.tsv", "test": "sst2/test.tsv"},
-        reader=read_sst2,
-    ),
-    # The BERT paper reports Spearman correlation for STS-B.
-    "stsb": TaskSpec(
-        name="stsb",
-        kind="regression",
-        label_names=None,
-        metric="spearman",
-        files={"train": "stsb/train.tsv", "dev": "stsb/dev.tsv", "test": "stsb/test.tsv"},
-        reader=read_stsb,
-    ),
-    "conll2003": TaskSpec(
-        name="conll2003",
-        kind="token_classification",
-        label_names=CONLL_LABELS,
-        metric="entity_f1",
-        files={"train": "conll2003/train.txt", "dev": "conll2003/valid.txt"},
-        reader=read_conll,
-    ),
-    # Only the dev file is public here; train on qa.split_by_article of it.
-    "squad": TaskSpec(
-        name="squad",
-        kind="question_answering",
-        label_names=None,
-        metric="squad_f1",
-        files={"dev": "squad1.1/dev-v1.1.json"},
-        reader=read_squad,
-    ),
-}
-
-
-def get_task(name: str) -> TaskSpec:
-    """The registered task called ``name``, or the task a JSON task file describes
-    (:mod:`distilkit.tasks.custom`)."""
-    if name in TASKS:
-        return TASKS[name]
-    from distilkit.tasks.custom import is_task_file, load_task_file  # it imports this module
-
-    if is_task_file(name):
-        return load_task_file(name)
-    raise TaskDataError(
-        f"unknown task {name!r}: use one of {sorted(TASKS)} or the path of a JSON task file "
-        "(its kind, files and columns; see distilkit.tasks.custom)"
-    )
-
-
 # --------------------------------------------------------------------------- batching
 @dataclass
 class LabeledBatch(Batch):
-    """A tokenizer :class:`~distilkit.tokenizer.Batch` plus labels and example ids.
+    """A tokenizer :class:`~distilkit.model.tokenizer.Batch` plus labels and example ids.
 
     labels: (batch,) int64 class ids or float32 scores, or None when unlabelled.
     """

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from distilkit.tokenizer import Tokenizer
+    from distilkit.model.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100
 _IOB2_TAG = re.compile(r"^(O|[BI]-\S+)$")

@@ -1,0 +1,171 @@
+"""What the command groups share: input readers, argument helpers, the command record."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from distilkit.data.tables import TextInput
+from distilkit.encoder import Encoder, load
+from distilkit.model.modeling import POOLINGS
+from distilkit.train.trainer import TrainingDiverged
+
+USER_ERRORS = (ValueError, OSError, TrainingDiverged)  # each says what to do
+
+
+MODEL_HELP = (
+    "the embedded 'all-MiniLM-L6-v2', a checkpoint folder (config.json + weights + "
+    "vocab), or a Hugging Face Hub id (needs huggingface_hub and a network)"
+)
+
+
+class Command(NamedTuple):
+    """One subcommand: a function adding its parser, and a function running it."""
+
+    add_parser: Callable[[argparse._SubParsersAction], argparse.ArgumentParser]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _note_empty(data: TextInput) -> None:
+    if data.empty:
+        print(
+            f"note: {data.empty} empty text(s) kept, so that row i is input text i", file=sys.stderr
+        )
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- shared options
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """The positional MODEL every command takes."""
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """--input FILE and --column NAME, read with :func:`read_texts`."""
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="FILE",
+        help="a text file with one text per line (empty lines are kept as "
+        "empty texts), or a .tsv/.csv file with a header line",
+    )
+    parser.add_argument(
+        "--column",
+        metavar="NAME",
+        help="the text column of a .tsv/.csv input (needed if it has several)",
+    )
+
+
+def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
+    """--pooling: how token vectors become a sentence vector."""
+    parser.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="token vectors -> sentence vector (default: mean)",
+    )
+
+
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """--dtype: the precision the model runs in (read by :func:`_load`)."""
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "int8"],
+        default="float32",
+        help="weights' precision; bfloat16 is faster on CPUs with AVX512-BF16/AMX, int8"
+        " runs the transformer blocks' matmuls in int8 (the output is float32 either way)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Encoder:
+    return load(args.model, dtype=getattr(args, "dtype", None))
+
+
+def parse_layers(text: str) -> list[int]:
+    parts = text.replace(" ", "").split(",")
+    if all(part.lstrip("-").isdigit() for part in parts):  # no empty parts, as in "1,,2"
+        return [int(part) for part in parts]
+    raise argparse.ArgumentTypeError(
+        f"--layers takes comma-separated teacher layer numbers such as 0,3,5; got {text!r}"
+    )
+
+
+def weights_parser(names: tuple[str, ...], example: str) -> Callable[[str], dict[str, float]]:
+    """An argparse type for ``--weights name=value,...`` over the loss ``names``."""
+
+    def parse(text: str) -> dict[str, float]:
+        weights: dict[str, float] = {}
+        for item in text.split(","):
+            name, _, value = (part.strip() for part in item.partition("="))
+            try:
+                weights[name] = float(value)
+            except ValueError:
+                name = ""
+            if name not in names:
+                raise argparse.ArgumentTypeError(
+                    f"--weights takes name=value pairs with names from {names}, e.g. "
+                    f"{example}; got {item!r}"
+                )
+        return weights
+
+    return parse
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--max-steps", type=int, help="optimizer steps at most")
+    group.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="stop training after this long; the LR schedule is fitted to it",
+    )
+    group.add_argument("--batch-size", type=int)
+    group.add_argument("--grad-accumulation", type=int)
+    group.add_argument("--lr", type=float, dest="learning_rate")
+    group.add_argument("--precision", choices=("fp32", "bf16"))
+    group.add_argument("--seed", type=int)
+    group.add_argument("--checkpoint-every", type=int)
+    group.add_argument("--eval-every", type=int)
+    group.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint"
+    )
+    group.add_argument("--no-progress", action="store_true")
+
+
+def training_overrides(args: argparse.Namespace) -> dict:
+    names = (
+        "max_steps",
+        "time_budget",
+        "batch_size",
+        "grad_accumulation",
+        "learning_rate",
+        "precision",
+        "seed",
+        "checkpoint_every",
+        "eval_every",
+    )
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.no_progress:
+        overrides["progress"] = False
+    return overrides
+
+
+def default_out(kind: str) -> Path:
+    """``runs/<kind>-<time>``: where a run goes when no --out is given."""
+    return Path("runs") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_folder(args: argparse.Namespace, kind: str) -> Path:
+    """The run folder (--out, or a new one), announced with how to resume into it."""
+    out = args.out or default_out(kind)
+    print(f"run folder: {out}  (rerun with --out {out} to resume after an interruption)")
+    return out

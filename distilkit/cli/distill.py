@@ -1,0 +1,243 @@
+"""Distillation subcommands of the ``distilkit`` command line: distill, init-student,
+fit-mlm-head. Thin wrappers over :mod:`distilkit.methods.general`; registered in
+``cli.main.COMMANDS``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from distilkit.cli.common import (
+    add_training_options,
+    parse_layers,
+    run_folder,
+    training_overrides,
+    weights_parser,
+)
+from distilkit.data.corpus import UNITS
+from distilkit.methods.general.config import DEFAULT_JOB_BUDGET, DEMO_CORPUS, DistillConfig
+from distilkit.methods.general.job import init_student, run_distillation
+from distilkit.methods.general.mlm_head import MLMHeadConfig, fit_mlm_head
+from distilkit.methods.general.objectives import DistillationWeights
+from distilkit.model.hub import DEFAULT_MODEL
+from distilkit.model.student import STRATEGIES
+from distilkit.settings import ConfigError, from_dict, load_json
+
+WEIGHT_NAMES = tuple(field.name for field in dataclasses.fields(DistillationWeights))
+
+
+# --------------------------------------------------------------------------- distill
+def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "distill",
+        help="general-purpose distillation of a teacher into a shallower student (main job)",
+        description="Distill a BERT-class teacher into a student with fewer layers, then "
+        "evaluate both side by side. With no arguments: the embedded all-MiniLM-L6-v2 into "
+        "a 3-layer student on the shipped demo corpus, in about 15 minutes on 2 CPU cores.",
+    )
+    parser.add_argument("--config", type=Path, help="a distill_config.json to start from")
+    parser.add_argument("--teacher", help=f"teacher model (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--corpus",
+        nargs="+",
+        type=_corpus_path,
+        help="text files or folders (.txt, .txt.gz), tables (.tsv, .csv, .jsonl; "
+        "PATH:col1,col2 names the text columns, else 'text' or 'sentence' is read) or "
+        f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/)",
+    )
+    parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
+    parser.add_argument("--layers", type=parse_layers, help="teacher layers to keep, e.g. 0,3,5")
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, help="how to choose the teacher layers (default auto)"
+    )
+    parser.add_argument(
+        "--layout", choices=("bert", "distilbert"), help="student layout (default: the teacher's)"
+    )
+    parser.add_argument("--student-init", choices=("teacher", "random"))
+    parser.add_argument("--max-len", type=int, help="tokens per training sequence (default 128)")
+    parser.add_argument(
+        "--corpus-unit",
+        choices=UNITS,
+        help="text unit of a training sequence (default sentence)",
+    )
+    parser.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fill sequences with consecutive units (default: one unit per sequence)",
+    )
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument(
+        "--weights",
+        type=weights_parser(WEIGHT_NAMES, "ce=5,mlm=2,cos=1"),
+        help="loss weights, e.g. ce=5,mlm=2,cos=1",
+    )
+    parser.add_argument("--out", type=Path, help="run folder (default runs/distill-<time>)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the side-by-side evaluation")
+    parser.add_argument(
+        "--quick-eval", action="store_true", help="evaluate on a subsample (faster, noisier)"
+    )
+    parser.add_argument(
+        "--job-time-budget",
+        type=float,
+        metavar="SECONDS",
+        help="end the whole job, evaluation included, within this long: training gets what "
+        "is left after setup and a measured estimate of the evaluation (default: "
+        f"{DEFAULT_JOB_BUDGET:.0f} s when neither --time-budget nor --max-steps is given, "
+        "else no deadline)",
+    )
+    add_training_options(parser)
+    return parser
+
+
+def _corpus_path(value: str) -> str:
+    """A local corpus path made absolute (so a saved config resumes from any folder);
+    ``hf:`` dataset specs unchanged."""
+    return value if value.startswith("hf:") else str(Path(value).expanduser().absolute())
+
+
+def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
+    """Defaults, then --config, then explicit flags (the last wins)."""
+    check_depth(args)
+    data = load_json(args.config) if args.config else {}
+    for name in (
+        "teacher",
+        "corpus",
+        "num_layers",
+        "layers",
+        "strategy",
+        "layout",
+        "student_init",
+        "max_len",
+        "corpus_unit",
+        "pack",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            data[name] = value
+    objective = data.setdefault("objective", {})
+    if args.temperature is not None:
+        objective["temperature"] = args.temperature
+    if args.weights is not None:
+        objective["weights"] = {**dict.fromkeys(WEIGHT_NAMES, 0.0), **args.weights}
+    training = dataclasses.asdict(DistillConfig().training)
+    loaded_training = data.get("training", {})
+    training.update(loaded_training)
+    training.update(training_overrides(args))
+    if (
+        args.max_steps is not None
+        and args.time_budget is None
+        and "time_budget" not in data.get("training", {})
+    ):
+        training["time_budget"] = None
+    data["training"] = training
+    if args.job_time_budget is not None:
+        data["job_time_budget"] = args.job_time_budget
+    elif (
+        "job_time_budget" not in data
+        and args.max_steps is None
+        and args.time_budget is None
+        and not {"max_steps", "time_budget"} & set(loaded_training)
+    ):
+        data["job_time_budget"] = DEFAULT_JOB_BUDGET  # the default job keeps its 15 minutes
+    return from_dict(DistillConfig, data)
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    config = distill_config_from_args(args)
+    out = run_folder(args, "distill")
+    run_distillation(
+        config,
+        out,
+        resume=not args.no_resume,
+        evaluate=not args.no_eval,
+        quick_eval=args.quick_eval,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- init-student
+def add_init_student_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "init-student", help="cut a student out of a teacher's layers (no training)"
+    )
+    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="auto")
+    parser.add_argument("--layers", type=parse_layers)
+    parser.add_argument("--layout", choices=("bert", "distilbert"))
+    parser.add_argument("--corpus", nargs="+", help="sample text for --strategy auto")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=128,
+        help="sequences scored per candidate with --strategy auto",
+    )
+    return parser
+
+
+def check_depth(args: argparse.Namespace) -> None:
+    """--layers sets the depth; a --num-layers that disagrees with it is an error."""
+    layers, depth = args.layers, args.num_layers
+    if layers is not None and depth is not None and len(layers) != depth:
+        raise ConfigError(
+            f"--layers {','.join(map(str, layers))} names {len(layers)} layers but "
+            f"--num-layers is {depth}: give one of them, or make them agree"
+        )
+
+
+def run_init_student(args: argparse.Namespace) -> int:
+    check_depth(args)
+    folder, layers = init_student(
+        args.teacher,
+        args.out,
+        num_layers=args.num_layers if args.num_layers is not None else 3,
+        strategy=args.strategy,
+        layers=args.layers,
+        layout=args.layout,
+        corpus=args.corpus,
+        sample=args.sample,
+    )
+    print(f"student with teacher layers {layers} saved to {folder}")
+    return 0
+
+
+# --------------------------------------------------------------------------- fit-mlm-head
+def add_fit_mlm_head_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "fit-mlm-head",
+        help="give a teacher without one a masked-LM head (so distill can use all losses)",
+    )
+    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, help="run folder (default runs/mlm-head-<time>)")
+    parser.add_argument("--corpus", nargs="+")
+    parser.add_argument(
+        "--train-layers",
+        type=int,
+        help="also unfreeze this many top transformer blocks (default 0)",
+    )
+    parser.add_argument("--config", type=Path, help="an MLM-head config JSON to start from")
+    add_training_options(parser)
+    return parser
+
+
+def run_fit_mlm_head(args: argparse.Namespace) -> int:
+    data = load_json(args.config) if args.config else {}
+    data["teacher"] = args.teacher
+    if args.corpus:
+        data["corpus"] = args.corpus
+    if args.train_layers is not None:
+        data["train_layers"] = args.train_layers
+    training = dataclasses.asdict(MLMHeadConfig().training)
+    training.update(data.get("training", {}))
+    training.update(training_overrides(args))
+    data["training"] = training
+    try:
+        config = from_dict(MLMHeadConfig, data)
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
+    out = run_folder(args, "mlm-head")
+    fit_mlm_head(config, out, resume=not args.no_resume)
+    return 0

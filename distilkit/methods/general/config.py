@@ -1,0 +1,84 @@
+"""The main job's settings (:class:`DistillConfig`), saved as ``distill_config.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distilkit.data.corpus import UNITS
+from distilkit.methods.general.objectives import GeneralDistillationConfig
+from distilkit.model.hub import DEFAULT_MODEL
+from distilkit.resources import RESOURCES
+from distilkit.settings import ConfigError, build_nested, from_dict, load_json
+from distilkit.train.trainer import TrainingConfig
+
+DEMO_CORPUS = RESOURCES / "corpus"
+
+
+AUTO_TOKENS = 64  # tokens per sequence scored by the auto layer choice
+
+
+MIN_AUTO_WINDOWS = 8  # fewer held-out sequences give no usable similarity structure
+
+
+DEFAULT_JOB_BUDGET = 840.0  # the no-argument job: 14 minutes in all, inside the 15 promised
+
+
+@dataclass
+class DistillConfig:
+    """Everything a general-distillation run needs; saved as ``distill_config.json``."""
+
+    teacher: str = DEFAULT_MODEL
+    corpus: list[str] = field(default_factory=lambda: [str(DEMO_CORPUS)])
+    num_layers: int = 3
+    layers: list[int] | None = None  # explicit teacher layers; else chosen by `strategy`
+    strategy: str = "auto"  # auto | uniform | alternate | first | last
+    layout: str | None = None  # None keeps the teacher's; "distilbert" converts
+    student_init: str = "teacher"  # teacher | random (ablation)
+    freeze_embeddings: bool = False  # keep the student's (teacher-copied) embeddings fixed
+    train_blocks: list[int] | None = None  # student blocks to train (None: all)
+    max_len: int = 128
+    # One sentence per sequence by default: a sentence encoder is used on short texts, and
+    # 128-token packed paragraphs moved the student away from that (docs/RESULTS.md).
+    corpus_unit: str = "sentence"  # paragraph | sentence: the text unit of a sequence
+    pack: bool = False  # fill sequences with consecutive units (False: one unit each)
+    heldout_fraction: float = 0.02
+    auto_sample: int = 96  # sequences scored per candidate layer subset
+    # Seconds for the whole job, evaluation included: training gets what is left after
+    # the setup and a measured estimate of the evaluation (None: the training budget
+    # alone). The CLI's no-argument job sets DEFAULT_JOB_BUDGET.
+    job_time_budget: float | None = None
+    objective: GeneralDistillationConfig = field(default_factory=GeneralDistillationConfig)
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            max_steps=2000,
+            time_budget=600.0,  # the default job: 10 minutes of training
+            batch_size=64,
+            learning_rate=5e-5,  # higher rates lose more STS-B (docs/RESULTS.md, recipe search)
+            eval_every=100,
+            checkpoint_every=100,
+        )
+    )
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            self.num_layers = len(self.layers)  # an explicit list sets the depth
+        build_nested(self)
+        if self.student_init not in ("teacher", "random"):
+            raise ConfigError(
+                f"student_init must be 'teacher' or 'random', got {self.student_init!r}"
+            )
+        if not 0 < self.heldout_fraction < 0.5:
+            raise ConfigError("heldout_fraction must be between 0 and 0.5")
+        if self.auto_sample < MIN_AUTO_WINDOWS:
+            raise ConfigError(
+                f"auto_sample must be at least {MIN_AUTO_WINDOWS} sequences, got {self.auto_sample}"
+            )
+        if self.job_time_budget is not None and self.job_time_budget <= 0:
+            raise ConfigError(f"job_time_budget must be positive, got {self.job_time_budget}")
+        if self.corpus_unit not in UNITS:
+            raise ConfigError(f"corpus_unit must be one of {UNITS}, got {self.corpus_unit!r}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> DistillConfig:
+        return from_dict(cls, load_json(path))

@@ -1,0 +1,133 @@
+"""The main job's whole-job deadline: estimate the evaluation, shorten training to fit."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from distilkit.encoder import Encoder
+from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.sentence import read_sst2, read_stsb
+from distilkit.methods.general.config import DistillConfig
+from distilkit.model.tokenizer import Tokenizer
+from distilkit.settings import load_json, save_json
+from distilkit.train.distributed import say
+from distilkit.train.trainer import TrainingConfig
+
+MIN_TRAINING_SECONDS = 60.0  # a deadline never cuts training below this
+
+
+LATENCY_COST = 4.0  # a batch-1 latency pass costs about this many batched sentences
+
+
+ESTIMATE_MARGIN = 1.25  # the evaluation estimate is padded by this factor
+
+
+SETTLING_SECONDS = 20.0  # saving the student, loading both models, report and plots
+
+
+def evaluation_work(protocol, teacher_layers: int, student_layers: int) -> float:
+    """What the side-by-side evaluation embeds, in teacher forward passes of one sentence.
+
+    Per model: both sides of every STS-B pair, the SST-2 probe's train and dev
+    sentences, the warm-up and timed throughput passes and the batch-1 latency texts;
+    then the teacher-agreement pass over STS-B again. A student's sentence costs
+    ``(student_layers + 1) / (teacher_layers + 1)`` of the teacher's (the embeddings
+    and tokenizer count as one layer); the static-embedding row is free.
+    """
+
+    pairs = len(read_stsb(protocol.stsb_path)[0])
+    if protocol.stsb_pairs is not None:
+        pairs = min(pairs, protocol.stsb_pairs)
+    probe_train = len(read_sst2(protocol.sst2_train_path)[0])
+    if protocol.sst2_train_examples is not None:
+        probe_train = min(probe_train, protocol.sst2_train_examples)
+    probe_dev = len(read_sst2(protocol.sst2_dev_path)[0])
+    per_model = (
+        2 * pairs
+        + probe_train
+        + probe_dev
+        + (protocol.throughput_repeats + 1) * protocol.throughput_texts
+        + LATENCY_COST * protocol.latency_texts
+    )
+    share = (student_layers + 1) / (teacher_layers + 1)
+    return (per_model + 2 * pairs) * (1 + share)
+
+
+def teacher_sentences_per_second(teacher, tokenizer: Tokenizer, texts: list[str]) -> float:
+    """The teacher's embedding speed on ``texts`` right now (one warm-up batch untimed)."""
+
+    encoder = Encoder(teacher, tokenizer)
+    encoder.embed(texts[:16], progress=False)
+    start = time.perf_counter()
+    encoder.embed(texts, progress=False)
+    return len(texts) / max(time.perf_counter() - start, 1e-6)
+
+
+def fit_training_budget(
+    job_budget: float, elapsed: float, evaluation_seconds: float, training_budget: float | None
+) -> float:
+    """The training seconds that end the job within ``job_budget`` (never below
+    :data:`MIN_TRAINING_SECONDS`, never above ``training_budget`` when that is set)."""
+    left = job_budget - elapsed - evaluation_seconds - SETTLING_SECONDS
+    fitted = max(left, MIN_TRAINING_SECONDS)
+    return fitted if training_budget is None else min(fitted, training_budget)
+
+
+def fit_to_deadline(
+    config: DistillConfig,
+    teacher,
+    tokenizer: Tokenizer,
+    student,
+    started: float,
+    quick_eval: bool,
+) -> tuple[TrainingConfig, dict]:
+    """Shrink the training budget so that the job, evaluation included, ends within
+    ``config.job_time_budget``; the evaluation's cost is estimated from the teacher's
+    embedding speed measured now, on the evaluation's own STS-B sentences."""
+
+    protocol = evaluation.QUICK_PROTOCOL if quick_eval else evaluation.FULL_PROTOCOL
+    first, second, _ = evaluation.read_stsb(protocol.stsb_path)
+    rate = teacher_sentences_per_second(teacher, tokenizer, (first + second)[:256])
+    work = evaluation_work(protocol, teacher.config.num_layers, student.config.num_layers)
+    estimate = ESTIMATE_MARGIN * work / rate
+    elapsed = time.perf_counter() - started
+    budget = fit_training_budget(
+        config.job_time_budget, elapsed, estimate, config.training.time_budget
+    )
+    deadline = {
+        "job_time_budget": config.job_time_budget,
+        "setup_seconds": elapsed,
+        "teacher_sentences_per_s": rate,
+        "evaluation_seconds_estimate": estimate,
+        "training_budget": budget,
+    }
+    if config.training.time_budget is None or budget < config.training.time_budget:
+        say(
+            f"job deadline {config.job_time_budget:.0f} s: {elapsed:.0f} s of setup, evaluation "
+            f"estimated at {estimate:.0f} s (teacher at {rate:.0f} sentences/s now), so "
+            f"training gets {budget:.0f} s"
+            + (
+                f" instead of {config.training.time_budget:.0f} s"
+                if config.training.time_budget is not None
+                else ""
+            )
+        )
+    return dataclasses.replace(config.training, time_budget=budget), deadline
+
+
+def report_deadline(deadline: dict, evaluation_started: float, started: float, out_dir: Path):
+    """Say how the job kept to its deadline, and keep the measured figures in metrics.json."""
+    now = time.perf_counter()
+    deadline["evaluation_seconds"] = now - evaluation_started
+    deadline["job_seconds"] = now - started
+    say(
+        f"job took {deadline['job_seconds']:.0f} s of its {deadline['job_time_budget']:.0f} s "
+        f"(evaluation {deadline['evaluation_seconds']:.0f} s, estimated "
+        f"{deadline['evaluation_seconds_estimate']:.0f} s)"
+    )
+    path = out_dir / "metrics.json"
+    saved = load_json(path)
+    saved.setdefault("extra", {}).setdefault("training", {})["deadline"] = deadline
+    save_json(saved, path)

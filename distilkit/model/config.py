@@ -1,0 +1,218 @@
+"""The encoder's configuration (:class:`ModelConfig`) and its Hugging Face ``config.json``
+form, both ways."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from distilkit.settings import ConfigError
+
+HEADS = ("masked_lm", "sequence_classification", "token_classification", "question_answering")
+
+
+LAYOUTS = ("bert", "distilbert")
+
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+@dataclass
+class ModelConfig:
+    """Shape and options of a BERT- or DistilBERT-layout encoder (and its head).
+
+    ``layout="bert"`` has token-type (segment) embeddings and an optional pooler;
+    ``layout="distilbert"`` has neither. ``head`` names the task head, if any.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    layout: str = "bert"
+    type_vocab_size: int = 2
+    with_pooler: bool = True
+    sinusoidal_positions: bool = False
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: float | None = None
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    head: str | None = None
+    num_labels: int = 2
+    label_names: list[str] | None = None
+    problem_type: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first inconsistent field."""
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.layout == "distilbert" and (self.type_vocab_size or self.with_pooler):
+            raise ConfigError(
+                "the distilbert layout has no token-type embeddings and no pooler: "
+                "set type_vocab_size=0 and with_pooler=False"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
+        if self.head is not None and self.head not in HEADS:
+            raise ConfigError(f"head must be one of {HEADS} or None, got {self.head!r}")
+        if self.problem_type not in (
+            None,
+            "regression",
+            "single_label_classification",
+            "multi_label_classification",
+        ):
+            raise ConfigError(f"unknown problem_type {self.problem_type!r}")
+        if self.label_names is not None and len(self.label_names) != self.num_labels:
+            raise ConfigError(
+                f"label_names has {len(self.label_names)} names but num_labels is {self.num_labels}"
+            )
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id {self.pad_token_id} is outside the vocabulary")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    # ------------------------------------------------------------ Hugging Face
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> ModelConfig:
+        """Read a Hugging Face ``config.json`` dict of ``model_type`` bert or distilbert."""
+        model_type = hf.get("model_type")
+        if model_type == "bert":
+            position_type = hf.get("position_embedding_type", "absolute")
+            if position_type != "absolute":
+                raise ConfigError(
+                    f"position_embedding_type {position_type!r} is not supported "
+                    "(only absolute positions)"
+                )
+            config = cls(
+                vocab_size=hf["vocab_size"],
+                hidden_size=hf["hidden_size"],
+                num_layers=hf["num_hidden_layers"],
+                num_heads=hf["num_attention_heads"],
+                intermediate_size=hf["intermediate_size"],
+                max_position_embeddings=hf.get("max_position_embeddings", 512),
+                layout="bert",
+                type_vocab_size=hf.get("type_vocab_size", 2),
+                hidden_act=_activation(hf.get("hidden_act", "gelu")),
+                layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+                hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+                attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+                classifier_dropout=hf.get("classifier_dropout"),
+                initializer_range=hf.get("initializer_range", 0.02),
+                pad_token_id=hf.get("pad_token_id") or 0,
+            )
+        elif model_type == "distilbert":
+            config = cls(
+                vocab_size=hf["vocab_size"],
+                hidden_size=hf.get("dim", 768),
+                num_layers=hf.get("n_layers", 6),
+                num_heads=hf.get("n_heads", 12),
+                intermediate_size=hf.get("hidden_dim", 3072),
+                max_position_embeddings=hf.get("max_position_embeddings", 512),
+                layout="distilbert",
+                type_vocab_size=0,
+                with_pooler=False,
+                sinusoidal_positions=bool(hf.get("sinusoidal_pos_embds", False)),
+                hidden_act=_activation(hf.get("activation", "gelu")),
+                hidden_dropout=hf.get("dropout", 0.1),
+                attention_dropout=hf.get("attention_dropout", 0.1),
+                classifier_dropout=hf.get("seq_classif_dropout"),
+                initializer_range=hf.get("initializer_range", 0.02),
+                pad_token_id=hf.get("pad_token_id") or 0,
+            )
+        else:
+            raise ConfigError(
+                f"unsupported model_type {model_type!r}: distilkit reads 'bert' and 'distilbert' "
+                "checkpoints"
+            )
+        id2label = hf.get("id2label")
+        if id2label:
+            names = [id2label[key] for key in sorted(id2label, key=lambda k: int(k))]
+            config.num_labels = len(names)
+            if not all(name == f"LABEL_{i}" for i, name in enumerate(names)):
+                config.label_names = names
+        elif "num_labels" in hf:
+            config.num_labels = int(hf["num_labels"])
+        config.problem_type = hf.get("problem_type")
+        config.validate()
+        return config
+
+    def to_hf(self, architecture: str) -> dict[str, Any]:
+        """The ``config.json`` dict that `transformers` reads for ``architecture``."""
+        labels = self.label_names or [f"LABEL_{i}" for i in range(self.num_labels)]
+        common: dict[str, Any] = {
+            "architectures": [architecture],
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "initializer_range": self.initializer_range,
+            "pad_token_id": self.pad_token_id,
+            "id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+        if self.problem_type:
+            common["problem_type"] = self.problem_type
+        if self.layout == "bert":
+            return {
+                **common,
+                "model_type": "bert",
+                "hidden_size": self.hidden_size,
+                "num_hidden_layers": self.num_layers,
+                "num_attention_heads": self.num_heads,
+                "intermediate_size": self.intermediate_size,
+                "hidden_act": self.hidden_act,
+                "hidden_dropout_prob": self.hidden_dropout,
+                "attention_probs_dropout_prob": self.attention_dropout,
+                "classifier_dropout": self.classifier_dropout,
+                "type_vocab_size": self.type_vocab_size,
+                "layer_norm_eps": self.layer_norm_eps,
+                "position_embedding_type": "absolute",
+            }
+        if self.layer_norm_eps != 1e-12:
+            raise ConfigError("the distilbert layout fixes layer_norm_eps at 1e-12")
+        return {
+            **common,
+            "model_type": "distilbert",
+            "dim": self.hidden_size,
+            "n_layers": self.num_layers,
+            "n_heads": self.num_heads,
+            "hidden_dim": self.intermediate_size,
+            "activation": self.hidden_act,
+            "dropout": self.hidden_dropout,
+            "attention_dropout": self.attention_dropout,
+            "seq_classif_dropout": 0.2
+            if self.classifier_dropout is None
+            else self.classifier_dropout,
+            "qa_dropout": self.hidden_dropout,
+            "sinusoidal_pos_embds": self.sinusoidal_positions,
+            "tie_weights_": True,
+        }
+
+
+def _activation(name: str) -> str:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unsupported activation {name!r}: expected one of {ACTIVATIONS}")
+    return name

@@ -1,0 +1,139 @@
+"""Int8 inference in PyTorch itself: dynamically quantized transformer blocks.
+
+:func:`quantize_model` returns a copy of a model whose transformer blocks run their four
+matmuls (stacked Q/K/V, attention output, FFN in, FFN out) as int8 GEMMs: weights are
+quantized once, symmetric per output channel; activations are quantized on the fly, per
+tensor, by the kernel itself (``torch.ops.quantized.linear_dynamic``, fbgemm / oneDNN
+with VNNI where the CPU has it). Everything else (embeddings, LayerNorm, the attention
+softmax, the pooler and the head) stays fp32.
+
+Unlike an ONNX export, the blocks keep the eager fast path's unpadded layout: the dense
+layers see only the real tokens of a batch. And because an :class:`Int8Block` is a
+:class:`~distilkit.model.modeling.TransformerBlock`, everything that runs blocks one by one
+runs in int8 too, FastBERT early exit (:class:`~distilkit.methods.early_exit.model.EarlyExitModel`)
+included.
+
+Inference only: an int8 model refuses autograd and training mode with a clear error.
+It is a speed mode, not a size one: the blocks keep their fp32 parameters beside the
+packed int8 weights (so ``save`` still writes the fp32 model); for a small file use the
+ONNX int8 export. The activation scale is per batch, so an example's output moves
+slightly with the batch it is in (as with onnxruntime's dynamic int8).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distilkit.model.modeling import Padding, TransformerBlock, TransformerModel
+
+
+class Int8Error(RuntimeError):
+    """An int8 model used where it cannot run (training, autograd, missing kernels)."""
+
+
+def int8_available() -> bool:
+    """Whether this PyTorch build has the dynamic int8 linear kernels."""
+    return hasattr(torch.ops, "quantized") and hasattr(torch.ops.quantized, "linear_dynamic")
+
+
+def _pack(weight: torch.Tensor, bias: torch.Tensor) -> object:
+    """Quantize ``weight`` (out, in) symmetrically per output channel and pack it with
+    its fp32 ``bias`` (out,) for the int8 GEMM."""
+    weight = weight.detach().float()
+    scales = (weight.abs().amax(dim=1) / 127.0).clamp_min(1e-12).double()
+    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # quantized tensor types carry a deprecation notice
+        warnings.simplefilter("ignore")
+        quantized = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(quantized, bias.detach().float())
+
+
+class Int8Block(TransformerBlock):
+    """A :class:`TransformerBlock` whose matmuls run in int8 (see the module docstring)."""
+
+    def __init__(self, block: TransformerBlock, config):
+        super().__init__(config)
+        self.load_state_dict(block.state_dict())
+        self.eval()
+        attention, ffn = self.attention, self.ffn
+        linears = (attention.query, attention.key, attention.value)
+        with torch.no_grad():
+            self._qkv = _pack(
+                torch.cat([linear.weight for linear in linears]),
+                torch.cat([linear.bias for linear in linears]),
+            )
+            self._attention_output = _pack(attention.output.weight, attention.output.bias)
+            self._intermediate = _pack(ffn.intermediate.weight, ffn.intermediate.bias)
+            self._ffn_output = _pack(ffn.output.weight, ffn.output.bias)
+
+    def __deepcopy__(self, memo):
+        raise Int8Error("an int8 model cannot be copied: quantize a copy of the fp32 model")
+
+    def train(self, mode: bool = True) -> Int8Block:
+        if mode:
+            raise Int8Error("an int8 model is for inference only: train the fp32 model")
+        return super().train(False)
+
+    def forward_int8(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Packed ``(tokens, H)`` fp32 -> ``(tokens, H)`` fp32 through int8 matmuls."""
+        if torch.is_grad_enabled() and hidden.requires_grad:
+            raise Int8Error("an int8 model is for inference only: run it under torch.no_grad()")
+        linear = torch.ops.quantized.linear_dynamic
+        hidden = hidden.float().contiguous()
+        context = self.attention.attend(linear(hidden, self._qkv, False), padding)
+        norm = self.attention_norm
+        hidden = F.layer_norm(
+            hidden + linear(context.contiguous(), self._attention_output, False),
+            norm.normalized_shape,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        )
+        inner = self.ffn.activation(linear(hidden, self._intermediate, False))  # (tokens, I)
+        norm = self.ffn_norm
+        return F.layer_norm(
+            hidden + linear(inner, self._ffn_output, False),
+            norm.normalized_shape,
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        )
+
+    forward_fast = forward_int8
+    forward_onednn = forward_int8
+
+    def forward_explicit(self, hidden, key_mask):
+        raise Int8Error("an int8 model does not return attention maps: ask the fp32 model for them")
+
+
+def quantize_model(model: TransformerModel) -> TransformerModel:
+    """A copy of ``model`` (fp32 or bf16; left unchanged) with int8 transformer blocks.
+
+    Raises :class:`Int8Error` when this PyTorch build lacks the int8 kernels.
+    """
+    if not int8_available():
+        raise Int8Error(
+            "this PyTorch build has no dynamic int8 linear kernels (torch.ops.quantized."
+            "linear_dynamic): use the ONNX int8 export instead"
+        )
+    if not isinstance(model, TransformerModel):
+        raise Int8Error(f"quantize_model takes a TransformerModel, got {type(model).__name__}")
+    if any(isinstance(block, Int8Block) for block in model.backbone.layers):
+        raise Int8Error("this model is already quantized")
+    quantized = copy.deepcopy(model).float().eval()
+    layers = quantized.backbone.layers
+    for index, block in enumerate(layers):
+        layers[index] = Int8Block(block, quantized.config)
+    for parameter in quantized.parameters():
+        parameter.requires_grad_(False)
+    return quantized
+
+
+def is_int8(model: nn.Module) -> bool:
+    """Whether ``model`` contains int8 blocks."""
+    return any(isinstance(module, Int8Block) for module in model.modules())

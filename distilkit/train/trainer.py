@@ -1,0 +1,535 @@
+"""The one training loop, shared by every distillation and fine-tuning method.
+
+The loop knows nothing about losses: an :class:`Objective` maps a batch to a dict of
+named, unweighted loss tensors and says how to weight them. The loop does the rest:
+AdamW with warmup + linear decay, gradient accumulation, clipping, bf16 autocast,
+a progress bar with every loss term and tokens/s, a JSONL log, periodic evaluation,
+atomic checkpoints with exact resume, a NaN/inf guard, and DDP when launched by
+``torchrun``.
+
+Data flow: sampler -> indices -> dataset items -> collate -> objective(batch) ->
+named losses -> weighted sum -> backward -> optimizer step -> log / eval / checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from distilkit.settings import ConfigError, save_json, to_dict
+from distilkit.train import distributed
+from distilkit.train.losses import weighted_sum
+
+STATE_FILE = "trainer_state.pt"
+REFIT_EVERY = 25  # steps between refits of the schedule to a time budget
+LATEST_FILE = "latest"
+
+
+MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation and bookkeeping settings of a run (saved with every checkpoint)."""
+
+    max_steps: int = 1000
+    time_budget: float | None = None  # seconds; the schedule is fitted to it
+    batch_size: int = 32
+    grad_accumulation: int = 1
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    adam_epsilon: float = 1e-6
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 5.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    seed: int = 56
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.batch_size < 1 or self.grad_accumulation < 1:
+            raise ConfigError("batch_size and grad_accumulation must be >= 1")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ConfigError(
+                f"learning_rate must be a finite number > 0, got {self.learning_rate}"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed (--seed) must be from 0 to {MAX_SEED}, got {self.seed}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+        for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+
+
+class Objective(nn.Module):
+    """What the loop trains; implementations live in each method's ``objectives.py``.
+
+    An objective is a module that holds every trainable parameter (the student and any
+    projections; a teacher is kept out of its parameters) and whose ``forward(batch,
+    generator)`` returns unweighted named losses for one batch; DDP wraps it whole.
+    ``weights`` gives the weight of each loss; ``evaluate`` returns held-out metrics;
+    ``save`` writes the student (Hugging Face format) and extras into a folder and
+    ``load`` reads them back for an exact resume.
+    """
+
+    weights: dict[str, float]
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+        return {}
+
+    def save(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def load(self, folder: Path) -> None:
+        raise NotImplementedError
+
+
+def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warmup from 0 to 1, then linear decay to 0 at ``total_steps``."""
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return multiplier
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped_by: str  # "max_steps" | "time_budget" | "interrupted"
+    checkpoint: Path | None
+    elapsed: float
+    last_losses: dict[str, float]
+
+
+class Trainer:
+    """Runs an :class:`Objective` over batches from ``dataset`` in the order of ``sampler``.
+
+    ``dataset[i]`` returns one example; ``collate`` turns a list of examples into a
+    batch dict of tensors (with ``attention_mask`` so tokens/s can be counted).
+    ``sampler`` must offer ``state_dict``/``load_state_dict`` (see
+    ``data.batching.LengthGroupedSampler``) so a resumed run sees the same data.
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        dataset: Any,
+        sampler: Any,
+        collate: Callable[[list[Any]], dict[str, torch.Tensor]],
+        config: TrainingConfig,
+        out_dir: str | Path,
+        eval_batches: Sequence[dict[str, torch.Tensor]] | None = None,
+        run_config: dict[str, Any] | None = None,
+    ):
+        self.objective = objective
+        self.dataset = dataset
+        self.sampler = sampler
+        self.collate = collate
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.eval_batches = list(eval_batches or [])
+        self.run_config = run_config or {}
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.is_main = self.rank == 0
+        self.model = distributed.wrap(objective)
+        self.trainable = parameters = [p for p in objective.parameters() if p.requires_grad]
+        if not parameters:
+            raise ConfigError("the objective has no trainable parameters")
+        decay = [p for p in parameters if p.dim() >= 2]
+        no_decay = [p for p in parameters if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.learning_rate,
+            eps=config.adam_epsilon,
+        )
+        self.schedule_steps = config.max_steps
+        self.scheduler = self._make_scheduler()
+        self._said_max_steps_binds = False  # the budget fit's note, given once
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.step = 0
+        self.elapsed = 0.0
+        self.log_path = self.out_dir / "train_log.jsonl"
+
+    # ------------------------------------------------------------------ schedule
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        warmup = int(self.config.warmup_fraction * self.schedule_steps)
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_schedule(warmup, self.schedule_steps)
+        )
+
+    def _fit_schedule_to_budget(self, seconds_per_step: float) -> None:
+        """With a time budget, fit the schedule length to the steps that remain in it, so
+        the LR decays to 0 as the budget runs out. Called again during the run with the
+        recent step time, so a run that speeds up (or slows down) is refitted; never
+        beyond ``max_steps``."""
+        remaining = self.config.time_budget - self.elapsed
+        fitted = self.step + int(remaining / max(seconds_per_step, 1e-9))
+        if fitted > self.config.max_steps and not self._said_max_steps_binds:
+            self._said_max_steps_binds = True
+            if self.is_main:
+                print(
+                    f"note: max_steps {self.config.max_steps} ends training before the time "
+                    f"budget ({fitted} steps fit in {self.config.time_budget:g} s at this speed); "
+                    "raise max_steps (--max-steps) to use the whole budget",
+                    flush=True,
+                )
+        fitted = distributed.min_int(max(self.step + 1, min(self.config.max_steps, fitted)))
+        if fitted != self.schedule_steps:
+            self.schedule_steps = fitted
+            last = self.scheduler.last_epoch
+            self.scheduler = self._make_scheduler()
+            self.scheduler.last_epoch = last
+            groups = self.optimizer.param_groups
+            for group, base, fn in zip(
+                groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
+            ):
+                group["lr"] = base * fn(last)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_dirs(self) -> list[Path]:
+        root = self.out_dir / "checkpoints"
+        return (
+            sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+            if root.is_dir()
+            else []
+        )
+
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.out_dir / "checkpoints" / LATEST_FILE
+        if pointer.is_file():
+            candidate = self.out_dir / "checkpoints" / pointer.read_text().strip()
+            if (candidate / STATE_FILE).is_file():
+                return candidate
+        complete = [d for d in self._checkpoint_dirs() if (d / STATE_FILE).is_file()]
+        return complete[-1] if complete else None
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-N`` atomically (temp folder, then rename) on rank 0."""
+        root = self.out_dir / "checkpoints"
+        final = root / f"step-{self.step:07d}"
+        # every rank's random state, so a resumed DDP run draws the same masks and dropout
+        rng_states = distributed.gather_objects(_rng_state())
+        generator_states = distributed.gather_objects(self.generator.get_state())
+        if self.is_main:
+            root.mkdir(parents=True, exist_ok=True)
+            temp = root / f".tmp-step-{self.step:07d}"
+            shutil.rmtree(temp, ignore_errors=True)
+            temp.mkdir()
+            self.objective.save(temp / "model")
+            state = {
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "schedule_steps": self.schedule_steps,
+                "max_steps": self.config.max_steps,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "rng": rng_states,
+                "generator": generator_states,
+            }
+            torch.save(state, temp / STATE_FILE)
+            save_json(
+                {"training": to_dict(self.config), **self.run_config}, temp / "run_config.json"
+            )
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(temp, final)
+            pointer_temp = root / f".{LATEST_FILE}.tmp"
+            pointer_temp.write_text(final.name + "\n")
+            os.replace(pointer_temp, root / LATEST_FILE)
+            for old in self._checkpoint_dirs()[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier()
+        return final
+
+    def load_checkpoint(self, folder: Path) -> None:
+        """Restore weights, optimizer, schedule, data position and every RNG."""
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        if len(state["rng"]) != self.world_size:
+            raise ConfigError(
+                f"{folder} was written by {len(state['rng'])} process(es) but this run has "
+                f"{self.world_size}: resume with the same number of processes"
+            )
+        saved_max_steps = state.get("max_steps", self.config.max_steps)  # older checkpoints
+        if saved_max_steps != self.config.max_steps:
+            raise ConfigError(
+                f"{folder} belongs to a run of max_steps={saved_max_steps} (at step "
+                f"{state['step']}), but this one asks for max_steps={self.config.max_steps}: "
+                "its learning-rate schedule was laid out for the old length, so resume with "
+                "the same --max-steps, or start afresh with --no-resume (or another --out)"
+            )
+        self.objective.load(folder / "model")
+        self.schedule_steps = state["schedule_steps"]
+        self.scheduler = self._make_scheduler()
+        self.scheduler.load_state_dict(state["scheduler"])
+        # after the scheduler, whose construction rewrites the learning rates
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = state["step"]
+        self.elapsed = state["elapsed"]
+        _set_rng_state(state["rng"][self.rank])
+        self.generator.set_state(state["generator"][self.rank])
+
+    # ------------------------------------------------------------------ the loop
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        while True:
+            epoch = self.sampler.epoch
+            for indices in self.sampler:
+                yield self.collate([self.dataset[i] for i in indices])
+            if self.sampler.epoch == epoch:  # a sampler that does not advance by itself
+                self.sampler.set_epoch(epoch + 1)
+
+    def _trim_log(self) -> None:
+        """On resume, drop the records of steps after the checkpoint (a killed run logged
+        them before dying; they are trained again) and any half-written last line."""
+        if not (self.is_main and self.log_path.exists()):
+            return
+        kept = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= self.step:
+                kept.append(line + "\n")
+        temp = self.log_path.with_name(f".{self.log_path.name}.tmp")
+        temp.write_text("".join(kept), encoding="utf-8")
+        os.replace(temp, self.log_path)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.is_main:
+            with self.log_path.open("a", encoding="utf-8") as stream:
+                stream.write(json.dumps(record) + "\n")
+
+    def _check_weights_finite(self) -> None:
+        """The last step's update is checked by no later loss: check the weights themselves
+        before they are saved, so a diverged run never writes a NaN model."""
+        bad = [p for p in self.trainable if not torch.isfinite(p.detach()).all()]
+        if bad:
+            checkpoint = self.latest_checkpoint()
+            raise TrainingDiverged(
+                f"{len(bad)} weight array(s) became NaN or infinite by step {self.step}; "
+                f"stopped without saving them. The last good checkpoint is "
+                f"{checkpoint or '(none yet)'}. Lower the learning rate or use --precision fp32."
+            )
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_batches:
+            return {}
+        self.objective.eval()
+        with torch.inference_mode():
+            metrics = self.objective.evaluate(self.eval_batches)
+        self.objective.train()
+        return {f"eval/{k}": float(v) for k, v in metrics.items()}
+
+    def run(self, resume: bool = True, stop_after_steps: int | None = None) -> TrainResult:
+        """Train until ``max_steps``, the time budget, or ``stop_after_steps`` (for tests
+        of resumption: a run stopped there and resumed must equal an uninterrupted one)."""
+        config = self.config
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        last_checkpoint: Path | None = None
+        if resume and (checkpoint := self.latest_checkpoint()) is not None:
+            self.load_checkpoint(checkpoint)
+            last_checkpoint = checkpoint  # a finished run is not saved again
+            self._trim_log()
+            if self.is_main:
+                print(f"resumed from {checkpoint} (step {self.step})")
+        else:
+            _seed_globals(config.seed, self.rank)
+            if self.is_main and self.log_path.exists():
+                self.log_path.unlink()
+        distributed.barrier()
+        self.objective.train()
+        autocast = torch.autocast(
+            "cpu" if not torch.cuda.is_available() else "cuda",
+            dtype=torch.bfloat16,
+            enabled=config.precision == "bf16",
+        )
+        batches = self._batches()
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            desc="training",
+            unit="step",
+            disable=not (config.progress and self.is_main),
+            dynamic_ncols=True,
+        )
+        stopped_by = "max_steps"
+        last: dict[str, float] = {}
+        window_tokens, window_start = 0, time.perf_counter()
+        run_start = time.perf_counter() - self.elapsed
+        refit_start, refit_step = time.perf_counter(), self.step
+        while self.step < min(config.max_steps, self.schedule_steps):
+            step_start = time.perf_counter()
+            totals: dict[str, float] = {}
+            for micro in range(config.grad_accumulation):
+                batch = next(batches)
+                window_tokens += int(batch["attention_mask"].sum()) * self.world_size
+                sync = micro == config.grad_accumulation - 1
+                with distributed.no_sync(self.model, not sync), autocast:
+                    losses = self.model(batch, self.generator)
+                    total = weighted_sum(losses, self.objective.weights)
+                for name, value in {**losses, "total": total}.items():
+                    if not torch.isfinite(value).all():
+                        checkpoint = self.latest_checkpoint()
+                        raise TrainingDiverged(
+                            f"loss '{name}' became {float(value.detach())} at step "
+                            f"{self.step + 1}; "
+                            f"stopped. The last good checkpoint is "
+                            f"{checkpoint or '(none yet)'}. Lower the learning rate, use "
+                            "--precision fp32, or check the data."
+                        )
+                    totals[name] = (
+                        totals.get(name, 0.0) + float(value.detach()) / config.grad_accumulation
+                    )
+                (total / config.grad_accumulation).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.elapsed = time.perf_counter() - run_start
+            # the loss of the whole step: every rank trained on its own share of the batch
+            last = totals = distributed.mean_over_ranks(totals)
+            if config.time_budget is not None and (
+                self.step == 10 or (self.step > 10 and self.step % REFIT_EVERY == 0)
+            ):
+                if self.step == 10:
+                    self._fit_schedule_to_budget(time.perf_counter() - step_start)
+                else:
+                    recent = (time.perf_counter() - refit_start) / max(1, self.step - refit_step)
+                    self._fit_schedule_to_budget(recent)
+                refit_start, refit_step = time.perf_counter(), self.step
+                bar.total = self.schedule_steps
+            if self.step % config.log_every == 0 or self.step == 1:
+                seconds = time.perf_counter() - window_start
+                record = {
+                    "step": self.step,
+                    **{f"loss/{k}": v for k, v in totals.items()},
+                    "lr": self.optimizer.param_groups[0]["lr"],  # the next step's LR
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_s": window_tokens / max(seconds, 1e-9),
+                    "elapsed": self.elapsed,
+                }
+                self._log(record)
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in totals.items()}
+                    | {"tok/s": f"{record['tokens_per_s']:.0f}"}
+                )
+                window_tokens, window_start = 0, time.perf_counter()
+            bar.update(1)
+            if self.step % config.eval_every == 0:
+                metrics = self.evaluate()
+                if metrics:
+                    self._log({"step": self.step, **metrics})
+            if self.step % config.checkpoint_every == 0:
+                last_checkpoint = self.save_checkpoint()
+            if stop_after_steps is not None and self.step >= stop_after_steps:
+                stopped_by = "interrupted"
+                break
+            # decided together: a rank that left the loop alone would hang the others
+            if config.time_budget is not None and distributed.any_rank(
+                self.elapsed >= config.time_budget
+            ):
+                stopped_by = "time_budget"
+                break
+        bar.close()
+        if stopped_by != "interrupted":
+            self._check_weights_finite()
+        if (
+            stopped_by == "max_steps"
+            and config.time_budget is not None
+            and self.schedule_steps < config.max_steps
+        ):
+            stopped_by = "time_budget"  # the schedule was fitted to the budget and ran out
+        if stopped_by != "interrupted" and (
+            last_checkpoint is None or not last_checkpoint.name.endswith(f"{self.step:07d}")
+        ):
+            metrics = self.evaluate()
+            if metrics:
+                self._log({"step": self.step, **metrics})
+            last_checkpoint = self.save_checkpoint()
+        return TrainResult(self.step, stopped_by, last_checkpoint, self.elapsed, last)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _seed_globals(seed: int, rank: int) -> None:
+    """Seed torch (dropout), numpy and Python's ``random`` for a fresh run, from the run's
+    seed and the process rank, so a run does not depend on what ran before it in the
+    process and DDP ranks draw different dropout masks."""
+    derived = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+    torch.manual_seed(derived)
+    np.random.seed(derived)
+    random.seed(derived)
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def schedule_summary(config: TrainingConfig) -> str:
+    """One line describing the optimisation, for logs and reports."""
+    tokens = config.batch_size * config.grad_accumulation
+    return (
+        f"AdamW lr {config.learning_rate:g}, warmup {config.warmup_fraction:.0%}, "
+        f"linear decay over {config.max_steps} steps, {tokens} sequences/step, "
+        f"clip {config.max_grad_norm:g}, {config.precision}"
+    )
+
+
+__all__ = [
+    "Objective",
+    "TrainResult",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingDiverged",
+    "linear_schedule",
+    "schedule_summary",
+]
