@@ -21,6 +21,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from distilkit.config import ConfigError, ModelConfig, load_json
+from distilkit.model.card import keep_user_readme
+from distilkit.model.st_folder import (
+    SentenceFolderError,
+    SentenceModules,
+    read_sentence_modules,
+    write_sentence_modules,
+)
 from distilkit.modeling import TransformerModel
 
 
@@ -297,6 +304,10 @@ def load_model(
         )
     model.load_state_dict(loaded, strict=False)
     model.new_parameters = sorted(ours for ours, theirs in mapping.items() if theirs in missing)
+    try:  # the sentence-transformers recipe travels with the model to every save
+        model.sentence_modules = read_sentence_modules(folder)
+    except SentenceFolderError as error:
+        raise CheckpointError(str(error)) from None
     model.eval()
     return model
 
@@ -335,11 +346,20 @@ def _check_replaceable(folder: Path) -> None:
         )
 
 
-def save_model(model: TransformerModel, folder: str | Path, tokenizer=None) -> Path:
+def save_model(
+    model: TransformerModel,
+    folder: str | Path,
+    tokenizer=None,
+    sentence: SentenceModules | None = None,
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically.
 
     The folder is assembled under a temporary name and renamed into place, so an
-    interrupted save never leaves a half-written checkpoint behind.
+    interrupted save never leaves a half-written checkpoint behind. The
+    sentence-transformers files (``modules.json`` and the rest) are written too, from
+    ``sentence`` or else the recipe the model was loaded with (``model.sentence_modules``),
+    so ``SentenceTransformer(folder)`` embeds as distilkit does. A README.md of the
+    user's own in the folder being replaced is kept.
     """
     folder = Path(folder)
     _check_replaceable(folder)
@@ -355,6 +375,10 @@ def save_model(model: TransformerModel, folder: str | Path, tokenizer=None) -> P
         save_file(tensors, str(temp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(temp)
+        recipe = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
+        limit = tokenizer.max_length if tokenizer is not None else config.max_position_embeddings
+        write_sentence_modules(temp, recipe, config.hidden_size, limit)
+        keep_user_readme(folder, temp)
         if folder.exists():
             backup = folder.with_name(f".{folder.name}.old")
             if backup.exists():

@@ -169,13 +169,19 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
-    """--pooling: how token vectors become a sentence vector."""
+def add_pooling_argument(parser: argparse.ArgumentParser, models_own: bool = False) -> None:
+    """--pooling: how token vectors become a sentence vector (``models_own``: by default
+    the model folder's sentence-transformers recipe, else mean)."""
     parser.add_argument(
         "--pooling",
         choices=POOLINGS,
-        default="mean",
-        help="token vectors -> sentence vector (default: mean)",
+        default=None if models_own else "mean",
+        help="token vectors -> sentence vector (default: "
+        + (
+            "the model's own pooling, as sentence-transformers embeds it)"
+            if models_own
+            else "mean)"
+        ),
     )
 
 
@@ -259,8 +265,14 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add_model_argument(parser)
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, metavar="FILE.npy", help="where to save")
-    add_pooling_argument(parser)
-    parser.add_argument("--normalize", action="store_true", help="scale rows to unit length")
+    add_pooling_argument(parser, models_own=True)
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="scale rows to unit length (default: as the model's folder says, i.e. when its "
+        "sentence-transformers modules end in Normalize)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -290,6 +302,8 @@ def run_embed(args: argparse.Namespace) -> int:
     if progress is None:
         progress = sys.stderr.isatty() and len(data.texts) > args.batch_size
     start = time.perf_counter()
+    if not hasattr(encoder, "describe_recipe"):  # an ONNX file: no folder recipe
+        args.pooling = args.pooling or "mean"
     vectors = encoder.embed(
         data.texts,
         pooling=args.pooling,
@@ -303,7 +317,9 @@ def run_embed(args: argparse.Namespace) -> int:
     rate = len(data.texts) / seconds if seconds > 0 else float("inf")
     print(
         f"embedded {len(data.texts):,} texts with {args.model} "
-        f"({args.pooling} pooling{', normalized' if args.normalize else ''}, {args.dtype})"
+        f"({f'{args.pooling} pooling' if args.pooling else encoder.describe_recipe()}"
+        f"{'' if args.normalize is None else ', normalized' if args.normalize else ', raw'}, "
+        f"{args.dtype})"
     )
     print(f"wrote {output}: shape {vectors.shape}, float32")
     print(f"time {seconds:.2f} s, {rate:,.1f} sentences/s")

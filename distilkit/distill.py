@@ -22,6 +22,7 @@ from distilkit.data.batching import LengthGroupedSampler, collate_sequences
 from distilkit.data.corpus import UNITS, CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
 from distilkit.hub import DEFAULT_MODEL, resolve
+from distilkit.model.card import write_student_card
 from distilkit.objectives import GeneralDistillation, GeneralDistillationConfig
 from distilkit.student import build_student, check_layers, rank_layer_subsets, select_layers
 from distilkit.tokenizer import Tokenizer
@@ -313,7 +314,9 @@ def run_distillation(
     if config.student_init == "random":
         with torch.random.fork_rng(devices=[]):  # same shape, seeded BERT initialisation
             torch.manual_seed(config.training.seed)
+            recipe = getattr(student, "sentence_modules", None)
             student = type(student)(student.config)
+            student.sentence_modules = recipe
     if config.freeze_embeddings:
         # A corpus updates only the rows of the words it contains; freezing keeps the
         # rest of the vocabulary consistent with the rows that moved.
@@ -397,9 +400,29 @@ def run_distillation(
         )
         if deadline is not None:
             _report_deadline(deadline, evaluation_started, started, out_dir)
-    else:
+    rows = metrics.get("models") or []
+    write_student_card(
+        student_dir,
+        student,
+        config.teacher,
+        teacher_layers=layers,
+        corpus=config.corpus,
+        steps=result.step,
+        seconds=result.elapsed,
+        losses=result.last_losses,
+        rows=rows,
+        comparison=evaluation_compare(rows),
+    )
+    if not evaluate:
         save_json(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def evaluation_compare(rows: list[dict]) -> dict | None:
+    """Retention and speed-up of the student (second row) against the teacher (first)."""
+    from distilkit import evaluation
+
+    return evaluation.compare(rows[0], rows[1]) if len(rows) >= 2 else None
 
 
 def _fit_to_deadline(
@@ -550,6 +573,7 @@ def init_student(
     chosen = choose_layers(config, model, tokenizer, heldout)
     student, _ = build_student(model, layers=chosen, layout=layout)
     save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder))
+    write_student_card(out_dir, student, teacher, teacher_layers=chosen)
     return Path(out_dir), chosen
 
 

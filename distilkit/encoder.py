@@ -18,7 +18,8 @@ from distilkit.checkpoint import load_model, save_model
 from distilkit.config import load_json
 from distilkit.hub import resolve
 from distilkit.inspect import model_info
-from distilkit.modeling import POOLINGS, TransformerModel, pool
+from distilkit.model.st_folder import SentenceModules, lowercase_tokenizer
+from distilkit.modeling import POOLINGS, TransformerModel
 from distilkit.tokenizer import Batch, Tokenizer
 
 DTYPES = {
@@ -49,6 +50,7 @@ class Encoder:
         tokenizer: Tokenizer,
         folder: Path | None = None,
         name: str | None = None,
+        sentence: SentenceModules | None = None,
     ):
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(
@@ -59,6 +61,9 @@ class Encoder:
         self.tokenizer = tokenizer
         self.folder = folder
         self.name = name or (str(folder) if folder else "model")
+        # How token vectors become a sentence vector: the folder's sentence-transformers
+        # recipe (mean pooling and nothing else for a plain checkpoint).
+        self.sentence = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
 
     @property
     def config(self):
@@ -100,45 +105,100 @@ class Encoder:
     def embed(
         self,
         texts: str | Sequence[str],
-        pooling: str = "mean",
-        normalize: bool = False,
+        pooling: str | None = None,
+        normalize: bool | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
         progress: bool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
-        """Sentence embeddings, ``(n, hidden)`` float32.
+        """Sentence embeddings, ``(n, dim)`` float32, as sentence-transformers' ``encode``.
 
-        pooling: mean | cls | max | last (see :func:`distilkit.modeling.pool`);
-        normalize: scale each vector to unit L2 norm.
+        pooling None follows the model's own recipe (its sentence-transformers pooling
+        and Dense layers; mean pooling for a plain checkpoint); mean | cls | max | last
+        pools that way instead (see :func:`distilkit.modeling.pool`). normalize None
+        follows the recipe's Normalize module; True or False overrides it. prompt_name
+        (one of the model's prompts) or prompt (a text) is put before every text.
         """
-        if pooling not in POOLINGS:
+        if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
-        out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
+        prefix = self.sentence.prompt(prompt_name, prompt)
+        prompt_length = None
+        if prefix:
+            texts = [prefix + text for text in texts]
+            # sentence-transformers' count: the prompt's tokens with [CLS], without [SEP]
+            prompt_length = int(self.tokenizer([prefix]).attention_mask.sum()) - 1
+        hidden = self.config.hidden_size
+        dim = self.sentence.output_dim(hidden) if pooling is None else hidden
+        out = np.zeros((len(texts), dim), dtype=np.float32)
         for indices, batch in self._batches(texts, batch_size, max_length, progress):
-            out[indices] = self.embed_batch(batch, pooling, normalize).numpy()
+            out[indices] = self.embed_batch(batch, pooling, normalize, prompt_length).numpy()
         return out
 
     @torch.inference_mode()
     def embed_batch(
-        self, batch: Batch, pooling: str = "mean", normalize: bool = False
+        self,
+        batch: Batch,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        prompt_length: int | None = None,
     ) -> torch.Tensor:
-        """Sentence embeddings of one tokenized batch, ``(batch, hidden)`` float32 tensor.
+        """Sentence embeddings of one tokenized batch, ``(batch, dim)`` float32 tensor.
 
         The model step of :meth:`embed`, for callers (and benchmarks) that tokenize
         themselves.
         """
         encoded = self.model.backbone(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        vectors = pool(encoded.last_hidden_state, batch.attention_mask, pooling).float()
-        if normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors
+        return self.sentence.encode(
+            encoded.last_hidden_state, batch.attention_mask, pooling, normalize, prompt_length
+        )
+
+    def describe_recipe(self) -> str:
+        """The model's own way to a sentence vector, in words (``mean pooling, normalized``)."""
+        recipe = self.sentence
+        steps = ["+".join(recipe.pooling) + " pooling"]
+        steps += ["dense" if not isinstance(s, str) else "normalized" for s in recipe.stages]
+        return ", ".join(steps)
+
+    def similarity(
+        self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray
+    ) -> np.ndarray:
+        """Similarity of every ``a`` to every ``b``, ``(len(a), len(b))`` float32.
+
+        Texts are embedded with :meth:`embed`; arrays ``(n, dim)`` are taken as vectors.
+        The function is the model's own (sentence-transformers' ``similarity_fn_name``):
+        cosine by default, or dot, or minus the euclidean or manhattan distance.
+        """
+        left, right = (
+            np.atleast_2d(x).astype(np.float32) if isinstance(x, np.ndarray) else self.embed(x)
+            for x in (a, b)
+        )
+        kind = self.sentence.similarity_fn_name or "cosine"
+        if kind == "cosine":
+            left = left / np.clip(np.linalg.norm(left, axis=1, keepdims=True), 1e-12, None)
+            right = right / np.clip(np.linalg.norm(right, axis=1, keepdims=True), 1e-12, None)
+            return left @ right.T
+        if kind == "dot":
+            return left @ right.T
+        if kind == "euclidean":
+            return -np.linalg.norm(left[:, None] - right[None], axis=-1)
+        if kind == "manhattan":
+            return -np.abs(left[:, None] - right[None]).sum(-1)
+        raise ValueError(
+            f"similarity function {kind!r} (config_sentence_transformers.json) is not one of "
+            "cosine, dot, euclidean, manhattan"
+        )
 
     @torch.inference_mode()
-    def features(self, text: str, layer: int = -1) -> np.ndarray:
-        """Token vectors of one text, ``(tokens, hidden)`` including [CLS] and [SEP].
+    def features(
+        self, texts: str | Sequence[str], layer: int = -1
+    ) -> np.ndarray | list[np.ndarray]:
+        """Token vectors, ``(tokens, hidden)`` including [CLS] and [SEP], of one text; for a
+        list of texts, one such array per text (each its own length, no padding).
 
         ``layer`` picks a hidden state (0 = embeddings output, -1 = last layer).
         """
@@ -149,15 +209,32 @@ class Encoder:
                 f"{self.config.num_layers}-layer model (0 = embeddings output, -1 = last layer), "
                 f"got {layer}"
             )
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        out: list[np.ndarray] = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
+        for indices, batch in self._batches(texts, 64, None, False):
+            encoded = self.model.backbone(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.token_type_ids,
+                output_hidden_states=layer != -1,
+            )
+            hidden = encoded.last_hidden_state if layer == -1 else encoded.hidden_states[layer]
+            lengths = batch.attention_mask.sum(1).tolist()
+            for row, (index, length) in enumerate(zip(indices, lengths, strict=True)):
+                out[index] = hidden[row, :length].float().numpy()
+        return out[0] if single else out
+
+    @torch.inference_mode()
+    def attentions(self, text: str) -> np.ndarray:
+        """Attention maps of one text, ``(layers, heads, tokens, tokens)`` float32: row i of
+        a map is how token i spreads its attention over the tokens (each row sums to 1).
+        The tokens are :meth:`tokens` (text)."""
         batch = self.tokenizer([text])
         encoded = self.model.backbone(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.token_type_ids,
-            output_hidden_states=layer != -1,
+            batch.input_ids, batch.attention_mask, batch.token_type_ids, output_attentions=True
         )
-        hidden = encoded.last_hidden_state if layer == -1 else encoded.hidden_states[layer]
-        return hidden[0].float().numpy()
+        return torch.stack(encoded.attentions)[:, 0].float().numpy()
 
     def tokens(self, text: str) -> list[str]:
         """The word pieces the model sees for ``text``, with [CLS] and [SEP]."""
@@ -232,7 +309,7 @@ class Encoder:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
-        return save_model(self.model, path, tokenizer=self.tokenizer)
+        return save_model(self.model, path, tokenizer=self.tokenizer, sentence=self.sentence)
 
     def __repr__(self) -> str:
         c = self.config
@@ -279,7 +356,10 @@ def load(
     folder = resolve(name)
     model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)
     tokenizer = Tokenizer.from_folder(folder, max_length=_token_limit(folder, model))
-    encoder = Encoder(model, tokenizer, folder=folder, name=str(name))
+    sentence = getattr(model, "sentence_modules", None) or SentenceModules()
+    if sentence.do_lower_case:
+        lowercase_tokenizer(tokenizer)
+    encoder = Encoder(model, tokenizer, folder=folder, name=str(name), sentence=sentence)
     if dtype is not None:
         encoder.to(dtype)
     return encoder

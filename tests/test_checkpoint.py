@@ -308,7 +308,14 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_files(
     save_model(model, target)
     (target / "stale.txt").write_text("old")  # an earlier model's leftovers go with it
     save_model(model, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "1_Pooling",
+        "config.json",
+        "config_sentence_transformers.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,0 +1,1 @@
+"""The network and its checkpoint folders: sentence-transformers modules, model cards."""
