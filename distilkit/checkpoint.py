@@ -132,11 +132,47 @@ ARCHITECTURES = {
     ("distilbert", "token_classification"): "DistilBertForTokenClassification",
     ("distilbert", "question_answering"): "DistilBertForQuestionAnswering",
 }
+# RoBERTa and XLM-R: BERT's backbone names under ``roberta.``; their own MLM and
+# sequence-classification heads, BERT's other heads.
+ROBERTA_HEADS = {
+    **BERT_HEADS,
+    "masked_lm": {
+        "head.transform.weight": "lm_head.dense.weight",
+        "head.transform.bias": "lm_head.dense.bias",
+        "head.layer_norm.weight": "lm_head.layer_norm.weight",
+        "head.layer_norm.bias": "lm_head.layer_norm.bias",
+        "head.bias": "lm_head.bias",
+    },
+    "sequence_classification": {
+        "head.pre_classifier.weight": "classifier.dense.weight",
+        "head.pre_classifier.bias": "classifier.dense.bias",
+        "head.classifier.weight": "classifier.out_proj.weight",
+        "head.classifier.bias": "classifier.out_proj.bias",
+    },
+}
+FAMILY_CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta"}
+
+
+def architecture_name(config: ModelConfig) -> str:
+    """The `transformers` class of ``config``'s model (``XLMRobertaForMaskedLM``)."""
+    name = ARCHITECTURES[(config.layout, config.head)]
+    if config.family == "bert":
+        return name
+    return FAMILY_CLASS_PREFIX[config.family] + name.removeprefix("Bert")
+
+
+def heads_of(config: ModelConfig) -> dict[str, dict[str, str]]:
+    """The head name maps of ``config``'s checkpoint family."""
+    if config.layout == "distilbert":
+        return DISTILBERT_HEADS
+    return BERT_HEADS if config.family == "bert" else ROBERTA_HEADS
+
+
 # Checkpoint entries that carry no information we need (buffers, tied copies, the
 # next-sentence head of BertForPreTraining).
 IGNORED = re.compile(
     r"(^|\.)position_ids$|^cls\.predictions\.decoder\.(weight|bias)$|^vocab_projector\.weight$"
-    r"|^cls\.seq_relationship\.|^bert\.embeddings\.position_ids$"
+    r"|^cls\.seq_relationship\.|^bert\.embeddings\.position_ids$|^lm_head\.decoder\.(weight|bias)$"
 )
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -157,14 +193,21 @@ def name_map(config: ModelConfig, prefix: str) -> dict[str, str]:
         else:
             mapping["backbone." + ours] = theirs.format(p=prefix)
     if config.head is not None:
-        mapping.update((BERT_HEADS if bert else DISTILBERT_HEADS)[config.head])
+        mapping.update(heads_of(config)[config.head])
     return mapping
 
 
 def _prefix_for(config: ModelConfig, keys: set[str]) -> str:
-    """The backbone prefix a checkpoint uses: ``bert.``/``distilbert.`` or none."""
-    prefix = "bert." if config.layout == "bert" else "distilbert."
+    """The backbone prefix a checkpoint uses: ``bert.``/``distilbert.``/``roberta.`` or none."""
+    prefix = _task_prefix(config)
     return prefix if any(k.startswith(prefix) for k in keys) else ""
+
+
+def _task_prefix(config: ModelConfig) -> str:
+    """The backbone prefix of a task model of ``config``'s family."""
+    if config.layout == "distilbert":
+        return "distilbert."
+    return "bert." if config.family == "bert" else "roberta."
 
 
 # ----------------------------------------------------------------------------- reading
@@ -208,9 +251,10 @@ def infer_head(config_json: dict, keys: set[str]) -> str | None:
     """The task head a checkpoint carries, from ``architectures`` or its weight names."""
     for architecture in config_json.get("architectures") or []:
         for (_, head), name in ARCHITECTURES.items():
-            if name == architecture:
+            suffix = name.removeprefix("Bert").removeprefix("DistilBert")
+            if architecture in (name, "Roberta" + suffix, "XLMRoberta" + suffix):
                 return head
-    if any(k.startswith(("cls.predictions.", "vocab_transform.")) for k in keys):
+    if any(k.startswith(("cls.predictions.", "vocab_transform.", "lm_head.")) for k in keys):
         return "masked_lm"
     if any(k.startswith("qa_outputs.") for k in keys):
         return "question_answering"
@@ -253,7 +297,7 @@ def load_model(
     if config.layout == "bert":  # bare MLM checkpoints often have no pooler
         prefix = _prefix_for(config, keys)
         config.with_pooler = f"{prefix}pooler.dense.weight" in keys
-        if config.head == "sequence_classification" and not config.with_pooler:
+        if config.head == "sequence_classification" and config.family == "bert":
             config.with_pooler = True  # BertForSequenceClassification needs it; init fresh
     config.validate()
     prefix = _prefix_for(config, keys)
@@ -279,13 +323,13 @@ def load_model(
                 f"implies {tuple(state[ours].shape)}"
             )
         loaded[ours] = tensor
-    heads = BERT_HEADS if config.layout == "bert" else DISTILBERT_HEADS
+    heads = heads_of(config)
     # A head that differs from the stored one starts fresh, and so does a pooler added
     # for a BERT classifier; everything else must be in the file.
     may_be_fresh: set[str] = set()
     if config.head != stored_head:
         may_be_fresh |= set(heads.get(config.head, {}).values())
-    if config.head == "sequence_classification":
+    if config.head == "sequence_classification" and config.family == "bert":
         may_be_fresh |= {f"{prefix}pooler.dense.weight", f"{prefix}pooler.dense.bias"}
     really_missing = sorted(set(missing) - may_be_fresh)
     if really_missing:
@@ -316,15 +360,16 @@ def load_model(
 def hf_state_dict(model: TransformerModel) -> dict[str, torch.Tensor]:
     """The model's tensors under Hugging Face names (contiguous copies, tied ones included)."""
     config = model.config
-    prefix = ""
-    if config.head is not None:
-        prefix = "bert." if config.layout == "bert" else "distilbert."
+    prefix = _task_prefix(config) if config.head is not None else ""
     mapping = name_map(config, prefix)
     state = model.state_dict()
     out = {theirs: state[ours].detach().contiguous().clone() for ours, theirs in mapping.items()}
     if config.head == "masked_lm":  # write the tied decoder too, for readers that expect it
         word = state["backbone.embeddings.word_embeddings.weight"]
-        if config.layout == "bert":
+        if config.family != "bert":
+            out["lm_head.decoder.weight"] = word.detach().clone()
+            out["lm_head.decoder.bias"] = out["lm_head.bias"].clone()
+        elif config.layout == "bert":
             out["cls.predictions.decoder.weight"] = word.detach().clone()
             out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"].clone()
         else:
@@ -365,7 +410,7 @@ def save_model(
     _check_replaceable(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     config = model.config
-    architecture = ARCHITECTURES[(config.layout, config.head)]
+    architecture = architecture_name(config)
     temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         hf_config = config.to_hf(architecture)
@@ -376,7 +421,7 @@ def save_model(
         if tokenizer is not None:
             tokenizer.save(temp)
         recipe = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
-        limit = tokenizer.max_length if tokenizer is not None else config.max_position_embeddings
+        limit = tokenizer.max_length if tokenizer is not None else config.max_tokens
         write_sentence_modules(temp, recipe, config.hidden_size, limit)
         keep_user_readme(folder, temp)
         if folder.exists():

@@ -273,7 +273,7 @@ class Encoder:
 
     def _no_mask_error(self, text: str, truncated: bool) -> None:
         """Why ``text`` has no mask to fill: none written, or one cut off by truncation."""
-        mask = "[MASK]"
+        mask = self.tokenizer.mask_token
         if truncated and self.tokenizer.mask_id in self.tokenizer.encode_ids([text])[0]:
             limit = self.tokenizer.max_length
             raise ValueError(
@@ -322,7 +322,7 @@ class Encoder:
 def _token_limit(folder: Path, model: TransformerModel) -> int:
     """The position count, or sentence-transformers' ``max_seq_length`` when the folder
     has one (all-MiniLM-L6-v2 reads 256 tokens, not 512)."""
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_tokens
     settings = folder / "sentence_bert_config.json"
     if settings.is_file():
         value = load_json(settings).get("max_seq_length")

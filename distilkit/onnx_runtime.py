@@ -191,7 +191,7 @@ def load_onnx(
         settings = json.loads(metadata.get("tokenizer_settings", "{}"))
         tokenizer = Tokenizer(
             BackendTokenizer.from_str(metadata["tokenizer"]),
-            max_length=settings.get("max_length", config.max_position_embeddings),
+            max_length=settings.get("max_length", config.max_tokens),
             lowercase=settings.get("lowercase", True),
         )
     return OnnxEncoder(

@@ -396,8 +396,8 @@ def test_shape_mismatch_names_tensor_and_shapes(damaged: Path) -> None:
 
 
 def test_unknown_model_type(damaged: Path) -> None:
-    edit_config(damaged, lambda c: c.__setitem__("model_type", "roberta"))
-    with pytest.raises(CheckpointError, match=r"config\.json.*unsupported model_type 'roberta'"):
+    edit_config(damaged, lambda c: c.__setitem__("model_type", "gpt2"))
+    with pytest.raises(CheckpointError, match=r"config\.json.*unsupported model_type 'gpt2'"):
         load_model(damaged)
 
 
