@@ -432,14 +432,17 @@ def run_fill_mask(args: argparse.Namespace) -> int:
         raise InputError(f"--top-k must be at least 1, got {args.top_k}")
     encoder = _load(args)
     results = encoder.fill_mask(args.text, top_k=args.top_k)
-    per_mask = [results] if results and isinstance(results[0], tuple) else results
+    per_mask = [results] if results and isinstance(results[0], dict) else results
     for index, candidates in enumerate(per_mask, start=1):
         if index > 1:
             print()
-        print(f"[MASK] {index} of {len(per_mask)}")
-        print(f"{'rank':>4}  {'token':<20} {'probability':>11}")
-        for rank, (token, probability) in enumerate(candidates, start=1):
-            print(f"{rank:>4}  {token:<20} {probability:>11.4f}")
+        print(f"{encoder.tokenizer.mask_token} {index} of {len(per_mask)}")
+        print(f"{'rank':>4}  {'token':<16} {'score':>7}  sequence")
+        for rank, candidate in enumerate(candidates, start=1):
+            print(
+                f"{rank:>4}  {candidate['token_str']:<16} {candidate['score']:>7.4f}  "
+                f"{candidate['sequence']}"
+            )
     return 0
 
 

@@ -57,17 +57,21 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="stop training after this long; the LR schedule is fitted to it",
     )
-    group.add_argument("--batch-size", type=int)
-    group.add_argument("--grad-accumulation", type=int)
-    group.add_argument("--lr", type=float, dest="learning_rate")
-    group.add_argument("--precision", choices=("fp32", "bf16"))
-    group.add_argument("--seed", type=int)
-    group.add_argument("--checkpoint-every", type=int)
-    group.add_argument("--eval-every", type=int)
+    group.add_argument("--batch-size", type=int, help="sequences per optimizer step")
+    group.add_argument(
+        "--grad-accumulation", type=int, help="batches whose gradients add up to one step"
+    )
+    group.add_argument("--lr", type=float, dest="learning_rate", help="peak learning rate")
+    group.add_argument(
+        "--precision", choices=("fp32", "bf16"), help="fp32, or bf16 autocast for speed"
+    )
+    group.add_argument("--seed", type=int, help="seed of initialisation, masking and order")
+    group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    group.add_argument("--eval-every", type=int, help="steps between held-out evaluations")
     group.add_argument(
         "--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint"
     )
-    group.add_argument("--no-progress", action="store_true")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _training_overrides(args: argparse.Namespace) -> dict:

@@ -241,12 +241,13 @@ class Encoder:
         return self.tokenizer.convert_ids_to_tokens(self.tokenizer([text]).input_ids[0].tolist())
 
     @torch.inference_mode()
-    def fill_mask(
-        self, text: str, top_k: int = 5
-    ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
-        """Top-k tokens for the ``[MASK]`` in ``text`` as ``[(token, probability), ...]``.
+    def fill_mask(self, text: str, top_k: int = 5) -> list[dict] | list[list[dict]]:
+        """Top-k tokens for the mask in ``text``, as `transformers`' fill-mask pipeline
+        returns them: ``[{"score", "token" (id), "token_str", "sequence"}, ...]``, most
+        likely first; ``sequence`` is the text with that token in the mask's place.
 
-        With several masks, one such list per mask, in order.
+        With several masks, one such list per mask, in order (the other masks are then
+        kept in each ``sequence``, as the pipeline does).
         """
         if self.config.head != "masked_lm":
             raise ValueError(
@@ -254,7 +255,8 @@ class Encoder:
                 "with an MLM head, or fit one with `distilkit fit-mlm-head`"
             )
         batch = self.tokenizer([text])
-        positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().squeeze(1)
+        input_ids = batch.input_ids[0]
+        positions = (input_ids == self.tokenizer.mask_id).nonzero().squeeze(1)
         if positions.numel() == 0:
             self._no_mask_error(text, batch.truncated[0])
         output = self.model(**batch.model_inputs())
@@ -262,14 +264,24 @@ class Encoder:
         # Embedding matrices are often padded past the vocabulary: rank real tokens only.
         probabilities = probabilities[:, : self.tokenizer.vocab_size]
         scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-        results = [
-            [
-                (self.tokenizer.id_to_token(i), float(s))
-                for i, s in zip(row_ids.tolist(), row_scores.tolist(), strict=False)
-            ]
-            for row_ids, row_scores in zip(ids, scores, strict=False)
-        ]
-        return results[0] if len(results) == 1 else results
+        single = len(positions) == 1
+        results = []
+        for position, row_ids, row_scores in zip(positions, ids, scores, strict=True):
+            row = []
+            for token_id, score in zip(row_ids.tolist(), row_scores.tolist(), strict=True):
+                filled = input_ids.clone()
+                filled[position] = token_id
+                sequence = self.tokenizer.decode(filled.tolist(), skip_special_tokens=single)
+                row.append(
+                    {
+                        "score": float(score),
+                        "token": int(token_id),
+                        "token_str": self.tokenizer.decode([token_id]),
+                        "sequence": sequence,
+                    }
+                )
+            results.append(row)
+        return results[0] if single else results
 
     def _no_mask_error(self, text: str, truncated: bool) -> None:
         """Why ``text`` has no mask to fill: none written, or one cut off by truncation."""
