@@ -18,7 +18,8 @@ from distilkit.deploy.onnx_runtime import load_onnx
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.int8 import quantize_model
-from distilkit.model.modeling import POOLINGS, TransformerModel, pool
+from distilkit.model.modeling import POOLINGS, TransformerModel
+from distilkit.model.st_folder import SentenceModules, lowercase_tokenizer
 from distilkit.model.summary import model_info
 from distilkit.model.tokenizer import Batch, Tokenizer
 from distilkit.settings import load_json
@@ -51,6 +52,7 @@ class Encoder:
         tokenizer: Tokenizer,
         folder: Path | None = None,
         name: str | None = None,
+        sentence: SentenceModules | None = None,
     ):
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(
@@ -61,6 +63,9 @@ class Encoder:
         self.tokenizer = tokenizer
         self.folder = folder
         self.name = name or (str(folder) if folder else "model")
+        # How token vectors become a sentence vector: the folder's sentence-transformers
+        # recipe (mean pooling and nothing else for a plain checkpoint).
+        self.sentence = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
 
     @property
     def config(self):
@@ -100,45 +105,100 @@ class Encoder:
     def embed(
         self,
         texts: str | Sequence[str],
-        pooling: str = "mean",
-        normalize: bool = False,
+        pooling: str | None = None,
+        normalize: bool | None = None,
         batch_size: int = 64,
         max_length: int | None = None,
         progress: bool | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> np.ndarray:
-        """Sentence embeddings, ``(n, hidden)`` float32.
+        """Sentence embeddings, ``(n, dim)`` float32, as sentence-transformers' ``encode``.
 
-        pooling: mean | cls | max | last (see :func:`distilkit.model.modeling.pool`);
-        normalize: scale each vector to unit L2 norm.
+        pooling None follows the model's own recipe (its sentence-transformers pooling
+        and Dense layers; mean pooling for a plain checkpoint); mean | cls | max | last
+        pools that way instead (see :func:`distilkit.modeling.pool`). normalize None
+        follows the recipe's Normalize module; True or False overrides it. prompt_name
+        (one of the model's prompts) or prompt (a text) is put before every text.
         """
-        if pooling not in POOLINGS:
+        if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
-        out = np.zeros((len(texts), self.config.hidden_size), dtype=np.float32)
+        prefix = self.sentence.prompt(prompt_name, prompt)
+        prompt_length = None
+        if prefix:
+            texts = [prefix + text for text in texts]
+            # sentence-transformers' count: the prompt's tokens with [CLS], without [SEP]
+            prompt_length = int(self.tokenizer([prefix]).attention_mask.sum()) - 1
+        hidden = self.config.hidden_size
+        dim = self.sentence.output_dim(hidden) if pooling is None else hidden
+        out = np.zeros((len(texts), dim), dtype=np.float32)
         for indices, batch in self._batches(texts, batch_size, max_length, progress):
-            out[indices] = self.embed_batch(batch, pooling, normalize).numpy()
+            out[indices] = self.embed_batch(batch, pooling, normalize, prompt_length).numpy()
         return out
 
     @torch.inference_mode()
     def embed_batch(
-        self, batch: Batch, pooling: str = "mean", normalize: bool = False
+        self,
+        batch: Batch,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        prompt_length: int | None = None,
     ) -> torch.Tensor:
-        """Sentence embeddings of one tokenized batch, ``(batch, hidden)`` float32 tensor.
+        """Sentence embeddings of one tokenized batch, ``(batch, dim)`` float32 tensor.
 
         The model step of :meth:`embed`, for callers (and benchmarks) that tokenize
         themselves.
         """
         encoded = self.model.backbone(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        vectors = pool(encoded.last_hidden_state, batch.attention_mask, pooling).float()
-        if normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors
+        return self.sentence.encode(
+            encoded.last_hidden_state, batch.attention_mask, pooling, normalize, prompt_length
+        )
+
+    def describe_recipe(self) -> str:
+        """The model's own way to a sentence vector, in words (``mean pooling, normalized``)."""
+        recipe = self.sentence
+        steps = ["+".join(recipe.pooling) + " pooling"]
+        steps += ["dense" if not isinstance(s, str) else "normalized" for s in recipe.stages]
+        return ", ".join(steps)
+
+    def similarity(
+        self, a: str | Sequence[str] | np.ndarray, b: str | Sequence[str] | np.ndarray
+    ) -> np.ndarray:
+        """Similarity of every ``a`` to every ``b``, ``(len(a), len(b))`` float32.
+
+        Texts are embedded with :meth:`embed`; arrays ``(n, dim)`` are taken as vectors.
+        The function is the model's own (sentence-transformers' ``similarity_fn_name``):
+        cosine by default, or dot, or minus the euclidean or manhattan distance.
+        """
+        left, right = (
+            np.atleast_2d(x).astype(np.float32) if isinstance(x, np.ndarray) else self.embed(x)
+            for x in (a, b)
+        )
+        kind = self.sentence.similarity_fn_name or "cosine"
+        if kind == "cosine":
+            left = left / np.clip(np.linalg.norm(left, axis=1, keepdims=True), 1e-12, None)
+            right = right / np.clip(np.linalg.norm(right, axis=1, keepdims=True), 1e-12, None)
+            return left @ right.T
+        if kind == "dot":
+            return left @ right.T
+        if kind == "euclidean":
+            return -np.linalg.norm(left[:, None] - right[None], axis=-1)
+        if kind == "manhattan":
+            return -np.abs(left[:, None] - right[None]).sum(-1)
+        raise ValueError(
+            f"similarity function {kind!r} (config_sentence_transformers.json) is not one of "
+            "cosine, dot, euclidean, manhattan"
+        )
 
     @torch.inference_mode()
-    def features(self, text: str, layer: int = -1) -> np.ndarray:
-        """Token vectors of one text, ``(tokens, hidden)`` including [CLS] and [SEP].
+    def features(
+        self, texts: str | Sequence[str], layer: int = -1
+    ) -> np.ndarray | list[np.ndarray]:
+        """Token vectors, ``(tokens, hidden)`` including [CLS] and [SEP], of one text; for a
+        list of texts, one such array per text (each its own length, no padding).
 
         ``layer`` picks a hidden state (0 = embeddings output, -1 = last layer).
         """
@@ -149,27 +209,45 @@ class Encoder:
                 f"{self.config.num_layers}-layer model (0 = embeddings output, -1 = last layer), "
                 f"got {layer}"
             )
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        out: list[np.ndarray] = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
+        for indices, batch in self._batches(texts, 64, None, False):
+            encoded = self.model.backbone(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.token_type_ids,
+                output_hidden_states=layer != -1,
+            )
+            hidden = encoded.last_hidden_state if layer == -1 else encoded.hidden_states[layer]
+            lengths = batch.attention_mask.sum(1).tolist()
+            for row, (index, length) in enumerate(zip(indices, lengths, strict=True)):
+                out[index] = hidden[row, :length].float().numpy()
+        return out[0] if single else out
+
+    @torch.inference_mode()
+    def attentions(self, text: str) -> np.ndarray:
+        """Attention maps of one text, ``(layers, heads, tokens, tokens)`` float32: row i of
+        a map is how token i spreads its attention over the tokens (each row sums to 1).
+        The tokens are :meth:`tokens` (text)."""
         batch = self.tokenizer([text])
         encoded = self.model.backbone(
-            batch.input_ids,
-            batch.attention_mask,
-            batch.token_type_ids,
-            output_hidden_states=layer != -1,
+            batch.input_ids, batch.attention_mask, batch.token_type_ids, output_attentions=True
         )
-        hidden = encoded.last_hidden_state if layer == -1 else encoded.hidden_states[layer]
-        return hidden[0].float().numpy()
+        return torch.stack(encoded.attentions)[:, 0].float().numpy()
 
     def tokens(self, text: str) -> list[str]:
         """The word pieces the model sees for ``text``, with [CLS] and [SEP]."""
         return self.tokenizer.convert_ids_to_tokens(self.tokenizer([text]).input_ids[0].tolist())
 
     @torch.inference_mode()
-    def fill_mask(
-        self, text: str, top_k: int = 5
-    ) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
-        """Top-k tokens for the ``[MASK]`` in ``text`` as ``[(token, probability), ...]``.
+    def fill_mask(self, text: str, top_k: int = 5) -> list[dict] | list[list[dict]]:
+        """Top-k tokens for the mask in ``text``, as `transformers`' fill-mask pipeline
+        returns them: ``[{"score", "token" (id), "token_str", "sequence"}, ...]``, most
+        likely first; ``sequence`` is the text with that token in the mask's place.
 
-        With several masks, one such list per mask, in order.
+        With several masks, one such list per mask, in order (the other masks are then
+        kept in each ``sequence``, as the pipeline does).
         """
         if self.config.head != "masked_lm":
             raise ValueError(
@@ -177,7 +255,8 @@ class Encoder:
                 "with an MLM head, or fit one with `distilkit fit-mlm-head`"
             )
         batch = self.tokenizer([text])
-        positions = (batch.input_ids[0] == self.tokenizer.mask_id).nonzero().squeeze(1)
+        input_ids = batch.input_ids[0]
+        positions = (input_ids == self.tokenizer.mask_id).nonzero().squeeze(1)
         if positions.numel() == 0:
             self._no_mask_error(text, batch.truncated[0])
         output = self.model(**batch.model_inputs())
@@ -185,18 +264,28 @@ class Encoder:
         # Embedding matrices are often padded past the vocabulary: rank real tokens only.
         probabilities = probabilities[:, : self.tokenizer.vocab_size]
         scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
-        results = [
-            [
-                (self.tokenizer.id_to_token(i), float(s))
-                for i, s in zip(row_ids.tolist(), row_scores.tolist(), strict=False)
-            ]
-            for row_ids, row_scores in zip(ids, scores, strict=False)
-        ]
-        return results[0] if len(results) == 1 else results
+        single = len(positions) == 1
+        results = []
+        for position, row_ids, row_scores in zip(positions, ids, scores, strict=True):
+            row = []
+            for token_id, score in zip(row_ids.tolist(), row_scores.tolist(), strict=True):
+                filled = input_ids.clone()
+                filled[position] = token_id
+                sequence = self.tokenizer.decode(filled.tolist(), skip_special_tokens=single)
+                row.append(
+                    {
+                        "score": float(score),
+                        "token": int(token_id),
+                        "token_str": self.tokenizer.decode([token_id], skip_special_tokens=False),
+                        "sequence": sequence,
+                    }
+                )
+            results.append(row)
+        return results[0] if single else results
 
     def _no_mask_error(self, text: str, truncated: bool) -> None:
         """Why ``text`` has no mask to fill: none written, or one cut off by truncation."""
-        mask = "[MASK]"
+        mask = self.tokenizer.mask_token
         if truncated and self.tokenizer.mask_id in self.tokenizer.encode_ids([text])[0]:
             limit = self.tokenizer.max_length
             raise ValueError(
@@ -232,7 +321,7 @@ class Encoder:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
-        return save_model(self.model, path, tokenizer=self.tokenizer)
+        return save_model(self.model, path, tokenizer=self.tokenizer, sentence=self.sentence)
 
     def __repr__(self) -> str:
         c = self.config
@@ -245,7 +334,7 @@ class Encoder:
 def _token_limit(folder: Path, model: TransformerModel) -> int:
     """The position count, or sentence-transformers' ``max_seq_length`` when the folder
     has one (all-MiniLM-L6-v2 reads 256 tokens, not 512)."""
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_tokens
     settings = folder / "sentence_bert_config.json"
     if settings.is_file():
         value = load_json(settings).get("max_seq_length")
@@ -277,7 +366,10 @@ def load(
     folder = resolve(name)
     model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)
     tokenizer = Tokenizer.from_folder(folder, max_length=_token_limit(folder, model))
-    encoder = Encoder(model, tokenizer, folder=folder, name=str(name))
+    sentence = getattr(model, "sentence_modules", None) or SentenceModules()
+    if sentence.do_lower_case:
+        lowercase_tokenizer(tokenizer)
+    encoder = Encoder(model, tokenizer, folder=folder, name=str(name), sentence=sentence)
     if dtype is not None:
         encoder.to(dtype)
     return encoder

@@ -116,29 +116,26 @@ def tiny_mlm(hf_checkpoint: Callable[..., Path]) -> tuple[Encoder, torch.nn.Modu
     return distilkit.load(folder), transformers.DistilBertForMaskedLM.from_pretrained(folder).eval()
 
 
-def test_fill_mask_returns_sorted_top_k(tiny_mlm) -> None:
+def test_fill_mask_returns_what_the_transformers_pipeline_returns(
+    tiny_mlm, hf_checkpoint: Callable[..., Path]
+) -> None:
     encoder, reference = tiny_mlm
-    text = "the cat [MASK] on the mat."
-    predictions = encoder.fill_mask(text, top_k=7)
-    assert len(predictions) == 7
-    assert all(isinstance(t, str) and isinstance(p, float) for t, p in predictions)
-    probabilities = [p for _, p in predictions]
-    assert probabilities == sorted(probabilities, reverse=True)
-    batch = encoder.tokenizer([text])
-    with torch.no_grad():
-        logits = reference(input_ids=batch.input_ids).logits[0, 3]  # position of [MASK]
-    expected = logits.softmax(-1).topk(7)
-    tokens = encoder.tokenizer.convert_ids_to_tokens(expected.indices.tolist())
-    assert [t for t, _ in predictions] == tokens
-    assert np.allclose(probabilities, expected.values.numpy(), atol=1e-6)
-
-
-def test_fill_mask_with_two_masks_gives_one_list_each(tiny_mlm) -> None:
-    encoder, _ = tiny_mlm
-    predictions = encoder.fill_mask("the [MASK] sat on the [MASK].", top_k=3)
-    assert len(predictions) == 2
-    assert all(len(row) == 3 for row in predictions)
-    assert predictions[0] == encoder.fill_mask("the [MASK] sat on the [MASK].", top_k=3)[0]
+    folder = hf_checkpoint("DistilBertForMaskedLM")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+    pipeline = transformers.pipeline("fill-mask", model=reference, tokenizer=tokenizer)
+    for text in ("the cat [MASK] on the mat.", "the [MASK] sat on the [MASK]."):
+        ours = encoder.fill_mask(text, top_k=7)
+        theirs = pipeline(text, top_k=7)
+        rows = [ours] if isinstance(ours[0], dict) else ours
+        expected = [theirs] if isinstance(theirs[0], dict) else theirs
+        assert len(rows) == len(expected) == text.count("[MASK]")
+        for row, expected_row in zip(rows, expected, strict=True):
+            assert [r["token"] for r in row] == [e["token"] for e in expected_row]
+            assert [r["token_str"] for r in row] == [e["token_str"] for e in expected_row]
+            assert [r["sequence"] for r in row] == [e["sequence"] for e in expected_row]
+            scores = [r["score"] for r in row]
+            assert scores == sorted(scores, reverse=True)
+            assert np.allclose(scores, [e["score"] for e in expected_row], atol=1e-6)
 
 
 def test_fill_mask_errors(tiny_mlm, hf_checkpoint: Callable[..., Path]) -> None:

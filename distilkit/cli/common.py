@@ -64,13 +64,19 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_pooling_argument(parser: argparse.ArgumentParser) -> None:
-    """--pooling: how token vectors become a sentence vector."""
+def add_pooling_argument(parser: argparse.ArgumentParser, models_own: bool = False) -> None:
+    """--pooling: how token vectors become a sentence vector (``models_own``: by default
+    the model folder's sentence-transformers recipe, else mean)."""
     parser.add_argument(
         "--pooling",
         choices=POOLINGS,
-        default="mean",
-        help="token vectors -> sentence vector (default: mean)",
+        default=None if models_own else "mean",
+        help="token vectors -> sentence vector (default: "
+        + (
+            "the model's own pooling, as sentence-transformers embeds it)"
+            if models_own
+            else "mean)"
+        ),
     )
 
 
@@ -128,17 +134,21 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="stop training after this long; the LR schedule is fitted to it",
     )
-    group.add_argument("--batch-size", type=int)
-    group.add_argument("--grad-accumulation", type=int)
-    group.add_argument("--lr", type=float, dest="learning_rate")
-    group.add_argument("--precision", choices=("fp32", "bf16"))
-    group.add_argument("--seed", type=int)
-    group.add_argument("--checkpoint-every", type=int)
-    group.add_argument("--eval-every", type=int)
+    group.add_argument("--batch-size", type=int, help="sequences per optimizer step")
+    group.add_argument(
+        "--grad-accumulation", type=int, help="batches whose gradients add up to one step"
+    )
+    group.add_argument("--lr", type=float, dest="learning_rate", help="peak learning rate")
+    group.add_argument(
+        "--precision", choices=("fp32", "bf16"), help="fp32, or bf16 autocast for speed"
+    )
+    group.add_argument("--seed", type=int, help="seed of initialisation, masking and order")
+    group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    group.add_argument("--eval-every", type=int, help="steps between held-out evaluations")
     group.add_argument(
         "--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint"
     )
-    group.add_argument("--no-progress", action="store_true")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def training_overrides(args: argparse.Namespace) -> dict:

@@ -107,8 +107,14 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add_model_argument(parser)
     add_input_arguments(parser)
     parser.add_argument("--output", required=True, metavar="FILE.npy", help="where to save")
-    add_pooling_argument(parser)
-    parser.add_argument("--normalize", action="store_true", help="scale rows to unit length")
+    add_pooling_argument(parser, models_own=True)
+    parser.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="scale rows to unit length (default: as the model's folder says, i.e. when its "
+        "sentence-transformers modules end in Normalize)",
+    )
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -138,6 +144,8 @@ def run_embed(args: argparse.Namespace) -> int:
     if progress is None:
         progress = sys.stderr.isatty() and len(data.texts) > args.batch_size
     start = time.perf_counter()
+    if not hasattr(encoder, "describe_recipe"):  # an ONNX file: no folder recipe
+        args.pooling = args.pooling or "mean"
     vectors = encoder.embed(
         data.texts,
         pooling=args.pooling,
@@ -151,7 +159,9 @@ def run_embed(args: argparse.Namespace) -> int:
     rate = len(data.texts) / seconds if seconds > 0 else float("inf")
     print(
         f"embedded {len(data.texts):,} texts with {args.model} "
-        f"({args.pooling} pooling{', normalized' if args.normalize else ''}, {args.dtype})"
+        f"({f'{args.pooling} pooling' if args.pooling else encoder.describe_recipe()}"
+        f"{'' if args.normalize is None else ', normalized' if args.normalize else ', raw'}, "
+        f"{args.dtype})"
     )
     print(f"wrote {output}: shape {vectors.shape}, float32")
     print(f"time {seconds:.2f} s, {rate:,.1f} sentences/s")
@@ -263,14 +273,17 @@ def run_fill_mask(args: argparse.Namespace) -> int:
         raise InputError(f"--top-k must be at least 1, got {args.top_k}")
     encoder = _load(args)
     results = encoder.fill_mask(args.text, top_k=args.top_k)
-    per_mask = [results] if results and isinstance(results[0], tuple) else results
+    per_mask = [results] if results and isinstance(results[0], dict) else results
     for index, candidates in enumerate(per_mask, start=1):
         if index > 1:
             print()
-        print(f"[MASK] {index} of {len(per_mask)}")
-        print(f"{'rank':>4}  {'token':<20} {'probability':>11}")
-        for rank, (token, probability) in enumerate(candidates, start=1):
-            print(f"{rank:>4}  {token:<20} {probability:>11.4f}")
+        print(f"{encoder.tokenizer.mask_token} {index} of {len(per_mask)}")
+        print(f"{'rank':>4}  {'token':<16} {'score':>7}  sequence")
+        for rank, candidate in enumerate(candidates, start=1):
+            print(
+                f"{rank:>4}  {candidate['token_str']:<16} {candidate['score']:>7.4f}  "
+                f"{candidate['sequence']}"
+            )
     return 0
 
 

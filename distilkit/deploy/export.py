@@ -147,7 +147,7 @@ def _export_fp32(model: TransformerModel, path: Path, opset: int) -> None:
     config = model.config
     names = _input_names(config)
     batch = torch.export.Dim("batch", min=1)
-    seq = torch.export.Dim("seq", min=1, max=config.max_position_embeddings)
+    seq = torch.export.Dim("seq", min=1, max=config.max_tokens)
     dynamic_shapes = {name: {0: batch, 1: seq} for name in names}
     with _quiet():
         torch.onnx.export(

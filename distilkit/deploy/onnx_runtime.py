@@ -90,13 +90,15 @@ class OnnxEncoder:
     def embed(
         self,
         texts: str | Sequence[str],
-        pooling: str = "mean",
-        normalize: bool = False,
+        pooling: str | None = "mean",
+        normalize: bool | None = False,
         batch_size: int = 64,
         max_length: int | None = None,
         progress: bool | None = None,
     ) -> np.ndarray:
-        """Sentence embeddings, ``(n, hidden)`` float32; as :meth:`Encoder.embed`."""
+        """Sentence embeddings, ``(n, hidden)`` float32; as :meth:`Encoder.embed`, except that
+        an ONNX file keeps no sentence-transformers recipe: None means mean, unnormalised."""
+        pooling, normalize = pooling or "mean", bool(normalize)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         texts = [texts] if isinstance(texts, str) else list(texts)
@@ -190,7 +192,7 @@ def load_onnx(
         settings = json.loads(metadata.get("tokenizer_settings", "{}"))
         tokenizer = Tokenizer(
             BackendTokenizer.from_str(metadata["tokenizer"]),
-            max_length=settings.get("max_length", config.max_position_embeddings),
+            max_length=settings.get("max_length", config.max_tokens),
             lowercase=settings.get("lowercase", True),
         )
     return OnnxEncoder(

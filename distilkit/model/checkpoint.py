@@ -17,8 +17,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from distilkit.model.card import keep_user_readme
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import TransformerModel
+from distilkit.model.st_folder import (
+    SentenceFolderError,
+    SentenceModules,
+    read_sentence_modules,
+    write_sentence_modules,
+)
 from distilkit.settings import ConfigError, atomic_folder, load_json
 
 
@@ -123,11 +130,47 @@ ARCHITECTURES = {
     ("distilbert", "token_classification"): "DistilBertForTokenClassification",
     ("distilbert", "question_answering"): "DistilBertForQuestionAnswering",
 }
+# RoBERTa and XLM-R: BERT's backbone names under ``roberta.``; their own MLM and
+# sequence-classification heads, BERT's other heads.
+ROBERTA_HEADS = {
+    **BERT_HEADS,
+    "masked_lm": {
+        "head.transform.weight": "lm_head.dense.weight",
+        "head.transform.bias": "lm_head.dense.bias",
+        "head.layer_norm.weight": "lm_head.layer_norm.weight",
+        "head.layer_norm.bias": "lm_head.layer_norm.bias",
+        "head.bias": "lm_head.bias",
+    },
+    "sequence_classification": {
+        "head.pre_classifier.weight": "classifier.dense.weight",
+        "head.pre_classifier.bias": "classifier.dense.bias",
+        "head.classifier.weight": "classifier.out_proj.weight",
+        "head.classifier.bias": "classifier.out_proj.bias",
+    },
+}
+FAMILY_CLASS_PREFIX = {"bert": "Bert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta"}
+
+
+def architecture_name(config: ModelConfig) -> str:
+    """The `transformers` class of ``config``'s model (``XLMRobertaForMaskedLM``)."""
+    name = ARCHITECTURES[(config.layout, config.head)]
+    if config.family == "bert":
+        return name
+    return FAMILY_CLASS_PREFIX[config.family] + name.removeprefix("Bert")
+
+
+def heads_of(config: ModelConfig) -> dict[str, dict[str, str]]:
+    """The head name maps of ``config``'s checkpoint family."""
+    if config.layout == "distilbert":
+        return DISTILBERT_HEADS
+    return BERT_HEADS if config.family == "bert" else ROBERTA_HEADS
+
+
 # Checkpoint entries that carry no information we need (buffers, tied copies, the
 # next-sentence head of BertForPreTraining).
 IGNORED = re.compile(
     r"(^|\.)position_ids$|^cls\.predictions\.decoder\.(weight|bias)$|^vocab_projector\.weight$"
-    r"|^cls\.seq_relationship\.|^bert\.embeddings\.position_ids$"
+    r"|^cls\.seq_relationship\.|^bert\.embeddings\.position_ids$|^lm_head\.decoder\.(weight|bias)$"
 )
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -148,14 +191,21 @@ def name_map(config: ModelConfig, prefix: str) -> dict[str, str]:
         else:
             mapping["backbone." + ours] = theirs.format(p=prefix)
     if config.head is not None:
-        mapping.update((BERT_HEADS if bert else DISTILBERT_HEADS)[config.head])
+        mapping.update(heads_of(config)[config.head])
     return mapping
 
 
 def _prefix_for(config: ModelConfig, keys: set[str]) -> str:
-    """The backbone prefix a checkpoint uses: ``bert.``/``distilbert.`` or none."""
-    prefix = "bert." if config.layout == "bert" else "distilbert."
+    """The backbone prefix a checkpoint uses: ``bert.``/``distilbert.``/``roberta.`` or none."""
+    prefix = _task_prefix(config)
     return prefix if any(k.startswith(prefix) for k in keys) else ""
+
+
+def _task_prefix(config: ModelConfig) -> str:
+    """The backbone prefix of a task model of ``config``'s family."""
+    if config.layout == "distilbert":
+        return "distilbert."
+    return "bert." if config.family == "bert" else "roberta."
 
 
 # ----------------------------------------------------------------------------- reading
@@ -199,9 +249,10 @@ def infer_head(config_json: dict, keys: set[str]) -> str | None:
     """The task head a checkpoint carries, from ``architectures`` or its weight names."""
     for architecture in config_json.get("architectures") or []:
         for (_, head), name in ARCHITECTURES.items():
-            if name == architecture:
+            suffix = name.removeprefix("Bert").removeprefix("DistilBert")
+            if architecture in (name, "Roberta" + suffix, "XLMRoberta" + suffix):
                 return head
-    if any(k.startswith(("cls.predictions.", "vocab_transform.")) for k in keys):
+    if any(k.startswith(("cls.predictions.", "vocab_transform.", "lm_head.")) for k in keys):
         return "masked_lm"
     if any(k.startswith("qa_outputs.") for k in keys):
         return "question_answering"
@@ -244,7 +295,7 @@ def load_model(
     if config.layout == "bert":  # bare MLM checkpoints often have no pooler
         prefix = _prefix_for(config, keys)
         config.with_pooler = f"{prefix}pooler.dense.weight" in keys
-        if config.head == "sequence_classification" and not config.with_pooler:
+        if config.head == "sequence_classification" and config.family == "bert":
             config.with_pooler = True  # BertForSequenceClassification needs it; init fresh
     config.validate()
     prefix = _prefix_for(config, keys)
@@ -270,13 +321,13 @@ def load_model(
                 f"implies {tuple(state[ours].shape)}"
             )
         loaded[ours] = tensor
-    heads = BERT_HEADS if config.layout == "bert" else DISTILBERT_HEADS
+    heads = heads_of(config)
     # A head that differs from the stored one starts fresh, and so does a pooler added
     # for a BERT classifier; everything else must be in the file.
     may_be_fresh: set[str] = set()
     if config.head != stored_head:
         may_be_fresh |= set(heads.get(config.head, {}).values())
-    if config.head == "sequence_classification":
+    if config.head == "sequence_classification" and config.family == "bert":
         may_be_fresh |= {f"{prefix}pooler.dense.weight", f"{prefix}pooler.dense.bias"}
     really_missing = sorted(set(missing) - may_be_fresh)
     if really_missing:
@@ -295,6 +346,10 @@ def load_model(
         )
     model.load_state_dict(loaded, strict=False)
     model.new_parameters = sorted(ours for ours, theirs in mapping.items() if theirs in missing)
+    try:  # the sentence-transformers recipe travels with the model to every save
+        model.sentence_modules = read_sentence_modules(folder)
+    except SentenceFolderError as error:
+        raise CheckpointError(str(error)) from None
     model.eval()
     return model
 
@@ -303,15 +358,16 @@ def load_model(
 def hf_state_dict(model: TransformerModel) -> dict[str, torch.Tensor]:
     """The model's tensors under Hugging Face names (contiguous copies, tied ones included)."""
     config = model.config
-    prefix = ""
-    if config.head is not None:
-        prefix = "bert." if config.layout == "bert" else "distilbert."
+    prefix = _task_prefix(config) if config.head is not None else ""
     mapping = name_map(config, prefix)
     state = model.state_dict()
     out = {theirs: state[ours].detach().contiguous().clone() for ours, theirs in mapping.items()}
     if config.head == "masked_lm":  # write the tied decoder too, for readers that expect it
         word = state["backbone.embeddings.word_embeddings.weight"]
-        if config.layout == "bert":
+        if config.family != "bert":
+            out["lm_head.decoder.weight"] = word.detach().clone()
+            out["lm_head.decoder.bias"] = out["lm_head.bias"].clone()
+        elif config.layout == "bert":
             out["cls.predictions.decoder.weight"] = word.detach().clone()
             out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"].clone()
         else:
@@ -333,16 +389,25 @@ def _check_replaceable(folder: Path) -> None:
         )
 
 
-def save_model(model: TransformerModel, folder: str | Path, tokenizer=None) -> Path:
+def save_model(
+    model: TransformerModel,
+    folder: str | Path,
+    tokenizer=None,
+    sentence: SentenceModules | None = None,
+) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically.
 
     The folder is assembled under a temporary name and renamed into place, so an
-    interrupted save never leaves a half-written checkpoint behind.
+    interrupted save never leaves a half-written checkpoint behind. The
+    sentence-transformers files (``modules.json`` and the rest) are written too, from
+    ``sentence`` or else the recipe the model was loaded with (``model.sentence_modules``),
+    so ``SentenceTransformer(folder)`` embeds as distilkit does. A README.md of the
+    user's own in the folder being replaced is kept.
     """
     folder = Path(folder)
     _check_replaceable(folder)
     config = model.config
-    architecture = ARCHITECTURES[(config.layout, config.head)]
+    architecture = architecture_name(config)
     with atomic_folder(folder) as temp:
         hf_config = config.to_hf(architecture)
         hf_config["torch_dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
@@ -351,4 +416,8 @@ def save_model(model: TransformerModel, folder: str | Path, tokenizer=None) -> P
         save_file(tensors, str(temp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(temp)
+        recipe = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
+        limit = tokenizer.max_length if tokenizer is not None else config.max_tokens
+        write_sentence_modules(temp, recipe, config.hidden_size, limit)
+        keep_user_readme(folder, temp)
     return folder

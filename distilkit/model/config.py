@@ -15,6 +15,9 @@ LAYOUTS = ("bert", "distilbert")
 
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+# Checkpoint families of the BERT layout: RoBERTa and XLM-R are BERT blocks whose position
+# ids start after padding_idx and whose one token type is never switched.
+FAMILIES = ("bert", "roberta", "xlm-roberta")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class ModelConfig:
     num_labels: int = 2
     label_names: list[str] | None = None
     problem_type: str | None = None
+    family: str = "bert"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -74,6 +78,13 @@ class ModelConfig:
                 "the distilbert layout has no token-type embeddings and no pooler: "
                 "set type_vocab_size=0 and with_pooler=False"
             )
+        if self.family not in FAMILIES:
+            raise ConfigError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.family != "bert" and self.layout != "bert":
+            raise ConfigError(
+                f"a {self.family} model has the bert layout (its position ids are offset by "
+                "padding_idx, which the distilbert layout cannot express)"
+            )
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"hidden_act must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
         if self.head is not None and self.head not in HEADS:
@@ -96,12 +107,22 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def position_offset(self) -> int:
+        """First position id: padding_idx + 1 in RoBERTa and XLM-R, else 0."""
+        return self.pad_token_id + 1 if self.family != "bert" else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens one sequence may have (positions after the offset)."""
+        return self.max_position_embeddings - self.position_offset
+
     # ------------------------------------------------------------ Hugging Face
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> ModelConfig:
         """Read a Hugging Face ``config.json`` dict of ``model_type`` bert or distilbert."""
         model_type = hf.get("model_type")
-        if model_type == "bert":
+        if model_type in FAMILIES:
             position_type = hf.get("position_embedding_type", "absolute")
             if position_type != "absolute":
                 raise ConfigError(
@@ -124,6 +145,7 @@ class ModelConfig:
                 classifier_dropout=hf.get("classifier_dropout"),
                 initializer_range=hf.get("initializer_range", 0.02),
                 pad_token_id=hf.get("pad_token_id") or 0,
+                family=model_type,
             )
         elif model_type == "distilbert":
             config = cls(
@@ -146,8 +168,8 @@ class ModelConfig:
             )
         else:
             raise ConfigError(
-                f"unsupported model_type {model_type!r}: distilkit reads 'bert' and 'distilbert' "
-                "checkpoints"
+                f"unsupported model_type {model_type!r}: distilkit reads 'bert', 'distilbert', "
+                "'roberta' and 'xlm-roberta' checkpoints"
             )
         id2label = hf.get("id2label")
         if id2label:
@@ -175,10 +197,12 @@ class ModelConfig:
         }
         if self.problem_type:
             common["problem_type"] = self.problem_type
+        if self.family != "bert":
+            common.update(bos_token_id=0, eos_token_id=2)
         if self.layout == "bert":
             return {
                 **common,
-                "model_type": "bert",
+                "model_type": self.family,
                 "hidden_size": self.hidden_size,
                 "num_hidden_layers": self.num_layers,
                 "num_attention_heads": self.num_heads,

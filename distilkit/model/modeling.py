@@ -81,6 +81,8 @@ class Embeddings(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
+        self.padding_idx = config.pad_token_id
+        self.offset = config.position_offset  # RoBERTa / XLM-R: positions after padding_idx
 
     def parts(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
@@ -93,8 +95,11 @@ class Embeddings(nn.Module):
                 f"{self.position_embeddings.num_embeddings} positions: truncate the text"
             )
         word = self.word_embeddings(input_ids)  # (B, T, H)
-        position_ids = torch.arange(seq_len, device=input_ids.device)
-        position = self.position_embeddings(position_ids)[None].expand_as(word)  # (B, T, H)
+        if self.offset:
+            position = self.position_embeddings(self.position_ids(input_ids))  # (B, T, H)
+        else:
+            position_ids = torch.arange(seq_len, device=input_ids.device)
+            position = self.position_embeddings(position_ids)[None].expand_as(word)  # (B, T, H)
         result = {"word": word, "position": position}
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
@@ -102,17 +107,28 @@ class Embeddings(nn.Module):
             result["token_type"] = self.token_type_embeddings(token_type_ids)
         return result
 
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """RoBERTa / XLM-R positions, ``(batch, seq)``: real tokens count up from
+        padding_idx + 1, padding tokens sit at padding_idx (as in `transformers`)."""
+        real = input_ids.ne(self.padding_idx).int()
+        return (torch.cumsum(real, dim=1).type_as(real) * real).long() + self.padding_idx
+
     def forward(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``(batch, seq)`` ids -> ``(batch, seq, hidden)`` input vectors."""
         seq_len = input_ids.shape[1]
-        if seq_len > self.position_embeddings.num_embeddings:
+        limit = self.position_embeddings.num_embeddings - self.offset
+        if seq_len > limit:
             raise ValueError(
-                f"input has {seq_len} tokens but the model has only "
-                f"{self.position_embeddings.num_embeddings} positions: truncate the text"
+                f"input has {seq_len} tokens but the model has only {limit} positions: "
+                "truncate the text"
             )
-        vectors = self.word_embeddings(input_ids) + self.position_embeddings.weight[:seq_len]
+        if self.offset:
+            positions = self.position_embeddings(self.position_ids(input_ids))  # (B, T, H)
+        else:
+            positions = self.position_embeddings.weight[:seq_len]  # (T, H)
+        vectors = self.word_embeddings(input_ids) + positions
         if self.token_type_embeddings is not None:
             if token_type_ids is None:
                 vectors = vectors + self.token_type_embeddings.weight[0]
@@ -532,14 +548,21 @@ class SequenceClassificationHead(nn.Module):
         dropout = (
             config.classifier_dropout if config.classifier_dropout is not None else default_dropout
         )
+        # RoBERTa / XLM-R: [CLS] -> dropout -> dense -> tanh -> dropout -> out_proj, no pooler
+        self.roberta_style = config.family != "bert"
         self.pre_classifier = (
-            nn.Linear(config.hidden_size, config.hidden_size) if self.distilbert_style else None
+            nn.Linear(config.hidden_size, config.hidden_size)
+            if self.distilbert_style or self.roberta_style
+            else None
         )
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, encoded: EncoderOutput) -> torch.Tensor:
-        if self.pre_classifier is not None:
+        if self.roberta_style:
+            first = self.dropout(encoded.last_hidden_state[:, 0])
+            features = torch.tanh(self.pre_classifier(first))
+        elif self.pre_classifier is not None:
             features = F.relu(self.pre_classifier(encoded.last_hidden_state[:, 0]))
         elif encoded.pooled_output is not None:
             features = encoded.pooled_output

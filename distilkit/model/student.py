@@ -223,6 +223,9 @@ def build_student(
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
         student = TransformerModel(config)
+    recipe = getattr(teacher, "sentence_modules", None)  # pooling, Normalize, length limit
+    if recipe is not None:
+        student.sentence_modules = recipe.for_width(config.hidden_size)
     if hidden_size is not None and hidden_size != teacher.config.hidden_size:
         return student.eval(), None
     source = teacher.state_dict()

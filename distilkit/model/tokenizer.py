@@ -1,9 +1,10 @@
-"""A thin wrapper over `tokenizers` WordPiece: texts -> padded id tensors (and back).
+"""A thin wrapper over `tokenizers`: texts -> padded id tensors (and back).
 
-The heavy lifting (normalisation, WordPiece, offsets) is done by the Rust `tokenizers`
-library; this module only adds what distilkit needs around it: building from a
-checkpoint folder (``tokenizer.json`` or ``vocab.txt``), truncation that warns instead
-of crashing, padding to the longest text in a batch, and named special-token ids.
+The heavy lifting (normalisation, WordPiece / BPE / Unigram, offsets) is done by the Rust
+`tokenizers` library; this module only adds what distilkit needs around it: building
+from a checkpoint folder (``tokenizer.json`` of any model `tokenizers` reads, or a BERT
+``vocab.txt``), truncation that warns instead of crashing, padding to the longest text
+in a batch, and named special-token ids (BERT's ``[CLS]``... or RoBERTa's ``<s>``...).
 """
 
 from __future__ import annotations
@@ -20,6 +21,28 @@ from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Each special role and the tokens that fill it: BERT's, then RoBERTa's / XLM-R's.
+SPECIAL_ROLES = {
+    "pad": ("[PAD]", "<pad>"),
+    "unk": ("[UNK]", "<unk>"),
+    "cls": ("[CLS]", "<s>"),
+    "sep": ("[SEP]", "</s>"),
+    "mask": ("[MASK]", "<mask>"),
+}
+
+
+def normalizer_lowercases(spec: dict | None) -> bool:
+    """Whether a ``tokenizer.json`` normalizer (its JSON dict) lower-cases the text."""
+    if not spec:
+        return False
+    kind = spec.get("type")
+    if kind == "Lowercase":
+        return True
+    if kind == "BertNormalizer":
+        return bool(spec.get("lowercase", True))
+    if kind == "Sequence":
+        return any(normalizer_lowercases(part) for part in spec.get("normalizers", []))
+    return False
 
 
 class TokenizerError(ValueError):
@@ -63,24 +86,50 @@ class Tokenizer:
     Build it with :meth:`from_folder`, :meth:`from_vocab` or :meth:`from_tokenizer_json`.
     """
 
-    def __init__(self, backend: BackendTokenizer, max_length: int = 512, lowercase: bool = True):
+    def __init__(
+        self,
+        backend: BackendTokenizer,
+        max_length: int = 512,
+        lowercase: bool = True,
+        special_tokens: dict[str, str] | None = None,
+    ):
         self.backend = backend
         self.backend.no_padding()
         self.backend.no_truncation()
         self.max_length = int(max_length)
         self.lowercase = lowercase
-        missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
+        # role -> token: the folder's own names first (tokenizer_config.json), then BERT's
+        # and RoBERTa's
+        tokens: dict[str, str] = {}
+        for role, candidates in SPECIAL_ROLES.items():
+            given = (special_tokens or {}).get(role)
+            options = (given, *candidates) if given else candidates
+            found = next((t for t in options if backend.token_to_id(t) is not None), None)
+            if found is not None:
+                tokens[role] = found
+        missing = [role for role in SPECIAL_ROLES if role not in tokens]
         if missing:
+            names = [" or ".join(SPECIAL_ROLES[role]) for role in missing]
             raise TokenizerError(
-                f"the vocabulary lacks the special token(s) {missing}: a BERT WordPiece "
-                "vocabulary must contain [PAD], [UNK], [CLS], [SEP] and [MASK]"
+                f"the vocabulary lacks the special token(s) {names}: a vocabulary needs "
+                "BERT's [PAD], [UNK], [CLS], [SEP] and [MASK] or RoBERTa's <pad>, <unk>, <s>, "
+                "</s> and <mask> (or names given in tokenizer_config.json)"
             )
-        self.pad_id = backend.token_to_id("[PAD]")
-        self.unk_id = backend.token_to_id("[UNK]")
-        self.cls_id = backend.token_to_id("[CLS]")
-        self.sep_id = backend.token_to_id("[SEP]")
-        self.mask_id = backend.token_to_id("[MASK]")
+        self.special_tokens = tokens
+        self.pad_token, self.unk_token = tokens["pad"], tokens["unk"]
+        self.cls_token, self.sep_token = tokens["cls"], tokens["sep"]
+        self.mask_token = tokens["mask"]
+        self.pad_id = backend.token_to_id(self.pad_token)
+        self.unk_id = backend.token_to_id(self.unk_token)
+        self.cls_id = backend.token_to_id(self.cls_token)
+        self.sep_id = backend.token_to_id(self.sep_token)
+        self.mask_id = backend.token_to_id(self.mask_token)
         self._truncation_warnings = 0
+
+    @property
+    def model_kind(self) -> str:
+        """The `tokenizers` model: ``WordPiece``, ``BPE``, ``Unigram`` or ``WordLevel``."""
+        return type(self.backend.model).__name__
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -131,18 +180,26 @@ class Tokenizer:
         return cls(backend, max_length=max_length, lowercase=lowercase)
 
     @classmethod
-    def from_tokenizer_json(cls, path: str | Path, max_length: int = 512) -> Tokenizer:
-        """Load a ``tokenizer.json`` written by `tokenizers` / `transformers`."""
+    def from_tokenizer_json(
+        cls,
+        path: str | Path,
+        max_length: int = 512,
+        special_tokens: dict[str, str] | None = None,
+    ) -> Tokenizer:
+        """Load a ``tokenizer.json`` written by `tokenizers` / `transformers` (WordPiece, BPE,
+        Unigram, ...); cased or not as its normalizer says."""
         path = Path(path)
         try:
             backend = BackendTokenizer.from_file(str(path))
         except Exception as error:  # the Rust side raises a bare Exception
             raise TokenizerError(f"cannot read tokenizer file {path}: {error}") from None
-        lowercase = True
-        normalizer = json.loads(path.read_text(encoding="utf-8")).get("normalizer") or {}
-        if normalizer.get("type") == "BertNormalizer":
-            lowercase = bool(normalizer.get("lowercase", True))
-        return cls(backend, max_length=max_length, lowercase=lowercase)
+        normalizer = json.loads(path.read_text(encoding="utf-8")).get("normalizer")
+        return cls(
+            backend,
+            max_length=max_length,
+            lowercase=normalizer_lowercases(normalizer),
+            special_tokens=special_tokens,
+        )
 
     @classmethod
     def from_folder(
@@ -166,8 +223,13 @@ class Tokenizer:
             max_length = limit
         if lowercase is None and "do_lower_case" in settings:
             lowercase = bool(settings["do_lower_case"])
-        if (folder / "tokenizer.json").is_file() and lowercase is None:
-            return cls.from_tokenizer_json(folder / "tokenizer.json", max_length=max_length)
+        specials = _special_tokens(settings)
+        if (folder / "tokenizer.json").is_file() and (
+            lowercase is None or not (folder / "vocab.txt").is_file()
+        ):
+            return cls.from_tokenizer_json(
+                folder / "tokenizer.json", max_length=max_length, special_tokens=specials
+            )
         if (folder / "vocab.txt").is_file():
             strip = settings.get("strip_accents")
             return cls.from_vocab(
@@ -188,18 +250,21 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(folder / "tokenizer.json"))
-        vocab = sorted(self.backend.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-        (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), "utf-8")
+        if self.model_kind == "WordPiece":  # vocab.txt is BERT's format only
+            vocab = sorted(
+                self.backend.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1]
+            )
+            (folder / "vocab.txt").write_text("".join(f"{token}\n" for token, _ in vocab), "utf-8")
         settings = {
-            "do_lower_case": self.lowercase,
             "model_max_length": self.max_length,
-            "tokenizer_class": "BertTokenizer",
-            "unk_token": "[UNK]",
-            "sep_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "mask_token": "[MASK]",
+            **{f"{role}_token": token for role, token in self.special_tokens.items()},
         }
+        if self.model_kind == "WordPiece":
+            settings = {"do_lower_case": self.lowercase, **settings}
+            settings["tokenizer_class"] = "BertTokenizer"
+        else:  # any other tokenizer.json: transformers' generic fast tokenizer reads it
+            settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+            settings["bos_token"], settings["eos_token"] = self.cls_token, self.sep_token
         (folder / "tokenizer_config.json").write_text(
             json.dumps(settings, indent=2) + "\n", "utf-8"
         )
@@ -333,3 +398,15 @@ class Tokenizer:
         if not isinstance(text, str):
             raise TypeError(f"each {what} must be a str, got {type(text).__name__}: {text!r:.60}")
         return text
+
+
+def _special_tokens(settings: dict) -> dict[str, str]:
+    """role -> token named in a ``tokenizer_config.json`` (strings or {"content": ...})."""
+    tokens = {}
+    for role in SPECIAL_ROLES:
+        value = settings.get(f"{role}_token")
+        if isinstance(value, dict):
+            value = value.get("content")
+        if isinstance(value, str) and value:
+            tokens[role] = value
+    return tokens

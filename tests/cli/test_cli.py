@@ -365,7 +365,11 @@ def test_fill_mask_ranks_like_the_logits(
     position = batch.input_ids[0].tolist().index(encoder.tokenizer.mask_id)
     probabilities = torch.softmax(logits[position].double(), dim=-1)
     best = probabilities.argsort(descending=True)[:3].tolist()
-    assert [row[1] for row in rows] == encoder.tokenizer.convert_ids_to_tokens(best)
+    assert [row[1] for row in rows] == [encoder.tokenizer.decode([i]) for i in best]
+    assert [" ".join(row[3:]) for row in rows] == [
+        encoder.fill_mask(text, top_k=3)[rank]["sequence"] for rank in range(3)
+    ]
+    assert all(" ".join(row[3:]).startswith(f"the film was {row[1]}") for row in rows)
     np.testing.assert_allclose(
         [float(row[2]) for row in rows], probabilities[best].numpy(), atol=1e-4
     )

@@ -308,7 +308,14 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_files(
     save_model(model, target)
     (target / "stale.txt").write_text("old")  # an earlier model's leftovers go with it
     save_model(model, target)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "1_Pooling",
+        "config.json",
+        "config_sentence_transformers.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -389,8 +396,8 @@ def test_shape_mismatch_names_tensor_and_shapes(damaged: Path) -> None:
 
 
 def test_unknown_model_type(damaged: Path) -> None:
-    edit_config(damaged, lambda c: c.__setitem__("model_type", "roberta"))
-    with pytest.raises(CheckpointError, match=r"config\.json.*unsupported model_type 'roberta'"):
+    edit_config(damaged, lambda c: c.__setitem__("model_type", "gpt2"))
+    with pytest.raises(CheckpointError, match=r"config\.json.*unsupported model_type 'gpt2'"):
         load_model(damaged)
 
 

@@ -216,7 +216,8 @@ def test_bad_vocabulary_files(tmp_path: Path) -> None:
         Tokenizer.from_vocab(tmp_path / "missing.txt")
     no_mask = tmp_path / "no_mask.txt"
     no_mask.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n")
-    with pytest.raises(TokenizerError, match=r"lacks the special token\(s\) \['\[MASK\]'\]"):
+    missing = r"lacks the special token\(s\) \['\[MASK\] or <mask>'\]"
+    with pytest.raises(TokenizerError, match=missing):
         Tokenizer.from_vocab(no_mask)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -28,6 +28,7 @@ from distilkit.methods.general.config import (
 )
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
 from distilkit.methods.general.objectives import GeneralDistillation
+from distilkit.model.card import write_student_card
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.student import build_student, check_layers, rank_layer_subsets, select_layers
@@ -199,7 +200,9 @@ def run_distillation(
     if config.student_init == "random":
         with torch.random.fork_rng(devices=[]):  # same shape, seeded BERT initialisation
             torch.manual_seed(config.training.seed)
+            recipe = getattr(student, "sentence_modules", None)
             student = type(student)(student.config)
+            student.sentence_modules = recipe
     if config.freeze_embeddings:
         # A corpus updates only the rows of the words it contains; freezing keeps the
         # rest of the vocabulary consistent with the rows that moved.
@@ -283,9 +286,27 @@ def run_distillation(
         )
         if deadline is not None:
             report_deadline(deadline, evaluation_started, started, out_dir)
-    else:
+    rows = metrics.get("models") or []
+    write_student_card(
+        student_dir,
+        student,
+        config.teacher,
+        teacher_layers=layers,
+        corpus=config.corpus,
+        steps=result.step,
+        seconds=result.elapsed,
+        losses=result.last_losses,
+        rows=rows,
+        comparison=evaluation_compare(rows),
+    )
+    if not evaluate:
         save_json(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def evaluation_compare(rows: list[dict]) -> dict | None:
+    """Retention and speed-up of the student (second row) against the teacher (first)."""
+    return evaluation.compare(rows[0], rows[1]) if len(rows) >= 2 else None
 
 
 def evaluate_run(
@@ -375,4 +396,5 @@ def init_student(
     chosen = choose_layers(config, model, tokenizer, heldout)
     student, _ = build_student(model, layers=chosen, layout=layout)
     save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder))
+    write_student_card(out_dir, student, teacher, teacher_layers=chosen)
     return Path(out_dir), chosen
