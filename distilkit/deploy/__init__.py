@@ -1,0 +1,1 @@
+"""Putting models to work: serving them over HTTP."""
