@@ -13,6 +13,9 @@ input, 401 without the ``--api-key`` (compared in constant time), 500 for the re
 of a forward batch that raised (the server keeps serving), 503 while draining. A client
 that disconnects stops waiting and its texts are skipped if not yet taken. SIGTERM
 stops new connections, finishes the requests in flight, then drains the queue.
+
+With ``--workers N`` each process loads its own model and batcher, and ``/metrics``
+reports the process that answered the scrape.
 """
 
 from __future__ import annotations
