@@ -1,11 +1,13 @@
 """Deployment subcommands of the ``distilkit`` command line: export, bench,
-train-early-exit. Thin wrappers over :mod:`distilkit.deploy.export`,
-:mod:`distilkit.deploy.bench` and :mod:`distilkit.methods.early_exit`; :data:`DEPLOY_COMMANDS`
-lists ``(add_parser, run)`` pairs for ``cli.main.COMMANDS`` (``Command(*pair)``)."""
+train-early-exit, serve. Thin wrappers over :mod:`distilkit.deploy.export`,
+:mod:`distilkit.deploy.bench`, :mod:`distilkit.methods.early_exit` and
+:mod:`distilkit.deploy.serve`; :data:`DEPLOY_COMMANDS` lists ``(add_parser, run)`` pairs for
+``cli.main.COMMANDS`` (``Command(*pair)``)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -15,6 +17,7 @@ from distilkit.cli.common import add_training_options, default_out, run_folder, 
 from distilkit.data.tables import check_label_ids, read_labelled
 from distilkit.deploy.bench import MODES, BenchSettings, run_bench
 from distilkit.deploy.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx
+from distilkit.deploy.serve import ServeConfig, serve
 from distilkit.encoder import load
 from distilkit.evaluate.sentence import SST2_DEV
 from distilkit.methods.early_exit.curves import CurvePoint
@@ -256,6 +259,62 @@ def _curve_table(points, chosen: float) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- serve
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    defaults = ServeConfig()
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP (OpenAI /v1/embeddings, TEI /embed, /classify)",
+        description="Serve an embedding model or classifier with dynamic batching: "
+        "POST /v1/embeddings (OpenAI), POST /embed (text-embeddings-inference), POST "
+        "/classify (sequence-classification heads, early exit when the folder has "
+        "branches), GET /health, GET /metrics (Prometheus). Concurrent requests are merged "
+        "into length-sorted batches of up to --max-batch-size texts, waiting at most "
+        "--max-wait-ms. A full queue answers 429 with Retry-After; SIGTERM drains.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="checkpoint folder, model name or .onnx")
+    parser.add_argument(
+        "--host", default=defaults.host, help="address to bind (default: loopback only)"
+    )
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=defaults.dtype)
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--pooling", default=defaults.pooling, help="mean | cls | max | last (default mean)"
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help="texts per forward batch (1: batching off)",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=defaults.max_wait_ms,
+        help="how long the oldest request waits for company",
+    )
+    parser.add_argument(
+        "--max-queue", type=int, default=defaults.max_queue, help="texts waiting at most"
+    )
+    parser.add_argument(
+        "--max-input-tokens",
+        type=int,
+        help="tokens per text (default: the model's limit); longer texts get 413 unless "
+        "the request truncates",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no key)")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="processes")
+    parser.add_argument("--served-model-name", help="the model name in responses")
+    return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    serve(ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)}))
+    return 0
+
+
 DEPLOY_COMMANDS: list[
     tuple[
         Callable[[argparse._SubParsersAction], argparse.ArgumentParser],
@@ -265,4 +324,5 @@ DEPLOY_COMMANDS: list[
     (add_export_parser, run_export),
     (add_bench_parser, run_bench_command),
     (add_train_early_exit_parser, run_train_early_exit),
+    (add_serve_parser, run_serve),
 ]

@@ -1,0 +1,316 @@
+"""The dynamic batcher behind ``distilkit serve``: requests from concurrent clients are
+merged into length-sorted batches, run off the event loop, and split back per request.
+
+One worker thread owns the tokenizer and the model (neither is thread-safe), so the
+event loop only parses requests and writes responses. A cycle of the worker:
+
+1. wait for the oldest queued request, then until ``max_batch_size`` texts are queued or
+   ``max_wait`` has passed since that request arrived (under load the queue is already
+   full and nothing waits; a lone client waits at most ``max_wait``);
+2. take requests from the front of the queue up to ``max_batch_size`` texts (always at
+   least one request; a request with more texts than that is taken whole);
+3. tokenize all their texts at once; a request whose text is over the token limit (and
+   that did not ask for truncation) fails alone with :class:`InputTooLong`;
+4. sort the remaining texts by token count and run them in forward batches of at most
+   ``max_batch_size`` rows, so short texts are not padded to long ones; a forward that
+   raises fails the requests with a row in that forward (:class:`BatchFailed`) and no
+   other;
+5. hand every request exactly its own rows, in its order, through its asyncio future.
+
+Requests whose client went away before the worker reached them are skipped.
+The queue is bounded in texts: :meth:`DynamicBatcher.submit` raises :class:`QueueFull`
+with a Retry-After estimate from the recent throughput instead of queueing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class QueueFull(RuntimeError):
+    """The queue holds ``max_queue`` texts: come back in ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int, queued: int):
+        super().__init__(f"the server queue is full ({queued} texts waiting): retry later")
+        self.retry_after = retry_after
+
+
+class InputTooLong(ValueError):
+    """A text has more tokens than the server accepts and truncation was not asked for."""
+
+    def __init__(self, index: int, limit: int):
+        super().__init__(
+            f"input {index} has more than {limit} tokens, the most this server reads: "
+            "shorten it or ask for truncation"
+        )
+        self.index = index
+
+
+class BatchFailed(RuntimeError):
+    """The forward batch holding one of this request's texts raised."""
+
+
+class ShuttingDown(RuntimeError):
+    """The server is draining its queue before it stops and takes no new requests."""
+
+
+@dataclass
+class Encoded:
+    """One tokenized text: ``ids`` (tokens,) int64 with [CLS] and [SEP]; ``truncated``
+    whether the token limit cut it."""
+
+    ids: np.ndarray
+    truncated: bool
+
+
+class Runner:
+    """What the batcher drives (see :class:`distilkit.deploy.runner.ModelRunner`)."""
+
+    def tokenize(self, texts: list[str], limit: int) -> list[Encoded]:
+        raise NotImplementedError
+
+    def run(self, key: Hashable, ids: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """One forward batch of token-id rows; arrays with one row per input."""
+        raise NotImplementedError
+
+
+@dataclass
+class Result:
+    """A request's outputs, each array ``(texts, ...)`` in request order, and its tokens."""
+
+    outputs: dict[str, np.ndarray]
+    tokens: int
+
+
+@dataclass(eq=False)
+class Job:
+    texts: list[str]
+    key: Hashable
+    truncate: bool
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
+
+@dataclass
+class BatchStats:
+    """One forward batch, for metrics: rows, real tokens, padded tokens, seconds."""
+
+    rows: int
+    tokens: int
+    padded_tokens: int
+    seconds: float
+
+
+def _settle(future: asyncio.Future, value: object) -> None:
+    if future.done():  # the client went away
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+class DynamicBatcher:
+    """Merge concurrent requests into forward batches on one worker thread.
+
+    max_batch_size: texts per forward; max_wait: seconds the oldest request may wait for
+    company; max_queue: texts waiting at most; token_limit: tokens per text (more is an
+    :class:`InputTooLong` unless the request truncates). ``on_batch`` and ``on_wait`` are
+    called on the worker thread with each forward's :class:`BatchStats` and each taken
+    request's queue wait in seconds.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        max_batch_size: int,
+        max_wait: float,
+        max_queue: int,
+        token_limit: int,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
+    ):
+        if max_batch_size < 1 or max_queue < 1 or max_wait < 0 or token_limit < 3:
+            raise ValueError(
+                "max_batch_size and max_queue must be >= 1, max_wait >= 0 and token_limit >= 3"
+            )
+        self.runner = runner
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait
+        self.max_queue = max_queue
+        self.token_limit = token_limit
+        self.on_batch = on_batch
+        self.on_wait = on_wait
+        self._queue: deque[Job] = deque()
+        self._queued_texts = 0
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._rate = 0.0  # texts per second, smoothed, for Retry-After
+        self._thread = threading.Thread(target=self._work, name="distilkit-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_texts(self) -> int:
+        return self._queued_texts
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # ------------------------------------------------------------------ event-loop side
+    async def submit(self, texts: Sequence[str], key: Hashable, truncate: bool = False) -> Result:
+        """Queue ``texts`` and wait for their rows. Raises :class:`QueueFull`,
+        :class:`ShuttingDown`, :class:`InputTooLong` or :class:`BatchFailed`; when the
+        awaiting task is cancelled (the client left), the texts are not computed unless
+        the worker already took them."""
+        loop = asyncio.get_running_loop()
+        job = Job(list(texts), key, truncate, loop.create_future(), loop)
+        with self._condition:
+            if self._stopping:
+                raise ShuttingDown("the server is shutting down")
+            if self._queued_texts + len(job.texts) > self.max_queue:
+                raise QueueFull(self._retry_after(), self._queued_texts)
+            self._queue.append(job)
+            self._queued_texts += len(job.texts)
+            self._condition.notify()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            job.cancelled = True
+            raise
+
+    def _retry_after(self) -> int:
+        """Seconds until the queue should have room, from the recent throughput."""
+        if self._rate <= 0:
+            return 1
+        return max(1, min(60, math.ceil(self._queued_texts / self._rate)))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new requests, finish every queued one, stop the worker."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ worker side
+    def _work(self) -> None:
+        while True:
+            jobs = self._take()
+            if jobs is None:
+                return
+            started = time.perf_counter()
+            texts = sum(len(job.texts) for job in jobs)
+            try:
+                self._process(jobs)
+            except Exception as error:  # tokenizer failure: these requests only
+                failure = BatchFailed(f"{type(error).__name__}: {error}")
+                for job in jobs:
+                    job.loop.call_soon_threadsafe(_settle, job.future, failure)
+            seconds = time.perf_counter() - started
+            if seconds > 0:
+                rate = texts / seconds
+                self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
+
+    def _take(self) -> list[Job] | None:
+        """The next requests to run (None: stopped and drained)."""
+        with self._condition:
+            while True:
+                while not self._queue and not self._stopping:
+                    self._condition.wait()
+                if not self._queue:
+                    return None
+                deadline = self._queue[0].enqueued + self.max_wait
+                while self._queued_texts < self.max_batch_size and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._condition.wait(remaining)
+                jobs: list[Job] = []
+                taken = 0
+                now = time.monotonic()
+                while self._queue and (
+                    not jobs or taken + len(self._queue[0].texts) <= self.max_batch_size
+                ):
+                    job = self._queue.popleft()
+                    self._queued_texts -= len(job.texts)
+                    if job.cancelled:
+                        continue
+                    jobs.append(job)
+                    taken += len(job.texts)
+                    if self.on_wait is not None:
+                        self.on_wait(now - job.enqueued)
+                if jobs:
+                    return jobs
+
+    def _process(self, jobs: list[Job]) -> None:
+        texts = [text for job in jobs for text in job.texts]
+        encoded = self.runner.tokenize(texts, self.token_limit)
+        outputs: list[dict[str, list]] = [{} for _ in jobs]
+        sizes = [len(job.texts) for job in jobs]
+        failures: list[BaseException | None] = [None] * len(jobs)
+        rows_by_key: dict[Hashable, list[tuple[int, int, np.ndarray]]] = {}
+        tokens = [0] * len(jobs)
+        start = 0
+        for index, job in enumerate(jobs):
+            mine = encoded[start : start + len(job.texts)]
+            start += len(job.texts)
+            too_long = next((i for i, e in enumerate(mine) if e.truncated), None)
+            if too_long is not None and not job.truncate:
+                failures[index] = InputTooLong(too_long, self.token_limit)
+                continue
+            tokens[index] = sum(len(e.ids) for e in mine)
+            rows = rows_by_key.setdefault(job.key, [])
+            rows.extend((index, position, e.ids) for position, e in enumerate(mine))
+        for key, rows in rows_by_key.items():
+            rows.sort(key=lambda row: -len(row[2]))  # longest first, like Encoder.embed
+            for begin in range(0, len(rows), self.max_batch_size):
+                chunk = rows[begin : begin + self.max_batch_size]
+                owners = {index for index, _, _ in chunk}
+                if all(failures[index] is not None for index in owners):
+                    continue
+                self._forward(key, chunk, outputs, sizes, failures)
+        for index, job in enumerate(jobs):
+            if failures[index] is not None:
+                value: object = failures[index]
+            else:
+                value = Result(
+                    {name: np.stack(rows) for name, rows in outputs[index].items()},
+                    tokens[index],
+                )
+            job.loop.call_soon_threadsafe(_settle, job.future, value)
+
+    def _forward(
+        self,
+        key: Hashable,
+        chunk: list[tuple[int, int, np.ndarray]],
+        outputs: list[dict[str, list]],
+        sizes: list[int],
+        failures: list[BaseException | None],
+    ) -> None:
+        """Run one forward batch and scatter its rows to their requests."""
+        started = time.perf_counter()
+        try:
+            result = self.runner.run(key, [ids for _, _, ids in chunk])
+        except Exception as error:
+            for index, _, _ in chunk:
+                failures[index] = BatchFailed(f"{type(error).__name__}: {error}")
+            return
+        if self.on_batch is not None:
+            lengths = [len(ids) for _, _, ids in chunk]
+            seconds = time.perf_counter() - started
+            self.on_batch(BatchStats(len(chunk), sum(lengths), len(chunk) * max(lengths), seconds))
+        for row, (index, position, _) in enumerate(chunk):
+            if failures[index] is not None:
+                continue
+            for name, array in result.items():
+                outputs[index].setdefault(name, [None] * sizes[index])[position] = array[row]

@@ -1,0 +1,159 @@
+"""The model side of ``distilkit serve``: :class:`ModelRunner` loads anything
+:func:`distilkit.load` reads (a checkpoint folder, the embedded all-MiniLM-L6-v2, an
+exported ``.onnx`` file) plus early-exit branches when the folder has them, and runs
+the batcher's forward batches: pooled sentence vectors, or classifier logits.
+
+It is called from the batcher's one worker thread only (the tokenizer's truncation
+setting is state, and one thread per model is what the CPU kernels want anyway).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distilkit.deploy.batcher import Encoded, Runner
+from distilkit.encoder import load
+from distilkit.methods.early_exit.model import (
+    BranchConfig,
+    EarlyExitModel,
+    has_branches,
+    read_settings,
+)
+from distilkit.model.modeling import POOLINGS
+from distilkit.model.tokenizer import Batch
+from distilkit.settings import from_dict
+
+EMBED = "embed"
+CLASSIFY = "classify"
+
+
+class ModelRunner(Runner):
+    """Tokenize and run forward batches of one model.
+
+    model: an :class:`~distilkit.encoder.Encoder` or
+    :class:`~distilkit.onnx_runtime.OnnxEncoder`; early_exit: an
+    :class:`~distilkit.early_exit.EarlyExitModel` sharing the encoder's weights, or None;
+    pooling: how token vectors become a sentence vector (mean | cls | max | last).
+    """
+
+    def __init__(self, model, early_exit=None, pooling: str = "mean", device: str = "cpu"):
+        self.model = model
+        self.early_exit = early_exit
+        self.pooling = pooling
+        self.device = torch.device(device)
+        self.tokenizer = model.tokenizer
+        self.name = model.name
+
+    @classmethod
+    def load(
+        cls,
+        name: str | os.PathLike,
+        dtype: str = "fp32",
+        device: str = "cpu",
+        pooling: str = "mean",
+    ) -> ModelRunner:
+        """Load ``name`` as :func:`distilkit.load` does, cast to ``dtype`` (fp32 | bf16 |
+        int8) and moved to ``device``; with the folder's early-exit branches if any."""
+
+        if pooling not in POOLINGS:
+            raise ValueError(f"--pooling must be one of {POOLINGS}, got {pooling!r}")
+        if dtype not in ("fp32", "bf16", "int8"):
+            raise ValueError(f"--dtype must be fp32, bf16 or int8, got {dtype!r}")
+        if str(name).endswith(".onnx"):
+            if dtype != "fp32" or device != "cpu":
+                raise ValueError(
+                    f"{name} is an ONNX file, run by onnxruntime on the CPU with the precision "
+                    "fixed at export (`distilkit export --int8`): drop --dtype and --device"
+                )
+            return cls(load(name), pooling=pooling)
+        if dtype == "int8" and device != "cpu":
+            raise ValueError("--dtype int8 runs on the CPU only: use bf16 on an accelerator")
+        encoder = load(name, dtype=None if dtype == "fp32" else dtype)
+        encoder.model.to(device)
+        return cls(encoder, _early_exit(encoder), pooling=pooling, device=device)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens per text the model reads ([CLS] and [SEP] included)."""
+        return self.tokenizer.max_length
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.model.config.head == "sequence_classification"
+
+    @property
+    def label_names(self) -> list[str]:
+        config = self.model.config
+        return config.label_names or [f"LABEL_{i}" for i in range(config.num_labels)]
+
+    @property
+    def default_threshold(self) -> float | None:
+        return None if self.early_exit is None else float(self.early_exit.threshold)
+
+    # ------------------------------------------------------------------ the batcher's calls
+    def tokenize(self, texts: list[str], limit: int) -> list[Encoded]:
+        """Token ids of each text cut to ``limit`` tokens, and whether each was cut."""
+        backend = self.tokenizer.backend
+        backend.enable_truncation(min(limit, self.max_tokens), strategy="longest_first", stride=0)
+        try:
+            encodings = backend.encode_batch_fast(texts)
+        finally:
+            backend.no_truncation()
+        return [Encoded(np.asarray(e.ids, dtype=np.int64), bool(e.overflowing)) for e in encodings]
+
+    def _batch(self, ids: list[np.ndarray]) -> Batch:
+        """Right-padded ``(rows, longest)`` tensors, as the tokenizer pads."""
+        length = max(len(row) for row in ids)
+        input_ids = np.full((len(ids), length), self.tokenizer.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), length), dtype=np.int64)
+        for row, tokens in enumerate(ids):
+            input_ids[row, : len(tokens)] = tokens
+            attention_mask[row, : len(tokens)] = 1
+        return Batch(
+            torch.from_numpy(input_ids).to(self.device),
+            torch.from_numpy(attention_mask).to(self.device),
+            torch.zeros((len(ids), length), dtype=torch.int64, device=self.device),
+        )
+
+    @torch.inference_mode()
+    def run(self, key: Hashable, ids: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """key ``"embed"``: ``{"vectors": (rows, hidden)}`` pooled, not normalized;
+        ``("classify", threshold)``: ``{"logits": (rows, labels)}`` and with early exit
+        ``{"exit_layers": (rows,)}``."""
+        batch = self._batch(ids)
+        if key == EMBED:
+            vectors = self.model.embed_batch(batch, self.pooling, normalize=False)
+            return {"vectors": vectors.float().cpu().numpy()}
+        _, threshold = key
+        if self.early_exit is not None:
+            output = self.early_exit(**batch.model_inputs(), threshold=threshold)
+            return {
+                "logits": output.logits.float().cpu().numpy(),
+                "exit_layers": output.exit_layers.cpu().numpy(),
+            }
+        if hasattr(self.model, "logits_batch"):  # an ONNX session
+            return {"logits": self.model.logits_batch(batch)}
+        return {"logits": self.model.model(**batch.model_inputs()).logits.float().cpu().numpy()}
+
+
+def _early_exit(encoder):
+    """The encoder's early-exit model when its folder holds trained branches, else None."""
+
+    folder = encoder.folder
+    if folder is None or not has_branches(Path(folder)):
+        return None
+    settings = read_settings(Path(folder))
+    early = EarlyExitModel(encoder.model, from_dict(BranchConfig, settings["branch"]))
+    early.load_branches(folder)
+    early.branches.to(device=next(encoder.model.parameters()).device, dtype=encoder.dtype)
+    return early.eval()
