@@ -421,3 +421,9 @@ def save_model(
         write_sentence_modules(temp, recipe, config.hidden_size, limit)
         keep_user_readme(folder, temp)
     return folder
+
+
+def load_student_weights(student: torch.nn.Module, folder: Path) -> None:
+    """Copy the weights of a saved checkpoint folder into ``student`` in place."""
+    saved = load_model(folder)
+    student.load_state_dict(saved.state_dict())

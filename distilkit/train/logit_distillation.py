@@ -9,9 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distilkit.methods.general.objectives import load_student_weights
 from distilkit.model.bilstm import BiLSTMClassifier
-from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.checkpoint import load_model, load_student_weights, save_model
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError

@@ -14,15 +14,7 @@ from task_helpers import (
     write_all_tasks,
 )
 
-from distilkit.methods.finetune.job import (
-    BestCheckpoint,
-    FineTuneConfig,
-    evaluate_task,
-    load_task_model,
-    run_finetune,
-    schedule_for_epochs,
-    task_loss,
-)
+from distilkit.methods.finetune.job import FineTuneConfig, evaluate_task, run_finetune
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.hub import ModelNotFoundError
 from distilkit.settings import ConfigError, from_dict
@@ -34,6 +26,12 @@ from distilkit.tasks.features import (
     load_split,
 )
 from distilkit.tasks.registry import CONLL_LABELS, get_task
+from distilkit.train.task_training import (
+    BestCheckpoint,
+    load_task_model,
+    schedule_for_epochs,
+    task_loss,
+)
 from distilkit.train.trainer import TrainingConfig
 
 QUICK = {"batch_size": 16, "learning_rate": 3e-3, "progress": False, "log_every": 5}

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distilkit.data.masking import MaskingConfig, mask_tokens, span_deleted_views
-from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.checkpoint import load_student_weights, save_model
 from distilkit.model.layer_map import LayerMap
 from distilkit.model.modeling import TransformerModel, pool
 from distilkit.model.tokenizer import Tokenizer
@@ -82,12 +82,6 @@ class GeneralDistillationConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"temperature must be a finite number > 0, got {self.temperature}")
-
-
-def load_student_weights(student: nn.Module, folder: Path) -> None:
-    """Copy the weights of a saved checkpoint folder into ``student`` in place."""
-    saved = load_model(folder)
-    student.load_state_dict(saved.state_dict())
 
 
 def masked_lm_metrics(

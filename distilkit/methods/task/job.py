@@ -34,13 +34,6 @@ import torch
 from distilkit.data.augment.operations import AugmentConfig, paper_augmentation
 from distilkit.data.augment.pos_tagger import default_tagger
 from distilkit.data.augment.transfer_set import build_transfer_set
-from distilkit.methods.finetune.job import (
-    BestCheckpoint,
-    load_task_model,
-    make_sampler,
-    schedule_for_epochs,
-)
-from distilkit.methods.general.objectives import load_student_weights
 from distilkit.methods.task.objectives import (
     DistillOptions,
     TaskDistillation,
@@ -49,7 +42,7 @@ from distilkit.methods.task.objectives import (
     dry_run,
     teacher_gate,
 )
-from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.checkpoint import load_model, load_student_weights, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.student import STRATEGIES, build_student
@@ -68,6 +61,12 @@ from distilkit.tasks.registry import TASKS, get_task
 from distilkit.tasks.spec import TaskSpec, TextExample
 from distilkit.train import distributed
 from distilkit.train.distributed import say
+from distilkit.train.task_training import (
+    BestCheckpoint,
+    load_task_model,
+    make_sampler,
+    schedule_for_epochs,
+)
 from distilkit.train.trainer import Trainer, TrainingConfig
 
 METHODS = ("logits", "tinybert", "pkd", "custom")

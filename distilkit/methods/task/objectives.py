@@ -33,9 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from distilkit.methods.finetune.job import BestCheckpoint, task_loss
-from distilkit.methods.general.objectives import load_student_weights
-from distilkit.model.checkpoint import save_model
+from distilkit.model.checkpoint import load_student_weights, save_model
 from distilkit.model.layer_map import KINDS as MAP_KINDS
 from distilkit.model.layer_map import LayerMap, LayerMapError, build_layer_map
 from distilkit.model.modeling import ModelOutput, TransformerModel
@@ -58,6 +56,7 @@ from distilkit.train.losses import (
     pkd_loss,
     soft_target_loss,
 )
+from distilkit.train.task_training import BestCheckpoint, task_loss
 from distilkit.train.trainer import Objective
 
 EXTRAS_FILE = "projections.safetensors"
