@@ -86,9 +86,10 @@ def test_beam_search_finds_a_hypothesis_at_least_as_good_as_greedy():
         greedy = greedy_decode(model, src, msk, max_length=12)[0]
         beam = beam_search(model, src, msk, max_length=12, beam_size=5, alpha=0.6)[0]
         if len(greedy) < 12 and len(beam) < 12:  # both finished: comparable scores
-            assert _sequence_score(model, src, msk, beam, 0.6) >= _sequence_score(
-                model, src, msk, greedy, 0.6
-            ) - 1e-5
+            assert (
+                _sequence_score(model, src, msk, beam, 0.6)
+                >= _sequence_score(model, src, msk, greedy, 0.6) - 1e-5
+            )
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -97,5 +98,7 @@ def test_save_and_load_round_trip(tmp_path):
     loaded = load_seq2seq(tmp_path / "student")
     source, mask = _sources()
     decoder_input = torch.randint(5, 99, (3, 5), generator=torch.Generator().manual_seed(6))
-    torch.testing.assert_close(loaded(source, mask, decoder_input), model(source, mask, decoder_input))
+    torch.testing.assert_close(
+        loaded(source, mask, decoder_input), model(source, mask, decoder_input)
+    )
     assert loaded.word_embeddings.weight.data_ptr() != 0

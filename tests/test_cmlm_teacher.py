@@ -61,7 +61,9 @@ def test_sweep_masks_every_target_position_exactly_once():
             assert sorted(i for group in groups for i in group) == list(range(length))
     inputs = build_cmlm_inputs(SOURCES, TARGETS, cls_id=2, sep_id=3, pad_id=0)
     for passes in (1, 2, 3, 7):
-        masks = torch.stack(list(sweep_masks(inputs["target_mask"], inputs["target_start"], passes)))
+        masks = torch.stack(
+            list(sweep_masks(inputs["target_mask"], inputs["target_start"], passes))
+        )
         assert torch.equal(masks.sum(0), inputs["target_mask"])  # once each, targets only
 
 
@@ -153,11 +155,30 @@ def test_topk_cache_resumes_after_sigkill(tmp_path, tiny_tokenizer):
     assert reference.pair(1)[0].shape == (len(targets[1]) + 1, 5)
     # a finished entry is reused; another teacher gets a new entry
     again = []
-    cached_topk_targets(model, tiny_tokenizer, sources, targets, tmp_path / "killed", top_k=5,
-                        passes=2, batch_size=4, progress=False, after_batch=again.append)
+    cached_topk_targets(
+        model,
+        tiny_tokenizer,
+        sources,
+        targets,
+        tmp_path / "killed",
+        top_k=5,
+        passes=2,
+        batch_size=4,
+        progress=False,
+        after_batch=again.append,
+    )
     assert again == []
     with torch.no_grad():
         model.head.bias.add_(1.0)
-    other = cached_topk_targets(model, tiny_tokenizer, sources, targets, tmp_path / "killed",
-                                top_k=5, passes=2, batch_size=4, progress=False)
+    other = cached_topk_targets(
+        model,
+        tiny_tokenizer,
+        sources,
+        targets,
+        tmp_path / "killed",
+        top_k=5,
+        passes=2,
+        batch_size=4,
+        progress=False,
+    )
     assert other.folder != resumed.folder

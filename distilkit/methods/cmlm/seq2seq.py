@@ -155,12 +155,22 @@ class Seq2Seq(nn.Module):
         self.final_norm = nn.LayerNorm(hidden, eps=config.encoder.layer_norm_eps)
         self.output_bias = nn.Parameter(torch.zeros(config.encoder.vocab_size))
         self.dropout = nn.Dropout(config.dropout)
-        std = config.encoder.initializer_range
-        for module in [self.positions, *self.layers.modules()]:
-            if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear):
-                    nn.init.zeros_(module.bias)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """BERT's initialisation (as :class:`TransformerModel`): normal(0, 0.02) weights,
+        zero biases, unit LayerNorm; fixed sinusoidal positions are left alone."""
+        std = self.config.encoder.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding) and module.weight.requires_grad:
+            nn.init.normal_(module.weight, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
     @property
     def word_embeddings(self) -> nn.Embedding:

@@ -74,10 +74,8 @@ def collate_pairs(items: list[dict], pad_id: int, bos_id: int, eos_id: int) -> d
         decoder_input_ids[row, :n] = torch.tensor([bos_id, *item["target"]])
         labels[row, :n] = torch.tensor([*item["target"], eos_id])
         if "topk_probs" in out:
-            out["topk_probs"][row, :n] = torch.from_numpy(np.asarray(item["topk_probs"]))
-            out["topk_ids"][row, :n] = torch.from_numpy(
-                np.asarray(item["topk_ids"]).astype(np.int64)
-            )
+            out["topk_probs"][row, :n] = torch.from_numpy(np.array(item["topk_probs"]))
+            out["topk_ids"][row, :n] = torch.from_numpy(np.array(item["topk_ids"], dtype=np.int64))
     return {
         "source_ids": source_ids,
         "attention_mask": attention_mask,
