@@ -22,8 +22,8 @@ def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
     return CMLMConfig(
         alpha=alpha,
         top_k=8,
-        max_source_length=40,
-        max_target_length=20,
+        max_source_length=32,
+        max_target_length=16,
         max_train_pairs=args.train_pairs,
         max_eval_pairs=args.eval_pairs,
         teacher_dir=str(args.out / "teacher"),
@@ -49,7 +49,7 @@ def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
         },
         beam_size=4,
         length_penalty=1.0,
-        max_decode_length=22,
+        max_decode_length=18,
     )
 
 
@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--teacher-steps", type=int, default=150)
-    parser.add_argument("--train-pairs", type=int, default=2000)
+    parser.add_argument("--teacher-steps", type=int, default=120)
+    parser.add_argument("--train-pairs", type=int, default=1500)
     parser.add_argument("--eval-pairs", type=int, default=200)
     args = parser.parse_args()
     started = time.perf_counter()
