@@ -41,6 +41,9 @@ def tiny_mlm_teacher(folder: Path, tokenizer, seed: int = 0) -> Path:
     """A random tiny BERT with a masked-LM head, saved as a checkpoint folder."""
     torch.manual_seed(seed)
     model = TransformerModel(tiny_encoder_config(head="masked_lm", with_pooler=True))
+    for module in model.modules():  # larger projections than BERT's N(0, 0.02): the toy
+        if isinstance(module, torch.nn.Linear):  # teacher learns its task in 150 steps
+            torch.nn.init.xavier_uniform_(module.weight)
     save_model(model, folder, tokenizer=tokenizer)
     return folder
 

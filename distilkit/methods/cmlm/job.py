@@ -73,6 +73,7 @@ class CMLMConfig:
     teacher_dir: str | None = None  # C-MLM teacher workspace, shared by runs; default out/teacher
     cache_dir: str | None = None  # top-k cache; default <teacher_dir>/topk
     teacher_train_layers: int = 2
+    teacher_train_embeddings: bool = False  # True only for a teacher that is not pretrained
     teacher_training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
             max_steps=300,
@@ -182,6 +183,7 @@ def prepare_teacher(
             config.max_target_length,
         ],
         "train_layers": config.teacher_train_layers,
+        "train_embeddings": config.teacher_train_embeddings,
         "sweep_passes": config.sweep_passes,
         "training": to_dict(config.teacher_training),
     }
@@ -229,7 +231,11 @@ def prepare_teacher(
         for s in range(0, len(heldout.sources), 64)
     ]
     objective = CMLMTeacherObjective(
-        model, tokenizer, config.teacher_train_layers, config.sweep_passes
+        model,
+        tokenizer,
+        config.teacher_train_layers,
+        config.sweep_passes,
+        config.teacher_train_embeddings,
     )
     trainer = Trainer(
         objective,

@@ -141,8 +141,9 @@ def sweep_logits(
 
 class CMLMTeacherObjective(Objective):
     """Conditional MLM fine-tuning: masked target tokens predicted from the source and
-    the unmasked target tokens. ``train_layers`` top blocks, the head and (always) the
-    token-type embeddings are trained; the tied word embeddings stay frozen."""
+    the unmasked target tokens. ``train_layers`` top blocks and the head are trained; the
+    embeddings (the head's decoder is tied to the word embeddings) only with
+    ``train_embeddings`` (for a teacher that is not pretrained, as in the toy tests)."""
 
     def __init__(
         self,
@@ -150,6 +151,7 @@ class CMLMTeacherObjective(Objective):
         tokenizer: Tokenizer,
         train_layers: int = 2,
         sweep_passes: int = 2,
+        train_embeddings: bool = False,
     ):
         super().__init__()
         if model.config.head != "masked_lm":
@@ -163,7 +165,7 @@ class CMLMTeacherObjective(Objective):
         self.weights = {"cmlm": 1.0}
         model.requires_grad_(False)
         model.head.requires_grad_(True)
-        model.head.word_embeddings[0].requires_grad_(False)
+        model.backbone.embeddings.requires_grad_(train_embeddings)
         for block in model.backbone.layers[model.config.num_layers - train_layers :]:
             block.requires_grad_(True)
         self.frozen_layers = model.config.num_layers - train_layers
