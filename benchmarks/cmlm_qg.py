@@ -40,7 +40,7 @@ def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
         student={"encoder_layers": 2, "decoder_layers": 2, "decoder_intermediate_size": 768},
         training={
             "max_steps": args.steps,
-            "batch_size": 32,
+            "batch_size": args.batch_size,
             "learning_rate": 1e-3,
             "eval_every": 10_000,
             "checkpoint_every": 10_000,
@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/cmlm-qg"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--batch-size", type=int, default=16, help="student batch size")
     parser.add_argument("--teacher-steps", type=int, default=120)
     parser.add_argument("--train-pairs", type=int, default=1500)
     parser.add_argument("--eval-pairs", type=int, default=200)
