@@ -548,3 +548,36 @@ def average_teacher_logits(
         return (weight_tensor * stacked).sum(dim=0)
     log_probs = F.log_softmax(stacked / temperature, dim=-1)
     return temperature * torch.logsumexp(log_probs + weight_tensor.log(), dim=0)
+
+
+def topk_kl_loss(
+    student_logits: Tensor,
+    teacher_topk_probs: Tensor,
+    teacher_topk_ids: Tensor,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """KL(teacher top-k || student) per position, averaged over the positions of ``mask``
+    (C-MLM, Chen et al., 2020).
+
+    student_logits: ``(..., vocab)``; teacher_topk_probs and teacher_topk_ids: ``(..., k)``,
+    the teacher's k most likely tokens and their probabilities, renormalised here to sum to
+    1. Per position: ``sum_j p_j (log p_j - log q(id_j))`` with ``q`` the student's softmax
+    over the whole vocabulary. Padding (mask 0) contributes nothing.
+    """
+    if teacher_topk_probs.shape != teacher_topk_ids.shape:
+        raise LossInputError(
+            f"teacher top-k probabilities have shape {tuple(teacher_topk_probs.shape)} but "
+            f"their ids have shape {tuple(teacher_topk_ids.shape)}: they must match"
+        )
+    if teacher_topk_ids.shape[:-1] != student_logits.shape[:-1]:
+        raise LossInputError(
+            f"teacher top-k has positions {tuple(teacher_topk_ids.shape[:-1])} but student "
+            f"logits have {tuple(student_logits.shape[:-1])}: align teacher and student"
+        )
+    selected = _selection(mask, student_logits.shape[:-1], student_logits.device)
+    probs = teacher_topk_probs.detach()[selected].float()  # (N, k)
+    probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-12)
+    student_log_probs = F.log_softmax(student_logits[selected].float(), dim=-1)  # (N, vocab)
+    picked = student_log_probs.gather(-1, teacher_topk_ids[selected].long())  # (N, k)
+    terms = torch.where(probs > 0, probs * (probs.clamp_min(1e-12).log() - picked), 0.0)
+    return _mean_or_zero(terms.sum(), probs.shape[0])
