@@ -1,0 +1,1 @@
+"""The network: layouts beyond the BERT block that modeling.py holds."""
