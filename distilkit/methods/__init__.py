@@ -1,0 +1,1 @@
+"""Distillation methods, one subpackage each: Config + objectives + run(config, out_dir)."""
