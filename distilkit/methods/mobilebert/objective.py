@@ -98,7 +98,8 @@ class LayerTransfer(Objective):
         return losses
 
     def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """Held-out transfer losses, ``eval/feature`` and ``eval/attention``."""
+        """Held-out transfer losses, ``feature`` and ``attention`` (the trainer logs them
+        as ``eval/...``)."""
         was_training = self.training
         self.eval()
         totals: dict[str, float] = {}
@@ -107,7 +108,7 @@ class LayerTransfer(Objective):
                 for name, value in self(batch).items():
                     totals[name] = totals.get(name, 0.0) + float(value) / len(batches)
         self.train(was_training)
-        return {f"eval/{name}": value for name, value in totals.items()}
+        return totals
 
     def save(self, folder: Path) -> None:
         save_model(self.student, folder, tokenizer=self.tokenizer)
