@@ -192,3 +192,18 @@ def test_tiny_end_to_end_loads_in_transformers(teacher_and_corpus, tmp_path, tra
         expected = theirs(ids, mask).last_hidden_state * mask[..., None]
     torch.testing.assert_close(mine, expected, atol=1e-5, rtol=0)
     assert ours.config.layout == "mobilebert" and ours.config.num_layers == 3
+
+
+def test_cli_names_a_bottleneck_the_heads_do_not_divide(teacher_and_corpus, tmp_path, capsys):
+    from distilkit.cli import main
+
+    teacher, corpus = teacher_and_corpus
+    code = main(
+        ["distill", "--student-architecture", "mobilebert", "--bottleneck-size", "13",
+         "--teacher", str(teacher), "--corpus", str(corpus), "--max-steps", "2",
+         "--no-eval", "--no-progress", "--out", str(tmp_path / "run")]
+    )  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "--bottleneck-size 13 is not divisible by the teacher's 4 attention heads" in error
+    assert "use 12 or 16" in error and "Traceback" not in error
