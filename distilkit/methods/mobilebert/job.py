@@ -188,8 +188,7 @@ def run(
             "steps": result.step,
             "seconds": result.elapsed,
             "stopped_by": result.stopped_by,
-            "final_losses": result.last_losses,
-            **trainer.evaluate(),
+            "final_losses": result.last_losses,  # held-out losses: the stage's train_log.jsonl
         }
         save_json(summary, done)
         stage_metrics.append(summary)
