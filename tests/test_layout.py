@@ -41,14 +41,26 @@ def imported_modules(node: ast.AST, known: set[str]) -> set[str]:
     return found
 
 
+def type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    hidden = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            hidden |= {id(child) for statement in node.body for child in ast.walk(statement)}
+    return hidden
+
+
 def import_graph() -> dict[str, set[str]]:
+    """Module -> the distilkit modules it imports when it runs."""
     known = set(modules())
     graph = {}
     for name, path in modules().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = type_checking_only(tree)
         graph[name] = set()
         for node in ast.walk(tree):
-            graph[name] |= imported_modules(node, known) - {name}
+            if id(node) not in skipped:
+                graph[name] |= imported_modules(node, known) - {name}
     return graph
 
 

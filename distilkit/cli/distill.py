@@ -16,6 +16,7 @@ from distilkit.cli.common import (
     weights_parser,
 )
 from distilkit.data.corpus import UNITS
+from distilkit.methods import mobilebert
 from distilkit.methods.general.config import DEFAULT_JOB_BUDGET, DEMO_CORPUS, DistillConfig
 from distilkit.methods.general.job import init_student, run_distillation
 from distilkit.methods.general.mlm_head import MLMHeadConfig, fit_mlm_head
@@ -88,7 +89,38 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "else no deadline)",
     )
     add_training_options(parser)
+    _add_mobilebert_options(parser)
     return parser
+
+
+def _add_mobilebert_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "MobileBERT student (--student-architecture mobilebert): the teacher's depth and "
+        "width between blocks, a thin bottleneck inside each block"
+    )
+    group.add_argument(
+        "--student-architecture",
+        choices=("cut", "mobilebert"),
+        default="cut",
+        help="cut: teacher layers kept (default); mobilebert: Sun et al. (2020)",
+    )
+    group.add_argument(
+        "--bottleneck-size",
+        type=int,
+        help="width inside a block (default: the largest multiple of the teacher's heads <= 128)",
+    )
+    group.add_argument("--ffn-stack", type=int, default=4, help="FFNs per block (default 4)")
+    group.add_argument("--norm", choices=("nonorm", "layernorm"), default="nonorm")
+    group.add_argument("--act", choices=("relu", "gelu"), default="relu")
+    group.add_argument(
+        "--embedding-size", type=int, default=128, help="word-vector width (default 128)"
+    )
+    group.add_argument(
+        "--transfer",
+        choices=mobilebert.job.TRANSFERS,
+        default="progressive",
+        help="layer-wise knowledge transfer before general distillation (default progressive)",
+    )
 
 
 def _corpus_path(value: str) -> str:
@@ -147,6 +179,21 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
 def run_distill(args: argparse.Namespace) -> int:
     config = distill_config_from_args(args)
     out = run_folder(args, "distill")
+    if args.student_architecture == "mobilebert":
+        options = mobilebert.Config(
+            distill=config,
+            bottleneck_size=args.bottleneck_size,
+            ffn_stack=args.ffn_stack,
+            norm=args.norm,
+            act=args.act,
+            embedding_size=args.embedding_size,
+            transfer=args.transfer,
+        )
+        mobilebert.run(
+            options, out, resume=not args.no_resume, evaluate=not args.no_eval,
+            quick_eval=args.quick_eval,
+        )  # fmt: skip
+        return 0
     run_distillation(
         config,
         out,

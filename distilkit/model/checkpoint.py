@@ -1,9 +1,10 @@
 """Hugging Face checkpoint folders in and out.
 
-This module is the one place that knows the parameter names of the two published
-formats. Each map lists our name -> the checkpoint's name, with ``{}`` standing for the
-layer index (torchtune style); ``{p}`` is the backbone prefix (``bert.`` /
-``distilbert.`` in task models, empty in bare encoders).
+This module is the one place that knows the parameter names of the published formats
+(bert, distilbert, mobilebert). Each map lists our name -> the checkpoint's name, with
+``{}`` standing for the layer index (torchtune style); ``{p}`` is the backbone prefix
+(``bert.`` / ``distilbert.`` / ``mobilebert.`` in task models, empty in bare encoders);
+``{f}`` is the index of one of MobileBERT's stacked FFNs.
 """
 
 from __future__ import annotations
@@ -118,6 +119,65 @@ DISTILBERT_HEADS = {
     "token_classification": BERT_HEADS["token_classification"],
     "question_answering": BERT_HEADS["question_answering"],
 }
+_LAYER = "{p}encoder.layer.{}."  # a MobileBERT block in transformers' names
+MOBILEBERT_BACKBONE = {
+    "embeddings.word_embeddings.weight": "{p}embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "{p}embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight": "{p}embeddings.token_type_embeddings.weight",
+    "embeddings.embedding_transformation.weight": "{p}embeddings.embedding_transformation.weight",
+    "embeddings.embedding_transformation.bias": "{p}embeddings.embedding_transformation.bias",
+    "embeddings.layer_norm.weight": "{p}embeddings.LayerNorm.weight",
+    "embeddings.layer_norm.bias": "{p}embeddings.LayerNorm.bias",
+    "layers.{}.input_bottleneck.dense.weight": _LAYER + "bottleneck.input.dense.weight",
+    "layers.{}.input_bottleneck.dense.bias": _LAYER + "bottleneck.input.dense.bias",
+    "layers.{}.input_bottleneck.norm.weight": _LAYER + "bottleneck.input.LayerNorm.weight",
+    "layers.{}.input_bottleneck.norm.bias": _LAYER + "bottleneck.input.LayerNorm.bias",
+    "layers.{}.query_key_bottleneck.dense.weight": _LAYER + "bottleneck.attention.dense.weight",
+    "layers.{}.query_key_bottleneck.dense.bias": _LAYER + "bottleneck.attention.dense.bias",
+    "layers.{}.query_key_bottleneck.norm.weight": _LAYER + "bottleneck.attention.LayerNorm.weight",
+    "layers.{}.query_key_bottleneck.norm.bias": _LAYER + "bottleneck.attention.LayerNorm.bias",
+    "layers.{}.attention.query.weight": _LAYER + "attention.self.query.weight",
+    "layers.{}.attention.query.bias": _LAYER + "attention.self.query.bias",
+    "layers.{}.attention.key.weight": _LAYER + "attention.self.key.weight",
+    "layers.{}.attention.key.bias": _LAYER + "attention.self.key.bias",
+    "layers.{}.attention.value.weight": _LAYER + "attention.self.value.weight",
+    "layers.{}.attention.value.bias": _LAYER + "attention.self.value.bias",
+    "layers.{}.attention.output.weight": _LAYER + "attention.output.dense.weight",
+    "layers.{}.attention.output.bias": _LAYER + "attention.output.dense.bias",
+    "layers.{}.attention_norm.weight": _LAYER + "attention.output.LayerNorm.weight",
+    "layers.{}.attention_norm.bias": _LAYER + "attention.output.LayerNorm.bias",
+    "layers.{}.ffn_stack.{f}.intermediate.weight": _LAYER + "ffn.{f}.intermediate.dense.weight",
+    "layers.{}.ffn_stack.{f}.intermediate.bias": _LAYER + "ffn.{f}.intermediate.dense.bias",
+    "layers.{}.ffn_stack.{f}.output.weight": _LAYER + "ffn.{f}.output.dense.weight",
+    "layers.{}.ffn_stack.{f}.output.bias": _LAYER + "ffn.{f}.output.dense.bias",
+    "layers.{}.ffn_stack.{f}.norm.weight": _LAYER + "ffn.{f}.output.LayerNorm.weight",
+    "layers.{}.ffn_stack.{f}.norm.bias": _LAYER + "ffn.{f}.output.LayerNorm.bias",
+    "layers.{}.ffn.intermediate.weight": _LAYER + "intermediate.dense.weight",
+    "layers.{}.ffn.intermediate.bias": _LAYER + "intermediate.dense.bias",
+    "layers.{}.ffn.output.weight": _LAYER + "output.dense.weight",
+    "layers.{}.ffn.output.bias": _LAYER + "output.dense.bias",
+    "layers.{}.ffn.norm.weight": _LAYER + "output.LayerNorm.weight",
+    "layers.{}.ffn.norm.bias": _LAYER + "output.LayerNorm.bias",
+    "layers.{}.output_bottleneck.weight": _LAYER + "output.bottleneck.dense.weight",
+    "layers.{}.output_bottleneck.bias": _LAYER + "output.bottleneck.dense.bias",
+    "layers.{}.output_bottleneck_norm.weight": _LAYER + "output.bottleneck.LayerNorm.weight",
+    "layers.{}.output_bottleneck_norm.bias": _LAYER + "output.bottleneck.LayerNorm.bias",
+    "pooler.dense.weight": "{p}pooler.dense.weight",
+    "pooler.dense.bias": "{p}pooler.dense.bias",
+}
+MOBILEBERT_HEADS = {
+    **BERT_HEADS,
+    "masked_lm": {
+        **BERT_HEADS["masked_lm"],
+        "head.extra_decoder": "cls.predictions.dense.weight",
+    },
+}
+BACKBONES = {
+    "bert": BERT_BACKBONE,
+    "distilbert": DISTILBERT_BACKBONE,
+    "mobilebert": MOBILEBERT_BACKBONE,
+}
+HEAD_MAPS = {"bert": BERT_HEADS, "distilbert": DISTILBERT_HEADS, "mobilebert": MOBILEBERT_HEADS}
 ARCHITECTURES = {
     ("bert", None): "BertModel",
     ("bert", "masked_lm"): "BertForMaskedLM",
@@ -129,6 +189,11 @@ ARCHITECTURES = {
     ("distilbert", "sequence_classification"): "DistilBertForSequenceClassification",
     ("distilbert", "token_classification"): "DistilBertForTokenClassification",
     ("distilbert", "question_answering"): "DistilBertForQuestionAnswering",
+    ("mobilebert", None): "MobileBertModel",
+    ("mobilebert", "masked_lm"): "MobileBertForMaskedLM",
+    ("mobilebert", "sequence_classification"): "MobileBertForSequenceClassification",
+    ("mobilebert", "token_classification"): "MobileBertForTokenClassification",
+    ("mobilebert", "question_answering"): "MobileBertForQuestionAnswering",
 }
 # RoBERTa and XLM-R: BERT's backbone names under ``roberta.``; their own MLM and
 # sequence-classification heads, BERT's other heads.
@@ -161,8 +226,8 @@ def architecture_name(config: ModelConfig) -> str:
 
 def heads_of(config: ModelConfig) -> dict[str, dict[str, str]]:
     """The head name maps of ``config``'s checkpoint family."""
-    if config.layout == "distilbert":
-        return DISTILBERT_HEADS
+    if config.layout != "bert":
+        return HEAD_MAPS[config.layout]
     return BERT_HEADS if config.family == "bert" else ROBERTA_HEADS
 
 
@@ -170,41 +235,48 @@ def heads_of(config: ModelConfig) -> dict[str, dict[str, str]]:
 # next-sentence head of BertForPreTraining).
 IGNORED = re.compile(
     r"(^|\.)position_ids$|^cls\.predictions\.decoder\.(weight|bias)$|^vocab_projector\.weight$"
-    r"|^cls\.seq_relationship\.|^bert\.embeddings\.position_ids$|^lm_head\.decoder\.(weight|bias)$"
+    r"|^cls\.seq_relationship\.|^(bert|mobilebert)\.embeddings\.position_ids$"
+    r"|^lm_head\.decoder\.(weight|bias)$"
 )
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def name_map(config: ModelConfig, prefix: str) -> dict[str, str]:
     """Our parameter name -> checkpoint name, for every parameter of ``config``'s model."""
-    bert = config.layout == "bert"
-    backbone = BERT_BACKBONE if bert else DISTILBERT_BACKBONE
     mapping: dict[str, str] = {}
-    for ours, theirs in backbone.items():
-        if ours.startswith("pooler.") and not config.with_pooler:
+    for ours, theirs in BACKBONES[config.layout].items():
+        with_pooler = config.with_pooler and config.classifier_activation
+        if ours.startswith("pooler.") and not with_pooler:
             continue
         if ours.startswith("embeddings.token_type") and not config.type_vocab_size:
             continue
-        if "{}" in ours:
-            for index in range(config.num_layers):
-                mapping["backbone." + ours.format(index)] = theirs.format(index, p=prefix)
-        else:
-            mapping["backbone." + ours] = theirs.format(p=prefix)
+        if not config.use_bottleneck and "bottleneck" in ours:
+            continue
+        if ".query_key_bottleneck." in ours and not config.key_query_shared_bottleneck:
+            continue
+        stacked = range(config.num_feedforward_networks - 1) if "{f}" in ours else [None]
+        layers = range(config.num_layers) if "{}" in ours else [None]
+        for index in layers:
+            for ffn in stacked:
+                mapping["backbone." + ours.format(index, f=ffn)] = theirs.format(
+                    index, p=prefix, f=ffn
+                )
     if config.head is not None:
         mapping.update(heads_of(config)[config.head])
     return mapping
 
 
 def _prefix_for(config: ModelConfig, keys: set[str]) -> str:
-    """The backbone prefix a checkpoint uses: ``bert.``/``distilbert.``/``roberta.`` or none."""
+    """The backbone prefix a checkpoint uses: ``bert.``/``distilbert.``/``mobilebert.``/
+    ``roberta.`` or none."""
     prefix = _task_prefix(config)
     return prefix if any(k.startswith(prefix) for k in keys) else ""
 
 
 def _task_prefix(config: ModelConfig) -> str:
     """The backbone prefix of a task model of ``config``'s family."""
-    if config.layout == "distilbert":
-        return "distilbert."
+    if config.layout != "bert":
+        return f"{config.layout}."
     return "bert." if config.family == "bert" else "roberta."
 
 
@@ -292,7 +364,9 @@ def load_model(
         config.num_labels = num_labels
     if label_names is not None:
         config.label_names, config.num_labels = list(label_names), len(label_names)
-    if config.layout == "bert":  # bare MLM checkpoints often have no pooler
+    if config.layout == "mobilebert" and not config.classifier_activation:
+        config.with_pooler = config.head != "masked_lm"  # the [CLS] vector: no weights
+    elif config.layout in ("bert", "mobilebert"):  # bare MLM checkpoints often have no pooler
         prefix = _prefix_for(config, keys)
         config.with_pooler = f"{prefix}pooler.dense.weight" in keys
         if config.head == "sequence_classification" and config.family == "bert":
@@ -367,7 +441,7 @@ def hf_state_dict(model: TransformerModel) -> dict[str, torch.Tensor]:
         if config.family != "bert":
             out["lm_head.decoder.weight"] = word.detach().clone()
             out["lm_head.decoder.bias"] = out["lm_head.bias"].clone()
-        elif config.layout == "bert":
+        elif config.layout in ("bert", "mobilebert"):
             out["cls.predictions.decoder.weight"] = word.detach().clone()
             out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"].clone()
         else:

@@ -18,6 +18,10 @@ It is a speed mode, not a size one: the blocks keep their fp32 parameters beside
 packed int8 weights (so ``save`` still writes the fp32 model); for a small file use the
 ONNX int8 export. The activation scale is per batch, so an example's output moves
 slightly with the batch it is in (as with onnxruntime's dynamic int8).
+
+MobileBERT blocks (:mod:`distilkit.model.mobilebert`) have a dozen small matmuls rather
+than four; there every ``nn.Linear`` inside a block becomes an :class:`Int8Linear` with
+the same dynamic int8 GEMM, and the block's own code runs unchanged.
 """
 
 from __future__ import annotations
@@ -111,6 +115,41 @@ class Int8Block(TransformerBlock):
         raise Int8Error("an int8 model does not return attention maps: ask the fp32 model for them")
 
 
+class Int8Linear(nn.Linear):
+    """An ``nn.Linear`` that multiplies in int8 (inference only); keeps its fp32 weights."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__(linear.in_features, linear.out_features)
+        self.load_state_dict(linear.state_dict())
+        with torch.no_grad():
+            self._packed = _pack(self.weight, self.bias)
+
+    def __deepcopy__(self, memo):
+        raise Int8Error("an int8 model cannot be copied: quantize a copy of the fp32 model")
+
+    def train(self, mode: bool = True) -> Int8Linear:
+        if mode:
+            raise Int8Error("an int8 model is for inference only: train the fp32 model")
+        return super().train(False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(..., in)`` -> ``(..., out)`` fp32."""
+        if torch.is_grad_enabled() and hidden.requires_grad:
+            raise Int8Error("an int8 model is for inference only: run it under torch.no_grad()")
+        flat = hidden.float().reshape(-1, self.in_features).contiguous()
+        out = torch.ops.quantized.linear_dynamic(flat, self._packed, False)
+        return out.view(*hidden.shape[:-1], self.out_features)
+
+
+def _quantize_linears(module: nn.Module) -> None:
+    """Swap every ``nn.Linear`` below ``module`` for an :class:`Int8Linear`, in place."""
+    for name, child in module.named_children():
+        if type(child) is nn.Linear:
+            setattr(module, name, Int8Linear(child))
+        else:
+            _quantize_linears(child)
+
+
 def quantize_model(model: TransformerModel) -> TransformerModel:
     """A copy of ``model`` (fp32 or bf16; left unchanged) with int8 transformer blocks.
 
@@ -123,12 +162,15 @@ def quantize_model(model: TransformerModel) -> TransformerModel:
         )
     if not isinstance(model, TransformerModel):
         raise Int8Error(f"quantize_model takes a TransformerModel, got {type(model).__name__}")
-    if any(isinstance(block, Int8Block) for block in model.backbone.layers):
+    if is_int8(model):
         raise Int8Error("this model is already quantized")
     quantized = copy.deepcopy(model).float().eval()
     layers = quantized.backbone.layers
     for index, block in enumerate(layers):
-        layers[index] = Int8Block(block, quantized.config)
+        if quantized.config.layout == "mobilebert":
+            _quantize_linears(block)
+        else:
+            layers[index] = Int8Block(block, quantized.config)
     for parameter in quantized.parameters():
         parameter.requires_grad_(False)
     return quantized
@@ -136,4 +178,4 @@ def quantize_model(model: TransformerModel) -> TransformerModel:
 
 def is_int8(model: nn.Module) -> bool:
     """Whether ``model`` contains int8 blocks."""
-    return any(isinstance(module, Int8Block) for module in model.modules())
+    return any(isinstance(module, Int8Block | Int8Linear) for module in model.modules())

@@ -4,7 +4,9 @@ Read top to bottom: embeddings -> self-attention -> feed-forward -> transformer 
 -> backbone (the stack) -> heads -> :class:`TransformerModel` (backbone + optional head).
 
 Both layouts are the same post-LayerNorm transformer; they differ only in the
-embeddings (BERT adds token-type vectors) and the pooler (BERT only). Parameter names
+embeddings (BERT adds token-type vectors) and the pooler (BERT only). A third layout,
+MobileBERT's thin bottleneck block, lives in :mod:`distilkit.model.mobilebert` and plugs
+into the same backbone. Parameter names
 here are our own; ``model/checkpoint.py`` is the one place that maps them to the names in
 Hugging Face ``bert`` and ``distilbert`` checkpoints.
 
@@ -39,6 +41,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.model.config import ModelConfig
+from distilkit.model.mobilebert import (
+    FirstTokenPooler,
+    MobileBertBlock,
+    MobileBertEmbeddings,
+    MobileBertMaskedLMHead,
+)
 
 
 def activation_fn(name: str):
@@ -431,9 +439,13 @@ class Backbone(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.num_layers))
+        mobile = config.layout == "mobilebert"
+        self.embeddings = MobileBertEmbeddings(config) if mobile else Embeddings(config)
+        block = MobileBertBlock if mobile else TransformerBlock
+        self.layers = nn.ModuleList(block(config) for _ in range(config.num_layers))
         self.pooler = Pooler(config) if config.with_pooler else None
+        if mobile and config.with_pooler and not config.classifier_activation:
+            self.pooler = FirstTokenPooler()
 
     def forward(
         self,
@@ -627,7 +639,8 @@ class TransformerModel(nn.Module):
         self.backbone = Backbone(config)
         self.head: nn.Module | None = None
         if config.head == "masked_lm":
-            self.head = MaskedLMHead(config, self.backbone.embeddings.word_embeddings)
+            mlm_head = MobileBertMaskedLMHead if config.layout == "mobilebert" else MaskedLMHead
+            self.head = mlm_head(config, self.backbone.embeddings.word_embeddings)
         elif config.head == "sequence_classification":
             self.head = SequenceClassificationHead(config)
         elif config.head == "token_classification":
@@ -670,7 +683,7 @@ class TransformerModel(nn.Module):
             output_attention_scores=output_attention_scores,
         )
         logits = None
-        if isinstance(self.head, MaskedLMHead):
+        if isinstance(self.head, MaskedLMHead | MobileBertMaskedLMHead):
             logits = self.head(encoded.last_hidden_state)
         elif self.head is not None:
             logits = self.head(encoded)
@@ -682,7 +695,7 @@ class TransformerModel(nn.Module):
         Distillation applies the head to masked positions only, which saves most of
         the ``hidden x vocab`` matmul.
         """
-        if not isinstance(self.head, MaskedLMHead):
+        if not isinstance(self.head, MaskedLMHead | MobileBertMaskedLMHead):
             raise ValueError(
                 "this model has no masked-LM head: fit one with `distilkit fit-mlm-head` "
                 "or load a checkpoint that has one"

@@ -227,6 +227,38 @@ def hidden_mse_loss(
     return _mean_or_zero(squared.sum(), squared.numel())
 
 
+def feature_map_transfer_loss(
+    student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    attention_mask: Tensor | None = None,
+    statistics_weight: float = 1.0,
+    eps: float = 1e-5,
+) -> Tensor:
+    """MobileBERT's feature-map transfer, normalised as the paper does.
+
+    The MSE between the feature maps is decomposed into the discrepancy of the normalised
+    maps and of their statistics (Sun et al., 2020, section 3.5; the official code's
+    ``layer_output`` loss): per real token, with ``mu``, ``var`` the mean and (biased)
+    variance over the feature axis and ``n(x) = (x - mu) / sqrt(var + eps)``,
+    ``mean_f (n(s) - n(t))^2 + statistics_weight * ((mu_s - mu_t)^2 + |var_s - var_t|)``,
+    averaged over the real tokens. student_hidden, teacher_hidden: ``(batch, seq,
+    hidden)`` of equal width (MobileBERT keeps the teacher's width between blocks);
+    attention_mask: ``(batch, seq)``, None = all tokens.
+    """
+    _check_hidden(student_hidden, teacher_hidden, "feature maps must have the teacher's width")
+    selected = _selection(attention_mask, student_hidden.shape[:-1], student_hidden.device)
+    student, teacher = student_hidden[selected], teacher_hidden.detach()[selected]  # (tokens, H)
+    student_var, student_mean = torch.var_mean(student, dim=-1, correction=0)  # (tokens,)
+    teacher_var, teacher_mean = torch.var_mean(teacher, dim=-1, correction=0)
+    student_normalised = (student - student_mean[:, None]) / (student_var[:, None] + eps).sqrt()
+    teacher_normalised = (teacher - teacher_mean[:, None]) / (teacher_var[:, None] + eps).sqrt()
+    normalised = student_normalised - teacher_normalised  # (tokens, H)
+    per_token = normalised.pow(2).mean(dim=-1) + statistics_weight * (
+        (student_mean - teacher_mean).pow(2) + (student_var - teacher_var).abs()
+    )
+    return _mean_or_zero(per_token.sum(), per_token.numel())
+
+
 def _mean_pooled(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """``(batch, hidden)`` averages of the real tokens of ``(batch, seq, hidden)``."""
     mask = _selection(attention_mask, hidden.shape[:-1], hidden.device).to(hidden.dtype)

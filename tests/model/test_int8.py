@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_early_exit import TEXTS, classifier, early_exit_model
+from early_exit_helpers import TEXTS, classifier, early_exit_model
 
 from distilkit.encoder import Encoder, load
 from distilkit.model.int8 import Int8Block, Int8Error, int8_available, is_int8, quantize_model

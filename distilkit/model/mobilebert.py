@@ -1,0 +1,311 @@
+"""MobileBERT's layout (Sun et al., 2020): a deep, thin encoder, top to bottom.
+
+The student keeps the teacher's depth and its width *between* blocks (``hidden_size``),
+so every block output can be matched to the teacher's feature map; inside a block a
+linear bottleneck narrows the stream to ``intra_bottleneck_size`` (``true_hidden_size``),
+attention and a stack of ``num_feedforward_networks`` FFNs run at that width, and a
+second linear restores ``hidden_size``. NoNorm (an element-wise affine) may stand in for
+LayerNorm and ReLU for GELU, for speed. Word vectors are ``embedding_size`` wide; with
+``trigram_input`` each token's vector is concatenated with its neighbours' (a width-3
+convolution) before a linear maps them to ``hidden_size``.
+
+The arithmetic follows transformers' ``MobileBertModel`` step for step, quirks
+included (two norms ignore ``layer_norm_eps``), so its checkpoints load with the same
+outputs; ``checkpoint.py`` maps the parameter names. The modules here plug into
+:class:`distilkit.model.modeling.Backbone`: a block offers the same ``forward_fast`` (packed
+real tokens, fused attention) and ``forward_explicit`` (attention maps returned) paths
+as the BERT block.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distilkit.model.config import ModelConfig
+
+if TYPE_CHECKING:
+    from distilkit.model.modeling import Padding
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+TRANSFORMERS_DEFAULT_EPS = 1e-5  # nn.LayerNorm's default, which two of its norms keep
+
+
+class NoNorm(nn.Module):
+    """MobileBERT's replacement for LayerNorm: ``x * weight + bias``, no statistics."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.bias = nn.Parameter(torch.zeros(size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden * self.weight + self.bias
+
+
+def make_norm(config: ModelConfig, size: int, eps: float | None = None) -> nn.Module:
+    """LayerNorm (with ``eps``, default ``config.layer_norm_eps``) or NoNorm, per config."""
+    if config.normalization_type == "no_norm":
+        return NoNorm(size)
+    return nn.LayerNorm(size, eps=config.layer_norm_eps if eps is None else eps)
+
+
+# ----------------------------------------------------------------------------- embeddings
+class MobileBertEmbeddings(nn.Module):
+    """Word vectors (``embedding_size``; trigram-concatenated if asked) -> Linear to
+    ``hidden_size``, plus position and token-type vectors, then the norm and dropout."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.trigram_input = config.trigram_input
+        embedding_size = config.word_embedding_size
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, embedding_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        inputs = embedding_size * (3 if config.trigram_input else 1)
+        self.embedding_transformation = nn.Linear(inputs, config.hidden_size)
+        # transformers applies the transformation only when it changes something
+        self.transform = config.trigram_input or embedding_size != config.hidden_size
+        self.layer_norm = make_norm(config, config.hidden_size, TRANSFORMERS_DEFAULT_EPS)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden)`` input vectors."""
+        seq_len = input_ids.shape[1]
+        if seq_len > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"input has {seq_len} tokens but the model has only "
+                f"{self.position_embeddings.num_embeddings} positions: truncate the text"
+            )
+        words = self.word_embeddings(input_ids)  # (B, T, E)
+        if self.trigram_input:
+            following = F.pad(words[:, 1:], (0, 0, 0, 1))  # token t+1, zeros past the end
+            preceding = F.pad(words[:, :-1], (0, 0, 1, 0))  # token t-1, zeros before the start
+            words = torch.cat([following, words, preceding], dim=-1)  # (B, T, 3E)
+        if self.transform:
+            words = self.embedding_transformation(words)  # (B, T, H)
+        vectors = words + self.position_embeddings.weight[:seq_len]
+        if token_type_ids is None:
+            vectors = vectors + self.token_type_embeddings.weight[0]
+        else:
+            vectors = vectors + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(vectors))
+
+
+# ----------------------------------------------------------------------------- the block
+class Bottleneck(nn.Module):
+    """``norm(Linear(hidden -> bottleneck))``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intra_bottleneck_size)
+        self.norm = make_norm(config, config.intra_bottleneck_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.dense(hidden))
+
+
+class FeedForwardNorm(nn.Module):
+    """One stacked FFN: ``norm(x + Linear(act(Linear(x))))`` at the block's inner width."""
+
+    def __init__(self, config: ModelConfig, eps: float | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.intermediate = nn.Linear(config.true_hidden_size, config.intermediate_size)
+        self.output = nn.Linear(config.intermediate_size, config.true_hidden_size)
+        self.norm = make_norm(config, config.true_hidden_size, eps)
+        self.activation = ACTIVATIONS[config.hidden_act]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        inner = self.activation(self.intermediate(hidden))  # (..., I)
+        return self.norm(hidden + self.dropout(self.output(inner)))
+
+
+class MobileBertAttention(nn.Module):
+    """Multi-head attention at the inner width; Q, K and V may read different inputs."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        inner = config.true_hidden_size
+        self.num_heads, self.head_dim = config.num_heads, config.head_dim
+        value_input = inner if config.use_bottleneck_attention else config.hidden_size
+        self.query = nn.Linear(inner, inner)
+        self.key = nn.Linear(inner, inner)
+        self.value = nn.Linear(value_input, inner)
+        self.output = nn.Linear(inner, inner)
+        self.dropout_p = config.attention_dropout
+        self.dropout = nn.Dropout(config.attention_dropout)
+
+    def attend(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, padding: Padding
+    ) -> torch.Tensor:
+        """Packed projections, each ``(tokens, inner)`` -> context ``(tokens, inner)``."""
+        qkv = padding.pad(torch.cat([query, key, value], dim=-1))  # (B, T, 3 * inner)
+        qkv = qkv.view(padding.batch, padding.seq, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, d)
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=padding.key_mask,
+            dropout_p=self.dropout_p if self.training else 0.0,
+        )  # (B, heads, T, d)
+        return padding.unpad(context.transpose(1, 2))
+
+    def explicit(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projections ``(B, T, inner)`` -> (context ``(B, T, inner)``, probabilities and
+        pre-softmax scores ``(B, heads, T, T)``; padded keys get zero probability)."""
+        batch, seq, _ = query.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, T, inner) -> (B, heads, T, d)
+            return x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+
+        scores = heads(query) @ heads(key).transpose(-1, -2) / math.sqrt(self.head_dim)
+        masked = scores
+        if key_mask is not None:
+            masked = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+        probs = masked.softmax(dim=-1)  # (B, heads, T, T)
+        context = (self.dropout(probs) @ heads(value)).transpose(1, 2).reshape(batch, seq, -1)
+        return context, probs, scores
+
+
+class MobileBertBlock(nn.Module):
+    """One MobileBERT block, ``(..., hidden)`` -> ``(..., hidden)``.
+
+    ``x_in = norm(W_in x)`` (bottleneck); attention on Q/K from ``x`` or a shared
+    bottleneck of it, V from ``x`` (or ``x_in``); ``a = norm(x_in + W_o attn)``; each
+    stacked FFN ``a = norm(a + FFN(a))``; the last FFN likewise, then
+    ``out = norm(x + W_out a)`` (the output bottleneck). Without a bottleneck,
+    ``x_in = x`` and the output bottleneck is absent.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.use_bottleneck = config.use_bottleneck
+        self.bottleneck_attention = config.use_bottleneck_attention
+        self.input_bottleneck = Bottleneck(config) if config.use_bottleneck else None
+        self.query_key_bottleneck = (
+            Bottleneck(config)
+            if config.use_bottleneck and config.key_query_shared_bottleneck
+            else None
+        )
+        self.attention = MobileBertAttention(config)
+        self.attention_norm = make_norm(config, config.true_hidden_size)
+        self.dropout = nn.Dropout(0.0 if config.use_bottleneck else config.hidden_dropout)
+        self.ffn_stack = nn.ModuleList(
+            FeedForwardNorm(config) for _ in range(config.num_feedforward_networks - 1)
+        )
+        self.ffn = FeedForwardNorm(
+            config,
+            eps=TRANSFORMERS_DEFAULT_EPS,
+            dropout=0.0 if config.use_bottleneck else config.hidden_dropout,
+        )
+        self.output_bottleneck = None
+        if config.use_bottleneck:
+            self.output_bottleneck = nn.Linear(config.true_hidden_size, config.hidden_size)
+            self.output_bottleneck_norm = make_norm(config, config.hidden_size)
+            self.output_dropout = nn.Dropout(config.hidden_dropout)
+
+    def _inputs(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(query input, key input, value input, residual) for the attention."""
+        if self.input_bottleneck is None:
+            return hidden, hidden, hidden, hidden
+        inner = self.input_bottleneck(hidden)  # (..., b)
+        if self.bottleneck_attention:
+            return inner, inner, inner, inner
+        if self.query_key_bottleneck is not None:
+            shared = self.query_key_bottleneck(hidden)  # (..., b)
+            return shared, shared, hidden, inner
+        return hidden, hidden, hidden, inner
+
+    def _after_attention(
+        self, hidden: torch.Tensor, context: torch.Tensor, residual: torch.Tensor
+    ) -> torch.Tensor:
+        attended = self.attention_norm(residual + self.dropout(self.attention.output(context)))
+        for ffn in self.ffn_stack:
+            attended = ffn(attended)
+        attended = self.ffn(attended)  # (..., inner)
+        if self.output_bottleneck is None:
+            return attended
+        widened = self.output_dropout(self.output_bottleneck(attended))  # (..., hidden)
+        return self.output_bottleneck_norm(hidden + widened)
+
+    def forward_fast(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Packed real tokens ``(tokens, hidden)`` -> ``(tokens, hidden)``."""
+        query_in, key_in, value_in, residual = self._inputs(hidden)
+        attention = self.attention
+        context = attention.attend(
+            attention.query(query_in), attention.key(key_in), attention.value(value_in), padding
+        )
+        return self._after_attention(hidden, context, residual)
+
+    # no fused oneDNN kernels for this block: the fast path serves inference too
+    forward_onednn = forward_fast
+
+    def forward_explicit(
+        self, hidden: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, T, hidden)`` -> (``(B, T, hidden)``, probabilities and scores, each
+        ``(B, heads, T, T)``)."""
+        query_in, key_in, value_in, residual = self._inputs(hidden)
+        attention = self.attention
+        context, probs, scores = attention.explicit(
+            attention.query(query_in), attention.key(key_in), attention.value(value_in), key_mask
+        )
+        return self._after_attention(hidden, context, residual), probs, scores
+
+
+# ----------------------------------------------------------------------------- pooler, MLM head
+class FirstTokenPooler(nn.Module):
+    """The pooler of a MobileBERT with ``classifier_activation=False``: the [CLS] vector."""
+
+    def forward(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        return last_hidden_state[:, 0]
+
+
+class MobileBertMaskedLMHead(nn.Module):
+    """``LN(act(W h))`` times a decoder of the (tied) word vectors stacked with
+    ``hidden_size - embedding_size`` extra learned rows, plus a bias: ``(..., vocab)``."""
+
+    def __init__(self, config: ModelConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACTIVATIONS[config.hidden_act]
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        extra = config.hidden_size - config.word_embedding_size
+        if extra < 0:
+            raise ValueError(
+                f"embedding_size {config.word_embedding_size} exceeds hidden_size "
+                f"{config.hidden_size}: MobileBERT's masked-LM head needs embedding_size <= "
+                "hidden_size"
+            )
+        self.extra_decoder = nn.Parameter(
+            torch.randn(extra, config.vocab_size) * config.initializer_range
+        )
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        # a list, so the tied weight is not registered twice
+        self.word_embeddings = [word_embeddings]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.layer_norm(self.activation(self.transform(hidden)))  # (..., H)
+        decoder = torch.cat([self.word_embeddings[0].weight.t(), self.extra_decoder])  # (H, V)
+        return hidden @ decoder + self.bias
