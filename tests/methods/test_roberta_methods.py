@@ -100,7 +100,8 @@ def test_bilstm_early_exit_and_bench_on_a_roberta_teacher(workspace, tmp_path: P
     # Tang et al.'s BiLSTM on the teacher's logits: it starts from RoBERTa's word embeddings
     assert run(["distill-bilstm", "--teacher", teacher, "--task", workspace["task"],
                 "--no-augment", "--hidden-size", "5", "--mlp-size", "7", "--max-length", "20",
-                "--batch-size", "8", "--max-steps", "6", "--eval-every", "3", "--checkpoint-every", "100", *QUICK,
+                "--batch-size", "8", "--max-steps", "6", "--eval-every", "3",
+                "--checkpoint-every", "100", *QUICK,
                 "--out", tmp_path / "bilstm"]) == 0  # fmt: skip
     metrics = json.loads((tmp_path / "bilstm" / "metrics.json").read_text())
     vocab = json.loads((teacher / "config.json").read_text())["vocab_size"]
