@@ -26,10 +26,10 @@ from distilkit.deploy.search import SearchIndex
 from distilkit.encoder import load
 from distilkit.evaluate import report
 from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.model_figure import plot_model_summary
 from distilkit.evaluate.plotting import (
     parameter_groups,
     plot_embedding_report,
-    plot_model_summary,
     project_2d,
 )
 from distilkit.model.hub import resolve
@@ -60,7 +60,8 @@ def add_info_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="also draw parameters per block and layer types to this image",
+        help="also draw the network (embeddings -> blocks -> pooling, with output shapes and "
+        "parameters per stage), parameters per block and layer types to this image",
     )
     parser.add_argument(
         "--all-arrays", action="store_true", help=f"list every array, not the first {ARRAYS_SHOWN}"
@@ -91,7 +92,11 @@ def run_info(args: argparse.Namespace) -> int:
         for name, count in groups.items():
             print(f"{name:<16} {count:>14,} {count / total:>7.1%}")
     if args.plot:
-        path = plot_model_summary(info, args.plot, title=args.model)
+        recipe, dim = None, None
+        if hasattr(encoder, "describe_recipe"):  # a sentence encoder (not an ONNX file)
+            recipe = encoder.describe_recipe()
+            dim = encoder.sentence.output_dim(encoder.config.hidden_size)
+        path = plot_model_summary(info, args.plot, title=args.model, recipe=recipe, output_dim=dim)
         print(f"wrote {path}", file=notes)
     return 0
 

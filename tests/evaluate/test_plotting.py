@@ -17,11 +17,11 @@ from distilkit.evaluate.plotting import (
     pca_2d,
     plot_embedding_report,
     plot_embeddings,
-    plot_model_summary,
     plot_token_heatmap,
     project_2d,
     spread_out,
 )
+from distilkit.evaluate.model_figure import model_stages, plot_model_summary
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.summary import model_info
