@@ -196,7 +196,9 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--index", metavar="FILE.npz", help="save the collection's vectors here and reuse them"
     )
     add_pooling_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
     add_dtype_argument(parser)
     return parser
@@ -301,7 +303,7 @@ def add_tokenize_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "and the character span each piece comes from.",
     )
     add_model_argument(parser)
-    parser.add_argument("text", metavar="TEXT")
+    parser.add_argument("text", metavar="TEXT", help="the text to split into word pieces")
     return parser
 
 
@@ -357,7 +359,9 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
     )
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")
     add_pooling_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
+    )
     parser.add_argument(
         "--annotate",
         type=int,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_plotting import assert_drawn
+from conftest import assert_drawn
 
 import distilkit
 from distilkit.cli.main import main
