@@ -441,6 +441,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
 
@@ -458,6 +459,7 @@ def run_compare(args: argparse.Namespace) -> int:
         static_baseline_of=args.models[0] if args.static_baseline else None,
         protocol=protocol,
         pooling=args.pooling,
+        progress=not args.no_progress,
     )
     print(report.format_table(rows))
     reference = encoders[args.models[0]]
