@@ -95,9 +95,7 @@ def model_stages(
             )
         )
     if "pooler" in groups:
-        detail = "[CLS] vector -> dense, tanh" + (
-            " (beside the sentence vector, which pools the last block)" if recipe else ""
-        )
+        detail = "[CLS] -> dense, tanh" + (" (the sentence vector skips it)" if recipe else "")
         stages.append(Stage("pooler", detail, f"(batch, {hidden})", groups["pooler"], "out"))
     head = config.get("head")
     if head:
