@@ -67,6 +67,7 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
 
@@ -91,6 +92,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
         model_name=args.model,
         seed=args.seed,
         batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
     )
     print(
         f"probe: {report.train_count:,} train and {report.test_count:,} test texts, "

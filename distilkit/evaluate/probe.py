@@ -4,8 +4,8 @@ classes, and how much better than context-free word vectors?
 A probe is a small classifier trained on frozen features (the Wolfram DistilBERT page's
 "train a classifier on the embeddings" step):
 
-- ``logistic``: a logistic regression (standardised features, the fixed C of the main
-  job's SST-2 probe) on the model's sentence vectors (its own pooling);
+- ``logistic``: the main job's SST-2 probe (:func:`~distilkit.evaluate.sentence.probe_predictions`,
+  a logistic regression on standardised features) on the model's sentence vectors;
 - ``token-max``: Wolfram's head, a linear layer applied to every token vector and
   max-pooled over the tokens, ``logits = max_t (W h_t + b)``, trained with Adam on
   standardised token vectors.
@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from distilkit.data.tables import AUTO_TEXT_COLUMNS, InputError, read_table
-from distilkit.evaluate.sentence import PROBE_C, PROBE_MAX_ITER, static_embeddings
+from distilkit.evaluate.plotting import _label_order
+from distilkit.evaluate.sentence import probe_predictions, static_embeddings
 
 if TYPE_CHECKING:
     from distilkit.encoder import Encoder
@@ -168,22 +169,6 @@ def word_vector_embedder(
 
 
 # ----------------------------------------------------------------------------- classifiers
-def fit_logistic(
-    train: np.ndarray, labels: np.ndarray, test: np.ndarray, seed: int = 0
-) -> np.ndarray:
-    """Test predictions of the main job's probe (standardised logistic regression)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(
-        StandardScaler(),
-        LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER, random_state=seed),
-    )
-    probe.fit(train, labels)
-    return probe.predict(test)
-
-
 class TokenMaxHead(nn.Module):
     """Wolfram's classifier: a linear map of every token vector, max-pooled over tokens."""
 
@@ -271,14 +256,6 @@ class ProbeReport:
         return "\n".join(lines)
 
 
-def _label_order(labels: Sequence[str]) -> list[str]:
-    distinct = sorted(set(labels))
-    try:
-        return sorted(distinct, key=float)
-    except ValueError:
-        return distinct
-
-
 def _row(name: str, predictions: np.ndarray, truth: np.ndarray, classes: int) -> ProbeRow:
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (truth, predictions), 1)
@@ -294,10 +271,12 @@ def run_probe(
     model_name: str = "model",
     seed: int = 0,
     batch_size: int = 64,
+    progress: bool | None = None,
 ) -> ProbeReport:
     """Train ``classifier`` on the frozen ``encoder``'s vectors of ``train``, score it on
     ``test``, with the static ``baseline`` ("static": the model's averaged input
-    embeddings; a path: a GloVe/word2vec text file; None: none) beside it."""
+    embeddings; a path: a GloVe/word2vec text file; None: none) beside it. ``progress``:
+    the encoding bar on stderr (None: for more than 20 batches)."""
     if classifier not in CLASSIFIERS:
         raise InputError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
     names = _label_order(train.labels)
@@ -318,8 +297,9 @@ def run_probe(
     chance = 100.0 * float((y_test == counts.argmax()).mean())
     report = ProbeReport(names, len(train.texts), len(test.texts), chance)
     if classifier == "logistic":
-        features = encoder.embed(train.texts + test.texts, batch_size=batch_size)
-        predictions = fit_logistic(
+        texts = train.texts + test.texts
+        features = encoder.embed(texts, batch_size=batch_size, progress=progress)
+        predictions = probe_predictions(
             features[: len(y_train)], y_train, features[len(y_train) :], seed
         )
         recipe = encoder.describe_recipe() if hasattr(encoder, "describe_recipe") else "mean"
@@ -339,7 +319,7 @@ def run_probe(
             embed = word_vector_embedder(*vectors)
             name = f"static: averaged vectors of {Path(baseline).name}"
         features = embed(train.texts + test.texts)
-        predictions = fit_logistic(
+        predictions = probe_predictions(
             features[: len(y_train)], y_train, features[len(y_train) :], seed
         )
         report.rows.append(_row(name + " (logistic regression)", predictions, y_test, len(names)))

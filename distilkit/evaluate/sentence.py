@@ -159,22 +159,31 @@ def probe_accuracy(
 
     C and max_iter are the module constants :data:`PROBE_C` and :data:`PROBE_MAX_ITER`.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if len(train_features) != len(train_labels) or len(dev_features) != len(dev_labels):
         raise ValueError("features and labels must have the same number of rows")
     if len(np.unique(train_labels)) < 2:
         raise ValueError("the probe's training labels have a single class: it cannot learn")
     if len(dev_labels) == 0:
         raise ValueError("the dev set is empty")
+    predictions = probe_predictions(train_features, train_labels, dev_features, seed)
+    return 100.0 * float((predictions == dev_labels).mean())
+
+
+def probe_predictions(
+    train_features: np.ndarray, train_labels: np.ndarray, features: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Labels ``(n,)`` that the probe (standardised logistic regression, :data:`PROBE_C`)
+    fitted on ``train_features`` gives the rows of ``features``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(
         StandardScaler(),
         LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER, random_state=seed),
     )
     probe.fit(train_features, train_labels)
-    return 100.0 * float((probe.predict(dev_features) == dev_labels).mean())
+    return probe.predict(features)
 
 
 # --------------------------------------------------------------------------- embedders
