@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,3 +181,17 @@ def minilm_folder() -> Path:
     from distilkit.model.hub import embedded_folder
 
     return embedded_folder()
+
+
+def read_png(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return imread(path)
+
+
+def assert_drawn(path: Path, min_width: int = 600) -> None:
+    """A real picture: a PNG of reasonable width that is not one flat colour."""
+    image = read_png(path)
+    assert image.shape[1] >= min_width
+    assert image[..., :3].std() > 0.05

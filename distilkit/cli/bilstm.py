@@ -66,7 +66,9 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", help="teacher-logit cache (default: teacher_cache beside --out)"
     )
-    parser.add_argument("--teacher-batch-size", type=int)
+    parser.add_argument(
+        "--teacher-batch-size", type=int, help="texts per teacher forward pass for its logits (128)"
+    )
     parser.add_argument("--hidden-size", type=int, help="BiLSTM units per direction (150)")
     parser.add_argument("--mlp-size", type=int, help="width of the BiLSTM head's ReLU layer (200)")
     parser.add_argument("--max-length", type=int, help="tokens per sentence for a BiLSTM (128)")

@@ -42,7 +42,9 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "accuracy change on labelled check data).",
     )
     parser.add_argument("model", metavar="MODEL", help="checkpoint folder or model name")
-    parser.add_argument("--onnx", type=Path, required=True, metavar="OUT.onnx")
+    parser.add_argument(
+        "--onnx", type=Path, required=True, metavar="OUT.onnx", help="the ONNX file to write"
+    )
     parser.add_argument("--int8", action="store_true", help="dynamic int8 quantization")
     parser.add_argument(
         "--opset",
@@ -119,7 +121,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument("--data", type=Path, help="texts (and labels); default: SST-2 dev")
     parser.add_argument("--limit", type=int, help="use only the first N texts")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per batch (32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per engine")
     parser.add_argument("--latency-texts", type=int, default=100, help="batch-1 timings")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
@@ -217,7 +219,12 @@ def add_train_early_exit_parser(
     )
     parser.add_argument("--thresholds", type=float, nargs="+", help="curve thresholds")
     parser.add_argument("--timed", action="store_true", help="also time each threshold on dev")
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="softmax temperature of the self-distillation KL (1)",
+    )
     parser.add_argument("--width", type=int, default=128, help="branch width (FastBERT: 128)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per text")
     add_training_options(parser)
@@ -276,8 +283,15 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--host", default=defaults.host, help="address to bind (default: loopback only)"
     )
-    parser.add_argument("--port", type=int, default=defaults.port)
-    parser.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=defaults.dtype)
+    parser.add_argument(
+        "--port", type=int, default=defaults.port, help=f"TCP port (default {defaults.port})"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16", "int8"),
+        default=defaults.dtype,
+        help=f"weights to serve with (default {defaults.dtype}; int8: quantized blocks)",
+    )
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--pooling", default=defaults.pooling, help="mean | cls | max | last (default mean)"
@@ -303,7 +317,12 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="tokens per text (default: the model's limit); longer texts get 413 unless "
         "the request truncates",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=defaults.max_body_bytes,
+        help=f"larger request bodies get 413 (default {defaults.max_body_bytes:,})",
+    )
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no key)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="processes")
     parser.add_argument("--served-model-name", help="the model name in responses")

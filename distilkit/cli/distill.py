@@ -55,7 +55,11 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument(
         "--layout", choices=("bert", "distilbert"), help="student layout (default: the teacher's)"
     )
-    parser.add_argument("--student-init", choices=("teacher", "random"))
+    parser.add_argument(
+        "--student-init",
+        choices=("teacher", "random"),
+        help="start the student from the teacher's layers (default) or at random (ablation)",
+    )
     parser.add_argument("--max-len", type=int, help="tokens per training sequence (default 128)")
     parser.add_argument(
         "--corpus-unit",
@@ -68,7 +72,9 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         default=None,
         help="fill sequences with consecutive units (default: one unit per sequence)",
     )
-    parser.add_argument("--temperature", type=float)
+    parser.add_argument(
+        "--temperature", type=float, help="softmax temperature of the soft targets (default 2)"
+    )
     parser.add_argument(
         "--weights",
         type=weights_parser(WEIGHT_NAMES, "ce=5,mlm=2,cos=1"),
@@ -207,14 +213,29 @@ def run_distill(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- init-student
 def add_init_student_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "init-student", help="cut a student out of a teacher's layers (no training)"
+        "init-student",
+        help="cut a student out of a teacher's layers (no training)",
+        description="Copy the embeddings and a choice of the teacher's blocks into a "
+        "shallower student and save it (a Hugging Face and sentence-transformers folder); "
+        "with --strategy auto the blocks are chosen by scoring every subset on sample text.",
     )
-    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "teacher", nargs="?", default=DEFAULT_MODEL, help=f"the teacher (default {DEFAULT_MODEL})"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the student folder to write")
     parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="auto")
-    parser.add_argument("--layers", type=parse_layers)
-    parser.add_argument("--layout", choices=("bert", "distilbert"))
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="auto",
+        help="how to choose the teacher layers (default auto)",
+    )
+    parser.add_argument(
+        "--layers", type=parse_layers, help="teacher layers to keep instead, e.g. 0,3,5"
+    )
+    parser.add_argument(
+        "--layout", choices=("bert", "distilbert"), help="student layout (default: the teacher's)"
+    )
     parser.add_argument("--corpus", nargs="+", help="sample text for --strategy auto")
     parser.add_argument(
         "--sample",
@@ -256,10 +277,17 @@ def add_fit_mlm_head_parser(subparsers: argparse._SubParsersAction) -> argparse.
     parser = subparsers.add_parser(
         "fit-mlm-head",
         help="give a teacher without one a masked-LM head (so distill can use all losses)",
+        description="Train a masked-LM head (and optionally the top --train-layers blocks) on "
+        "a corpus for a teacher that has none, report its held-out top-1 accuracy and save "
+        "the teacher with the head.",
     )
-    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
+    parser.add_argument(
+        "teacher", nargs="?", default=DEFAULT_MODEL, help=f"the teacher (default {DEFAULT_MODEL})"
+    )
     parser.add_argument("--out", type=Path, help="run folder (default runs/mlm-head-<time>)")
-    parser.add_argument("--corpus", nargs="+")
+    parser.add_argument(
+        "--corpus", nargs="+", help="text files or folders to train on (default: the demo corpus)"
+    )
     parser.add_argument(
         "--train-layers",
         type=int,

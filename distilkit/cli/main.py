@@ -25,6 +25,7 @@ from distilkit import __version__
 from distilkit.cli import bilstm as cli_bilstm
 from distilkit.cli import deploy as cli_deploy
 from distilkit.cli import distill as cli_distill
+from distilkit.cli import inspect as cli_inspect
 from distilkit.cli import tasks as cli_tasks
 from distilkit.cli.common import (
     USER_ERRORS,
@@ -56,6 +57,7 @@ COMMANDS: list[Command] = [
     Command(add_tokenize_parser, run_tokenize),
     Command(add_plot_embeddings_parser, run_plot_embeddings),
     Command(add_compare_parser, run_compare),
+    *(Command(*pair) for pair in cli_inspect.INSPECT_COMMANDS),
     Command(cli_distill.add_distill_parser, cli_distill.run_distill),
     Command(cli_distill.add_init_student_parser, cli_distill.run_init_student),
     Command(cli_distill.add_fit_mlm_head_parser, cli_distill.run_fit_mlm_head),

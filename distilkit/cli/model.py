@@ -26,10 +26,10 @@ from distilkit.deploy.search import SearchIndex
 from distilkit.encoder import load
 from distilkit.evaluate import report
 from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.model_figure import plot_model_summary
 from distilkit.evaluate.plotting import (
     parameter_groups,
     plot_embedding_report,
-    plot_model_summary,
     project_2d,
 )
 from distilkit.model.hub import resolve
@@ -60,7 +60,8 @@ def add_info_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="also draw parameters per block and layer types to this image",
+        help="also draw the network (embeddings -> blocks -> pooling, with output shapes and "
+        "parameters per stage), parameters per block and layer types to this image",
     )
     parser.add_argument(
         "--all-arrays", action="store_true", help=f"list every array, not the first {ARRAYS_SHOWN}"
@@ -91,7 +92,11 @@ def run_info(args: argparse.Namespace) -> int:
         for name, count in groups.items():
             print(f"{name:<16} {count:>14,} {count / total:>7.1%}")
     if args.plot:
-        path = plot_model_summary(info, args.plot, title=args.model)
+        recipe, dim = None, None
+        if hasattr(encoder, "describe_recipe"):  # a sentence encoder (not an ONNX file)
+            recipe = encoder.describe_recipe()
+            dim = encoder.sentence.output_dim(encoder.config.hidden_size)
+        path = plot_model_summary(info, args.plot, title=args.model, recipe=recipe, output_dim=dim)
         print(f"wrote {path}", file=notes)
     return 0
 
@@ -191,7 +196,9 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--index", metavar="FILE.npz", help="save the collection's vectors here and reuse them"
     )
     add_pooling_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
     add_dtype_argument(parser)
     return parser
@@ -296,7 +303,7 @@ def add_tokenize_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "and the character span each piece comes from.",
     )
     add_model_argument(parser)
-    parser.add_argument("text", metavar="TEXT")
+    parser.add_argument("text", metavar="TEXT", help="the text to split into word pieces")
     return parser
 
 
@@ -352,7 +359,9 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
     )
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")
     add_pooling_argument(parser)
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
+    )
     parser.add_argument(
         "--annotate",
         type=int,
@@ -432,6 +441,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
 
 
@@ -449,6 +459,7 @@ def run_compare(args: argparse.Namespace) -> int:
         static_baseline_of=args.models[0] if args.static_baseline else None,
         protocol=protocol,
         pooling=args.pooling,
+        progress=not args.no_progress,
     )
     print(report.format_table(rows))
     reference = encoders[args.models[0]]

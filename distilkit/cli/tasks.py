@@ -174,7 +174,7 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("model", nargs="?", help=f"encoder to fine-tune (default {DEFAULT_MODEL})")
     parser.add_argument("--task", type=_task, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--config", type=Path, help="a finetune_config.json to start from")
-    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--epochs", type=float, help="passes over the train set (default 3)")
     parser.add_argument("--out", type=Path, help="run folder (default runs/finetune-<time>)")
     _add_data_options(parser)
     _add_schedule_options(parser)
@@ -200,11 +200,16 @@ def run_finetune_command(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("eval", help="print a fine-tuned model's task metric on a split")
+    parser = subparsers.add_parser(
+        "eval",
+        help="print a fine-tuned model's task metric on a split",
+        description="Score a fine-tuned model on a task's split with the task's metrics "
+        "(accuracy, Spearman, entity F1, SQuAD EM/F1).",
+    )
     parser.add_argument("model", metavar="MODEL", help="a fine-tuned checkpoint folder")
     parser.add_argument("--task", type=_task, required=True, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--split", default="dev", help="train or dev (default dev)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (64)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_data_options(parser)
     return parser
@@ -235,7 +240,12 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
     )
     parser.add_argument("--teacher", help="a model fine-tuned for the task")
     parser.add_argument("--task", type=_task, metavar="TASK", help=TASK_HELP)
-    parser.add_argument("--method", choices=METHODS)
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        help="logits (KD on the outputs, default), tinybert (intermediate then prediction "
+        "stage), pkd (Patient KD), custom (your --weights)",
+    )
     parser.add_argument("--config", type=Path, help="a task_distill_config.json to start from")
     parser.add_argument(
         "--student", help="a student folder (e.g. from distilkit distill); default: a cut"
@@ -244,21 +254,44 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument(
         "--layers", type=parse_layers, help="teacher blocks the cut keeps, e.g. 0,3,5"
     )
-    parser.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "auto"])
-    parser.add_argument("--epochs", type=float)
+    parser.add_argument(
+        "--strategy",
+        choices=[s for s in STRATEGIES if s != "auto"],
+        help="which teacher blocks the cut keeps (default uniform)",
+    )
+    parser.add_argument("--epochs", type=float, help="passes over the train set per stage (3)")
     parser.add_argument("--intermediate-epochs", type=float, help="TinyBERT's first stage")
-    parser.add_argument("--temperature", type=float)
-    parser.add_argument("--logit-loss", choices=("auto", "kl", "mse"))
+    parser.add_argument(
+        "--temperature", type=float, help="softmax temperature of the logit loss (default 1)"
+    )
+    parser.add_argument(
+        "--logit-loss",
+        choices=("auto", "kl", "mse"),
+        help="KL of softened outputs or MSE of logits (auto: kl, mse for regression)",
+    )
     parser.add_argument("--hard-weight", type=float, help="weight of the gold-label loss")
     parser.add_argument(
         "--weights",
         type=weights_parser(WEIGHT_NAMES, "logits=0.5,hard=0.5,patient=100"),
         help="loss weights of a one-stage custom method",
     )
-    parser.add_argument("--layer-map", choices=MAP_KINDS)
+    parser.add_argument(
+        "--layer-map",
+        choices=MAP_KINDS,
+        help="which teacher layer each student layer learns from (default uniform)",
+    )
     parser.add_argument("--layer-pairs", type=_pairs, help="explicit map, e.g. 0:0,1:2,2:4")
-    parser.add_argument("--average-attention-heads", action="store_true", default=None)
-    parser.add_argument("--teacher-min-score", type=float)
+    parser.add_argument(
+        "--average-attention-heads",
+        action="store_true",
+        default=None,
+        help="match head-averaged attention maps (students with fewer heads)",
+    )
+    parser.add_argument(
+        "--teacher-min-score",
+        type=float,
+        help="the teacher's dev score must reach this (default: clearly above chance)",
+    )
     parser.add_argument(
         "--augment",
         action="store_true",
@@ -331,10 +364,13 @@ def run_distill_task(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- pipelines
 def add_classify_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "classify", help="label texts with a sequence-classification model"
+        "classify",
+        help="label texts with a sequence-classification model",
+        description="Print the most likely label and its probability for each TEXT (or each "
+        "text of --input).",
     )
-    parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("texts", nargs="*", metavar="TEXT")
+    parser.add_argument("model", metavar="MODEL", help="a fine-tuned classifier (folder)")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
     parser.add_argument(
         "--input",
         type=Path,
@@ -387,11 +423,14 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def add_ner_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "ner", help="find named entities with a token-classification model"
+        "ner",
+        help="find named entities with a token-classification model",
+        description="Print the entities of TEXT (type, score, characters and text), word "
+        "pieces merged into words and IOB2 tags into spans.",
     )
-    parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("text", metavar="TEXT")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("model", metavar="MODEL", help="a fine-tuned token classifier (folder)")
+    parser.add_argument("text", metavar="TEXT", help="the text to search for entities")
+    parser.add_argument("--json", action="store_true", help="print the entities as JSON")
     return parser
 
 
@@ -412,13 +451,16 @@ def run_ner(args: argparse.Namespace) -> int:
 
 def add_answer_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "answer", help="answer a question from a context (extractive QA)"
+        "answer",
+        help="answer a question from a context (extractive QA)",
+        description="Print the span of the context that best answers --question, with its "
+        "score and character offsets (long contexts are read in overlapping windows).",
     )
-    parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("--question", required=True)
+    parser.add_argument("model", metavar="MODEL", help="a fine-tuned QA model (folder)")
+    parser.add_argument("--question", required=True, help="the question to answer")
     parser.add_argument("--context", help="the context text")
     parser.add_argument("--context-file", type=Path, help="read the context from a file")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Figures for the command line: a model summary, sentence-embedding maps, token heat maps.
+"""Figures for the command line: sentence-embedding maps, token heat maps, attention maps,
+confusion matrices (the model summary is :mod:`distilkit.evaluate.model_figure`).
 
 matplotlib is imported inside the functions (and drawn through its Agg canvas, never
 ``pyplot``), so importing this module costs nothing and no display is needed. Also here:
@@ -200,57 +201,6 @@ def _label_order(labels: Sequence[str]) -> list[str]:
         return distinct
 
 
-def _draw_model_summary(figure: Figure, info: dict, title: str | None) -> None:
-    groups = parameter_groups(info)
-    layer_types = info.get("layer_types", {})
-    bars_axes, types_axes = figure.subplots(1, 2, width_ratios=[1.6, 1])
-    names = list(groups)
-    counts = np.array([groups[name] for name in names], dtype=np.float64)
-    total = counts.sum()
-    colours = ["#4c72b0" if name.startswith("layer") else "#dd8452" for name in names]
-    positions = np.arange(len(names))
-    bars_axes.barh(positions, counts, color=colours)
-    bars_axes.set_yticks(positions, names)
-    bars_axes.invert_yaxis()  # model order, top to bottom
-    bars_axes.set_xlabel("parameters")
-    bars_axes.set_title("Parameters per block")
-    bars_axes.set_xlim(0, counts.max() * 1.3 if len(counts) else 1)
-    bars_axes.xaxis.set_major_formatter(lambda value, _: human_count(value))
-    for position, count in zip(positions, counts, strict=True):
-        share = count / total if total else 0.0
-        bars_axes.annotate(
-            f" {human_count(count)} ({share:.0%})", (count, position), va="center", fontsize=8
-        )
-    type_names = list(layer_types)
-    type_counts = [layer_types[name] for name in type_names]
-    type_positions = np.arange(len(type_names))
-    types_axes.barh(type_positions, type_counts, color="#55a868")
-    types_axes.set_yticks(type_positions, type_names)
-    types_axes.invert_yaxis()
-    types_axes.set_xlabel("number of modules")
-    types_axes.set_title("Layer types (leaf modules)")
-    types_axes.set_xlim(0, max(type_counts, default=1) * 1.2)
-    for position, count in zip(type_positions, type_counts, strict=True):
-        types_axes.annotate(f" {count}", (count, position), va="center", fontsize=8)
-    summary = [
-        f"{human_count(info['total_params'])} parameters ({info['total_params']:,})",
-        info.get("dtype", "float32"),
-        f"{info['bytes_in_memory'] / 2**20:.1f} MiB in memory",
-    ]
-    if "size_on_disk_bytes" in info:
-        summary.append(f"{info['size_on_disk_bytes'] / 2**20:.1f} MiB on disk")
-    heading = f"{title}: " if title else ""
-    figure.suptitle(heading + ", ".join(summary))
-
-
-def plot_model_summary(info: dict, path: str | os.PathLike, title: str | None = None) -> Path:
-    """Bar charts of parameters per block and of layer-type counts, from ``model_info``."""
-    blocks = len(parameter_groups(info))
-    figure = _new_figure(12, max(3.5, 1.2 + 0.32 * blocks))
-    _draw_model_summary(figure, info, title)
-    return _save(figure, path)
-
-
 def _draw_embeddings(
     axes: Axes,
     points_2d: np.ndarray,
@@ -387,3 +337,104 @@ def plot_embedding_report(
     )
     _draw_token_heatmap(figure, heatmap_axes, features, tokens, heatmap_title)
     return _save(figure, path)
+
+
+def plot_attention(
+    maps: np.ndarray,
+    tokens: Sequence[str],
+    path: str | os.PathLike,
+    layer: int,
+    heads: Sequence[int],
+    title: str | None = None,
+) -> Path:
+    """Token-by-token attention maps of one layer, one panel per head in ``heads``.
+
+    ``maps``: ``(len(heads), tokens, tokens)``, row i how token i (the query) spreads its
+    attention over the tokens (the keys). ``layer`` (counted from 0) labels the panels.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or maps.shape[1:] != (len(tokens), len(tokens)):
+        raise PlotError(
+            f"maps must have shape (heads, {len(tokens)}, {len(tokens)}), got {maps.shape}"
+        )
+    if maps.shape[0] != len(heads):
+        raise PlotError(f"got {maps.shape[0]} maps but {len(heads)} head numbers")
+    columns = min(4, len(heads))
+    grid_rows = math.ceil(len(heads) / columns)
+    side = max(3.2, min(7.0, 1.2 + 0.26 * len(tokens)))
+    figure = _new_figure(side * columns + 1.2, side * grid_rows + 0.8)
+    axes_grid = np.atleast_1d(figure.subplots(grid_rows, columns, squeeze=False)).ravel()
+    font = 9 if len(tokens) <= 24 else 7 if len(tokens) <= 40 else 5
+    positions = np.arange(len(tokens))
+    image = None
+    for axes, head, attention in zip(axes_grid, heads, maps, strict=False):
+        image = axes.imshow(attention, cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+        axes.set_xticks(positions, tokens, rotation=90, fontsize=font)
+        axes.set_yticks(positions, tokens, fontsize=font)
+        axes.set_xlabel("attended token (key)", fontsize=8)
+        axes.set_ylabel("attending token (query)", fontsize=8)
+        axes.set_title(f"layer {layer}, head {head}", fontsize=10)
+    for axes in axes_grid[len(heads) :]:
+        axes.axis("off")
+    colourbar = figure.colorbar(image, ax=list(axes_grid[: len(heads)]), shrink=0.8)
+    colourbar.set_label("attention weight (each row sums to 1)")
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_confusion_matrices(
+    matrices: Sequence[np.ndarray],
+    titles: Sequence[str],
+    label_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """One confusion matrix ``(classes, classes)`` per classifier, side by side: rows are
+    the true labels, columns the predictions, each cell its count."""
+    if len(matrices) != len(titles):
+        raise PlotError(f"got {len(matrices)} matrices but {len(titles)} titles")
+    classes = len(label_names)
+    side = max(3.8, min(8.0, 2.2 + 0.45 * classes))
+    figure = _new_figure(side * len(matrices) + 0.5, side + 1.6)
+    axes_row = np.atleast_1d(figure.subplots(1, len(matrices), squeeze=False)).ravel()
+    names = [_shorten(str(name), 18) for name in label_names]
+    for axes, matrix, heading in zip(axes_row, matrices, titles, strict=True):
+        matrix = np.asarray(matrix)
+        if matrix.shape != (classes, classes):
+            raise PlotError(
+                f"a confusion matrix has shape {matrix.shape}, expected {(classes,) * 2}"
+            )
+        axes.imshow(matrix, cmap="Blues", vmin=0, interpolation="nearest")
+        ticks = np.arange(classes)
+        axes.set_xticks(
+            ticks, names, rotation=45 if classes > 3 else 0, ha="right" if classes > 3 else "center"
+        )
+        axes.set_yticks(ticks, names)
+        axes.set_xlabel("predicted label")
+        axes.set_ylabel("true label")
+        axes.set_title("\n".join(_wrap(heading, 44)), fontsize=9)
+        high = matrix.max() if matrix.size else 0
+        for (row, column), count in np.ndenumerate(matrix):
+            axes.text(
+                column,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=9 if classes <= 10 else 6,
+                color="white" if high and count > high / 2 else "black",
+            )
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines

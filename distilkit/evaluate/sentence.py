@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.evaluate.timing import time_embedders
 from distilkit.model.summary import model_info
@@ -158,22 +159,31 @@ def probe_accuracy(
 
     C and max_iter are the module constants :data:`PROBE_C` and :data:`PROBE_MAX_ITER`.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if len(train_features) != len(train_labels) or len(dev_features) != len(dev_labels):
         raise ValueError("features and labels must have the same number of rows")
     if len(np.unique(train_labels)) < 2:
         raise ValueError("the probe's training labels have a single class: it cannot learn")
     if len(dev_labels) == 0:
         raise ValueError("the dev set is empty")
+    predictions = probe_predictions(train_features, train_labels, dev_features, seed)
+    return 100.0 * float((predictions == dev_labels).mean())
+
+
+def probe_predictions(
+    train_features: np.ndarray, train_labels: np.ndarray, features: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Labels ``(n,)`` that the probe (standardised logistic regression, :data:`PROBE_C`)
+    fitted on ``train_features`` gives the rows of ``features``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(
         StandardScaler(),
         LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER, random_state=seed),
     )
     probe.fit(train_features, train_labels)
-    return 100.0 * float((probe.predict(dev_features) == dev_labels).mean())
+    return probe.predict(features)
 
 
 # --------------------------------------------------------------------------- embedders
@@ -454,12 +464,17 @@ QUICK_PROTOCOL = Protocol(
 
 
 def _measure(
-    rows: list[dict], embedders: dict[str, EmbedFunction], protocol: Protocol
+    rows: list[dict], embedders: dict[str, EmbedFunction], protocol: Protocol, progress: bool
 ) -> list[dict]:
-    """Fill each row (keyed by its name in ``embedders``) with quality and timing results."""
+    """Fill each row (keyed by its name in ``embedders``) with quality and timing results;
+    ``progress``: a bar of the steps (STS-B and SST-2 per model, then timing) on stderr."""
+    bar = tqdm(total=2 * len(rows) + 1, desc="evaluating", unit="step", disable=not progress)
     for row in rows:
         embed = embedders[row["name"]]
+        bar.set_postfix_str(f"{row['name']}: STS-B")
         stsb, pairs = _stsb_with(embed, protocol.stsb_path, protocol.stsb_pairs)
+        bar.update()
+        bar.set_postfix_str(f"{row['name']}: SST-2 probe")
         sst2, train_size, dev_size = _sst2_with(
             embed,
             protocol.sst2_train_path,
@@ -467,6 +482,7 @@ def _measure(
             protocol.seed,
             protocol.sst2_train_examples,
         )
+        bar.update()
         row.update(
             stsb_spearman=stsb,
             stsb_pairs=pairs,
@@ -475,6 +491,7 @@ def _measure(
             sst2_dev_examples=dev_size,
             quick=protocol.quick,
         )
+    bar.set_postfix_str("timing all models in turns")
     timings = time_embedders(
         embedders,
         default_throughput_texts(protocol.throughput_texts, protocol.stsb_path),
@@ -483,6 +500,8 @@ def _measure(
         latency_texts=protocol.latency_texts,
         num_threads=protocol.num_threads,
     )
+    bar.update()
+    bar.close()
     for row in rows:
         row.update(timings[row["name"]])
     return rows
@@ -494,13 +513,14 @@ def evaluate_side_by_side(
     quick: bool = False,
     protocol: Protocol | None = None,
     pooling: str = "mean",
+    progress: bool = False,
 ) -> list[dict]:
     """One report row per model (name -> encoder), all timed together; teacher first.
 
     static_baseline_of: the name of an encoder whose averaged input word embeddings
     (:func:`static_embeddings`) get a row too, last. quick: use :data:`QUICK_PROTOCOL`
     (fewer STS-B pairs, probe sentences and timing passes; cite only full numbers);
-    protocol: your own :class:`Protocol` instead.
+    protocol: your own :class:`Protocol` instead. progress: a progress bar on stderr.
 
     Row keys: name, kind, layers, hidden_size, parameters, size_on_disk_bytes, pooling,
     stsb_spearman, stsb_pairs, sst2_probe_accuracy, sst2_train_examples,
@@ -522,7 +542,7 @@ def evaluate_side_by_side(
         rows.append(_describe_static(encoders[static_baseline_of], static_name))
         embedders[static_name] = _static_embedder(encoders[static_baseline_of], protocol.batch_size)
     with _eval_mode(list(encoders.values())):
-        return _measure(rows, embedders, protocol)
+        return _measure(rows, embedders, protocol, progress)
 
 
 def evaluate_encoder(
@@ -551,7 +571,7 @@ def static_embedding_baseline(
     protocol = protocol or (QUICK_PROTOCOL if quick else FULL_PROTOCOL)
     name = name or f"static embeddings of {encoder.name}"
     embedders = {name: _static_embedder(encoder, protocol.batch_size)}
-    return _measure([_describe_static(encoder, name)], embedders, protocol)[0]
+    return _measure([_describe_static(encoder, name)], embedders, protocol, False)[0]
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:

@@ -81,10 +81,10 @@ def format_info(info: dict, max_arrays: int | None = None) -> str:
     lines.append("")
     lines.append(
         f"total parameters: {info['total_params']:,} ({info['dtype']}, "
-        f"{info['bytes_in_memory'] / 2**20:.1f} MiB in memory)"
+        f"{info['bytes_in_memory'] / 1e6:.1f} MB in memory)"
     )
     if "size_on_disk_bytes" in info:
-        lines.append(f"size on disk: {info['size_on_disk_bytes'] / 2**20:.1f} MiB")
+        lines.append(f"size on disk: {info['size_on_disk_bytes'] / 1e6:.1f} MB")
     lines.append("layer types: " + ", ".join(f"{k} x{v}" for k, v in info["layer_types"].items()))
     lines.append("blocks: " + ", ".join(f"{k} x{v}" for k, v in info["blocks"].items()))
     return "\n".join(lines)

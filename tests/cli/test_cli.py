@@ -504,9 +504,10 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
     from distilkit.evaluate import sentence as evaluation
 
     output = tmp_path / "compare.json"
-    code, out, _ = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick",
-                       "--threads", "1", "--static-baseline", "--json", output)  # fmt: skip
+    code, out, err = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick",
+                         "--threads", "1", "--static-baseline", "--json", output)  # fmt: skip
     assert code == 0
+    assert "evaluating: 100%" in err and "7/7" in err  # progress on stderr: 2 per row + timing
     assert "STS-B Spearman" in out and str(folders["mlm"]) in out
     payload = json.loads(output.read_text())
     rows = payload["rows"]
@@ -526,6 +527,9 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
     assert f"sentence cosine {agreement['sentence_cosine']:.3f}" in out
     code, _, err = run(capsys, "compare", folders["bare"], folders["bare"])
     assert code == 2 and "named twice" in err
+    code, _, err = run(capsys, "compare", folders["bare"], "--quick", "--threads", "1",
+                       "--no-progress")  # fmt: skip
+    assert code == 0 and "evaluating" not in err
 
 
 def test_output_cut_short_by_a_closed_pipe_is_not_an_error(folders: dict[str, Path]) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_drawn
 from sklearn.decomposition import PCA
 
+from distilkit.evaluate.model_figure import _drawn, model_stages, plot_model_summary
 from distilkit.evaluate.plotting import (
     PlotError,
     human_count,
@@ -17,7 +19,6 @@ from distilkit.evaluate.plotting import (
     pca_2d,
     plot_embedding_report,
     plot_embeddings,
-    plot_model_summary,
     plot_token_heatmap,
     project_2d,
     spread_out,
@@ -41,20 +42,6 @@ def tiny_info() -> dict:
         head="masked_lm",
     )
     return model_info(TransformerModel(config))
-
-
-def read_png(path: Path) -> np.ndarray:
-    from matplotlib.image import imread
-
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return imread(path)
-
-
-def assert_drawn(path: Path, min_width: int = 600) -> None:
-    """A real picture: a PNG of reasonable width that is not one flat colour."""
-    image = read_png(path)
-    assert image.shape[1] >= min_width
-    assert image[..., :3].std() > 0.05
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -141,6 +128,28 @@ def test_model_summary_png(tiny_info: dict, tmp_path: Path) -> None:
     path = plot_model_summary(tiny_info, tmp_path / "sub" / "summary.png", title="tiny")
     assert path == tmp_path / "sub" / "summary.png"
     assert_drawn(path)
+
+
+def test_network_stages_add_up_and_name_their_shapes(tiny_info: dict) -> None:
+    stages = model_stages(tiny_info, recipe="mean pooling", output_dim=HIDDEN)
+    titles = [stage.title for stage in stages]
+    assert titles == ["input ids", "embeddings", "block 0", "block 1", "pooler",
+                      "head: masked_lm", "sentence vector"]  # fmt: skip
+    assert sum(stage.count for stage in stages) == tiny_info["total_params"]
+    assert (
+        stages[1].detail
+        == f"word {VOCAB}x{HIDDEN} + position {POSITIONS}x{HIDDEN} + type 2x{HIDDEN}, LayerNorm"
+    )
+    assert stages[2].shape == f"(batch, tokens, {HIDDEN})" and "4 heads x 8" in stages[2].detail
+    assert stages[5].shape.startswith(f"(batch, tokens, {VOCAB})")
+    assert (
+        stages[6].shape == f"(batch, {HIDDEN})" and "of block 1's token vectors" in stages[6].detail
+    )
+    deep = dict(tiny_info, arrays={**tiny_info["arrays"]})
+    for index in range(2, 12):  # a 12-block net shows blocks 0, 1, ..., 10, 11
+        deep["arrays"][f"backbone.layers.{index}.w"] = {"count": 5, "shape": [5]}
+    drawn = [None if s is None else s.title for s in _drawn(model_stages(deep))]
+    assert drawn[2:7] == ["block 0", "block 1", None, "block 10", "block 11"]
 
 
 def test_embeddings_png_with_and_without_labels(tmp_path: Path) -> None:

@@ -10,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import randomize_
-from tokenizers import Tokenizer as BackendTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from roberta_helpers import TEXTS, TRAINING_TEXT, make_folder
 
 import distilkit
 from distilkit.methods.general.config import DistillConfig
@@ -22,92 +20,6 @@ from distilkit.model.tokenizer import Tokenizer
 from distilkit.train.trainer import TrainingConfig
 
 transformers = pytest.importorskip("transformers")
-
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in RoBERTa and XLM-R
-TRAINING_TEXT = [
-    "the cat sat on the mat.", "Hello World, this is a tiny corpus!", "a big red dog ran.",
-    "Le chat est sur le tapis.", "Der Hund läuft schnell.", "el perro corre rápido.",
-    "this is that; it was read.", "small blue house and the tree", "Über die Brücke gehen.",
-] * 3  # fmt: skip
-TEXTS = [
-    "the cat sat on the mat.",
-    "Hello World",
-    "Le chat est sur le tapis, et le chien court vite!",
-    "Über",
-    "this is that; it was read. Zebra xylophone?",
-]
-
-
-def unigram_tokenizer() -> BackendTokenizer:
-    """XLM-R's pipeline: NFKC, Metaspace, Unigram; ``<s> A </s></s> B </s>``; cased."""
-    tokenizer = BackendTokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=SPECIALS, unk_token="<unk>")
-    tokenizer.train_from_iterator(TRAINING_TEXT, trainer)
-    return _with_template(tokenizer)
-
-
-def bpe_tokenizer() -> BackendTokenizer:
-    """RoBERTa's pipeline: byte-level BPE, cased."""
-    tokenizer = BackendTokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(TRAINING_TEXT, trainer)
-    return _with_template(tokenizer)
-
-
-def _with_template(tokenizer: BackendTokenizer) -> BackendTokenizer:
-    ids = {t: tokenizer.token_to_id(t) for t in ("<s>", "</s>")}
-    assert ids == {"<s>": 0, "</s>": 2}
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=list(ids.items()),
-    )
-    return tokenizer
-
-
-def make_folder(root: Path, family: str, head: str = "Model", seed: int = 1) -> Path:
-    """A tiny random `transformers` checkpoint of ``family`` with its tokenizer files."""
-    backend = unigram_tokenizer() if family == "xlm-roberta" else bpe_tokenizer()
-    prefix = "XLMRoberta" if family == "xlm-roberta" else "Roberta"
-    config = getattr(transformers, f"{prefix}Config")(
-        vocab_size=backend.get_vocab_size(),
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=37,
-        num_hidden_layers=3,
-        max_position_embeddings=40,  # 38 tokens after the padding_idx offset
-        type_vocab_size=1,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
-        id2label={0: "no", 1: "yes", 2: "maybe"},
-    )
-    model = getattr(transformers, f"{prefix}{head}")(config)
-    randomize_(model, seed=seed)
-    folder = root / f"{family}-{head}"
-    model.save_pretrained(folder)
-    backend.save(str(folder / "tokenizer.json"))
-    settings = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": 38,
-        **{
-            f"{role}_token": tok
-            for role, tok in zip(["bos", "pad", "eos", "unk", "mask"], SPECIALS, strict=True)
-        },
-        "cls_token": "<s>",
-        "sep_token": "</s>",
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
-    return folder
 
 
 @pytest.fixture(scope="module", params=["roberta", "xlm-roberta"])
@@ -162,7 +74,22 @@ def test_hidden_states_equal_transformers(folder: Path) -> None:
     assert np.abs(vectors - pooled.numpy()).max() <= 1e-5
 
 
-@pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification"])
+def _logits(output) -> torch.Tensor:
+    """A transformers output's logits; QA's start and end stacked as ours, (batch, seq, 2)."""
+    if hasattr(output, "start_logits"):
+        return torch.stack([output.start_logits, output.end_logits], dim=-1)
+    return output.logits
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "ForMaskedLM",
+        "ForSequenceClassification",
+        "ForTokenClassification",
+        "ForQuestionAnswering",
+    ],
+)
 def test_heads_equal_transformers_and_round_trip(family: str, head: str, tmp_path: Path) -> None:
     folder = make_folder(tmp_path, family, head, seed=5)
     model = load_model(folder)
@@ -171,9 +98,9 @@ def test_heads_equal_transformers_and_round_trip(family: str, head: str, tmp_pat
     batch = tokenizer(TEXTS)
     with torch.no_grad():
         ours = model(batch.input_ids, batch.attention_mask).logits
-        theirs = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    if head == "ForMaskedLM":
-        real = batch.attention_mask.bool()
+        theirs = _logits(reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
+    if head in ("ForMaskedLM", "ForTokenClassification", "ForQuestionAnswering"):
+        real = batch.attention_mask.bool()  # per-token heads: compare real tokens
         ours, theirs = ours[real], theirs[real]
     assert (ours - theirs).abs().max() <= 1e-5
     # and back: transformers loads our save to the same tensors and logits
@@ -183,8 +110,8 @@ def test_heads_equal_transformers_and_round_trip(family: str, head: str, tmp_pat
     assert config["model_type"] == family and config["architectures"] == [prefix + head]
     again = getattr(transformers, "AutoModel" + head).from_pretrained(str(out)).eval()
     with torch.no_grad():
-        logits = again(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    if head == "ForMaskedLM":
+        logits = _logits(again(input_ids=batch.input_ids, attention_mask=batch.attention_mask))
+    if head in ("ForMaskedLM", "ForTokenClassification", "ForQuestionAnswering"):
         logits = logits[batch.attention_mask.bool()]
     assert (logits - theirs).abs().max() <= 1e-5
     loaded_again = load_model(out).state_dict()
