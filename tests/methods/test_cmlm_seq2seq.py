@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from cmlm_helpers import tiny_seq2seq
 
-from distilkit.methods.cmlm.seq2seq import beam_search, greedy_decode, load_seq2seq
+from distilkit.methods.cmlm.seq2seq import (
+    beam_search,
+    greedy_decode,
+    length_penalty,
+    load_seq2seq,
+)
 
 
 def _sources() -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,9 +72,9 @@ def test_greedy_equals_beam_of_one():
     # trained model, whose outputs end at varied lengths)
 
 
+@torch.no_grad()
 def _sequence_score(model, source, mask, tokens: list[int], alpha: float) -> float:
-    from distilkit.methods.cmlm.seq2seq import length_penalty
-
+    """Length-normalised log-probability of ``tokens`` + eos, by teacher forcing."""
     full = [model.config.bos_id, *tokens, model.config.eos_id]
     logits = model(source, mask, torch.tensor([full[:-1]]))
     log_probs = logits.log_softmax(-1)[0, torch.arange(len(full) - 1), torch.tensor(full[1:])]

@@ -68,13 +68,12 @@ class Seq2SeqConfig:
 class Attention(nn.Module):
     """Multi-head attention; queries from ``hidden``, keys/values given (already projected)."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float, cross: bool):
+    def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.dropout = heads, dropout
         self.query = nn.Linear(hidden, hidden)
         self.key_value = nn.Linear(hidden, 2 * hidden)
         self.output = nn.Linear(hidden, hidden)
-        self.cross = cross
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, hidden = x.shape  # (B, T, H) -> (B, heads, T, H / heads)
@@ -108,9 +107,9 @@ class DecoderLayer(nn.Module):
         super().__init__()
         hidden, eps = config.encoder.hidden_size, config.encoder.layer_norm_eps
         self.self_norm = nn.LayerNorm(hidden, eps=eps)
-        self.self_attention = Attention(hidden, config.decoder_heads, config.dropout, False)
+        self.self_attention = Attention(hidden, config.decoder_heads, config.dropout)
         self.cross_norm = nn.LayerNorm(hidden, eps=eps)
-        self.cross_attention = Attention(hidden, config.decoder_heads, config.dropout, True)
+        self.cross_attention = Attention(hidden, config.decoder_heads, config.dropout)
         self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
         self.ffn_in = nn.Linear(hidden, config.decoder_intermediate_size)
         self.activation = activation_fn(config.encoder.hidden_act)
