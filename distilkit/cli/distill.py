@@ -116,8 +116,19 @@ def _add_mobilebert_options(parser: argparse.ArgumentParser) -> None:
         help="width inside a block (default: the largest multiple of the teacher's heads <= 128)",
     )
     group.add_argument("--ffn-stack", type=int, default=4, help="FFNs per block (default 4)")
-    group.add_argument("--norm", choices=("nonorm", "layernorm"), default="nonorm")
-    group.add_argument("--act", choices=("relu", "gelu"), default="relu")
+    group.add_argument(
+        "--norm",
+        choices=("nonorm", "layernorm"),
+        default="nonorm",
+        help="normalisation inside MobileBERT blocks: NoNorm (element-wise affine, faster) or "
+        "LayerNorm",
+    )
+    group.add_argument(
+        "--act",
+        choices=("relu", "gelu"),
+        default="relu",
+        help="activation of MobileBERT's feed-forward networks (default relu)",
+    )
     group.add_argument(
         "--embedding-size", type=int, default=128, help="word-vector width (default 128)"
     )

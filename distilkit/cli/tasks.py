@@ -557,12 +557,15 @@ def run_distill_cmlm(args: argparse.Namespace) -> int:
 
 def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "generate", help="generate text with a seq2seq student (from distill-cmlm)"
+        "generate",
+        help="generate text with a seq2seq student (from distill-cmlm)",
+        description="Decode each source text with a distill-cmlm student (beam search, or "
+        "greedy with --beam-size 1) and print one generated text per line.",
     )
     parser.add_argument("model", metavar="MODEL", help="a distill-cmlm student folder")
-    parser.add_argument("texts", nargs="*", metavar="TEXT")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="source texts to generate from")
     parser.add_argument("--input", type=Path, metavar="FILE", help="one source text per line")
-    parser.add_argument("--beam-size", type=int, default=4)
+    parser.add_argument("--beam-size", type=int, default=4, help="beam width (1: greedy)")
     parser.add_argument("--max-length", type=int, default=32, help="generated tokens at most")
     parser.add_argument("--length-penalty", type=float, default=1.0, help="0: none")
     return parser
