@@ -113,7 +113,9 @@ _WIKITEXT_MARKUP = {" @-@ ": "-", " @,@ ": ",", " @.@ ": "."}
 
 def wikitext(root: Path) -> list[str]:
     text = (root / "wikitext-2-raw" / "wiki.test.raw").read_text(encoding="utf-8")
-    lines = [line for line in text.splitlines() if line.strip() and not line.strip().startswith("=")]
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.strip().startswith("=")
+    ]
     for markup, plain in _WIKITEXT_MARKUP.items():
         lines = [line.replace(markup, plain) for line in lines]
     return _prose_sentences(" ".join(line.split()) for line in lines)

@@ -127,7 +127,9 @@ def kfold_probe_accuracy(
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
     correct = 0.0
     for train, test in kfold_splits(labels, folds, seed):
-        accuracy = probe_accuracy(features[train], labels[train], features[test], labels[test], seed)
+        accuracy = probe_accuracy(
+            features[train], labels[train], features[test], labels[test], seed
+        )
         correct += accuracy / 100.0 * len(test)
     return 100.0 * correct / len(labels)
 
@@ -191,8 +193,11 @@ def score_vectors(
             pair_features(*pairs(data.sick_train)), data.sick_train.labels, folds, seed
         ),
         "SST-2": probe_accuracy(
-            stack(data.sst2_train[0]), data.sst2_train[1],
-            stack(data.sst2_dev[0]), data.sst2_dev[1], seed,
+            stack(data.sst2_train[0]),
+            data.sst2_train[1],
+            stack(data.sst2_dev[0]),
+            data.sst2_dev[1],
+            seed,
         ),
         "TREC": kfold_probe_accuracy(stack(data.trec[0]), data.trec[1], folds, seed),
         "MRPC": kfold_probe_accuracy(
@@ -231,7 +236,11 @@ def score_embedders(
         matrix = embed(texts)  # one call: length-sorted batching sees every text
         vectors = dict(zip(texts, matrix, strict=True))
         rows.append(
-            {"name": name, "scores": score_vectors(vectors, data, settings), "quick": settings.quick}
+            {
+                "name": name,
+                "scores": score_vectors(vectors, data, settings),
+                "quick": settings.quick,
+            }
         )
     return add_retention(rows)
 
@@ -262,9 +271,9 @@ def suite_sentences(quick: bool = False, root: str | Path | None = None) -> int:
 
 # --------------------------------------------------------------------------- tables
 def _cells(row: dict) -> list[str]:
-    return [
-        f"{row['scores'][task]:.2f} ({row['retention'][task]:.1f})" for task in TASKS
-    ] + [f"{row['mean_retention']:.2f}"]
+    return [f"{row['scores'][task]:.2f} ({row['retention'][task]:.1f})" for task in TASKS] + [
+        f"{row['mean_retention']:.2f}"
+    ]
 
 
 def format_suite_table(rows: Sequence[dict]) -> str:
@@ -272,8 +281,13 @@ def format_suite_table(rows: Sequence[dict]) -> str:
     header = ["model", *TASKS, "mean retention %"]
     body = [[row["name"], *_cells(row)] for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
-                       enumerate(zip(line, widths, strict=True))) for line in [header, *body]]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -66,7 +66,9 @@ def read_sick(path: str | Path) -> SentencePairs:
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split("\t")
         if len(fields) != 5 or fields[4] not in ENTAILMENT_LABELS:
-            raise EvaluationDataError(f"{path} line {number}: expected 5 SICK fields, got {line!r:.80}")
+            raise EvaluationDataError(
+                f"{path} line {number}: expected 5 SICK fields, got {line!r:.80}"
+            )
         first.append(fields[1])
         second.append(fields[2])
         scores.append(float(fields[3]))

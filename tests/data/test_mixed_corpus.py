@@ -25,8 +25,9 @@ def write_sources(root: Path) -> Path:
                 "paragraphs": [
                     {
                         "context": f"Wiki prose comes first here. {LEAKED} Then a third one.",
-                        "qas": [{"question": "Which squad question is this?", "id": "1",
-                                 "answers": []}],
+                        "qas": [
+                            {"question": "Which squad question is this?", "id": "1", "answers": []}
+                        ],
                     }
                 ],
             }
@@ -59,7 +60,11 @@ def write_sources(root: Path) -> Path:
     )
     for folder, name, line in (
         ("sick", "SICK_train.txt", f"1\t{LEAKED}\tOnly in sick train here.\t3.0\tNEUTRAL\n"),
-        ("sick", "SICK_trial.txt", "2\tOnly in sick trial here.\tAnother sick one.\t3.0\tNEUTRAL\n"),
+        (
+            "sick",
+            "SICK_trial.txt",
+            "2\tOnly in sick trial here.\tAnother sick one.\t3.0\tNEUTRAL\n",
+        ),
     ):
         (root / folder).mkdir(exist_ok=True)
         (root / folder / name).write_text(
