@@ -504,8 +504,8 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
     from distilkit.evaluate import sentence as evaluation
 
     output = tmp_path / "compare.json"
-    code, out, _ = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick",
-                       "--threads", "1", "--static-baseline", "--json", output, "--no-suite")  # fmt: skip
+    code, out, _ = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick", "--threads",
+                       "1", "--static-baseline", "--json", output, "--no-suite")  # fmt: skip
     assert code == 0
     assert "STS-B Spearman" in out and str(folders["mlm"]) in out
     payload = json.loads(output.read_text())

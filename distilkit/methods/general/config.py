@@ -12,7 +12,13 @@ from distilkit.resources import RESOURCES
 from distilkit.settings import ConfigError, build_nested, from_dict, load_json
 from distilkit.train.trainer import TrainingConfig
 
-DEMO_CORPUS = RESOURCES / "corpus"
+DEMO_CORPUS = RESOURCES / "corpus"  # 4 books + WikiText-2 test (the MLM head's corpus)
+
+
+# The main job's default transfer text: 48,653 sentences of seven genres (questions,
+# Wikipedia, captions and headlines, reviews, books), built by data/mixed_corpus.py;
+# books alone cap what the student keeps of the teacher (docs/RESULTS.md).
+MIXED_CORPUS = RESOURCES / "mixed"
 
 
 AUTO_TOKENS = 64  # tokens per sequence scored by the auto layer choice
@@ -29,7 +35,7 @@ class DistillConfig:
     """Everything a general-distillation run needs; saved as ``distill_config.json``."""
 
     teacher: str = DEFAULT_MODEL
-    corpus: list[str] = field(default_factory=lambda: [str(DEMO_CORPUS)])
+    corpus: list[str] = field(default_factory=lambda: [str(MIXED_CORPUS)])
     num_layers: int = 3
     layers: list[int] | None = None  # explicit teacher layers; else chosen by `strategy`
     strategy: str = "auto"  # auto | uniform | alternate | first | last
