@@ -23,8 +23,8 @@ from distilkit.evaluate import sentence as evaluation
 from distilkit.evaluate.comparison import cut_of, suite_or_note
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
+    DEMO_CORPUS,
     MIN_AUTO_WINDOWS,
-    MIXED_CORPUS,
     DistillConfig,
 )
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
@@ -410,7 +410,7 @@ def init_student(
         layout=layout,
         max_len=max_len,
         auto_sample=sample,
-        corpus=corpus or [str(MIXED_CORPUS)],
+        corpus=corpus or [str(DEMO_CORPUS)],
     )
     folder = resolve(teacher)
     model = load_model(folder)
