@@ -1,4 +1,4 @@
-"""One short general-distillation run with config overrides, scored on STS-B dev.
+"""One short general-distillation run with config overrides, scored on STS-B dev (or the dev suite).
 
 The tool behind the recipe search in docs/RESULTS.md: each call trains a student with
 ``DistillConfig`` defaults changed by a JSON object (the same keys as
@@ -9,6 +9,12 @@ STS-B dev Spearman of the mean-pooled student, retention against the teacher) to
     python benchmarks/distill_sweep.py cos-lr5e-5 '{"training": {"learning_rate": 5e-5}}'
     python benchmarks/distill_sweep.py sentence '{"objective": {"weights":
         {"ce": 0, "mlm": 0, "cos": 1, "sentence": 1}}}' --budget 600
+    python benchmarks/distill_sweep.py mixed '{"corpus": ["distilkit/resources/mixed"]}' \
+        --budget 150 --suite quick
+
+``--suite quick|full`` scores the student on the dev suite (``distilkit.evaluate.suite``)
+instead; the teacher's suite scores are computed once and kept in
+``OUT/teacher-suite-MODE.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 import torch
 
 from distilkit.encoder import load
+from distilkit.evaluate import suite
 from distilkit.evaluate.sentence import stsb_spearman
 from distilkit.methods.general.config import DistillConfig
 from distilkit.methods.general.job import run_distillation
@@ -35,6 +42,7 @@ def main() -> None:
     parser.add_argument("--layers", default="0,4,5")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    parser.add_argument("--suite", choices=("quick", "full"), help="score on the dev suite")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     overrides = json.loads(args.overrides)
@@ -51,20 +59,39 @@ def main() -> None:
     config = from_dict(DistillConfig, data)
     started = time.perf_counter()
     metrics = run_distillation(config, args.out / args.name, resume=False, evaluate=False)
-    teacher = stsb_spearman(load(config.teacher, head=None))
-    student = stsb_spearman(load(args.out / args.name / "student", head=None))
     row = {
         "name": args.name,
         "overrides": json.loads(args.overrides),
         "layers": data["layers"],
         "steps": metrics["training"]["steps"],
-        "stsb": round(student, 2),
-        "retention_pct": round(100 * student / teacher, 2),
-        "seconds": round(time.perf_counter() - started),
     }
+    student_encoder = load(args.out / args.name / "student", head=None)
+    if args.suite:
+        scored = suite_rows(config.teacher, student_encoder, args.suite == "quick", args.out)
+        row["suite"] = {k: round(v, 2) for k, v in scored["scores"].items()}
+        row["suite_retention"] = {k: round(v, 2) for k, v in scored["retention"].items()}
+        row["mean_retention_pct"] = round(scored["mean_retention"], 2)
+    else:
+        teacher = stsb_spearman(load(config.teacher, head=None))
+        student = stsb_spearman(student_encoder)
+        row["stsb"] = round(student, 2)
+        row["retention_pct"] = round(100 * student / teacher, 2)
+    row["seconds"] = round(time.perf_counter() - started)
     print(json.dumps(row), flush=True)
     with (args.out / "results.jsonl").open("a") as stream:
         stream.write(json.dumps(row) + "\n")
+
+
+def suite_rows(teacher_name: str, student, quick: bool, out: Path) -> dict:
+    """The student's dev-suite row against the teacher's (cached in ``out``)."""
+    cache = out / f"teacher-suite-{'quick' if quick else 'full'}.json"
+    if cache.is_file():
+        teacher_row = json.loads(cache.read_text())
+    else:
+        teacher_row = suite.evaluate_suite({"teacher": load(teacher_name, head=None)}, quick)[0]
+        cache.write_text(json.dumps(teacher_row))
+    student_row = suite.evaluate_suite({"student": student}, quick)[0]
+    return suite.add_retention([teacher_row, student_row])[1]
 
 
 if __name__ == "__main__":

@@ -17,7 +17,12 @@ from distilkit.cli.common import (
 )
 from distilkit.data.corpus import UNITS
 from distilkit.methods import mobilebert
-from distilkit.methods.general.config import DEFAULT_JOB_BUDGET, DEMO_CORPUS, DistillConfig
+from distilkit.methods.general.config import (
+    DEFAULT_JOB_BUDGET,
+    DEMO_CORPUS,
+    MIXED_CORPUS,
+    DistillConfig,
+)
 from distilkit.methods.general.job import init_student, run_distillation
 from distilkit.methods.general.mlm_head import MLMHeadConfig, fit_mlm_head
 from distilkit.methods.general.objectives import DistillationWeights
@@ -45,7 +50,8 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         type=_corpus_path,
         help="text files or folders (.txt, .txt.gz), tables (.tsv, .csv, .jsonl; "
         "PATH:col1,col2 names the text columns, else 'text' or 'sentence' is read) or "
-        f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/)",
+        f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/; the "
+        f"mixed-genre corpus is distilkit/resources/{MIXED_CORPUS.name}/)",
     )
     parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
     parser.add_argument("--layers", type=parse_layers, help="teacher layers to keep, e.g. 0,3,5")

@@ -4,7 +4,6 @@ plot-embeddings, compare."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -23,9 +22,7 @@ from distilkit.cli.common import (
 )
 from distilkit.data.tables import InputError, read_texts
 from distilkit.deploy.search import SearchIndex
-from distilkit.encoder import load
-from distilkit.evaluate import report
-from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.comparison import compare_models
 from distilkit.evaluate.model_figure import plot_model_summary
 from distilkit.evaluate.plotting import (
     parameter_groups,
@@ -422,7 +419,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "process), STS-B dev Spearman of pooled embeddings and the SST-2 dev accuracy of a "
         "logistic-regression probe, each with its retention against the first MODEL (the "
         "teacher). For every other model of the teacher's width it also prints how closely "
-        "its sentence vectors follow the teacher's on the STS-B sentences.",
+        "its sentence vectors follow the teacher's on the STS-B sentences, and then the dev "
+        "suite (six sentence tasks scored SentEval's way) with each model's retention per task.",
     )
     parser.add_argument(
         "models", nargs="+", metavar="MODEL", help="the reference (teacher) first, then students"
@@ -436,12 +434,29 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="300 STS-B pairs, 1,000 probe sentences and fewer timing passes (a quick look; "
-        "cite only full runs)",
+        help="300 STS-B pairs, 1,000 probe sentences, fewer timing passes and the quick dev "
+        "suite (a quick look; cite only full runs)",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--cut",
+        metavar="LAYERS",
+        help="add a dev-suite row for the untrained student made of these layers of the first "
+        "MODEL (e.g. 0,4,5: what a student started from), so the table shows what training added",
+    )
+    parser.add_argument(
+        "--no-suite",
+        action="store_true",
+        help="skip the dev suite (STS-B, SICK-R, SICK-E, "
+        "SST-2, TREC, MRPC; its SICK/TREC/MRPC files are read from --data-root)",
+    )
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder holding sick/, trec/, mrpc/ (default: $DISTILKIT_DATA, else ../shared/data)",
+    )
     return parser
 
 
@@ -451,37 +466,24 @@ def run_compare(args: argparse.Namespace) -> int:
         raise InputError(f"a model is named twice in {args.models}: name each model once")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
-    encoders = {name: load(name, head=None) for name in args.models}
-    base = evaluation.QUICK_PROTOCOL if args.quick else evaluation.FULL_PROTOCOL
-    protocol = dataclasses.replace(base, num_threads=args.threads)
-    rows = evaluation.evaluate_side_by_side(
-        encoders,
-        static_baseline_of=args.models[0] if args.static_baseline else None,
-        protocol=protocol,
+    cut = None
+    if args.cut is not None:
+        try:
+            cut = [int(part) for part in args.cut.split(",")]
+        except ValueError:
+            raise InputError(
+                f"--cut takes teacher layer numbers like 0,4,5, got {args.cut!r}"
+            ) from None
+    compare_models(
+        args.models,
+        quick=args.quick,
+        static_baseline=args.static_baseline,
+        threads=args.threads,
         pooling=args.pooling,
         progress=not args.no_progress,
+        cut_layers=cut,
+        dev_suite=not args.no_suite,
+        data_root=args.data_root,
+        json_path=args.json,
     )
-    print(report.format_table(rows))
-    reference = encoders[args.models[0]]
-    agreement = {}
-    for name in args.models[1:]:
-        if encoders[name].config.hidden_size != reference.config.hidden_size:
-            print(f"{name}: width differs from the reference's, so no vector agreement")
-            continue
-        found = evaluation.stsb_teacher_agreement(
-            encoders[name], reference, pooling=args.pooling, limit=protocol.stsb_pairs
-        )
-        agreement[name] = found
-        print(
-            f"{name} vs {args.models[0]}: sentence cosine {found['sentence_cosine']:.3f} on "
-            f"STS-B dev sentences; the reference's ranking of the pairs kept at Spearman "
-            f"{found['similarity_spearman']:.1f}"
-        )
-    if args.json:
-        output = Path(args.json)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        comparisons = [evaluation.compare(rows[0], row) for row in rows]
-        payload = {"rows": rows, "against_first": comparisons, "agreement": agreement}
-        output.write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
-        print(f"wrote {output}")
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from distilkit.evaluate.sentence import PROBE_C, compare
+from distilkit.evaluate.suite import format_suite_markdown, suite_protocol_line
 
 REPORT_FILE = "report.md"
 METRICS_FILE = "metrics.json"
@@ -515,6 +516,7 @@ def write_report(
     command: str | None = None,
     title: str = "Distillation report",
     agreement: TeacherAgreement | None = None,
+    suite_rows: Sequence[dict] | None = None,
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``report.md`` and the plots into ``run_dir``; return their paths.
 
@@ -524,7 +526,8 @@ def write_report(
     extra: anything else worth keeping (run settings, training time); it goes into the
     JSON and a list in the report. command: the command line that made the run
     (default: this process's). agreement: how closely the student follows the teacher
-    (a section of the report and ``agreement`` in the JSON).
+    (a section of the report and ``agreement`` in the JSON). suite_rows: the dev suite's
+    rows (:mod:`distilkit.evaluate.suite`; a section and ``suite`` in the JSON).
     """
     _check_rows(rows)
     run_dir = Path(run_dir)
@@ -554,6 +557,7 @@ def write_report(
         "probe_C": PROBE_C,
         "files": {key: path.name for key, path in paths.items()},
         "agreement": agreement.to_dict() if agreement is not None else None,
+        "suite": list(suite_rows) if suite_rows else None,
         "extra": extra or {},
     }
     paths["metrics"].write_text(
@@ -578,6 +582,7 @@ def write_report(
         "",
         *[f"> {note}\n" for note in _notes(rows, machine)],
         *_agreement_section(agreement),
+        *_suite_section(suite_rows),
         "## How it was measured",
         "",
         *_protocol_lines(rows),
@@ -594,6 +599,19 @@ def write_report(
         lines += ["", "## Run details", "", *_detail_lines(extra)]
     paths["report"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     return paths
+
+
+def _suite_section(rows: Sequence[dict] | None) -> list[str]:
+    if not rows:
+        return []
+    return [
+        "## Dev suite: six sentence tasks",
+        "",
+        format_suite_markdown(rows),
+        "",
+        suite_protocol_line(bool(rows[0].get("quick"))),
+        "",
+    ]
 
 
 def _agreement_section(agreement: TeacherAgreement | None) -> list[str]:

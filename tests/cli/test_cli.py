@@ -505,7 +505,8 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
 
     output = tmp_path / "compare.json"
     code, out, err = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick",
-                         "--threads", "1", "--static-baseline", "--json", output)  # fmt: skip
+                         "--threads", "1", "--static-baseline", "--json", output,
+                         "--no-suite")  # fmt: skip
     assert code == 0
     assert "evaluating: 100%" in err and "7/7" in err  # progress on stderr: 2 per row + timing
     assert "STS-B Spearman" in out and str(folders["mlm"]) in out
@@ -530,6 +531,38 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
     code, _, err = run(capsys, "compare", folders["bare"], "--quick", "--threads", "1",
                        "--no-progress")  # fmt: skip
     assert code == 0 and "evaluating" not in err
+
+
+def test_compare_adds_the_dev_suite_with_the_untrained_cut_as_a_row(
+    capsys: pytest.CaptureFixture[str],
+    folders: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from suite_helpers import write_data_root
+
+    from distilkit.evaluate import suite
+    from distilkit.evaluate.comparison import cut_of
+
+    root = write_data_root(tmp_path / "data")
+    output = tmp_path / "compare.json"
+    code, out, _ = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick", "--cut",
+                       "1", "--data-root", root, "--json", output)  # fmt: skip
+    assert code == 0 and "mean retention %" in out and "Dev suite (quick)" in out
+    rows = json.loads(output.read_text())["suite"]
+    cut_name = f"untrained cut 1 of {folders['bare']}"
+    assert [row["name"] for row in rows] == [str(folders["bare"]), cut_name, str(folders["mlm"])]
+    teacher = distilkit.load(folders["bare"], head=None)
+    expected = suite.evaluate_suite(
+        {"t": teacher, "c": cut_of(teacher, [1])}, quick=True, root=root
+    )
+    assert rows[1]["scores"] == pytest.approx(expected[1]["scores"])
+    assert rows[1]["mean_retention"] == pytest.approx(expected[1]["mean_retention"])
+    monkeypatch.setenv("DISTILKIT_DATA", str(tmp_path / "nowhere"))
+    code, out, _ = run(capsys, "compare", folders["bare"], folders["mlm"], "--quick")
+    assert code == 0 and "no dev suite: dev-suite file not found" in out
+    code, _, err = run(capsys, "compare", folders["bare"], folders["mlm"], "--cut", "0,x")
+    assert code == 2 and "--cut takes teacher layer numbers" in err
 
 
 def test_output_cut_short_by_a_closed_pipe_is_not_an_error(folders: dict[str, Path]) -> None:

@@ -381,6 +381,9 @@ def test_evaluation_work_counts_what_the_evaluation_embeds():
     assert evaluation_work(protocol, 6, 3) == pytest.approx(expected)
     quick = evaluation_work(evaluation.QUICK_PROTOCOL, 6, 3)
     assert 0 < quick < evaluation_work(protocol, 6, 3) / 3
+    # the dev suite embeds its sentences with the teacher, the untrained cut and the student
+    with_suite = evaluation_work(protocol, 6, 3, suite_sentences=1000)
+    assert with_suite - evaluation_work(protocol, 6, 3) == pytest.approx(1000 * (1 + 2 * 4 / 7))
 
 
 def test_the_default_job_has_a_deadline_and_explicit_limits_lift_it(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from distill_helpers import random_teacher, tiny_tokenizer, write_text_corpus
+from suite_helpers import write_data_root
 
 import distilkit
 from distilkit.methods.general.config import DistillConfig
@@ -26,7 +27,10 @@ def teacher_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_the_main_jobs_student_gets_a_card_with_its_table(teacher_folder: Path, tmp_path: Path):
+def test_the_main_jobs_student_gets_a_card_with_its_table(
+    teacher_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("DISTILKIT_DATA", str(write_data_root(tmp_path / "suite-data")))
     corpus = write_text_corpus(tmp_path / "text.txt", paragraphs=80)
     training = TrainingConfig(
         max_steps=3, batch_size=4, eval_every=3, checkpoint_every=3, progress=False
@@ -51,6 +55,12 @@ def test_the_main_jobs_student_gets_a_card_with_its_table(teacher_folder: Path, 
     assert f"keeps {retention:.1f}% of the teacher's STS-B Spearman" in card
     assert "| training steps | 3" in card and str(corpus) in card
     assert "SentenceTransformer(" in card and "AutoModel.from_pretrained(" in card
+    # the quick dev suite: teacher, the untrained cut the student started from, student
+    suite_rows = metrics["suite"]
+    assert [row["name"] for row in suite_rows] == ["teacher", "untrained cut 0,3", "student"]
+    assert suite_rows[0]["mean_retention"] == pytest.approx(100.0) and suite_rows[0]["quick"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Dev suite: six sentence tasks" in report and "| untrained cut 0,3 |" in report
 
 
 def test_init_student_writes_a_card_but_keeps_a_users_readme(teacher_folder: Path, tmp_path):

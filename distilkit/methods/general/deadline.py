@@ -8,7 +8,8 @@ from pathlib import Path
 
 from distilkit.encoder import Encoder
 from distilkit.evaluate import sentence as evaluation
-from distilkit.evaluate.sentence import read_sst2, read_stsb
+from distilkit.evaluate import suite
+from distilkit.evaluate.sentence import EvaluationDataError, read_sst2, read_stsb
 from distilkit.methods.general.config import DistillConfig
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import load_json, save_json
@@ -27,14 +28,17 @@ ESTIMATE_MARGIN = 1.25  # the evaluation estimate is padded by this factor
 SETTLING_SECONDS = 20.0  # saving the student, loading both models, report and plots
 
 
-def evaluation_work(protocol, teacher_layers: int, student_layers: int) -> float:
+def evaluation_work(
+    protocol, teacher_layers: int, student_layers: int, suite_sentences: int = 0
+) -> float:
     """What the side-by-side evaluation embeds, in teacher forward passes of one sentence.
 
     Per model: both sides of every STS-B pair, the SST-2 probe's train and dev
     sentences, the warm-up and timed throughput passes and the batch-1 latency texts;
     then the teacher-agreement pass over STS-B again. A student's sentence costs
     ``(student_layers + 1) / (teacher_layers + 1)`` of the teacher's (the embeddings
-    and tokenizer count as one layer); the static-embedding row is free.
+    and tokenizer count as one layer); the static-embedding row is free. The dev suite
+    embeds ``suite_sentences`` with the teacher, the untrained cut and the student.
     """
 
     pairs = len(read_stsb(protocol.stsb_path)[0])
@@ -52,7 +56,16 @@ def evaluation_work(protocol, teacher_layers: int, student_layers: int) -> float
         + LATENCY_COST * protocol.latency_texts
     )
     share = (student_layers + 1) / (teacher_layers + 1)
-    return (per_model + 2 * pairs) * (1 + share)
+    return (per_model + 2 * pairs) * (1 + share) + suite_sentences * (1 + 2 * share)
+
+
+def quick_suite_sentences() -> int:
+    """The quick dev suite's sentences per model; 0 when its files are absent (then the
+    job skips it)."""
+    try:
+        return suite.suite_sentences(quick=True)
+    except EvaluationDataError:
+        return 0
 
 
 def teacher_sentences_per_second(teacher, tokenizer: Tokenizer, texts: list[str]) -> float:
@@ -90,7 +103,12 @@ def fit_to_deadline(
     protocol = evaluation.QUICK_PROTOCOL if quick_eval else evaluation.FULL_PROTOCOL
     first, second, _ = evaluation.read_stsb(protocol.stsb_path)
     rate = teacher_sentences_per_second(teacher, tokenizer, (first + second)[:256])
-    work = evaluation_work(protocol, teacher.config.num_layers, student.config.num_layers)
+    work = evaluation_work(
+        protocol,
+        teacher.config.num_layers,
+        student.config.num_layers,
+        quick_suite_sentences(),
+    )
     estimate = ESTIMATE_MARGIN * work / rate
     elapsed = time.perf_counter() - started
     budget = fit_training_budget(

@@ -18,8 +18,9 @@ from distilkit.data.batching import LengthGroupedSampler, collate_sequences
 from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
 from distilkit.encoder import load
-from distilkit.evaluate import report
+from distilkit.evaluate import report, suite
 from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.comparison import cut_of, suite_or_note
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
     DEMO_CORPUS,
@@ -352,14 +353,39 @@ def evaluate_run(
         )
         for line in agreement.lines():
             say(line)
+    suite_rows = dev_suite(encoders, config.layers)
     report.write_report(
         out_dir,
         rows,
         losses_jsonl_path=out_dir / "train_log.jsonl",
         extra={"comparison": comparison, "training": training, "config": to_dict(config)},
         agreement=agreement,
+        suite_rows=suite_rows,
     )
     say(f"report: {out_dir / 'report.md'}")
+    return rows
+
+
+def dev_suite(encoders: dict, layers: list[int] | None) -> list[dict] | None:
+    """The quick dev suite for teacher, the untrained cut the student started from (when
+    it was cut from the teacher) and student; None, with a note, when its files are absent."""
+    scored = {"teacher": encoders["teacher"]}
+    if layers:
+        scored["untrained cut " + ",".join(map(str, layers))] = cut_of(encoders["teacher"], layers)
+    scored["student"] = encoders["student"]
+    say("scoring the quick dev suite (STS-B, SICK-R, SICK-E, SST-2, TREC, MRPC)...")
+    rows, note = suite_or_note(scored, quick=True, root=None)
+    if rows is None:
+        say(note)
+        return None
+    say(suite.format_suite_table(rows))
+    if layers:
+        gained = rows[-1]["mean_retention"] - rows[1]["mean_retention"]
+        say(
+            f"training moved the mean retention over the six tasks by {gained:+.2f} points "
+            f"from the untrained cut ({rows[1]['mean_retention']:.2f}% -> "
+            f"{rows[-1]['mean_retention']:.2f}%)"
+        )
     return rows
 
 

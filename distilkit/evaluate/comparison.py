@@ -1,0 +1,106 @@
+"""Compare saved encoders the main job's way: one call behind ``distilkit compare``.
+
+The table of :func:`distilkit.evaluate.sentence.evaluate_side_by_side` (size, speed,
+STS-B, SST-2 probe), each student's vector agreement with the reference, and the dev
+suite (:mod:`distilkit.evaluate.suite`) with an untrained cut of the reference as a row
+when its layers are given, so the table shows what training added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from distilkit.encoder import Encoder, load
+from distilkit.evaluate import report, suite
+from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.sentence import EvaluationDataError
+from distilkit.model.student import build_student
+
+
+def cut_of(teacher: Encoder, layers: list[int]) -> Encoder:
+    """The untrained student made of ``teacher``'s blocks ``layers`` (what training starts from)."""
+    model, _ = build_student(teacher.model, layers=layers)
+    name = f"untrained cut {','.join(map(str, layers))} of {teacher.name}"
+    return Encoder(model, teacher.tokenizer, name=name)
+
+
+def suite_or_note(
+    encoders: dict[str, Encoder], quick: bool, root: str | Path | None, pooling: str = "mean"
+) -> tuple[list[dict] | None, str | None]:
+    """The dev suite's rows, or None and a note saying why its files were not found."""
+    try:
+        return suite.evaluate_suite(encoders, quick=quick, root=root, pooling=pooling), None
+    except EvaluationDataError as error:
+        return None, f"no dev suite: {error}"
+
+
+def compare_models(
+    names: list[str],
+    quick: bool = False,
+    static_baseline: bool = False,
+    threads: int | None = None,
+    pooling: str = "mean",
+    cut_layers: list[int] | None = None,
+    dev_suite: bool = True,
+    data_root: str | Path | None = None,
+    json_path: str | Path | None = None,
+    say: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict:
+    """Score ``names`` (the reference first) and ``say`` the tables; returns the payload
+    (also written to ``json_path`` when given): rows, against_first, agreement, suite.
+    ``progress``: a bar of the evaluation steps on stderr."""
+    encoders = {name: load(name, head=None) for name in names}
+    protocol = dataclasses.replace(
+        evaluation.QUICK_PROTOCOL if quick else evaluation.FULL_PROTOCOL, num_threads=threads
+    )
+    rows = evaluation.evaluate_side_by_side(
+        encoders,
+        static_baseline_of=names[0] if static_baseline else None,
+        protocol=protocol,
+        pooling=pooling,
+        progress=progress,
+    )
+    say(report.format_table(rows))
+    reference = encoders[names[0]]
+    agreement = {}
+    for name in names[1:]:
+        if encoders[name].config.hidden_size != reference.config.hidden_size:
+            say(f"{name}: width differs from the reference's, so no vector agreement")
+            continue
+        found = evaluation.stsb_teacher_agreement(
+            encoders[name], reference, pooling=pooling, limit=protocol.stsb_pairs
+        )
+        agreement[name] = found
+        say(
+            f"{name} vs {names[0]}: sentence cosine {found['sentence_cosine']:.3f} on "
+            f"STS-B dev sentences; the reference's ranking of the pairs kept at Spearman "
+            f"{found['similarity_spearman']:.1f}"
+        )
+    suite_rows = None
+    if dev_suite:
+        scored = dict(encoders)
+        if cut_layers is not None:
+            cut = cut_of(reference, cut_layers)
+            scored = {names[0]: reference, cut.name: cut, **encoders}
+        suite_rows, note = suite_or_note(scored, quick, data_root, pooling)
+        if suite_rows is not None:
+            say(suite.suite_protocol_line(quick))
+            say(suite.format_suite_table(suite_rows))
+        else:
+            say(note)
+    payload = {
+        "rows": rows,
+        "against_first": [evaluation.compare(rows[0], row) for row in rows],
+        "agreement": agreement,
+        "suite": suite_rows,
+    }
+    if json_path is not None:
+        output = Path(json_path)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
+        say(f"wrote {output}")
+    return payload
