@@ -30,7 +30,7 @@ from distilkit.train import distributed
 def main(runs_path: str) -> None:
     # the thread count of the in-process reference run (reductions must split the same way)
     torch.set_num_threads(int(os.environ.get("DISTILKIT_TEST_THREADS", "1")))
-    distributed.init_from_env()
+    distributed.init_from_env("cpu")
     runs = json.loads(Path(runs_path).read_text(encoding="utf-8"))
     for run in runs:
         out_dir = Path(run["out_dir"])

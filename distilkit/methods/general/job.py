@@ -65,8 +65,6 @@ def corpus_trainer(
         train_set.lengths,
         training.batch_size,
         seed=training.seed,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
     )
     return Trainer(
         objective,
@@ -152,7 +150,7 @@ def run_distillation(
     quick_eval: bool = False,
 ) -> dict:
     """Run the whole job; returns the metrics dict written to ``metrics.json``."""
-    distributed.init_from_env()
+    distributed.init_from_env(config.training.device)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     teacher_folder = resolve(config.teacher)
