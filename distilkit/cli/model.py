@@ -16,6 +16,7 @@ from distilkit.cli.common import (
     _load,
     _note_empty,
     _shorten,
+    add_device_argument,
     add_dtype_argument,
     add_input_arguments,
     add_model_argument,
@@ -123,6 +124,7 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="texts per forward pass (default: 64)",
     )
     add_dtype_argument(parser)
+    add_device_argument(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -194,6 +196,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
     add_dtype_argument(parser)
+    add_device_argument(parser)
     return parser
 
 
@@ -265,6 +268,7 @@ def add_fill_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
         metavar="K",
         help="how many tokens to list per mask (default: 5)",
     )
+    add_device_argument(parser)
     return parser
 
 
@@ -360,6 +364,7 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
         metavar="N",
         help="write the (shortened) text beside at most N points (default: 20)",
     )
+    add_device_argument(parser)
     return parser
 
 
@@ -432,6 +437,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
+    add_device_argument(parser)
     return parser
 
 
@@ -441,7 +447,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise InputError(f"a model is named twice in {args.models}: name each model once")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
-    encoders = {name: load(name, head=None) for name in args.models}
+    encoders = {name: load(name, head=None, device=args.device) for name in args.models}
     base = evaluation.QUICK_PROTOCOL if args.quick else evaluation.FULL_PROTOCOL
     protocol = dataclasses.replace(base, num_threads=args.threads)
     rows = evaluation.evaluate_side_by_side(

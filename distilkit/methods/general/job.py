@@ -19,6 +19,7 @@ from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
 from distilkit.encoder import load
 from distilkit.evaluate import report
+from distilkit.evaluate.mfu import distillation_mfu, peak_matmul_flops
 from distilkit.evaluate import sentence as evaluation
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
@@ -76,6 +77,24 @@ def corpus_trainer(
         eval_batches=heldout_batches(heldout, tokenizer.pad_id),
         run_config=run_config,
     )
+
+
+def measure_throughput(trainer: Trainer, teacher, student, result) -> dict:
+    """Tokens/s and MFU of the training run: teacher forward + student forward and
+    backward FLOPs per second over the device's dense matmul rate, measured now in the
+    run's precision (one process's figures; tokens/s over all processes)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision, torch.float32)
+    peak = peak_matmul_flops(trainer.device, dtype, seconds=0.5)
+    figures = distillation_mfu(teacher, student, result.throughput, peak)
+    figures["tokens_per_s"] = result.throughput["tokens_per_s"]
+    figures |= {"device": str(trainer.device), "precision": trainer.precision}
+    say(
+        f"throughput: {figures['tokens_per_s']:,.0f} tokens/s on {figures['device']} "
+        f"({trainer.precision}); MFU {100 * figures['mfu']:.1f}% "
+        f"({figures['achieved_tflops']:.3f} of a measured {figures['peak_tflops']:.3f} TFLOP/s "
+        "dense matmul rate, teacher forward + student forward and backward)"
+    )
+    return figures
 
 
 def auto_sample_batches(corpus, tokenizer: Tokenizer, count: int) -> list[dict]:
@@ -260,6 +279,7 @@ def run_distillation(
             "stopped_by": result.stopped_by,
             "seconds": result.elapsed,
             "final_losses": result.last_losses,
+            "throughput": measure_throughput(trainer, teacher.config, student.config, result),
         }
     }
     if distributed.rank() != 0:
