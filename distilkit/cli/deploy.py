@@ -278,7 +278,11 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument("--port", type=int, default=defaults.port)
     parser.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default=defaults.dtype)
-    parser.add_argument("--device", default=defaults.device, help="auto (the GPU when there is one), cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--device",
+        default=defaults.device,
+        help="auto (the GPU when there is one), cpu, cuda, cuda:1",
+    )
     parser.add_argument(
         "--pooling", default=defaults.pooling, help="mean | cls | max | last (default mean)"
     )

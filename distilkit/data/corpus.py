@@ -401,9 +401,7 @@ def _iter_units(sources: list[_Source], unit: str = "paragraph") -> Iterator[tup
                 yield source_name, paragraph
 
 
-def _write_npy_from_raw(
-    raw_path: Path, npy_path: Path, count: int, dtype: type = np.int32
-) -> None:
+def _write_npy_from_raw(raw_path: Path, npy_path: Path, count: int, dtype: type = np.int32) -> None:
     """Prefix a raw file of ``dtype`` with a .npy header, streaming (the corpus may not fit
     in RAM)."""
     header = {

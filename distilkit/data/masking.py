@@ -10,7 +10,6 @@ often than their frequency alone would give.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,8 +109,10 @@ def mask_tokens(
     if not 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id {mask_id} is outside the vocabulary of {vocab_size}")
     on_host = generator.device.type == "cpu"  # on an accelerator nothing here waits for it
-    if on_host and input_ids.numel() and (
-        int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size
+    if (
+        on_host
+        and input_ids.numel()
+        and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size)
     ):
         raise ValueError(
             f"input_ids hold ids outside [0, {vocab_size}): the tokenizer and vocab_size disagree"

@@ -18,13 +18,13 @@ import torch
 
 from distilkit.deploy.batcher import Encoded, Runner
 from distilkit.encoder import load
-from distilkit.model.device import AUTO
 from distilkit.methods.early_exit.model import (
     BranchConfig,
     EarlyExitModel,
     has_branches,
     read_settings,
 )
+from distilkit.model.device import AUTO
 from distilkit.model.modeling import POOLINGS
 from distilkit.model.tokenizer import Batch
 from distilkit.settings import from_dict

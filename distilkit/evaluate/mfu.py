@@ -56,7 +56,9 @@ def forward_flops(config: ModelConfig, tokens: int, pairs: int) -> float:
     return float(config.num_layers * (linear + attention))
 
 
-def distillation_flops(teacher: ModelConfig, student: ModelConfig, tokens: int, pairs: int) -> float:
+def distillation_flops(
+    teacher: ModelConfig, student: ModelConfig, tokens: int, pairs: int
+) -> float:
     """Teacher forward + student forward and backward (3x its forward)."""
     return forward_flops(teacher, tokens, pairs) + 3 * forward_flops(student, tokens, pairs)
 

@@ -60,7 +60,9 @@ def to_device(
 ) -> dict[str, torch.Tensor]:
     """Every tensor of a batch dict on ``device`` (others kept as they are)."""
     return {
-        key: value.to(device, non_blocking=non_blocking) if isinstance(value, torch.Tensor) else value
+        key: value.to(device, non_blocking=non_blocking)
+        if isinstance(value, torch.Tensor)
+        else value
         for key, value in batch.items()
     }
 

@@ -28,7 +28,8 @@ def backend_for(device: str | torch.device | None = "auto") -> str:
 def init_from_env(device: str | torch.device | None = "auto") -> bool:
     """Join the process group if launched by torchrun; True when distributed. ``device``
     is the run's (``TrainingConfig.device``): on CUDA each process takes GPU LOCAL_RANK."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+    # torchrun sets RANK, also for a single process (--nproc_per_node 1 runs DDP too)
+    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ or dist.is_initialized():
         return dist.is_initialized()
     backend = backend_for(device)
     if backend == "nccl":
@@ -56,9 +57,7 @@ def wrap(module: nn.Module, device: torch.device | None = None) -> nn.Module:
         return module
     ids = [device] if device is not None and device.type == "cuda" else None
     # Some parameters (e.g. the pooler) take no part in a distillation loss.
-    return nn.parallel.DistributedDataParallel(
-        module, device_ids=ids, find_unused_parameters=True
-    )
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
 
 
 def no_sync(model: nn.Module, skip: bool) -> contextlib.AbstractContextManager:

@@ -60,7 +60,10 @@ def test_a_corpus_larger_than_the_memory_cap_is_read_in_chunks(
     peak, count = peak_memory_of_build(path, tokenizer, tmp_path / "cache")
     assert peak < MEMORY_CAP, f"peak {peak / 2**20:.1f} MB for {size / 2**20:.1f} MB of text"
     corpus = build_corpus(
-        [path], tokenizer, CorpusSettings(max_len=32, min_tokens=3), tmp_path / "cache",
+        [path],
+        tokenizer,
+        CorpusSettings(max_len=32, min_tokens=3),
+        tmp_path / "cache",
         progress=False,
     )
     assert len(corpus) == count > 30_000

@@ -58,8 +58,9 @@ def test_load_and_device_flag_reach_the_model(tmp_path, hf_checkpoint):
     encoder = distilkit.load(folder, device="cpu")
     assert encoder.device.type == "cpu"
     assert encoder.to("meta").device.type == "meta"
-    args = build_parser().parse_args(["embed", str(folder), "--input", "x", "--output", "y.npy",
-                                      "--device", "cpu"])
+    args = build_parser().parse_args(
+        ["embed", str(folder), "--input", "x", "--output", "y.npy", "--device", "cpu"]
+    )
     assert args.device == "cpu"
     args = build_parser().parse_args(["distill", "--device", "meta", "--max-steps", "3"])
     assert distill_config_from_args(args).training.device == "meta"
@@ -78,8 +79,9 @@ def test_a_cuda_run_trains_in_bf16_and_equals_itself_resumed(tmp_path):
     half.run(stop_after_steps=3)
     resumed = make_trainer(tmp_path / "half", tokenizer, settings)
     resumed.run()
-    for (name, a), b in zip(full.objective.state_dict().items(),
-                            resumed.objective.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        full.objective.state_dict().items(), resumed.objective.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 

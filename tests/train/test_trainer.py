@@ -32,8 +32,8 @@ from distilkit.train.trainer import (
     TrainingConfig,
     TrainingDiverged,
     linear_schedule,
-    shard_step,
     schedule_summary,
+    shard_step,
 )
 
 WORKER = Path(__file__).resolve().parents[1] / "train_worker.py"

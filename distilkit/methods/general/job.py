@@ -19,8 +19,8 @@ from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
 from distilkit.encoder import load
 from distilkit.evaluate import report
-from distilkit.evaluate.mfu import distillation_mfu, peak_matmul_flops
 from distilkit.evaluate import sentence as evaluation
+from distilkit.evaluate.mfu import distillation_mfu, peak_matmul_flops
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
     DEMO_CORPUS,
