@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from distilkit.deploy.onnx_runtime import load_onnx
 from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.device import AUTO, resolve_device, to_device
 from distilkit.model.hub import resolve
 from distilkit.model.int8 import quantize_model
 from distilkit.model.modeling import POOLINGS, TransformerModel
@@ -30,6 +31,9 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+DEVICE_TYPES = (AUTO, "cpu", "cuda", "meta")
 
 
 def _dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -75,15 +79,39 @@ class Encoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def to(self, dtype: str | torch.dtype) -> Encoder:
-        """Cast the weights (``"bfloat16"`` for fast CPU inference on AVX512-BF16/AMX), or
-        ``"int8"``: swap in dynamically quantized transformer blocks (inference only; see
-        :mod:`distilkit.int8`)."""
-        if dtype == "int8":
-            self.model = quantize_model(self.model)
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, target: str | torch.dtype | torch.device) -> Encoder:
+        """Move the model to a device (``"cuda"``, ``"cuda:1"``, ``"cpu"``, ``"auto"``: the
+        GPU when there is one) or cast the weights (``"bfloat16"`` for fast CPU inference
+        on AVX512-BF16/AMX, or ``"int8"``: dynamically quantized transformer blocks, CPU
+        inference only; see :mod:`distilkit.int8`). Inputs follow the model's device and
+        outputs come back to the host."""
+        if isinstance(target, torch.device) or (
+            isinstance(target, str) and target.split(":")[0] in DEVICE_TYPES
+        ):
+            device = resolve_device(target)
+            if device.type != "cpu" and self._is_int8():
+                raise ValueError("int8 blocks run on the CPU only: use bfloat16 on a GPU")
+            self.model.to(device)
             return self
-        self.model.to(_dtype(dtype))
+        if target == "int8":
+            if self.device.type != "cpu":
+                raise ValueError("int8 blocks run on the CPU only: use bfloat16 on a GPU")
+            self.model = quantize_model(self.model)
+            self._int8 = True
+            return self
+        self.model.to(_dtype(target))
         return self
+
+    def _is_int8(self) -> bool:
+        return getattr(self, "_int8", False)
+
+    def _inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """A tokenized batch's model inputs on the model's device."""
+        return to_device(batch.model_inputs(), self.device)
 
     # ------------------------------------------------------------------ encoding
     def _batches(
@@ -152,10 +180,14 @@ class Encoder:
         The model step of :meth:`embed`, for callers (and benchmarks) that tokenize
         themselves.
         """
-        encoded = self.model.backbone(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        return self.sentence.encode(
-            encoded.last_hidden_state, batch.attention_mask, pooling, normalize, prompt_length
+        inputs = self._inputs(batch)
+        encoded = self.model.backbone(
+            inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
         )
+        vectors = self.sentence.encode(
+            encoded.last_hidden_state, inputs["attention_mask"], pooling, normalize, prompt_length
+        )
+        return vectors.cpu()
 
     def describe_recipe(self) -> str:
         """The model's own way to a sentence vector, in words (``mean pooling, normalized``)."""
@@ -213,16 +245,12 @@ class Encoder:
         texts = [texts] if single else list(texts)
         out: list[np.ndarray] = [np.zeros((0, self.config.hidden_size), np.float32)] * len(texts)
         for indices, batch in self._batches(texts, 64, None, False):
-            encoded = self.model.backbone(
-                batch.input_ids,
-                batch.attention_mask,
-                batch.token_type_ids,
-                output_hidden_states=layer != -1,
-            )
+            inputs = self._inputs(batch)
+            encoded = self.model.backbone(**inputs, output_hidden_states=layer != -1)
             hidden = encoded.last_hidden_state if layer == -1 else encoded.hidden_states[layer]
             lengths = batch.attention_mask.sum(1).tolist()
             for row, (index, length) in enumerate(zip(indices, lengths, strict=True)):
-                out[index] = hidden[row, :length].float().numpy()
+                out[index] = hidden[row, :length].float().cpu().numpy()
         return out[0] if single else out
 
     @torch.inference_mode()
@@ -231,10 +259,8 @@ class Encoder:
         a map is how token i spreads its attention over the tokens (each row sums to 1).
         The tokens are :meth:`tokens` (text)."""
         batch = self.tokenizer([text])
-        encoded = self.model.backbone(
-            batch.input_ids, batch.attention_mask, batch.token_type_ids, output_attentions=True
-        )
-        return torch.stack(encoded.attentions)[:, 0].float().numpy()
+        encoded = self.model.backbone(**self._inputs(batch), output_attentions=True)
+        return torch.stack(encoded.attentions)[:, 0].float().cpu().numpy()
 
     def tokens(self, text: str) -> list[str]:
         """The word pieces the model sees for ``text``, with [CLS] and [SEP]."""
@@ -259,8 +285,8 @@ class Encoder:
         positions = (input_ids == self.tokenizer.mask_id).nonzero().squeeze(1)
         if positions.numel() == 0:
             self._no_mask_error(text, batch.truncated[0])
-        output = self.model(**batch.model_inputs())
-        probabilities = output.logits[0, positions].float().softmax(-1)  # (masks, vocab)
+        output = self.model(**self._inputs(batch))
+        probabilities = output.logits[0, positions.to(self.device)].float().softmax(-1).cpu()
         # Embedding matrices are often padded past the vocabulary: rank real tokens only.
         probabilities = probabilities[:, : self.tokenizer.vocab_size]
         scores, ids = probabilities.topk(min(top_k, probabilities.shape[-1]), dim=-1)
@@ -310,7 +336,7 @@ class Encoder:
                 alignment=False,
             )
             out[start : start + len(batch)] = (
-                self.model(**batch.model_inputs()).logits.float().numpy()
+                self.model(**self._inputs(batch)).logits.float().cpu().numpy()
             )
         return out
 
@@ -349,14 +375,19 @@ def load(
     head: str | bool | None = True,
     num_labels: int | None = None,
     label_names: list[str] | None = None,
+    device: str | torch.device | None = AUTO,
 ) -> Encoder:
     """Load a model by name: a checkpoint folder, the embedded ``all-MiniLM-L6-v2``, or a Hub id.
 
     dtype: ``"float32"`` (default), ``"bfloat16"``, or ``"int8"`` (int8 transformer blocks
     for CPU inference, :mod:`distilkit.int8`). head: ``True`` keeps the
-    checkpoint's head, a head name attaches that head, ``None`` drops it.
+    checkpoint's head, a head name attaches that head, ``None`` drops it. device:
+    ``"auto"`` (the GPU when there is one; int8 stays on the CPU), ``"cpu"``, ``"cuda"``,
+    ``"cuda:1"``.
     """
     if str(name).endswith(".onnx"):  # an exported model, run by onnxruntime
+        if device not in (None, AUTO) and resolve_device(device).type != "cpu":
+            raise ValueError(f"{name} is an ONNX file, run by onnxruntime on the CPU: drop device")
         if dtype not in (None, "float32", torch.float32):
             raise ValueError(
                 f"dtype {dtype!r} applies to transformer checkpoints; {name} is an ONNX file, "
@@ -370,6 +401,11 @@ def load(
     if sentence.do_lower_case:
         lowercase_tokenizer(tokenizer)
     encoder = Encoder(model, tokenizer, folder=folder, name=str(name), sentence=sentence)
+    if dtype == "int8":
+        if device not in (None, AUTO) and resolve_device(device).type != "cpu":
+            raise ValueError("dtype int8 runs on the CPU only: use bfloat16 on a GPU")
+    else:
+        encoder.to(resolve_device(device))
     if dtype is not None:
         encoder.to(dtype)
     return encoder

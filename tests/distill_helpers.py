@@ -143,8 +143,6 @@ def make_trainer(
     ``objective_class`` (default :class:`GeneralDistillation`) lets a test inject
     faults through a subclass.
     """
-    from distilkit.train import distributed
-
     teacher = random_teacher(settings.teacher_layers, settings.seed, dropout=settings.dropout)
     student, _ = build_student(teacher, num_layers=settings.student_layers, seed=settings.seed)
     objective_config = GeneralDistillationConfig(
@@ -179,8 +177,6 @@ def make_trainer(
         config.batch_size,
         seed=settings.seed,
         shuffle=settings.shuffle,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
     )
     return Trainer(
         objective,

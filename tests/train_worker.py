@@ -9,7 +9,8 @@ theirs), trained with resumption on, and every rank saves its final trainable te
 ``out_dir/final-rank<r>.pt`` (and its step and stop reason to ``result-rank<r>.json``).
 Optional keys: ``"interrupt_at": n`` stops the run after
 step n and resumes it with a fresh trainer; ``"clock_skew": s`` starts rank r's clock at
-``r * s`` seconds (ranks whose clocks disagree about a time budget).
+``r * s`` seconds (ranks whose clocks disagree about a time budget); ``"stop_at": n``
+stops after step n and leaves the run there (for a resume by another process count).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from distilkit.train import distributed
 def main(runs_path: str) -> None:
     # the thread count of the in-process reference run (reductions must split the same way)
     torch.set_num_threads(int(os.environ.get("DISTILKIT_TEST_THREADS", "1")))
-    distributed.init_from_env()
+    distributed.init_from_env("cpu")
     runs = json.loads(Path(runs_path).read_text(encoding="utf-8"))
     for run in runs:
         out_dir = Path(run["out_dir"])
@@ -38,6 +39,9 @@ def main(runs_path: str) -> None:
         settings = RunSettings(**run["settings"])
         if "interrupt_at" in run:
             make_trainer(out_dir, tokenizer, settings).run(stop_after_steps=run["interrupt_at"])
+        if "stop_at" in run:
+            make_trainer(out_dir, tokenizer, settings).run(stop_after_steps=run["stop_at"])
+            continue
         trainer = make_trainer(out_dir, tokenizer, settings)
         trainer.elapsed = run.get("clock_skew", 0.0) * distributed.rank()
         result = trainer.run(resume=True)

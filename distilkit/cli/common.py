@@ -91,8 +91,19 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """--device: where the model runs (read by :func:`_load` and the training options)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N",
+    )
+
+
 def _load(args: argparse.Namespace) -> Encoder:
-    return load(args.model, dtype=getattr(args, "dtype", None))
+    dtype = getattr(args, "dtype", None)
+    device = getattr(args, "device", "auto")
+    return load(args.model, dtype=dtype, device="cpu" if dtype == "int8" else device)
 
 
 def parse_layers(text: str) -> list[int]:
@@ -140,7 +151,16 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--lr", type=float, dest="learning_rate", help="peak learning rate")
     group.add_argument(
-        "--precision", choices=("fp32", "bf16"), help="fp32, or bf16 autocast for speed"
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16, or fp16 (CUDA, scaled)",
+    )
+    group.add_argument(
+        "--device",
+        help="auto (default: the GPU when there is one), cpu, cuda or cuda:N",
+    )
+    group.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the training step"
     )
     group.add_argument("--seed", type=int, help="seed of initialisation, masking and order")
     group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
@@ -159,6 +179,8 @@ def training_overrides(args: argparse.Namespace) -> dict:
         "grad_accumulation",
         "learning_rate",
         "precision",
+        "device",
+        "compile",
         "seed",
         "checkpoint_every",
         "eval_every",

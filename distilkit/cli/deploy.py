@@ -292,7 +292,11 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         default=defaults.dtype,
         help=f"weights to serve with (default {defaults.dtype}; int8: quantized blocks)",
     )
-    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--device",
+        default=defaults.device,
+        help="auto (the GPU when there is one), cpu, cuda, cuda:1",
+    )
     parser.add_argument(
         "--pooling", default=defaults.pooling, help="mean | cls | max | last (default mean)"
     )

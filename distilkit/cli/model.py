@@ -15,6 +15,7 @@ from distilkit.cli.common import (
     _load,
     _note_empty,
     _shorten,
+    add_device_argument,
     add_dtype_argument,
     add_input_arguments,
     add_model_argument,
@@ -125,6 +126,7 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="texts per forward pass (default: 64)",
     )
     add_dtype_argument(parser)
+    add_device_argument(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -198,6 +200,7 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     )
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
     add_dtype_argument(parser)
+    add_device_argument(parser)
     return parser
 
 
@@ -269,6 +272,7 @@ def add_fill_mask_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
         metavar="K",
         help="how many tokens to list per mask (default: 5)",
     )
+    add_device_argument(parser)
     return parser
 
 
@@ -366,6 +370,7 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
         metavar="N",
         help="write the (shortened) text beside at most N points (default: 20)",
     )
+    add_device_argument(parser)
     return parser
 
 
@@ -457,6 +462,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         metavar="DIR",
         help="folder holding sick/, trec/, mrpc/ (default: $DISTILKIT_DATA, else ../shared/data)",
     )
+    add_device_argument(parser)
     return parser
 
 
@@ -481,6 +487,7 @@ def run_compare(args: argparse.Namespace) -> int:
         threads=args.threads,
         pooling=args.pooling,
         progress=not args.no_progress,
+        device=args.device,
         cut_layers=cut,
         dev_suite=not args.no_suite,
         data_root=args.data_root,

@@ -401,16 +401,17 @@ def _iter_units(sources: list[_Source], unit: str = "paragraph") -> Iterator[tup
                 yield source_name, paragraph
 
 
-def _write_npy_from_raw(raw_path: Path, npy_path: Path, count: int) -> None:
-    """Prefix a raw int32 file with a .npy header, streaming (the corpus may not fit in RAM)."""
+def _write_npy_from_raw(raw_path: Path, npy_path: Path, count: int, dtype: type = np.int32) -> None:
+    """Prefix a raw file of ``dtype`` with a .npy header, streaming (the corpus may not fit
+    in RAM)."""
     header = {
-        "descr": np.lib.format.dtype_to_descr(np.dtype(np.int32)),
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
         "fortran_order": False,
         "shape": (count,),
     }
     with open(npy_path, "wb") as out, open(raw_path, "rb") as raw:
         np.lib.format.write_array_header_1_0(out, header)
-        shutil.copyfileobj(raw, out, length=1 << 24)
+        shutil.copyfileobj(raw, out, length=1 << 20)
 
 
 def _pack_into(
@@ -420,17 +421,34 @@ def _pack_into(
     settings: CorpusSettings,
     progress: bool,
 ) -> dict[str, Any]:
-    """Tokenize, filter and pack into ``folder`` (tokens.npy, offsets.npy); return meta."""
+    """Tokenize, filter and pack into ``folder`` (tokens.npy, offsets.npy); return meta.
+
+    Streams: the text is read in blocks and tokenized in chunks of ``ENCODE_CHUNK``
+    paragraphs, and token ids and sequence offsets go to disk chunk by chunk, so the
+    memory used does not grow with the corpus."""
     packer = _Packer(settings.max_len, tokenizer.cls_id, tokenizer.sep_id, settings.pack)
-    offsets = [0]
+    end = 0  # tokens written so far
+    sequences = 0
     dropped = {"too_short": 0, "too_many_unk": 0}
     dropped_tokens = {"too_short": 0, "too_many_unk": 0}
     kept_paragraphs = documents = 0
     last_document: str | None = None
-    raw_path = folder / "tokens.raw"
+    raw_path, offsets_path = folder / "tokens.raw", folder / "offsets.raw"
     paragraphs = _iter_units(sources, settings.unit)
     bar = tqdm(desc="tokenizing corpus", unit=" paragraphs", disable=not progress)
-    with open(raw_path, "wb") as raw, bar:
+
+    def write(ready: list[np.ndarray]) -> None:
+        nonlocal end, sequences
+        if not ready:
+            return
+        ends = end + np.cumsum([len(sequence) for sequence in ready], dtype=np.int64)
+        for sequence in ready:
+            raw.write(sequence.tobytes())
+        offsets.write(ends.tobytes())
+        end, sequences = int(ends[-1]), sequences + len(ready)
+
+    with open(raw_path, "wb") as raw, open(offsets_path, "wb") as offsets, bar:
+        offsets.write(np.zeros(1, np.int64).tobytes())
         for chunk in _chunks(paragraphs, ENCODE_CHUNK):
             all_ids = tokenizer.encode_ids([text for _, text in chunk])
             for (source_name, _), ids in zip(chunk, all_ids, strict=True):
@@ -447,16 +465,12 @@ def _pack_into(
                     continue
                 dropped[reason] += 1
                 dropped_tokens[reason] += len(ids)
-            for sequence in packer.take():
-                raw.write(sequence.tobytes())
-                offsets.append(offsets[-1] + len(sequence))
+            write(packer.take())
             bar.update(len(chunk))
-            bar.set_postfix(tokens=offsets[-1], refresh=False)
+            bar.set_postfix(tokens=end, refresh=False)
         packer.flush()
-        for sequence in packer.take():
-            raw.write(sequence.tobytes())
-            offsets.append(offsets[-1] + len(sequence))
-    if len(offsets) == 1:
+        write(packer.take())
+    if sequences == 0:
         total = sum(dropped.values())
         raise CorpusError(
             f"no text is left after filtering: all {total} paragraphs were dropped "
@@ -464,13 +478,14 @@ def _pack_into(
             f"{dropped['too_many_unk']} with more than {settings.max_unk_fraction:.0%} [UNK]); "
             "lower min_tokens or check that the vocabulary fits the corpus language"
         )
-    _write_npy_from_raw(raw_path, folder / "tokens.npy", offsets[-1])
+    _write_npy_from_raw(raw_path, folder / "tokens.npy", end)
     raw_path.unlink()
-    np.save(folder / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+    _write_npy_from_raw(offsets_path, folder / "offsets.npy", sequences + 1, np.int64)
+    offsets_path.unlink()
     return {
         "format_version": CACHE_FORMAT_VERSION,
-        "num_sequences": len(offsets) - 1,
-        "num_tokens": offsets[-1],
+        "num_sequences": sequences,
+        "num_tokens": end,
         "num_paragraphs": kept_paragraphs,
         "num_documents": documents,
         "dropped_paragraphs": dropped,

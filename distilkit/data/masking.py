@@ -9,6 +9,7 @@ often than their frequency alone would give.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,13 +108,18 @@ def mask_tokens(
         )
     if not 0 <= mask_id < vocab_size:
         raise ValueError(f"mask_id {mask_id} is outside the vocabulary of {vocab_size}")
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+    on_host = generator.device.type == "cpu"  # on an accelerator nothing here waits for it
+    if (
+        on_host
+        and input_ids.numel()
+        and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size)
+    ):
         raise ValueError(
             f"input_ids hold ids outside [0, {vocab_size}): the tokenizer and vocab_size disagree"
         )
     device = generator.device
     input_ids_cpu = input_ids.to(device=device, dtype=torch.long)
-    special = torch.tensor(sorted(set(special_ids)), dtype=torch.long, device=device)
+    special = _on_device(tuple(sorted(set(special_ids))), device)
     eligible = ~torch.isin(input_ids_cpu, special)  # (batch, seq)
     if attention_mask is not None:
         eligible &= attention_mask.to(device) > 0
@@ -143,10 +149,18 @@ def mask_tokens(
     action = torch.rand(input_ids_cpu.shape, generator=generator, device=device)
     to_mask = targets & (action < config.mask_fraction)
     to_random = targets & ~to_mask & (action < config.mask_fraction + config.random_fraction)
+    # random tokens are never special
+    ordinary = _ordinary_ids(vocab_size, tuple(sorted(set(special_ids))))
+    if not on_host:  # fixed shapes, no boolean indexing: nothing waits for the device
+        if not ordinary:
+            raise ValueError("every vocabulary id is special: no ordinary token to substitute")
+        ordinary_ids = _on_device(ordinary, device)
+        picks = torch.randint(len(ordinary), masked.shape, generator=generator, device=device)
+        masked = torch.where(to_mask, torch.full_like(masked, mask_id), masked)
+        masked = torch.where(to_random, ordinary_ids[picks], masked)
+        return masked.to(input_ids.device), labels.to(input_ids.device)
     masked[to_mask] = mask_id
-    ordinary = torch.ones(vocab_size, dtype=torch.bool, device=device)
-    ordinary[special[(special >= 0) & (special < vocab_size)]] = False
-    ordinary_ids = ordinary.nonzero().squeeze(1)  # random tokens are never special
+    ordinary_ids = torch.tensor(ordinary, dtype=torch.long)
     if len(ordinary_ids) == 0 and bool(to_random.any()):
         raise ValueError("every vocabulary id is special: no ordinary token to substitute")
     picks = torch.randint(
@@ -154,6 +168,19 @@ def mask_tokens(
     )
     masked[to_random] = ordinary_ids[picks]
     return masked.to(input_ids.device), labels.to(input_ids.device)
+
+
+@functools.lru_cache(maxsize=32)
+def _ordinary_ids(vocab_size: int, special_ids: tuple[int, ...]) -> tuple[int, ...]:
+    """The vocabulary ids that are not special, in order."""
+    return tuple(sorted(set(range(vocab_size)) - set(special_ids)))
+
+
+@functools.lru_cache(maxsize=32)
+def _on_device(ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """``ids`` as a long tensor on ``device``, copied there once (a copy from the host
+    would wait for the device's queue on every batch)."""
+    return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def span_deleted_views(

@@ -32,7 +32,6 @@ import functools
 import json
 import os
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from distilkit.data.batching import sorted_batches
 from distilkit.deploy.export import export_onnx, quantize_int8
 from distilkit.deploy.onnx_runtime import load_onnx
 from distilkit.encoder import load
+from distilkit.evaluate.mfu import peak_matmul_flops
 from distilkit.evaluate.report import Column, format_markdown_table, format_table, machine_info
 from distilkit.evaluate.sentence import read_sst2
 from distilkit.evaluate.timing import time_embedders
@@ -110,19 +110,7 @@ def matmul_gflops(
 ) -> float:
     """This machine's matmul ceiling: the best GFLOP/s of ``(size x size) @ (size x size)``
     in ``dtype`` over about ``seconds`` of repeats, at torch's current thread count."""
-    generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(dtype)
-    b = torch.randn(size, size, generator=generator).to(dtype)
-    flops = 2.0 * size**3
-    best = 0.0
-    with torch.inference_mode():
-        torch.mm(a, b)  # warm-up: kernel selection, weight packing
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or best == 0.0:
-            start = time.perf_counter()
-            torch.mm(a, b)
-            best = max(best, flops / (time.perf_counter() - start))
-    return best / 1e9
+    return peak_matmul_flops("cpu", dtype, size, seconds) / 1e9
 
 
 def encoder_flops(
@@ -467,6 +455,7 @@ BENCH_COLUMNS: list[Column] = [
         True,
     ),
     ("layers", lambda row, _: _number(row.get("average_layers"), "{:.2f}"), True),
+    ("tokens/s", lambda row, _: _number(row.get("tokens_per_s"), "{:.0f}"), True),
     ("GFLOP/s", lambda row, _: _number(row.get("gflops_per_s"), "{:.1f}"), True),
     (
         "% ceiling",
@@ -601,6 +590,7 @@ def _measure(
             for i, n in enumerate(tokens)
         )
         row["gflops_per_s"] = flops * row["sentences_per_s"] / len(texts) / 1e9
+        row["tokens_per_s"] = float(sum(tokens)) * row["sentences_per_s"] / len(texts)
         ceiling = ceilings.get("bf16" if engine.dtype == "bf16" else "fp32")
         row["ceiling_fraction"] = row["gflops_per_s"] / ceiling if ceiling else None
         if engine.mode in (PEER_MODE, "eager fp32") and teacher_accuracy is None:
@@ -618,8 +608,9 @@ def _measure(
         "% of teacher: accuracy relative to the teacher's eager fp32 accuracy",
         "agree %: share of texts where an engine predicts what the same model predicts in "
         "eager fp32 (so eager fp32 rows are 100 by definition)",
-        "GFLOP/s: matmul FLOPs over real tokens per second; % ceiling: of the measured "
-        "matmul ceiling (bf16 for bf16, else fp32; int8 is compared with fp32)",
+        "GFLOP/s: matmul FLOPs over real tokens per second; % ceiling (the MFU): of the "
+        "matmul ceiling measured in this run (bf16 for bf16, else fp32; int8 is compared "
+        "with fp32); tokens/s: real tokens per second",
     ]
     if any(engine.dtype == "bf16" for engine in engines) and not _native_bf16():
         notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")

@@ -24,6 +24,7 @@ from distilkit.methods.early_exit.model import (
     has_branches,
     read_settings,
 )
+from distilkit.model.device import AUTO
 from distilkit.model.modeling import POOLINGS
 from distilkit.model.tokenizer import Batch
 from distilkit.settings import from_dict
@@ -54,7 +55,7 @@ class ModelRunner(Runner):
         cls,
         name: str | os.PathLike,
         dtype: str = "fp32",
-        device: str = "cpu",
+        device: str = AUTO,
         pooling: str = "mean",
     ) -> ModelRunner:
         """Load ``name`` as :func:`distilkit.load` does, cast to ``dtype`` (fp32 | bf16 |
@@ -65,17 +66,18 @@ class ModelRunner(Runner):
         if dtype not in ("fp32", "bf16", "int8"):
             raise ValueError(f"--dtype must be fp32, bf16 or int8, got {dtype!r}")
         if str(name).endswith(".onnx"):
-            if dtype != "fp32" or device != "cpu":
+            if dtype != "fp32" or device not in ("cpu", AUTO):
                 raise ValueError(
                     f"{name} is an ONNX file, run by onnxruntime on the CPU with the precision "
                     "fixed at export (`distilkit export --int8`): drop --dtype and --device"
                 )
             return cls(load(name), pooling=pooling)
-        if dtype == "int8" and device != "cpu":
-            raise ValueError("--dtype int8 runs on the CPU only: use bf16 on an accelerator")
-        encoder = load(name, dtype=None if dtype == "fp32" else dtype)
-        encoder.model.to(device)
-        return cls(encoder, _early_exit(encoder), pooling=pooling, device=device)
+        if dtype == "int8":
+            if device not in ("cpu", AUTO):
+                raise ValueError("--dtype int8 runs on the CPU only: use bf16 on an accelerator")
+            device = "cpu"
+        encoder = load(name, dtype=None if dtype == "fp32" else dtype, device=device)
+        return cls(encoder, _early_exit(encoder), pooling=pooling, device=str(encoder.device))
 
     # ------------------------------------------------------------------ facts
     @property

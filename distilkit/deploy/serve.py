@@ -71,7 +71,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     dtype: str = "fp32"
-    device: str = "cpu"
+    device: str = "auto"  # auto: the GPU when there is one
     pooling: str = "mean"
     max_batch_size: int = 64
     max_wait_ms: float = 5.0

@@ -49,11 +49,12 @@ def compare_models(
     json_path: str | Path | None = None,
     say: Callable[[str], None] = print,
     progress: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Score ``names`` (the reference first) and ``say`` the tables; returns the payload
     (also written to ``json_path`` when given): rows, against_first, agreement, suite.
-    ``progress``: a bar of the evaluation steps on stderr."""
-    encoders = {name: load(name, head=None) for name in names}
+    ``progress``: a bar of the evaluation steps on stderr; ``device``: where the models run."""
+    encoders = {name: load(name, head=None, device=device) for name in names}
     protocol = dataclasses.replace(
         evaluation.QUICK_PROTOCOL if quick else evaluation.FULL_PROTOCOL, num_threads=threads
     )

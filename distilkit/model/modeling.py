@@ -465,7 +465,12 @@ class Backbone(nn.Module):
         blocks = self.layers if layer_indices is None else [self.layers[i] for i in layer_indices]
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+        on_host = input_ids.device.type == "cpu"  # off the host, checks would wait for the device
+        if (
+            on_host
+            and input_ids.numel()
+            and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size)
+        ):
             raise ValueError(
                 f"token ids must lie in [0, {self.config.vocab_size}): got ids from "
                 f"{int(input_ids.min())} to {int(input_ids.max())}: "
@@ -483,7 +488,7 @@ class Backbone(nn.Module):
                     f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids "
                     f"shape {tuple(input_ids.shape)}"
                 )
-            if not bool(attention_mask.all()):
+            if not on_host or not bool(attention_mask.all()):  # (no mask: the fast path)
                 key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         all_hidden = [hidden] if output_hidden_states else None
@@ -501,8 +506,9 @@ class Backbone(nn.Module):
         else:
             attentions = attention_scores = None
             padding = Padding(batch, seq)
-            if key_mask is not None:  # drop padding rows before the dense layers
-                padding.indices = attention_mask.reshape(-1).nonzero().squeeze(1)
+            if key_mask is not None:
+                if on_host:  # drop padding rows before the dense layers (nonzero would sync a GPU)
+                    padding.indices = attention_mask.reshape(-1).nonzero().squeeze(1)
                 padding.key_mask = key_mask
             hidden = padding.unpad(hidden)  # (tokens, H)
             onednn = use_onednn(hidden, self.training)

@@ -2,7 +2,9 @@
 
 Single-process runs go through the same calls, which then do nothing.
 ``torchrun --nproc_per_node 2 -m distilkit distill ...`` sets RANK / WORLD_SIZE /
-MASTER_ADDR; :func:`init_from_env` joins the group (gloo on CPU, nccl on GPU).
+MASTER_ADDR; :func:`init_from_env` joins the group: nccl when the run's device is a GPU
+(each process on GPU ``LOCAL_RANK``), gloo on CPUs. Several machines: the same command on
+each with ``--nnodes M --node_rank i --rdzv_backend c10d --rdzv_endpoint HOST:PORT``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distilkit.model.device import resolve_device
 
-def init_from_env() -> bool:
-    """Join the process group if launched by torchrun; True when distributed."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+
+def backend_for(device: str | torch.device | None = "auto") -> str:
+    """nccl for a run on CUDA GPUs, gloo for one on CPUs."""
+    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
+
+
+def init_from_env(device: str | torch.device | None = "auto") -> bool:
+    """Join the process group if launched by torchrun; True when distributed. ``device``
+    is the run's (``TrainingConfig.device``): on CUDA each process takes GPU LOCAL_RANK."""
+    # torchrun sets RANK, also for a single process (--nproc_per_node 1 runs DDP too)
+    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ or dist.is_initialized():
         return dist.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend=backend)
-    if torch.cuda.is_available():
+    backend = backend_for(device)
+    if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
     return True
 
 
@@ -39,12 +50,14 @@ def world_size() -> int:
     return dist.get_world_size() if active() else 1
 
 
-def wrap(module: nn.Module) -> nn.Module:
-    """DDP-wrap the trainable module when distributed (gradients are averaged across ranks)."""
+def wrap(module: nn.Module, device: torch.device | None = None) -> nn.Module:
+    """DDP-wrap the trainable module (already on ``device``) when distributed (gradients
+    are averaged across ranks)."""
     if not active():
         return module
+    ids = [device] if device is not None and device.type == "cuda" else None
     # Some parameters (e.g. the pooler) take no part in a distillation loss.
-    return nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
 
 
 def no_sync(model: nn.Module, skip: bool) -> contextlib.AbstractContextManager:

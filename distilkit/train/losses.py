@@ -50,7 +50,10 @@ def _selection(mask: Tensor | None, leading_shape: Sequence[int], device: torch.
             f"{tuple(leading_shape)} (their leading dimensions)"
         )
     if mask.dtype != torch.bool:
-        if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
+        # (checked on the host only: off it, the check would wait for the device)
+        if mask.is_complex() or (
+            mask.device.type == "cpu" and not ((mask == 0) | (mask == 1)).all()
+        ):
             raise LossInputError("mask must be bool or hold only 0 and 1 (1 = position counts)")
         mask = mask != 0
     return mask.to(device)
@@ -199,6 +202,10 @@ def cosine_hidden_loss(
     """
     _check_hidden(student_hidden, teacher_hidden, "cosine needs equal widths; project first")
     selected = _selection(attention_mask, student_hidden.shape[:-1], student_hidden.device)
+    if student_hidden.device.type != "cpu":  # weights, not indexing: no wait for the device
+        cosine = F.cosine_similarity(student_hidden, teacher_hidden.detach(), dim=-1)  # (B, T)
+        weights = selected.to(cosine.dtype)
+        return _mean_or_zero(((1.0 - cosine) * weights).sum(), weights.sum())
     cosine = F.cosine_similarity(
         student_hidden[selected], teacher_hidden.detach()[selected], dim=-1
     )  # (tokens,)
@@ -223,6 +230,11 @@ def hidden_mse_loss(
         student_hidden = projection(student_hidden)
     _check_hidden(student_hidden, teacher_hidden, "pass a projection")
     selected = _selection(attention_mask, student_hidden.shape[:-1], student_hidden.device)
+    if student_hidden.device.type != "cpu":  # weights, not indexing: no wait for the device
+        squared = (student_hidden - teacher_hidden.detach()).pow(2)
+        weights = selected.to(squared.dtype).unsqueeze(-1)
+        count = weights.sum() * squared.shape[-1]
+        return _mean_or_zero((squared * weights).sum(), count)
     squared = (student_hidden[selected] - teacher_hidden.detach()[selected]).pow(2)
     return _mean_or_zero(squared.sum(), squared.numel())
 

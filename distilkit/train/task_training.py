@@ -149,6 +149,4 @@ def make_sampler(data: TaskData, training: TrainingConfig) -> LengthGroupedSampl
         data.lengths,
         training.batch_size,
         seed=training.seed,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
     )

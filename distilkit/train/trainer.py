@@ -7,12 +7,27 @@ a progress bar with every loss term and tokens/s, a JSONL log, periodic evaluati
 atomic checkpoints with exact resume, a NaN/inf guard, and DDP when launched by
 ``torchrun``.
 
+Devices: the objective (student, projections and its frozen teacher), every batch, the
+losses and the evaluation run on ``TrainingConfig.device`` (auto: the GPU when there is
+one). On CUDA: bf16 autocast (fp16 with a gradient scaler where bf16 is missing), the
+teacher cast to bf16, fused AdamW, optionally ``torch.compile``, batches collated in
+DataLoader workers into pinned memory, and no host-device synchronisation in the step
+loop except on the steps that log, checkpoint or check the time budget. On the CPU every
+step is checked and logged exactly as before.
+
+DDP: the sampler hands out the *global* batches (the same on every rank); each step's
+``grad_accumulation`` batches are shared out among the ranks (:func:`shard_step`), so the
+global batch, the learning-rate schedule and the data position do not depend on the
+number of processes, and a checkpoint resumes with any number of them.
+
 Data flow: sampler -> indices -> dataset items -> collate -> objective(batch) ->
 named losses -> weighted sum -> backward -> optimizer step -> log / eval / checkpoint.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import math
 import os
@@ -27,8 +42,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from distilkit.model.device import bf16_supported, resolve_device, to_device
 from distilkit.settings import ConfigError, save_json, to_dict
 from distilkit.train import distributed
 from distilkit.train.losses import weighted_sum
@@ -39,6 +56,8 @@ LATEST_FILE = "latest"
 
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+WARMUP_STEPS = 5  # steps left out of a run's throughput figure (kernel choice, caches)
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,7 +77,11 @@ class TrainingConfig:
     adam_epsilon: float = 1e-6
     warmup_fraction: float = 0.05
     max_grad_norm: float = 5.0
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    fused_adamw: bool = True  # CUDA only: the fused AdamW kernel
+    compile: bool = False  # torch.compile the objective (CUDA is where it pays)
+    num_workers: int | None = None  # DataLoader workers; None: 2 on CUDA, 0 (in-process) on CPU
     seed: int = 56
     log_every: int = 10
     eval_every: int = 200
@@ -71,8 +94,10 @@ class TrainingConfig:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.batch_size < 1 or self.grad_accumulation < 1:
             raise ConfigError("batch_size and grad_accumulation must be >= 1")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -115,6 +140,52 @@ class Objective(nn.Module):
     def load(self, folder: Path) -> None:
         raise NotImplementedError
 
+    def frozen_models(self) -> list[nn.Module]:
+        """Models the objective runs but does not train (its teacher, kept out of its
+        parameters in ``self._teacher``): the trainer puts them on the device too."""
+        return list(getattr(self, "_teacher", []))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The autocast dtype a run uses: ``auto`` is bf16 on CUDA and fp32 elsewhere; bf16 on
+    a GPU without it becomes fp16 (with a gradient scaler); fp16 needs CUDA."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and not bf16_supported(device):
+        return "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device: use bf16 or fp32 on the CPU")
+    return precision
+
+
+def shard_step(batches: Sequence[Sequence[int]], world: int, rank: int) -> list[list[int]]:
+    """This rank's micro-batches of one optimizer step whose global batch is ``batches``
+    (the step's ``grad_accumulation`` sampler batches, the same on every rank).
+
+    When the rank count divides the batch count each rank takes whole batches (rank r:
+    batches r, r + N, ...), so N ranks compute exactly what one process accumulating all
+    of them computes; otherwise every batch is cut into N near-equal parts and rank r
+    takes part r of each (a part too small to exist repeats the batch's first sequence).
+    Every rank gets the same number of micro-batches.
+    """
+    if len(batches) % world == 0:
+        return [list(batch) for batch in batches[rank::world]]
+    parts = []
+    for batch in batches:
+        part = np.array_split(np.asarray(batch), world)[rank]
+        parts.append(part.tolist() if len(part) else [int(batch[0])])
+    return parts
+
+
+class _Plan:
+    """An iterable of index lists for a DataLoader's ``batch_sampler`` (any iterator)."""
+
+    def __init__(self, iterator: Iterator[list[int]]):
+        self.iterator = iterator
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self.iterator
+
 
 def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """LR multiplier: linear warmup from 0 to 1, then linear decay to 0 at ``total_steps``."""
@@ -134,6 +205,7 @@ class TrainResult:
     checkpoint: Path | None
     elapsed: float
     last_losses: dict[str, float]
+    throughput: dict[str, float] | None = None  # see Trainer.throughput
 
 
 class Trainer:
@@ -166,12 +238,24 @@ class Trainer:
         self.run_config = run_config or {}
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
-        self.model = distributed.wrap(objective)
+        self.device = resolve_device(config.device)
+        if distributed.active() and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # LOCAL_RANK's
+        self.precision = resolve_precision(config.precision, self.device)
+        objective.to(self.device)
+        for frozen in objective.frozen_models():
+            frozen.to(self.device)
+            if self.device.type == "cuda" and self.precision != "fp32":
+                frozen.to(torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        self.model = distributed.wrap(objective, self.device)
+        if config.compile:
+            self.model = torch.compile(self.model)
         self.trainable = parameters = [p for p in objective.parameters() if p.requires_grad]
         if not parameters:
             raise ConfigError("the objective has no trainable parameters")
         decay = [p for p in parameters if p.dim() >= 2]
         no_decay = [p for p in parameters if p.dim() < 2]
+        fused = {"fused": True} if config.fused_adamw and self.device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": config.weight_decay},
@@ -179,14 +263,37 @@ class Trainer:
             ],
             lr=config.learning_rate,
             eps=config.adam_epsilon,
+            **fused,
         )
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        # CPU: every step checked and logged; elsewhere only the steps that log wait for the device
+        self.eager_checks = self.device.type == "cpu"
+        self.num_workers = (
+            config.num_workers
+            if config.num_workers is not None
+            else (2 if self.device.type == "cuda" else 0)
+        )
+        # each rank's micro-batches per step (shard_step)
+        accumulation = config.grad_accumulation
+        self.micro_steps = (
+            accumulation // self.world_size if accumulation % self.world_size == 0 else accumulation
+        )
+        self._sampler_states: collections.deque[dict[str, Any]] = collections.deque()
+        self._sampler_state: dict[str, Any] | None = None  # after the last step trained
+        self.counts = {"tokens": 0, "padded": 0, "pairs": 0, "seconds": 0.0, "steps": 0}
+        self._window_tokens = 0
         self.schedule_steps = config.max_steps
         self.scheduler = self._make_scheduler()
         self._said_max_steps_binds = False  # the budget fit's note, given once
-        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.generator = self._new_generator(self.rank)
         self.step = 0
         self.elapsed = 0.0
         self.log_path = self.out_dir / "train_log.jsonl"
+
+    def _new_generator(self, rank: int) -> torch.Generator:
+        """The masking / view generator of ``rank``, on the run's device (CPU or CUDA)."""
+        device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        return torch.Generator(device=device).manual_seed(self.config.seed * 1000 + rank)
 
     # ------------------------------------------------------------------ schedule
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
@@ -261,7 +368,9 @@ class Trainer:
                 "max_steps": self.config.max_steps,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "sampler": self.sampler.state_dict(),
+                "sampler": self._sampler_state or self.sampler.state_dict(),
+                "world_size": self.world_size,
+                **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
                 "rng": rng_states,
                 "generator": generator_states,
             }
@@ -283,11 +392,6 @@ class Trainer:
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimizer, schedule, data position and every RNG."""
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
-        if len(state["rng"]) != self.world_size:
-            raise ConfigError(
-                f"{folder} was written by {len(state['rng'])} process(es) but this run has "
-                f"{self.world_size}: resume with the same number of processes"
-            )
         saved_max_steps = state.get("max_steps", self.config.max_steps)  # older checkpoints
         if saved_max_steps != self.config.max_steps:
             raise ConfigError(
@@ -303,19 +407,71 @@ class Trainer:
         # after the scheduler, whose construction rewrites the learning rates
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
+        self._sampler_state = self.sampler.state_dict()
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.elapsed = state["elapsed"]
-        _set_rng_state(state["rng"][self.rank])
-        self.generator.set_state(state["generator"][self.rank])
+        if self.rank < len(state["rng"]):
+            _set_rng_state(state["rng"][self.rank])
+            generator = state["generator"][self.rank]
+            if generator.numel() == self.generator.get_state().numel():
+                self.generator.set_state(generator)  # (a CPU run's state fits a CPU generator)
+        else:  # a rank the saving run did not have: fresh streams of its own
+            _seed_globals(self.config.seed + self.step, self.rank)
 
     # ------------------------------------------------------------------ the loop
-    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+    def _sampler_batches(self) -> Iterator[list[int]]:
         while True:
             epoch = self.sampler.epoch
-            for indices in self.sampler:
-                yield self.collate([self.dataset[i] for i in indices])
+            yield from self.sampler
             if self.sampler.epoch == epoch:  # a sampler that does not advance by itself
                 self.sampler.set_epoch(epoch + 1)
+
+    def _plan(self) -> Iterator[list[int]]:
+        """This rank's micro-batches (index lists), step after step. After drawing a
+        step's global batches the sampler's state is queued, so a checkpoint records the
+        position after the last step trained, however far the loader has read ahead."""
+        batches = self._sampler_batches()
+        while True:
+            step = [next(batches) for _ in range(self.config.grad_accumulation)]
+            self._sampler_states.append(self.sampler.state_dict())
+            yield from shard_step(step, self.world_size, self.rank)
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Collated batches on the device; with workers, collated in DataLoader worker
+        processes (into pinned memory on CUDA) while the device computes."""
+        self._sampler_states.clear()
+        pin = self.device.type == "cuda"
+        if self.num_workers == 0:
+            stream: Any = (self.collate([self.dataset[i] for i in part]) for part in self._plan())
+        else:
+            stream = DataLoader(
+                self.dataset,
+                batch_sampler=_Plan(self._plan()),
+                collate_fn=self.collate,
+                num_workers=self.num_workers,
+                pin_memory=pin,
+                prefetch_factor=4,
+            )
+        for batch in stream:
+            mask = batch["attention_mask"]  # on the host: counting costs the device nothing
+            self._count(int(mask.sum()), mask.numel(), mask.numel() * mask.shape[-1])
+            yield to_device(batch, self.device, non_blocking=pin)
+
+    def _count(self, tokens: int, padded: int, pairs: int) -> None:
+        self._window_tokens += tokens * self.world_size
+        self.counts["tokens"] += tokens
+        self.counts["padded"] += padded
+        self.counts["pairs"] += pairs
+
+    def throughput(self) -> dict[str, float]:
+        """This rank's measured work after the first steps: ``tokens`` (real) and
+        ``padded`` tokens, ``pairs`` (sum of batch x length^2, for attention FLOPs),
+        ``seconds`` and ``steps``; and ``tokens_per_s`` over all ranks."""
+        counts = dict(self.counts)
+        counts["tokens_per_s"] = counts["tokens"] * self.world_size / max(counts["seconds"], 1e-9)
+        return counts
 
     def _trim_log(self) -> None:
         """On resume, drop the records of steps after the checkpoint (a killed run logged
@@ -355,10 +511,53 @@ class Trainer:
         if not self.eval_batches:
             return {}
         self.objective.eval()
-        with torch.inference_mode():
-            metrics = self.objective.evaluate(self.eval_batches)
+        with torch.inference_mode(), self._autocast(evaluation=True):
+            batches = [to_device(batch, self.device) for batch in self.eval_batches]
+            metrics = self.objective.evaluate(batches)
         self.objective.train()
         return {f"eval/{k}": float(v) for k, v in metrics.items()}
+
+    def _autocast(self, evaluation: bool = False) -> contextlib.AbstractContextManager:
+        """bf16 (or fp16) autocast on the run's device; on the CPU evaluation stays fp32."""
+        if self.precision == "fp32" or (evaluation and self.device.type == "cpu"):
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _diverged(self, name: str, value: float, steps: str) -> TrainingDiverged:
+        checkpoint = self.latest_checkpoint()
+        return TrainingDiverged(
+            f"loss '{name}' became {value} at step {steps}; "
+            f"stopped. The last good checkpoint is "
+            f"{checkpoint or '(none yet)'}. Lower the learning rate, use "
+            "--precision fp32, or check the data."
+        )
+
+    def _micro_step(
+        self, batch: dict[str, torch.Tensor], sync: bool
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Forward and backward of one micro-batch; returns the named losses and their
+        weighted total (on the device, not yet read by the host)."""
+        with distributed.no_sync(self.model, not sync), self._autocast():
+            losses = self.model(batch, self.generator)
+            total = weighted_sum(losses, self.objective.weights)
+        scaled = total / self.micro_steps
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        return losses, total
+
+    def _optimizer_step(self) -> torch.Tensor:
+        """Clip, step, schedule; returns the gradient norm (a device tensor)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def run(self, resume: bool = True, stop_after_steps: int | None = None) -> TrainResult:
         """Train until ``max_steps``, the time budget, or ``stop_after_steps`` (for tests
@@ -378,11 +577,7 @@ class Trainer:
                 self.log_path.unlink()
         distributed.barrier()
         self.objective.train()
-        autocast = torch.autocast(
-            "cpu" if not torch.cuda.is_available() else "cuda",
-            dtype=torch.bfloat16,
-            enabled=config.precision == "bf16",
-        )
+        self._window_tokens = 0
         batches = self._batches()
         bar = tqdm(
             total=config.max_steps,
@@ -394,41 +589,48 @@ class Trainer:
         )
         stopped_by = "max_steps"
         last: dict[str, float] = {}
-        window_tokens, window_start = 0, time.perf_counter()
+        window_start = time.perf_counter()
         run_start = time.perf_counter() - self.elapsed
         refit_start, refit_step = time.perf_counter(), self.step
+        first_step, measured_from = self.step, time.perf_counter()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         while self.step < min(config.max_steps, self.schedule_steps):
             step_start = time.perf_counter()
-            totals: dict[str, float] = {}
-            for micro in range(config.grad_accumulation):
+            sums: dict[str, Any] = {}
+            for micro in range(self.micro_steps):
                 batch = next(batches)
-                window_tokens += int(batch["attention_mask"].sum()) * self.world_size
-                sync = micro == config.grad_accumulation - 1
-                with distributed.no_sync(self.model, not sync), autocast:
-                    losses = self.model(batch, self.generator)
-                    total = weighted_sum(losses, self.objective.weights)
+                losses, total = self._micro_step(batch, micro == self.micro_steps - 1)
                 for name, value in {**losses, "total": total}.items():
-                    if not torch.isfinite(value).all():
-                        checkpoint = self.latest_checkpoint()
-                        raise TrainingDiverged(
-                            f"loss '{name}' became {float(value.detach())} at step "
-                            f"{self.step + 1}; "
-                            f"stopped. The last good checkpoint is "
-                            f"{checkpoint or '(none yet)'}. Lower the learning rate, use "
-                            "--precision fp32, or check the data."
-                        )
-                    totals[name] = (
-                        totals.get(name, 0.0) + float(value.detach()) / config.grad_accumulation
-                    )
-                (total / config.grad_accumulation).backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, config.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+                    value = value.detach()
+                    if self.eager_checks:  # the CPU: each loss read and checked at once
+                        if not torch.isfinite(value).all():
+                            raise self._diverged(name, float(value), str(self.step + 1))
+                        value = float(value)
+                    else:  # queued on the device; read on the steps that log
+                        nonfinite |= ~torch.isfinite(value).all()
+                        value = value.float()
+                    sums[name] = sums.get(name, 0.0) + value / self.micro_steps
+            grad_norm = self._optimizer_step()
             self.step += 1
+            self._sampler_state = self._sampler_states.popleft()
             self.elapsed = time.perf_counter() - run_start
-            # the loss of the whole step: every rank trained on its own share of the batch
-            last = totals = distributed.mean_over_ranks(totals)
+            if self.step - first_step == WARMUP_STEPS and config.max_steps - self.step > 10:
+                # throughput from here: the first steps choose kernels and warm caches
+                measured_from = time.perf_counter()
+                self.counts = {key: 0 for key in self.counts}
+                self.counts["seconds"] = 0.0
+            logs = self.step % config.log_every == 0 or self.step == 1
+            checkpoints = self.step % config.checkpoint_every == 0
+            read = self.eager_checks or logs or checkpoints or self.step >= config.max_steps
+            if read:
+                if not self.eager_checks:
+                    if bool(nonfinite):
+                        bad = next(k for k, v in sums.items() if not torch.isfinite(v).all())
+                        steps = f"{self.step} (or one of the steps since the last log)"
+                        raise self._diverged(bad, float(sums[bad]), steps)
+                    sums = {name: float(value) for name, value in sums.items()}
+                # the loss of the whole step: every rank trained on its own share of the batch
+                last = distributed.mean_over_ranks(sums)
             if config.time_budget is not None and (
                 self.step == 10 or (self.step > 10 and self.step % REFIT_EVERY == 0)
             ):
@@ -439,39 +641,46 @@ class Trainer:
                     self._fit_schedule_to_budget(recent)
                 refit_start, refit_step = time.perf_counter(), self.step
                 bar.total = self.schedule_steps
-            if self.step % config.log_every == 0 or self.step == 1:
+            if logs:
                 seconds = time.perf_counter() - window_start
                 record = {
                     "step": self.step,
-                    **{f"loss/{k}": v for k, v in totals.items()},
+                    **{f"loss/{k}": v for k, v in last.items()},
                     "lr": self.optimizer.param_groups[0]["lr"],  # the next step's LR
                     "grad_norm": float(grad_norm),
-                    "tokens_per_s": window_tokens / max(seconds, 1e-9),
+                    "tokens_per_s": self._window_tokens / max(seconds, 1e-9),
                     "elapsed": self.elapsed,
                 }
                 self._log(record)
                 bar.set_postfix(
-                    {k: f"{v:.3f}" for k, v in totals.items()}
+                    {k: f"{v:.3f}" for k, v in last.items()}
                     | {"tok/s": f"{record['tokens_per_s']:.0f}"}
                 )
-                window_tokens, window_start = 0, time.perf_counter()
+                self._window_tokens, window_start = 0, time.perf_counter()
             bar.update(1)
             if self.step % config.eval_every == 0:
                 metrics = self.evaluate()
                 if metrics:
                     self._log({"step": self.step, **metrics})
-            if self.step % config.checkpoint_every == 0:
+            if checkpoints:
                 last_checkpoint = self.save_checkpoint()
             if stop_after_steps is not None and self.step >= stop_after_steps:
                 stopped_by = "interrupted"
                 break
             # decided together: a rank that left the loop alone would hang the others
-            if config.time_budget is not None and distributed.any_rank(
-                self.elapsed >= config.time_budget
+            # (off the CPU, on the steps that read the device anyway)
+            if (
+                config.time_budget is not None
+                and (read or not distributed.active())
+                and distributed.any_rank(self.elapsed >= config.time_budget)
             ):
                 stopped_by = "time_budget"
                 break
         bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.counts["seconds"] = time.perf_counter() - measured_from
+        self.counts["steps"] = self.step - first_step
         if stopped_by != "interrupted":
             self._check_weights_finite()
         if (
@@ -487,7 +696,9 @@ class Trainer:
             if metrics:
                 self._log({"step": self.step, **metrics})
             last_checkpoint = self.save_checkpoint()
-        return TrainResult(self.step, stopped_by, last_checkpoint, self.elapsed, last)
+        return TrainResult(
+            self.step, stopped_by, last_checkpoint, self.elapsed, last, self.throughput()
+        )
 
 
 def _rng_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,13 +26,20 @@ WORKER = Path(__file__).resolve().parents[1] / "train_worker.py"
 
 # Dropout and masking on: each rank draws its own masks; the weights must still agree.
 NOISY = {"training": {"max_steps": 6, "checkpoint_every": 3}}
-# Dropout and masking off: two ranks with batches of 4 = one process accumulating 2 x 4.
+# Dropout and masking off, a global batch of 2 x 4 sequences per step: two ranks (one
+# batch of 4 each) = one process accumulating both, with the same settings.
 # (adam_epsilon 1e-4: see test_trainer's accumulation test for why.)
 EXACT = {
     "dropout": 0.0,
     "mask_inputs": False,
     "weights": {"cos": 1.0, "mse": 1.0},
-    "training": {"max_steps": 4, "adam_epsilon": 1e-4, "max_grad_norm": 1e9},
+    "training": {
+        "max_steps": 4,
+        "grad_accumulation": 2,
+        "adam_epsilon": 1e-4,
+        "max_grad_norm": 1e9,
+        "checkpoint_every": 2,
+    },
 }
 # Rank 1's clock starts 1000 s ahead, so only it sees the time budget run out at step 1.
 SKEWED = {"training": {"max_steps": 20, "time_budget": 500.0, "checkpoint_every": 100}}
@@ -50,6 +58,7 @@ def ddp_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"out_dir": str(root / "noisy"), "settings": NOISY},
         {"out_dir": str(root / "resumed"), "settings": NOISY, "interrupt_at": 3},
         {"out_dir": str(root / "exact"), "settings": EXACT},
+        {"out_dir": str(root / "half"), "settings": EXACT, "stop_at": 2},
         {"out_dir": str(root / "skewed"), "settings": SKEWED, "clock_skew": 1000.0},
     ]
     (root / "runs.json").write_text(json.dumps(runs), encoding="utf-8")
@@ -115,9 +124,9 @@ def test_a_stopped_and_resumed_ddp_run_equals_an_uninterrupted_one(ddp_runs: Pat
     assert steps == list(range(1, 7))
 
 
-def test_two_ranks_equal_one_process_accumulating_their_batches(ddp_runs: Path, tmp_path: Path):
-    settings = RunSettings(**{**EXACT, "training": {**EXACT["training"], "grad_accumulation": 2}})
-    trainer = make_trainer(tmp_path / "single", tiny_tokenizer(tmp_path), settings)
+def test_two_ranks_equal_one_process_with_the_same_global_batch(ddp_runs: Path, tmp_path: Path):
+    trainer = make_trainer(tmp_path / "single", tiny_tokenizer(tmp_path), RunSettings(**EXACT))
+    assert trainer.micro_steps == 2  # one process runs both batches of a step
     trainer.run()
     ddp = final(ddp_runs, "exact", 0)
     assert max_difference(student_state(trainer), ddp) < 1e-6
@@ -127,6 +136,26 @@ def test_two_ranks_equal_one_process_accumulating_their_batches(ddp_runs: Path, 
     for ours, theirs in zip(ddp_log, single_log, strict=True):
         assert ours["loss/total"] == pytest.approx(theirs["loss/total"], rel=1e-5)
         assert ours["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-5)
+
+
+def test_one_process_resumes_a_two_process_checkpoint(ddp_runs: Path, tmp_path: Path):
+    """Two processes train steps 1-2 and stop; one process resumes from their checkpoint
+    and trains steps 3-4: the data position, schedule and weights carry over, and the end
+    equals one process training all four steps."""
+    half = tmp_path / "half"
+    shutil.copytree(ddp_runs / "half", half)
+    state = torch.load(half / "checkpoints" / "step-0000002" / STATE_FILE, weights_only=False)
+    assert state["world_size"] == 2 and state["step"] == 2
+    tokenizer = tiny_tokenizer(tmp_path)
+    resumed = make_trainer(half, tokenizer, RunSettings(**EXACT))
+    result = resumed.run()
+    assert result.step == 4
+    single = make_trainer(tmp_path / "single", tokenizer, RunSettings(**EXACT))
+    single.run()
+    assert max_difference(student_state(resumed), student_state(single)) < 1e-6
+    assert max_difference(student_state(resumed), final(ddp_runs, "exact", 0)) < 1e-6
+    steps = [json.loads(line)["step"] for line in (half / "train_log.jsonl").open()]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_ranks_stop_together_when_their_clocks_disagree_about_the_budget(ddp_runs: Path):

@@ -33,6 +33,7 @@ from distilkit.train.trainer import (
     TrainingDiverged,
     linear_schedule,
     schedule_summary,
+    shard_step,
 )
 
 WORKER = Path(__file__).resolve().parents[1] / "train_worker.py"
@@ -71,7 +72,7 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
     [
         ("max_steps", 0, "max_steps must be >= 1"),
         ("grad_accumulation", 0, "must be >= 1"),
-        ("precision", "fp16", "precision must be 'fp32' or 'bf16'"),
+        ("precision", "fp8", "precision must be one of"),
         ("warmup_fraction", 1.0, r"warmup_fraction must be in \[0, 1\)"),
         ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
         ("time_budget", -5.0, "time_budget must be > 0 seconds"),
@@ -284,16 +285,35 @@ def test_resume_false_starts_afresh(tokenizer, tmp_path):
     assert_same_weights(student_state(again), student_state(first))
 
 
-def test_resume_refuses_another_number_of_processes(tokenizer, tmp_path):
-    settings = RunSettings(training={"max_steps": 2, "checkpoint_every": 2})
+def test_shard_step_shares_a_steps_global_batch_among_the_ranks():
+    batches = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # ranks dividing the batch count take whole batches: rank r gets r, r + N, ...
+    assert shard_step(batches, 1, 0) == batches
+    assert shard_step(batches, 2, 0) == [[0, 1, 2, 3]]
+    assert shard_step(batches, 2, 1) == [[4, 5, 6, 7]]
+    # otherwise each batch is cut into N parts and rank r takes part r of each
+    assert shard_step(batches, 3, 0) == [[0, 1], [4, 5]]
+    assert shard_step(batches, 3, 2) == [[3], [7]]
+    # every sequence of the step is used exactly once across the ranks
+    for world in (1, 2, 3, 4):
+        parts = [i for r in range(world) for part in shard_step(batches, world, r) for i in part]
+        assert sorted(parts) == list(range(8))
+    assert shard_step([[9]], 2, 1) == [[9]]  # a part too small to exist repeats the batch's first
+
+
+def test_a_checkpoint_of_two_processes_resumes_in_one(tokenizer, tmp_path):
+    """The rank count is not part of a checkpoint: a state with two ranks' random streams
+    (as a 2-process run writes) resumes in one process, which keeps rank 0's."""
+    settings = RunSettings(training={"max_steps": 4, "checkpoint_every": 2})
     trainer = make_trainer(tmp_path, tokenizer, settings)
-    trainer.run()
+    trainer.run(stop_after_steps=2)
     path = trainer.latest_checkpoint() / STATE_FILE
     state = torch.load(path, weights_only=False)
     state["rng"] = state["rng"] * 2
+    state["generator"] = state["generator"] * 2
     torch.save(state, path)
-    with pytest.raises(ConfigError, match=r"written by 2 process\(es\) but this run has 1"):
-        make_trainer(tmp_path, tokenizer, settings).run()
+    resumed = make_trainer(tmp_path, tokenizer, settings)
+    assert resumed.run().step == 4
 
 
 def test_resume_refuses_another_max_steps(tokenizer, tmp_path):

@@ -133,7 +133,7 @@ class FineTuneConfig:
 def run_finetune(config: FineTuneConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Fine-tune ``config.model`` on ``config.task``; returns (and writes to
     ``metrics.json``) the best dev metrics. The best model is ``out_dir/model``."""
-    distributed.init_from_env()
+    distributed.init_from_env(config.training.device)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     task = get_task(config.task)

@@ -21,6 +21,7 @@ from distilkit.encoder import load
 from distilkit.evaluate import report, suite
 from distilkit.evaluate import sentence as evaluation
 from distilkit.evaluate.comparison import cut_of, suite_or_note
+from distilkit.evaluate.mfu import distillation_mfu, peak_matmul_flops
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
     DEMO_CORPUS,
@@ -66,8 +67,6 @@ def corpus_trainer(
         train_set.lengths,
         training.batch_size,
         seed=training.seed,
-        num_replicas=distributed.world_size(),
-        rank=distributed.rank(),
     )
     return Trainer(
         objective,
@@ -79,6 +78,24 @@ def corpus_trainer(
         eval_batches=heldout_batches(heldout, tokenizer.pad_id),
         run_config=run_config,
     )
+
+
+def measure_throughput(trainer: Trainer, teacher, student, result) -> dict:
+    """Tokens/s and MFU of the training run: teacher forward + student forward and
+    backward FLOPs per second over the device's dense matmul rate, measured now in the
+    run's precision (one process's figures; tokens/s over all processes)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision, torch.float32)
+    peak = peak_matmul_flops(trainer.device, dtype, seconds=0.5)
+    figures = distillation_mfu(teacher, student, result.throughput, peak)
+    figures["tokens_per_s"] = result.throughput["tokens_per_s"]
+    figures |= {"device": str(trainer.device), "precision": trainer.precision}
+    say(
+        f"throughput: {figures['tokens_per_s']:,.0f} tokens/s on {figures['device']} "
+        f"({trainer.precision}); MFU {100 * figures['mfu']:.1f}% "
+        f"({figures['achieved_tflops']:.3f} of a measured {figures['peak_tflops']:.3f} TFLOP/s "
+        "dense matmul rate, teacher forward + student forward and backward)"
+    )
+    return figures
 
 
 def auto_sample_batches(corpus, tokenizer: Tokenizer, count: int) -> list[dict]:
@@ -153,7 +170,7 @@ def run_distillation(
     quick_eval: bool = False,
 ) -> dict:
     """Run the whole job; returns the metrics dict written to ``metrics.json``."""
-    distributed.init_from_env()
+    distributed.init_from_env(config.training.device)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     teacher_folder = resolve(config.teacher)
@@ -263,6 +280,7 @@ def run_distillation(
             "stopped_by": result.stopped_by,
             "seconds": result.elapsed,
             "final_losses": result.last_losses,
+            "throughput": measure_throughput(trainer, teacher.config, student.config, result),
         }
     }
     if distributed.rank() != 0:

@@ -51,7 +51,7 @@ def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True
     token accuracy and loss before and after. The result folder is a teacher for
     ``distill`` with the full triple loss."""
 
-    distributed.init_from_env()
+    distributed.init_from_env(config.training.device)
     out_dir = Path(out_dir)
     folder = resolve(config.teacher)
     model = load_model(folder, head="masked_lm")

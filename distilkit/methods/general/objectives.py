@@ -21,6 +21,7 @@ The training loop weights the losses with ``objective.weights``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -109,6 +110,17 @@ def masked_lm_metrics(
         correct += float((logits.argmax(-1) == labels[selected]).sum())
         count += n
     return {"mlm_loss": total / max(count, 1), "mlm_accuracy": correct / max(count, 1)}
+
+
+def _clone_output(output):
+    """A backbone output with its tensors cloned (normal tensors, usable by autograd)."""
+    hidden = output.hidden_states
+    return dataclasses.replace(
+        output,
+        last_hidden_state=output.last_hidden_state.clone(),
+        hidden_states=tuple(h.clone() for h in hidden) if hidden is not None else None,
+        attentions=None,
+    )
 
 
 class GeneralDistillation(Objective):
@@ -232,10 +244,13 @@ class GeneralDistillation(Objective):
         attention_mask = batch["attention_mask"]
         input_ids, labels = self._mask(batch, generator)
         need_all_hidden = self.layer_map is not None or "relations" in self.weights
-        with torch.no_grad():
+        # the teacher under inference mode; what the losses keep of it is cloned out of it
+        # (inference tensors cannot be saved for the student's backward)
+        with torch.inference_mode():
             teacher_out = self.teacher.backbone(
                 input_ids, attention_mask, output_hidden_states=need_all_hidden
             )
+        teacher_out = _clone_output(teacher_out)
         student_out = self.student.backbone(
             input_ids, attention_mask, output_hidden_states=need_all_hidden
         )

@@ -369,7 +369,7 @@ def gated_teacher_metrics(
 def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Run every stage; returns (and writes to ``metrics.json``) teacher and student dev
     metrics. The student is saved to ``out_dir/student``."""
-    distributed.init_from_env()
+    distributed.init_from_env(config.training.device)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     config = config.resolved()
