@@ -249,6 +249,13 @@ def sentence_cosine_loss(
     return (1.0 - F.cosine_similarity(student_sentence, teacher_sentence, dim=-1)).mean()
 
 
+def vector_cosine_loss(student_vectors: Tensor, teacher_vectors: Tensor) -> Tensor:
+    """Mean over the batch of ``1 - cos`` between ``(batch, dim)`` sentence vectors (the
+    teacher's taken as fixed targets)."""
+    _check_same_shape(student_vectors, teacher_vectors, "sentence vectors")
+    return (1.0 - F.cosine_similarity(student_vectors, teacher_vectors.detach(), dim=-1)).mean()
+
+
 def similarity_structure_loss(
     student_hidden: Tensor, teacher_hidden: Tensor, attention_mask: Tensor
 ) -> Tensor:
