@@ -22,6 +22,8 @@ from distilkit.cli.common import (
     add_pooling_argument,
 )
 from distilkit.data.tables import InputError, read_texts
+from distilkit.deploy.quantization import PRECISIONS, QUERY_PRECISIONS
+from distilkit.deploy.retrieval import asymmetric_retrieval, stsb_retrieval_set
 from distilkit.deploy.search import SearchIndex
 from distilkit.encoder import load
 from distilkit.evaluate import report
@@ -190,6 +192,26 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--index", metavar="FILE.npz", help="save the collection's vectors here and reuse them"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="how the collection's vectors are kept: float32, int8 (4x less memory) or binary "
+        "(32x less; Hamming search, then --rescore x k candidates rescored)",
+    )
+    parser.add_argument(
+        "--rescore",
+        type=int,
+        default=4,
+        metavar="M",
+        help="binary: rescore the best M x k candidates with the query vector (0: Hamming only)",
+    )
+    parser.add_argument(
+        "--query-precision",
+        choices=QUERY_PRECISIONS,
+        default="float32",
+        help="the query vector used for int8 scores and binary rescoring",
+    )
     add_pooling_argument(parser)
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
@@ -201,6 +223,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.rescore < 0:
+        raise InputError(f"--rescore must be 0 or more, got {args.rescore}")
     if args.index is not None and Path(args.index).suffix != ".npz":
         raise InputError(f"--index must name a .npz file, got {args.index}")
     if args.queries is not None:
@@ -212,11 +236,19 @@ def run_search(args: argparse.Namespace) -> int:
     data = read_texts(args.input, args.column)
     encoder = _load(args)
     start = time.perf_counter()
+    quantization = {
+        "precision": args.precision,
+        "rescore_multiplier": args.rescore,
+        "query_precision": args.query_precision,
+    }
     if args.index is None:
-        index, reused = SearchIndex.build(encoder, data.texts, args.pooling, args.batch_size), False
+        index = SearchIndex.build(
+            encoder, data.texts, args.pooling, args.batch_size, **quantization
+        )
+        reused = False
     else:
         index, reused = SearchIndex.cached(
-            args.index, encoder, data.texts, args.pooling, args.batch_size
+            args.index, encoder, data.texts, args.pooling, args.batch_size, **quantization
         )
     built = time.perf_counter() - start
     results = index.search(encoder, queries, top_k=args.top_k, batch_size=args.batch_size)
@@ -233,8 +265,8 @@ def run_search(args: argparse.Namespace) -> int:
         vectors += f", saved to {args.index}"
     plural = "query" if len(queries) == 1 else "queries"
     print(
-        f"{len(index):,} texts ({vectors}); {len(queries)} {plural} in {searched:.2f} s; "
-        f"{where} numbers count from 1"
+        f"{len(index):,} texts ({vectors}; {index.precision}, {index.nbytes:,} bytes of "
+        f"vectors); {len(queries)} {plural} in {searched:.2f} s; {where} numbers count from 1"
     )
     if args.json:
         payload = [
@@ -431,8 +463,43 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "cite only full runs)",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
+    parser.add_argument(
+        "--asymmetric",
+        action="store_true",
+        help="also search STS-B dev paraphrases with documents indexed by the first model and "
+        "queries embedded by each other one (recall@10, MRR), beside each model alone",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     return parser
+
+
+def _asymmetric_rows(encoders: dict, names: list[str]) -> dict:
+    """Recall@10 and MRR of the first model alone, each other alone, and each other's queries
+    against the first model's documents; printed and returned by student name."""
+    data = stsb_retrieval_set()
+    reference = encoders[names[0]]
+    alone = asymmetric_retrieval(reference, reference, data)
+    print(
+        f"asymmetric search ({len(data.queries)} STS-B dev paraphrase queries, "
+        f"{len(data.collection)} texts): {names[0]} alone recall@10 "
+        f"{100 * alone['recall@10']:.1f}%, MRR {alone['mrr']:.4f}"
+    )
+    found = {}
+    for name in names[1:]:
+        student = encoders[name]
+        own = asymmetric_retrieval(student, student, data)
+        try:
+            mixed = asymmetric_retrieval(reference, student, data)
+        except ValueError as error:
+            print(f"{name}: {error}")
+            continue
+        found[name] = {"reference_alone": alone, "student_alone": own, "asymmetric": mixed}
+        print(
+            f"{name}: alone recall@10 {100 * own['recall@10']:.1f}%, MRR {own['mrr']:.4f}; "
+            f"queries against {names[0]}'s documents recall@10 {100 * mixed['recall@10']:.1f}%, "
+            f"MRR {mixed['mrr']:.4f}"
+        )
+    return found
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -454,23 +521,29 @@ def run_compare(args: argparse.Namespace) -> int:
     reference = encoders[args.models[0]]
     agreement = {}
     for name in args.models[1:]:
-        if encoders[name].config.hidden_size != reference.config.hidden_size:
-            print(f"{name}: width differs from the reference's, so no vector agreement")
-            continue
         found = evaluation.stsb_teacher_agreement(
             encoders[name], reference, pooling=args.pooling, limit=protocol.stsb_pairs
         )
         agreement[name] = found
+        cosine = found["sentence_cosine"]
         print(
-            f"{name} vs {args.models[0]}: sentence cosine {found['sentence_cosine']:.3f} on "
-            f"STS-B dev sentences; the reference's ranking of the pairs kept at Spearman "
+            f"{name} vs {args.models[0]}: "
+            + (
+                "widths differ, no sentence cosine"
+                if cosine is None
+                else f"sentence cosine {cosine:.3f} on STS-B dev sentences"
+            )
+            + f"; the reference's ranking of the pairs kept at Spearman "
             f"{found['similarity_spearman']:.1f}"
         )
+    asymmetric = _asymmetric_rows(encoders, args.models) if args.asymmetric else None
     if args.json:
         output = Path(args.json)
         output.parent.mkdir(parents=True, exist_ok=True)
         comparisons = [evaluation.compare(rows[0], row) for row in rows]
         payload = {"rows": rows, "against_first": comparisons, "agreement": agreement}
+        if asymmetric is not None:
+            payload["asymmetric"] = asymmetric
         output.write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
         print(f"wrote {output}")
     return 0
