@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from distilkit.model.st_folder import DenseLayer, SentenceModules
 
 
 @dataclass
@@ -56,4 +59,20 @@ def fit_pca(vectors: np.ndarray, dims: int) -> PCA:
     return PCA(mean.astype(np.float32), components.astype(np.float32), ratio)
 
 
-__all__ = ["PCA", "fit_pca"]
+def pca_dense(pca: PCA) -> DenseLayer:
+    """The projection as a sentence-transformers ``Dense`` module (identity activation):
+    ``x @ components.T - components @ mean`` = ``(x - mean) @ components.T``."""
+    weight = torch.from_numpy(pca.components.astype(np.float32))  # (kept, dim)
+    bias = -(weight @ torch.from_numpy(pca.mean.astype(np.float32)))
+    return DenseLayer(weight, bias, "torch.nn.modules.linear.Identity")
+
+
+def with_projection(recipe: SentenceModules, dense: DenseLayer) -> SentenceModules:
+    """``recipe`` with ``dense`` after its pooling and Dense stages, before its Normalize."""
+    stages = list(recipe.stages)
+    at = len(stages) - 1 if stages and stages[-1] == "normalize" else len(stages)
+    stages.insert(at, dense)
+    return SentenceModules(**{**vars(recipe), "stages": stages})
+
+
+__all__ = ["PCA", "fit_pca", "pca_dense", "with_projection"]
