@@ -46,8 +46,9 @@ def test_vectors_are_the_mean_of_token_vectors_times_weights(teacher_folder, tmp
     excluded = [0, 2, 3, 4]  # [PAD] [CLS] [SEP] [MASK]: never averaged, not in the PCA
     reachable = [i for i in range(vocab) if i not in excluded]
     pca = fit_pca(vectors[reachable], 7)
-    inverse_rank = 1 / np.arange(2, vocab + 2)
-    weights = 1e-4 / (1e-4 + inverse_rank / inverse_rank.sum())  # SIF over Zipf by hand
+    inverse_rank = 1 / np.arange(2, len(reachable) + 2)  # Zipf over the reachable entries
+    weights = np.ones(vocab)
+    weights[reachable] = 1e-4 / (1e-4 + inverse_rank / inverse_rank.sum())  # SIF by hand
     rows = (vectors - pca.mean) @ pca.components.T * weights[:, None]
     rows[excluded] = 0
     got = static.embed(TEXTS, normalize=False)

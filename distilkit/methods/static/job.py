@@ -6,7 +6,8 @@ optionally trained against the teacher's sentence vectors (tokenlearn's idea).
 2. each entry is run through the teacher alone, ``[CLS] pieces [SEP]``, and pooled by the
    teacher's own recipe (without its Normalize): one vector per entry;
 3. PCA to ``dims`` (fitted on the entries a text can reach: no special or unused tokens);
-4. SIF weighting ``a / (a + p(entry))``, p from Zipf's law over the vocabulary order, or
+4. SIF weighting ``a / (a + p(entry))``, p from Zipf's law over the vocabulary order of
+   the reachable entries (BERT's 999 ``[unusedN]`` rows do not push ranks down), or
    from the entry frequencies of a corpus (``weighting="corpus"``);
 5. optional training: the table as an ``EmbeddingBag`` (mean), fitted so the mean of a
    corpus sentence's rows points where the teacher's PCA-projected sentence vector does
@@ -242,8 +243,12 @@ def run_static_distillation(config: StaticConfig, out_dir: str | Path, resume: b
     train_texts: list[str] = []
     if config.train_corpus:
         train_texts = list(corpus_sentences(config.train_corpus, config.train_sentences))
-    if config.weighting == "zipf":
-        weights = sif_weights(zipf_probabilities(size), config.sif_coefficient)
+    if config.weighting == "zipf":  # ranks count the reachable entries only, in id order
+        reachable = np.ones(size, dtype=bool)
+        reachable[excluded] = False
+        probabilities = np.zeros(size)
+        probabilities[reachable] = zipf_probabilities(int(reachable.sum()))
+        weights = sif_weights(probabilities, config.sif_coefficient)
     elif config.weighting == "corpus":
         weights = sif_weights(
             corpus_probabilities(tokenizer, corpus_texts or train_texts, size),
