@@ -9,6 +9,12 @@ index (sentences/s, the models timed one after another on the same texts).
 ``--distractors`` adds the sentences of more STS-B-format files (or text files, a text
 per line) to the collection, for a harder search.
 
+``--precisions`` adds, per model, the quantized indexes (int8; binary alone; binary
+rescored x4 with float32 and with int8 queries) against the model's own float32 search:
+recall@10, MRR, their share of float32's, index memory (from the arrays) and search time
+(distilkit.deploy.retrieval.retrieval_table). ``--asymmetric`` adds each student's
+queries searched against the teacher's documents.
+
     python benchmarks/retrieval.py runs/sweep/gut-cos-5e-5/student runs/cut-045 \
         --distractors ../shared/data/stsb/train.tsv
 """
@@ -22,6 +28,7 @@ import time
 import numpy as np
 import torch
 
+from distilkit.deploy.retrieval import asymmetric_retrieval, retrieval_table, stsb_retrieval_set
 from distilkit.deploy.search import SearchIndex, retrieval_metrics
 from distilkit.encoder import load
 from distilkit.evaluate.sentence import STSB_DEV, read_stsb
@@ -35,6 +42,8 @@ def main() -> None:
     parser.add_argument("--min-score", type=float, default=4.0)
     parser.add_argument("--distractors", nargs="*", default=[], help="more texts to search")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precisions", action="store_true", help="int8 / binary indexes too")
+    parser.add_argument("--asymmetric", action="store_true", help="student queries, teacher docs")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -50,10 +59,6 @@ def main() -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Score every model; returns the query and text counts and one row per model."""
-    first, second, scores = read_stsb(args.stsb)
-    pairs = [(a, b) for a, b, s in zip(first, second, scores, strict=True) if s >= args.min_score]
-    pairs = [(a, b) for a, b in pairs if a != b]
-    queries = [a for a, _ in pairs]
     extra = []
     for path in args.distractors:
         if path.endswith(".tsv"):
@@ -62,18 +67,15 @@ def run(args: argparse.Namespace) -> dict:
         else:
             with open(path, encoding="utf-8") as lines:
                 extra += [line.strip() for line in lines if line.strip()]
-    asked = set(queries)
-    extra = [text for text in extra if text not in asked]  # no query finds itself
-    collection = list(dict.fromkeys(second + extra))  # distinct, in file order
-    position = {text: i for i, text in enumerate(collection)}
-    targets = [position[b] for _, b in pairs]
+    data = stsb_retrieval_set(args.stsb, args.min_score, extra)
+    queries, collection, targets = data.queries, data.collection, data.targets
     print(
         f"{len(queries)} queries (STS-B dev pairs scored >= {args.min_score}), "
         f"{len(collection)} texts to search, {torch.get_num_threads()} thread(s)"
     )
     rows, teacher_top5 = [], None
-    for name in [args.teacher, *args.students]:
-        encoder = load(name, head=None)
+    encoders = {name: load(name, head=None) for name in [args.teacher, *args.students]}
+    for name, encoder in encoders.items():
         start = time.perf_counter()
         index = SearchIndex.build(encoder, collection, progress=False)
         seconds = time.perf_counter() - start
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(
             {
                 "model": name,
-                "layers": encoder.config.num_layers,
+                "layers": getattr(getattr(encoder, "config", None), "num_layers", 0),
                 **metrics,
                 "top5_overlap_with_teacher": float(overlap),
                 "index_sentences_per_s": len(collection) / seconds,
@@ -104,7 +106,43 @@ def run(args: argparse.Namespace) -> dict:
             f"{100 * row['mrr'] / teacher_mrr:.1f} | {100 * row['top5_overlap_with_teacher']:.1f} "
             f"| {row['index_sentences_per_s']:,.0f} |"
         )
-    return {"queries": len(queries), "texts": len(collection), "rows": rows}
+    result = {"queries": len(queries), "texts": len(collection), "rows": rows}
+    if args.precisions:
+        result["precisions"] = {}
+        print(
+            "\n| model | index | recall@10 % | MRR | % of float32 recall@10 | % of float32 MRR "
+            "| index bytes | less memory | search ms/query |"
+        )
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, encoder in encoders.items():
+            table = retrieval_table(encoder, data)
+            result["precisions"][name] = table
+            for row in table:
+                kind = row["precision"] + (
+                    f" + rescore x{row['rescore_multiplier']} ({row['query_precision']} query)"
+                    if row["rescore_multiplier"] and row["precision"] == "binary"
+                    else ""
+                )
+                print(
+                    f"| {name} | {kind} | {100 * row['recall@10']:.1f} | {row['mrr']:.4f} | "
+                    f"{row['recall@10_of_float32_pct']:.1f} | {row['mrr_of_float32_pct']:.1f} | "
+                    f"{row['index_bytes']:,} | {row['memory_reduction']:.1f}x | "
+                    f"{row['search_ms_per_query']:.2f} |"
+                )
+    if args.asymmetric:
+        result["asymmetric"] = {}
+        for name in args.students:
+            try:
+                found = asymmetric_retrieval(encoders[args.teacher], encoders[name], data)
+            except ValueError as error:
+                print(f"{name}: {error}")
+                continue
+            result["asymmetric"][name] = found
+            print(
+                f"{name} queries vs {args.teacher} documents: recall@10 "
+                f"{100 * found['recall@10']:.1f}%, MRR {found['mrr']:.4f}"
+            )
+    return result
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from distilkit.model.hub import resolve
 from distilkit.model.int8 import quantize_model
 from distilkit.model.modeling import POOLINGS, TransformerModel
 from distilkit.model.st_folder import SentenceModules, lowercase_tokenizer
+from distilkit.model.static import StaticEncoder, is_static_folder, load_static
 from distilkit.model.summary import model_info
 from distilkit.model.tokenizer import Batch, Tokenizer
 from distilkit.settings import load_json
@@ -376,8 +377,11 @@ def load(
     num_labels: int | None = None,
     label_names: list[str] | None = None,
     device: str | torch.device | None = AUTO,
-) -> Encoder:
+) -> Encoder | StaticEncoder:
     """Load a model by name: a checkpoint folder, the embedded ``all-MiniLM-L6-v2``, or a Hub id.
+
+    A sentence-transformers folder whose input is a ``StaticEmbedding`` (``distilkit
+    distill-static``, model2vec) loads as a :class:`~distilkit.model.static.StaticEncoder`.
 
     dtype: ``"float32"`` (default), ``"bfloat16"``, or ``"int8"`` (int8 transformer blocks
     for CPU inference, :mod:`distilkit.int8`). head: ``True`` keeps the
@@ -394,6 +398,10 @@ def load(
                 "whose precision was fixed at export (`distilkit export --int8`): drop dtype"
             )
         return load_onnx(name)
+    if Path(name).expanduser().is_dir() and is_static_folder(Path(name).expanduser()):
+        if dtype not in (None, "float32", torch.float32):
+            raise ValueError(f"{name} is a static model (a float32 table): drop dtype {dtype!r}")
+        return load_static(Path(name).expanduser(), name=str(name))
     folder = resolve(name)
     model = load_model(folder, head=head, num_labels=num_labels, label_names=label_names)
     tokenizer = Tokenizer.from_folder(folder, max_length=_token_limit(folder, model))

@@ -25,6 +25,7 @@ from distilkit import __version__
 from distilkit.cli import bilstm as cli_bilstm
 from distilkit.cli import deploy as cli_deploy
 from distilkit.cli import distill as cli_distill
+from distilkit.cli import frontier as cli_frontier
 from distilkit.cli import inspect as cli_inspect
 from distilkit.cli import tasks as cli_tasks
 from distilkit.cli.common import (
@@ -64,6 +65,7 @@ COMMANDS: list[Command] = [
     *(Command(*pair) for pair in cli_tasks.TASK_COMMANDS),
     *(Command(*pair) for pair in cli_bilstm.BILSTM_COMMANDS),
     *(Command(*pair) for pair in cli_deploy.DEPLOY_COMMANDS),
+    *(Command(*pair) for pair in cli_frontier.FRONTIER_COMMANDS),
 ]
 
 

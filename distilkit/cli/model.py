@@ -22,6 +22,7 @@ from distilkit.cli.common import (
     add_pooling_argument,
 )
 from distilkit.data.tables import InputError, read_texts
+from distilkit.deploy.quantization import PRECISIONS, QUERY_PRECISIONS
 from distilkit.deploy.search import SearchIndex
 from distilkit.evaluate.comparison import compare_models
 from distilkit.evaluate.model_figure import plot_model_summary
@@ -194,6 +195,26 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--index", metavar="FILE.npz", help="save the collection's vectors here and reuse them"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="how the collection's vectors are kept: float32, int8 (4x less memory) or binary "
+        "(32x less; Hamming search, then --rescore x k candidates rescored)",
+    )
+    parser.add_argument(
+        "--rescore",
+        type=int,
+        default=4,
+        metavar="M",
+        help="binary: rescore the best M x k candidates with the query vector (0: Hamming only)",
+    )
+    parser.add_argument(
+        "--query-precision",
+        choices=QUERY_PRECISIONS,
+        default="float32",
+        help="the query vector used for int8 scores and binary rescoring",
+    )
     add_pooling_argument(parser)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
@@ -208,6 +229,8 @@ def run_search(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.rescore < 0:
+        raise InputError(f"--rescore must be 0 or more, got {args.rescore}")
     if args.index is not None and Path(args.index).suffix != ".npz":
         raise InputError(f"--index must name a .npz file, got {args.index}")
     if args.queries is not None:
@@ -219,11 +242,19 @@ def run_search(args: argparse.Namespace) -> int:
     data = read_texts(args.input, args.column)
     encoder = _load(args)
     start = time.perf_counter()
+    quantization = {
+        "precision": args.precision,
+        "rescore_multiplier": args.rescore,
+        "query_precision": args.query_precision,
+    }
     if args.index is None:
-        index, reused = SearchIndex.build(encoder, data.texts, args.pooling, args.batch_size), False
+        index = SearchIndex.build(
+            encoder, data.texts, args.pooling, args.batch_size, **quantization
+        )
+        reused = False
     else:
         index, reused = SearchIndex.cached(
-            args.index, encoder, data.texts, args.pooling, args.batch_size
+            args.index, encoder, data.texts, args.pooling, args.batch_size, **quantization
         )
     built = time.perf_counter() - start
     results = index.search(encoder, queries, top_k=args.top_k, batch_size=args.batch_size)
@@ -240,8 +271,8 @@ def run_search(args: argparse.Namespace) -> int:
         vectors += f", saved to {args.index}"
     plural = "query" if len(queries) == 1 else "queries"
     print(
-        f"{len(index):,} texts ({vectors}); {len(queries)} {plural} in {searched:.2f} s; "
-        f"{where} numbers count from 1"
+        f"{len(index):,} texts ({vectors}; {index.precision}, {index.nbytes:,} bytes of "
+        f"vectors); {len(queries)} {plural} in {searched:.2f} s; {where} numbers count from 1"
     )
     if args.json:
         payload = [
@@ -443,6 +474,12 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "suite (a quick look; cite only full runs)",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for the timing")
+    parser.add_argument(
+        "--asymmetric",
+        action="store_true",
+        help="also search STS-B dev paraphrases with documents indexed by the first model and "
+        "queries embedded by each other one (recall@10, MRR), beside each model alone",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
@@ -492,5 +529,6 @@ def run_compare(args: argparse.Namespace) -> int:
         dev_suite=not args.no_suite,
         data_root=args.data_root,
         json_path=args.json,
+        asymmetric=args.asymmetric,
     )
     return 0

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from distilkit.deploy.retrieval import asymmetric_retrieval, stsb_retrieval_set
 from distilkit.encoder import Encoder, load
 from distilkit.evaluate import report, suite
 from distilkit.evaluate import sentence as evaluation
@@ -50,10 +51,13 @@ def compare_models(
     say: Callable[[str], None] = print,
     progress: bool = False,
     device: str = "auto",
+    asymmetric: bool = False,
 ) -> dict:
     """Score ``names`` (the reference first) and ``say`` the tables; returns the payload
     (also written to ``json_path`` when given): rows, against_first, agreement, suite.
-    ``progress``: a bar of the evaluation steps on stderr; ``device``: where the models run."""
+    ``progress``: a bar of the evaluation steps on stderr; ``device``: where the models run;
+    ``asymmetric``: also search the first model's documents with each other model's queries
+    (:func:`asymmetric_rows`)."""
     encoders = {name: load(name, head=None, device=device) for name in names}
     protocol = dataclasses.replace(
         evaluation.QUICK_PROTOCOL if quick else evaluation.FULL_PROTOCOL, num_threads=threads
@@ -99,9 +103,40 @@ def compare_models(
         "agreement": agreement,
         "suite": suite_rows,
     }
+    if asymmetric:
+        payload["asymmetric"] = asymmetric_rows(encoders, names, say)
     if json_path is not None:
         output = Path(json_path)
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(payload, indent=2, default=str) + "\n", "utf-8")
         say(f"wrote {output}")
     return payload
+
+
+def asymmetric_rows(encoders: dict, names: list[str], say: Callable[[str], None] = print) -> dict:
+    """Recall@10 and MRR of the first model alone, each other alone, and each other's queries
+    against the first model's documents; printed and returned by student name."""
+    data = stsb_retrieval_set()
+    reference = encoders[names[0]]
+    alone = asymmetric_retrieval(reference, reference, data)
+    say(
+        f"asymmetric search ({len(data.queries)} STS-B dev paraphrase queries, "
+        f"{len(data.collection)} texts): {names[0]} alone recall@10 "
+        f"{100 * alone['recall@10']:.1f}%, MRR {alone['mrr']:.4f}"
+    )
+    found = {}
+    for name in names[1:]:
+        student = encoders[name]
+        own = asymmetric_retrieval(student, student, data)
+        try:
+            mixed = asymmetric_retrieval(reference, student, data)
+        except ValueError as error:
+            say(f"{name}: {error}")
+            continue
+        found[name] = {"reference_alone": alone, "student_alone": own, "asymmetric": mixed}
+        say(
+            f"{name}: alone recall@10 {100 * own['recall@10']:.1f}%, MRR {own['mrr']:.4f}; "
+            f"queries against {names[0]}'s documents recall@10 {100 * mixed['recall@10']:.1f}%, "
+            f"MRR {mixed['mrr']:.4f}"
+        )
+    return found

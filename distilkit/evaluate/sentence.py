@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.evaluate.timing import time_embedders
+from distilkit.model.static import StaticEncoder
 from distilkit.model.summary import model_info
 from distilkit.resources import RESOURCES
 
@@ -302,16 +303,14 @@ def stsb_teacher_agreement(
     texts = first + second
     student_vectors = _encoder_embedder(student, pooling, batch_size)(texts)
     teacher_vectors = _encoder_embedder(teacher, pooling, batch_size)(texts)
-    if student_vectors.shape[1] != teacher_vectors.shape[1]:
-        raise ValueError(
-            f"the student's vectors have {student_vectors.shape[1]} dimensions and the "
-            f"teacher's {teacher_vectors.shape[1]}: sentence cosines need the same width"
-        )
     n = len(first)
     student_pairs = _row_cosines(student_vectors[:n], student_vectors[n:])
     teacher_pairs = _row_cosines(teacher_vectors[:n], teacher_vectors[n:])
+    same_width = student_vectors.shape[1] == teacher_vectors.shape[1]
     return {
-        "sentence_cosine": float(_row_cosines(student_vectors, teacher_vectors).mean()),
+        "sentence_cosine": (
+            float(_row_cosines(student_vectors, teacher_vectors).mean()) if same_width else None
+        ),
         "similarity_spearman": 100.0 * float(spearmanr(student_pairs, teacher_pairs).statistic),
         "student_spearman": cosine_spearman(student_vectors[:n], student_vectors[n:], scores),
         "teacher_spearman": cosine_spearman(teacher_vectors[:n], teacher_vectors[n:], scores),
@@ -369,6 +368,7 @@ def throughput(
 
 @contextmanager
 def _eval_mode(encoders: Sequence[Encoder]) -> Iterator[None]:
+    encoders = [encoder for encoder in encoders if hasattr(encoder, "model")]  # not static ones
     modes = [encoder.model.training for encoder in encoders]
     for encoder in encoders:
         encoder.model.eval()
@@ -395,7 +395,19 @@ def _size_on_disk(encoder: Encoder) -> int:
         return int(model_info(encoder.model, folder)["size_on_disk_bytes"])
 
 
-def _describe_encoder(encoder: Encoder, name: str, pooling: str) -> dict:
+def _describe_encoder(encoder: Encoder | StaticEncoder, name: str, pooling: str) -> dict:
+    if isinstance(encoder, StaticEncoder):
+        return {
+            "name": name,
+            "kind": "static",
+            "layers": 0,
+            "hidden_size": encoder.dim,
+            "parameters": int(encoder.table.size),
+            "size_on_disk_bytes": int(
+                encoder.info().get("size_on_disk_bytes", encoder.table.nbytes)
+            ),
+            "pooling": "mean of static token vectors",
+        }
     return {
         "name": name,
         "kind": "transformer",

@@ -293,6 +293,13 @@ def sentence_cosine_loss(
     return (1.0 - F.cosine_similarity(student_sentence, teacher_sentence, dim=-1)).mean()
 
 
+def vector_cosine_loss(student_vectors: Tensor, teacher_vectors: Tensor) -> Tensor:
+    """Mean over the batch of ``1 - cos`` between ``(batch, dim)`` sentence vectors (the
+    teacher's taken as fixed targets)."""
+    _check_same_shape(student_vectors, teacher_vectors, "sentence vectors")
+    return (1.0 - F.cosine_similarity(student_vectors, teacher_vectors.detach(), dim=-1)).mean()
+
+
 def similarity_structure_loss(
     student_hidden: Tensor, teacher_hidden: Tensor, attention_mask: Tensor
 ) -> Tensor:
@@ -315,6 +322,38 @@ def similarity_structure_loss(
     off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=student_unit.device)
     difference = (student_unit @ student_unit.T - teacher_unit @ teacher_unit.T)[off_diagonal]
     return _mean_or_zero(difference.pow(2).sum(), difference.numel())
+
+
+def matryoshka_similarity_loss(
+    student_vectors: Tensor, teacher_vectors: Tensor, dims: Sequence[int]
+) -> Tensor:
+    """Matryoshka distillation: for each prefix width ``d`` in ``dims``, the student's
+    first ``d`` dimensions, renormalised, must keep the teacher's in-batch cosine
+    similarities; the mean over the prefixes of the off-diagonal MSE between the two
+    ``(batch, batch)`` cosine matrices.
+
+    student_vectors: ``(batch, student_dim)``; teacher_vectors: ``(batch, teacher_dim)``
+    (the widths may differ; the teacher is used whole, it need not be Matryoshka-trained).
+    Every ``d`` must be in ``[1, student_dim]``. A batch of one gives 0.
+    """
+    if student_vectors.shape[0] != teacher_vectors.shape[0]:
+        raise LossInputError(
+            f"student {tuple(student_vectors.shape)} and teacher {tuple(teacher_vectors.shape)} "
+            "must have one row per sentence each"
+        )
+    width = student_vectors.shape[1]
+    if not dims or any(not 1 <= d <= width for d in dims):
+        raise LossInputError(f"each Matryoshka width must be in [1, {width}], got {list(dims)}")
+    teacher_unit = F.normalize(teacher_vectors.detach(), dim=-1)
+    teacher_similarity = teacher_unit @ teacher_unit.T
+    batch = student_vectors.shape[0]
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=student_vectors.device)
+    total = student_vectors.new_zeros(())
+    for d in dims:
+        prefix = F.normalize(student_vectors[:, :d], dim=-1)  # truncated, renormalised
+        difference = (prefix @ prefix.T - teacher_similarity)[off_diagonal]
+        total = total + _mean_or_zero(difference.pow(2).sum(), difference.numel())
+    return total / len(dims)
 
 
 def pair_cosine_loss(

@@ -713,3 +713,32 @@ def test_pair_cosine_loss_matches_numpy_and_allows_other_widths() -> None:
         pair_cosine_loss(student_a, student_b, teacher_a[:4], teacher_b[:4])
     with pytest.raises(LossInputError, match="one shape"):
         pair_cosine_loss(student_a, student_b[:4], teacher_a, teacher_b)
+
+
+def test_matryoshka_similarity_loss_matches_its_formula() -> None:
+    from distilkit.train.losses import matryoshka_similarity_loss
+
+    generator = torch.Generator().manual_seed(3)
+    student = torch.randn(5, 11, generator=generator, requires_grad=True)
+    teacher = torch.randn(5, 7, generator=generator)
+    dims = [11, 6, 2]
+    expected = 0.0
+    for d in dims:
+        prefix = student.detach()[:, :d].numpy()
+        prefix = prefix / np.linalg.norm(prefix, axis=1, keepdims=True)  # renormalised
+        unit = teacher.numpy() / np.linalg.norm(teacher.numpy(), axis=1, keepdims=True)
+        errors = [
+            (prefix[i] @ prefix[j] - unit[i] @ unit[j]) ** 2
+            for i in range(5)
+            for j in range(5)
+            if i != j
+        ]
+        expected += np.mean(errors) / len(dims)
+    loss = matryoshka_similarity_loss(student, teacher, dims)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert student.grad is not None and student.grad[:, 6:].abs().sum() > 0
+    scaled = matryoshka_similarity_loss(student * 3.0, teacher, dims)  # renormalised: same
+    assert scaled.item() == pytest.approx(loss.item(), rel=1e-5)
+    with pytest.raises(LossInputError, match="Matryoshka"):
+        matryoshka_similarity_loss(student, teacher, [12])
