@@ -126,17 +126,21 @@ def matmul_gflops(
 
 
 def encoder_flops(
-    config: ModelConfig, tokens: int, layers: int | None = None, branch_width: int = 0
+    config: ModelConfig,
+    tokens: int,
+    layers: int | None = None,
+    branch_width: int = 0,
+    head: bool = True,
 ) -> float:
     """Matmul FLOPs of one text of ``tokens`` real tokens through ``layers`` blocks (default
-    all) and the classifier head; with ``branch_width``, early-exit branches after
+    all) and (``head``) the classifier head; with ``branch_width``, early-exit branches after
     ``min(layers, num_layers - 1)`` of them. Embedding look-ups, norms and softmax omitted."""
     hidden, inner, labels = config.hidden_size, config.intermediate_size, config.num_labels
     layers = config.num_layers if layers is None else layers
     per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inner)  # Q, K, V, O, FFN
     per_layer += 2 * 2 * tokens * tokens * hidden  # QK^T and attention x V
-    head = 2 * hidden * hidden + 2 * hidden * labels  # pooler (or pre-classifier), classifier
-    flops = layers * per_layer + head
+    head_flops = 2 * hidden * hidden + 2 * hidden * labels if head else 0  # pooler, classifier
+    flops = layers * per_layer + head_flops
     if branch_width:
         width = branch_width
         branch = 2 * tokens * (hidden * width + 2 * width * width)  # project, key, value
@@ -260,7 +264,8 @@ def _bilstm_engines(
     ]
 
 
-def _native_bf16() -> bool:
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX), as oneDNN says."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check and check())
 
@@ -394,6 +399,7 @@ class BenchResult:
     ceilings_gflops: dict[str, float] = field(default_factory=dict)
     texts: int = 0
     notes: list[str] = field(default_factory=list)
+    kind: str = "classifier"  # or "encoder" (:mod:`distilkit.deploy.bench_embed`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -621,7 +627,7 @@ def _measure(
         "GFLOP/s: matmul FLOPs over real tokens per second; % ceiling: of the measured "
         "matmul ceiling (bf16 for bf16, else fp32; int8 is compared with fp32)",
     ]
-    if any(engine.dtype == "bf16" for engine in engines) and not _native_bf16():
+    if any(engine.dtype == "bf16" for engine in engines) and not native_bf16():
         notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")
     return BenchResult(
         rows=rows,
@@ -651,5 +657,6 @@ __all__ = [
     "classify",
     "encoder_flops",
     "matmul_gflops",
+    "native_bf16",
     "run_bench",
 ]
