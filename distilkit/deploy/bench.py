@@ -28,12 +28,13 @@ machine's measured fp32 (or bf16, for bf16) matmul ceiling (:func:`matmul_gflops
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,18 @@ def matmul_gflops(
             torch.mm(a, b)
             best = max(best, flops / (time.perf_counter() - start))
     return best / 1e9
+
+
+def matmul_roofs(seconds: float, say: Callable[[str], None]) -> dict[str, float]:
+    """``{"fp32": GFLOP/s, "bf16": GFLOP/s}``: :func:`matmul_gflops` for about ``seconds``
+    each (none when ``seconds`` is 0)."""
+    if seconds <= 0:
+        return {}
+    say("measuring the matmul ceiling (fp32, bf16)")
+    return {
+        name: matmul_gflops(dtype, seconds=seconds)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
 
 
 def encoder_flops(
@@ -416,38 +429,48 @@ class BenchResult:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Accuracy (or agreement) against sentences per second, one point per engine."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         labelled = all(row.get("accuracy") is not None for row in self.rows)
         key = "accuracy" if labelled else "agreement"
-        figure, axis = plt.subplots(figsize=(8.5, 5.5))
-        for index, row in enumerate(self.rows):
-            axis.scatter(row["sentences_per_s"], 100 * row[key], color=f"C{index % 10}", s=70)
-            axis.annotate(
-                row["name"],
-                (row["sentences_per_s"], 100 * row[key]),
-                xytext=(5, 5),
-                textcoords="offset points",
-                fontsize=8,
-            )
-        speeds = [row["sentences_per_s"] for row in self.rows]
-        if min(speeds) > 0 and max(speeds) / min(speeds) > 20:
-            axis.set_xscale("log")
-        axis.set_xlabel(
+        return scatter_plot(
+            [(row["name"], row["sentences_per_s"], 100 * row[key]) for row in self.rows],
             f"sentences per second (batch {self.settings['batch_size']}, "
-            f"{self.settings['num_threads']} threads)"
+            f"{self.settings['num_threads']} threads)",
+            "accuracy %" if labelled else "agreement with own fp32 %",
+            "Serving speed and quality, every model and mode (up and right is better)",
+            path,
         )
-        axis.set_ylabel("accuracy %" if labelled else "agreement with own fp32 %")
-        axis.set_title("Serving speed and quality, every model and mode (up and right is better)")
-        axis.grid(True, alpha=0.3)
-        figure.tight_layout()
-        path = Path(path)
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        return path
+
+
+def scatter_plot(
+    points: Sequence[tuple[str, float, float]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: str | os.PathLike,
+) -> Path:
+    """One labelled point per (name, speed, quality); a log speed axis when speeds span
+    more than 20x. Written as a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8.5, 5.5))
+    for index, (name, x, y) in enumerate(points):
+        axis.scatter(x, y, color=f"C{index % 10}", s=70)
+        axis.annotate(name, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    speeds = [x for _, x, _ in points]
+    if min(speeds) > 0 and max(speeds) / min(speeds) > 20:
+        axis.set_xscale("log")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def _number(value: float | None, pattern: str) -> str:
@@ -508,6 +531,15 @@ def run_bench(
         raise BenchError("no texts to bench on")
     if labels is not None and len(labels) != len(texts):
         raise BenchError(f"got {len(labels)} labels for {len(texts)} texts")
+    with bench_context(settings, work_dir) as folder:
+        engines = build_engines(models, modes, settings, folder, say)
+        return _measure(engines, texts, labels, settings, say)
+
+
+@contextlib.contextmanager
+def bench_context(settings: BenchSettings, work_dir: str | os.PathLike | None) -> Iterator[Path]:
+    """torch's thread count set from ``settings`` (restored after), and the folder for
+    exported files: ``work_dir``, or a temporary one removed after."""
     previous_threads = torch.get_num_threads()
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
@@ -515,8 +547,7 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="distilkit-bench-") as temp:
             folder = Path(work_dir) if work_dir is not None else Path(temp)
             folder.mkdir(parents=True, exist_ok=True)
-            engines = build_engines(models, modes, settings, folder, say)
-            return _measure(engines, texts, labels, settings, say)
+            yield folder
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -530,13 +561,7 @@ def _measure(
 ) -> BenchResult:
     """Quality pass, interleaved timing and FLOP accounting of ``engines``."""
     threads = torch.get_num_threads()
-    ceilings = {}
-    if settings.ceiling_seconds > 0:
-        say("measuring the matmul ceiling (fp32, bf16)")
-        ceilings = {
-            name: matmul_gflops(dtype, seconds=settings.ceiling_seconds)
-            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
-        }
+    ceilings = matmul_roofs(settings.ceiling_seconds, say)
     functions = {
         engine.name: (
             lambda batch_texts, e=engine: classify(
@@ -652,11 +677,14 @@ __all__ = [
     "BenchResult",
     "BenchSettings",
     "Engine",
+    "bench_context",
     "bilstm_flops",
     "build_engines",
     "classify",
     "encoder_flops",
     "matmul_gflops",
+    "matmul_roofs",
     "native_bf16",
     "run_bench",
+    "scatter_plot",
 ]

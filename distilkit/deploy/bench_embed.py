@@ -22,7 +22,6 @@ machine measured in the same run (:func:`distilkit.deploy.bench.matmul_gflops`).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,14 +30,18 @@ import numpy as np
 import torch
 
 from distilkit.deploy.bench import (
+    BENCH_COLUMNS,
     MODES,
     BenchError,
     BenchResult,
     BenchSettings,
+    _number,
+    bench_context,
     encoder_flops,
-    matmul_gflops,
+    matmul_roofs,
     native_bf16,
     run_bench,
+    scatter_plot,
 )
 from distilkit.deploy.export import export_onnx, quantize_int8
 from distilkit.deploy.onnx_runtime import load_onnx
@@ -176,28 +179,17 @@ def build_embed_engines(
 
 
 # ----------------------------------------------------------------------------- the result
-def _number(value: float | None, pattern: str) -> str:
-    return "-" if value is None else pattern.format(value)
-
-
+_SHARED = {column[0]: column for column in BENCH_COLUMNS}  # the classifier bench's
 EMBED_COLUMNS: list[Column] = [
-    ("engine", lambda row, _: row["name"], False),
+    _SHARED["engine"],
     ("emb/s", lambda row, _: _number(row.get("embeddings_per_s"), "{:,.1f}"), True),
-    ("x ref", lambda _, vs: _number(vs.get("speedup"), "{:.2f}x"), True),
+    _SHARED["x ref"],
     ("x fp32", lambda row, _: _number(row.get("speedup_vs_fp32"), "{:.2f}x"), True),
-    ("p50 ms", lambda row, _: _number(row.get("latency_ms_p50"), "{:.2f}"), True),
-    ("p95 ms", lambda row, _: _number(row.get("latency_ms_p95"), "{:.2f}"), True),
-    ("p50 x ref", lambda _, vs: _number(vs.get("latency_speedup"), "{:.2f}x"), True),
+    *(_SHARED[name] for name in ("p50 ms", "p95 ms", "p50 x ref")),
     ("cos mean", lambda row, _: _number(row.get("cosine_mean"), "{:.5f}"), True),
     ("cos min", lambda row, _: _number(row.get("cosine_min"), "{:.5f}"), True),
-    ("GFLOP/s", lambda row, _: _number(row.get("gflops_per_s"), "{:.1f}"), True),
-    (
-        "% roof",
-        lambda row, _: _number(
-            None if row.get("roof_fraction") is None else 100 * row["roof_fraction"], "{:.0f}"
-        ),
-        True,
-    ),
+    _SHARED["GFLOP/s"],
+    ("% roof", lambda row, _: _number(row.get("roof_fraction"), "{:.0%}"), True),
 ]
 
 
@@ -214,28 +206,14 @@ class EmbedBenchResult(BenchResult):
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Cosine to fp32 against embeddings per second, one point per engine."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axis = plt.subplots(figsize=(8.5, 5.5))
-        for index, row in enumerate(self.rows):
-            point = (row["embeddings_per_s"], row["cosine_mean"])
-            axis.scatter(*point, color=f"C{index % 10}", s=70)
-            axis.annotate(row["name"], point, xytext=(5, 5), textcoords="offset points", fontsize=8)
-        axis.set_xlabel(
+        return scatter_plot(
+            [(row["name"], row["embeddings_per_s"], row["cosine_mean"]) for row in self.rows],
             f"embeddings per second (batch {self.settings['batch_size']}, "
-            f"{self.settings['num_threads']} threads, tokenization included)"
+            f"{self.settings['num_threads']} threads, tokenization included)",
+            "mean cosine to the model's eager fp32 vectors",
+            "Encoder speed and fidelity, every model and mode (up and right is better)",
+            path,
         )
-        axis.set_ylabel("mean cosine to the model's eager fp32 vectors")
-        axis.set_title("Encoder speed and fidelity, every model and mode (up and right is better)")
-        axis.grid(True, alpha=0.3)
-        figure.tight_layout()
-        path = Path(path)
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        return path
 
 
 def _cosines(vectors: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -259,17 +237,9 @@ def run_embed_bench(
     texts = list(read_sst2()[0] if texts is None else texts)
     if not texts:
         raise BenchError("no texts to bench on")
-    previous_threads = torch.get_num_threads()
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="distilkit-bench-") as temp:
-            folder = Path(work_dir) if work_dir is not None else Path(temp)
-            folder.mkdir(parents=True, exist_ok=True)
-            engines = build_embed_engines(models, modes, settings, folder, say)
-            return _measure(engines, texts, settings, say)
-    finally:
-        torch.set_num_threads(previous_threads)
+    with bench_context(settings, work_dir) as folder:
+        engines = build_embed_engines(models, modes, settings, folder, say)
+        return _measure(engines, texts, settings, say)
 
 
 def _measure(
@@ -277,13 +247,7 @@ def _measure(
 ) -> EmbedBenchResult:
     """Vectors (untimed; also the warm-up), interleaved timing, cosines and FLOPs."""
     threads = torch.get_num_threads()
-    roofs = {}
-    if settings.ceiling_seconds > 0:
-        say("measuring the matmul roof (fp32, bf16)")
-        roofs = {
-            name: matmul_gflops(dtype, seconds=settings.ceiling_seconds)
-            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
-        }
+    roofs = matmul_roofs(settings.ceiling_seconds, say)
     say(f"vectors of {len(texts)} texts from {len(engines)} engines")
     vectors = {}
     with torch.inference_mode():

@@ -158,12 +158,7 @@ class OnnxEncoder:
     # ------------------------------------------------------------------ numpy core
     def _feeds(self, ids: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Right-padded ``(rows, longest)`` int64 inputs of unpadded id rows, and the mask."""
-        length = max(len(row) for row in ids)
-        input_ids = np.full((len(ids), length), self.tokenizer.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(ids), length), dtype=np.int64)
-        for row, tokens in enumerate(ids):
-            input_ids[row, : len(tokens)] = tokens
-            attention_mask[row, : len(tokens)] = 1
+        input_ids, attention_mask = self.tokenizer.pad(ids)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
