@@ -15,7 +15,8 @@ from pathlib import Path
 
 from distilkit.cli.common import add_training_options, default_out, run_folder, training_overrides
 from distilkit.data.tables import check_label_ids, read_labelled
-from distilkit.deploy.bench import MODES, BenchSettings, run_bench
+from distilkit.deploy.bench import BenchSettings
+from distilkit.deploy.bench_embed import ALL_MODES, bench_models
 from distilkit.deploy.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx
 from distilkit.deploy.serve import ServeConfig, serve
 from distilkit.encoder import load
@@ -96,14 +97,24 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
     parser = subparsers.add_parser(
         "bench",
-        help="throughput and latency of a teacher and students in every inference mode",
-        description="Time a teacher and its students in each mode (eager fp32, bf16, eager "
-        "int8, ONNX fp32, ONNX int8, early exit on fp32 or int8 blocks) beside transformers' "
-        "eager model on the teacher's checkpoint, in turns on the same texts; print a table "
-        "with ratios and accuracy, write bench.json, bench.md and bench.png into --out. A "
-        "student may be a BiLSTM (`distill-bilstm`), timed in eager fp32.",
+        help="throughput, latency and fidelity of encoders or classifiers in every mode",
+        description="Time models in each mode they support, in turns on the same texts, in "
+        "one process. Sentence encoders (no classification head): eager fp32, bf16, eager "
+        "int8, ONNX fp32 and int8 (pooling and normalisation inside the graph), beside "
+        "sentence-transformers' encode on the first model (when installed); embeddings/s, "
+        "batch-1 latency, cosine to fp32, fraction of the matmul roof. Sequence classifiers "
+        "(the first is the teacher): the same modes plus early exit, beside transformers' "
+        "eager model; accuracy and agreement. Prints a table with every ratio explained and "
+        "writes bench.json, bench.md and bench.png into --out. A classifier student may be a "
+        "BiLSTM (`distill-bilstm`), timed in eager fp32.",
     )
-    parser.add_argument("--teacher", required=True, help="the fine-tuned teacher (folder)")
+    parser.add_argument(
+        "models",
+        nargs="*",
+        metavar="[NAME=]MODEL",
+        help="checkpoint folders or model names, the reference (teacher) first",
+    )
+    parser.add_argument("--teacher", help="the teacher (same as the first MODEL)")
     parser.add_argument(
         "--student",
         action="append",
@@ -114,10 +125,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--modes",
         nargs="+",
-        default=list(MODES),
-        choices=MODES,
+        choices=ALL_MODES,
         metavar="MODE",
-        help=f"modes to run, from {', '.join(repr(m) for m in MODES)} (default: all)",
+        help=f"modes to run, from {', '.join(repr(m) for m in ALL_MODES)} (default: every "
+        "mode the models support)",
     )
     parser.add_argument("--data", type=Path, help="texts (and labels); default: SST-2 dev")
     parser.add_argument("--limit", type=int, help="use only the first N texts")
@@ -130,7 +141,12 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         type=float,
         help="early-exit threshold, a normalised entropy in [0, 1] (default: the saved one)",
     )
-    parser.add_argument("--no-peer", action="store_true", help="skip the transformers peer")
+    parser.add_argument(
+        "--no-peer",
+        action="store_true",
+        help="skip the reference (sentence-transformers for encoders, transformers for "
+        "classifiers)",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench-<time>)")
     return parser
 
@@ -139,15 +155,17 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _students(specs: list[str]) -> dict[str, str]:
-    students = {}
-    for index, spec in enumerate(specs, start=1):
-        name, _, folder = spec.rpartition("=")
-        name = name or ("student" if len(specs) == 1 else f"student {index}")
-        if name in students or name == "teacher":
-            raise ValueError(f"--student name {name!r} is used twice: give NAME=FOLDER")
-        students[name] = folder
-    return students
+def _named(specs: list[str]) -> dict[str, str]:
+    """``[NAME=]MODEL`` specs -> name -> model; the first is ``teacher`` unless named."""
+    models: dict[str, str] = {}
+    for index, spec in enumerate(specs):
+        name, _, source = spec.rpartition("=")
+        if not name:
+            name = "teacher" if index == 0 else f"student {index}" if len(specs) > 2 else "student"
+        if name in models:
+            raise ValueError(f"the model name {name!r} is used twice: give NAME=MODEL")
+        models[name] = source
+    return models
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
@@ -161,6 +179,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
             "--threshold is the early-exit threshold, a normalised prediction entropy from 0 "
             f"to 1 (0: never exit early, 1: always after the first block), got {args.threshold}"
         )
+    specs = ([args.teacher] if args.teacher else []) + list(args.models) + list(args.student)
+    if not specs:
+        raise ValueError("give the models to bench: distilkit bench MODEL [MODEL...]")
     settings = BenchSettings(
         batch_size=args.batch_size,
         repeats=args.repeats,
@@ -170,16 +191,15 @@ def run_bench_command(args: argparse.Namespace) -> int:
         peer=not args.no_peer,
     )
     texts, labels = read_labelled(args.data or SST2_DEV, args.limit)
-    models = {"teacher": args.teacher, **_students(args.student)}
     out = args.out or default_out("bench")
     out.mkdir(parents=True, exist_ok=True)
-    result = run_bench(models, args.modes, texts, labels, settings, work_dir=out, say=_say)
+    result = bench_models(_named(specs), args.modes, texts, labels, settings, out, _say)
     print(result.table())
     for note in result.notes:
         print(f"  {note}")
     if result.ceilings_gflops:
         ceilings = ", ".join(f"{k} {v:.1f}" for k, v in result.ceilings_gflops.items())
-        print(f"  matmul ceiling (GFLOP/s): {ceilings}")
+        print(f"  matmul roof (GFLOP/s, this run): {ceilings}")
     result.save_json(out / "bench.json")
     (out / "bench.md").write_text(result.table(markdown=True) + "\n", encoding="utf-8")
     result.plot(out / "bench.png")

@@ -28,11 +28,12 @@ machine's measured fp32 (or bf16, for bf16) matmul ceiling (:func:`matmul_gflops
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -113,18 +114,34 @@ def matmul_gflops(
     return peak_matmul_flops("cpu", dtype, size, seconds) / 1e9
 
 
+def matmul_roofs(seconds: float, say: Callable[[str], None]) -> dict[str, float]:
+    """``{"fp32": GFLOP/s, "bf16": GFLOP/s}``: :func:`matmul_gflops` for about ``seconds``
+    each (none when ``seconds`` is 0)."""
+    if seconds <= 0:
+        return {}
+    say("measuring the matmul ceiling (fp32, bf16)")
+    return {
+        name: matmul_gflops(dtype, seconds=seconds)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
+
+
 def encoder_flops(
-    config: ModelConfig, tokens: int, layers: int | None = None, branch_width: int = 0
+    config: ModelConfig,
+    tokens: int,
+    layers: int | None = None,
+    branch_width: int = 0,
+    head: bool = True,
 ) -> float:
     """Matmul FLOPs of one text of ``tokens`` real tokens through ``layers`` blocks (default
-    all) and the classifier head; with ``branch_width``, early-exit branches after
+    all) and (``head``) the classifier head; with ``branch_width``, early-exit branches after
     ``min(layers, num_layers - 1)`` of them. Embedding look-ups, norms and softmax omitted."""
     hidden, inner, labels = config.hidden_size, config.intermediate_size, config.num_labels
     layers = config.num_layers if layers is None else layers
     per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inner)  # Q, K, V, O, FFN
     per_layer += 2 * 2 * tokens * tokens * hidden  # QK^T and attention x V
-    head = 2 * hidden * hidden + 2 * hidden * labels  # pooler (or pre-classifier), classifier
-    flops = layers * per_layer + head
+    head_flops = 2 * hidden * hidden + 2 * hidden * labels if head else 0  # pooler, classifier
+    flops = layers * per_layer + head_flops
     if branch_width:
         width = branch_width
         branch = 2 * tokens * (hidden * width + 2 * width * width)  # project, key, value
@@ -248,7 +265,8 @@ def _bilstm_engines(
     ]
 
 
-def _native_bf16() -> bool:
+def native_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX), as oneDNN says."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check and check())
 
@@ -382,6 +400,7 @@ class BenchResult:
     ceilings_gflops: dict[str, float] = field(default_factory=dict)
     texts: int = 0
     notes: list[str] = field(default_factory=list)
+    kind: str = "classifier"  # or "encoder" (:mod:`distilkit.deploy.bench_embed`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -398,38 +417,48 @@ class BenchResult:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Accuracy (or agreement) against sentences per second, one point per engine."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         labelled = all(row.get("accuracy") is not None for row in self.rows)
         key = "accuracy" if labelled else "agreement"
-        figure, axis = plt.subplots(figsize=(8.5, 5.5))
-        for index, row in enumerate(self.rows):
-            axis.scatter(row["sentences_per_s"], 100 * row[key], color=f"C{index % 10}", s=70)
-            axis.annotate(
-                row["name"],
-                (row["sentences_per_s"], 100 * row[key]),
-                xytext=(5, 5),
-                textcoords="offset points",
-                fontsize=8,
-            )
-        speeds = [row["sentences_per_s"] for row in self.rows]
-        if min(speeds) > 0 and max(speeds) / min(speeds) > 20:
-            axis.set_xscale("log")
-        axis.set_xlabel(
+        return scatter_plot(
+            [(row["name"], row["sentences_per_s"], 100 * row[key]) for row in self.rows],
             f"sentences per second (batch {self.settings['batch_size']}, "
-            f"{self.settings['num_threads']} threads)"
+            f"{self.settings['num_threads']} threads)",
+            "accuracy %" if labelled else "agreement with own fp32 %",
+            "Serving speed and quality, every model and mode (up and right is better)",
+            path,
         )
-        axis.set_ylabel("accuracy %" if labelled else "agreement with own fp32 %")
-        axis.set_title("Serving speed and quality, every model and mode (up and right is better)")
-        axis.grid(True, alpha=0.3)
-        figure.tight_layout()
-        path = Path(path)
-        figure.savefig(path, dpi=120)
-        plt.close(figure)
-        return path
+
+
+def scatter_plot(
+    points: Sequence[tuple[str, float, float]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: str | os.PathLike,
+) -> Path:
+    """One labelled point per (name, speed, quality); a log speed axis when speeds span
+    more than 20x. Written as a PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8.5, 5.5))
+    for index, (name, x, y) in enumerate(points):
+        axis.scatter(x, y, color=f"C{index % 10}", s=70)
+        axis.annotate(name, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=8)
+    speeds = [x for _, x, _ in points]
+    if min(speeds) > 0 and max(speeds) / min(speeds) > 20:
+        axis.set_xscale("log")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def _number(value: float | None, pattern: str) -> str:
@@ -491,6 +520,15 @@ def run_bench(
         raise BenchError("no texts to bench on")
     if labels is not None and len(labels) != len(texts):
         raise BenchError(f"got {len(labels)} labels for {len(texts)} texts")
+    with bench_context(settings, work_dir) as folder:
+        engines = build_engines(models, modes, settings, folder, say)
+        return _measure(engines, texts, labels, settings, say)
+
+
+@contextlib.contextmanager
+def bench_context(settings: BenchSettings, work_dir: str | os.PathLike | None) -> Iterator[Path]:
+    """torch's thread count set from ``settings`` (restored after), and the folder for
+    exported files: ``work_dir``, or a temporary one removed after."""
     previous_threads = torch.get_num_threads()
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
@@ -498,8 +536,7 @@ def run_bench(
         with tempfile.TemporaryDirectory(prefix="distilkit-bench-") as temp:
             folder = Path(work_dir) if work_dir is not None else Path(temp)
             folder.mkdir(parents=True, exist_ok=True)
-            engines = build_engines(models, modes, settings, folder, say)
-            return _measure(engines, texts, labels, settings, say)
+            yield folder
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -513,13 +550,7 @@ def _measure(
 ) -> BenchResult:
     """Quality pass, interleaved timing and FLOP accounting of ``engines``."""
     threads = torch.get_num_threads()
-    ceilings = {}
-    if settings.ceiling_seconds > 0:
-        say("measuring the matmul ceiling (fp32, bf16)")
-        ceilings = {
-            name: matmul_gflops(dtype, seconds=settings.ceiling_seconds)
-            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
-        }
+    ceilings = matmul_roofs(settings.ceiling_seconds, say)
     functions = {
         engine.name: (
             lambda batch_texts, e=engine: classify(
@@ -612,7 +643,7 @@ def _measure(
         "matmul ceiling measured in this run (bf16 for bf16, else fp32; int8 is compared "
         "with fp32); tokens/s: real tokens per second",
     ]
-    if any(engine.dtype == "bf16" for engine in engines) and not _native_bf16():
+    if any(engine.dtype == "bf16" for engine in engines) and not native_bf16():
         notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")
     return BenchResult(
         rows=rows,
@@ -637,10 +668,14 @@ __all__ = [
     "BenchResult",
     "BenchSettings",
     "Engine",
+    "bench_context",
     "bilstm_flops",
     "build_engines",
     "classify",
     "encoder_flops",
     "matmul_gflops",
+    "matmul_roofs",
+    "native_bf16",
     "run_bench",
+    "scatter_plot",
 ]

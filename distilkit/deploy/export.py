@@ -5,9 +5,12 @@ Python API as :class:`~distilkit.encoder.Encoder`), opened by ``load_onnx``.
 ``export_onnx(model, "model.onnx")`` writes the encoder with its task head as one ONNX
 graph (opset 18 to 25) whose batch and sequence axes are dynamic. The graph takes
 ``input_ids``, ``attention_mask`` (and ``token_type_ids`` in the BERT layout), all
-``(batch, seq)`` int64, and returns ``last_hidden_state`` ``(batch, seq, hidden)`` and,
-for a classification or QA head, ``logits``. The model config and the tokenizer travel
-inside the file as ONNX metadata, so :func:`load_onnx` needs nothing but the ``.onnx``.
+``(batch, seq)`` int64, and returns ``last_hidden_state`` ``(batch, seq, hidden)`` (the
+token vectors), ``sentence_embedding`` ``(batch, dim)`` (the model's sentence-transformers
+recipe run inside the graph: its pooling over real tokens, Dense layers and Normalize, so
+the file alone is a complete sentence encoder) and, for a classification or QA head,
+``logits``. The model config, the recipe and the tokenizer travel inside the file as ONNX
+metadata, so :func:`load_onnx` needs nothing but the ``.onnx``.
 
 With ``int8=True`` the fp32 graph is quantized by ``onnxruntime``'s dynamic
 quantization: the weights of every weight-times-activation MatMul become int8 (one scale
@@ -52,6 +55,7 @@ from distilkit.encoder import load
 from distilkit.evaluate.sentence import read_sst2
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import EncoderOutput, TransformerModel, pool
+from distilkit.model.st_folder import DenseLayer, SentenceModules
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import to_dict
 
@@ -71,16 +75,18 @@ HEADS_WITH_LOGITS = ("sequence_classification", "token_classification", "questio
 
 # ----------------------------------------------------------------------------- the graph
 class _ExportGraph(nn.Module):
-    """The model as one traceable function.
+    """The model as one traceable function: token vectors, the sentence vector of the
+    model's recipe (``sentence``: pooling, Dense, Normalize) and the head's logits.
 
     The fast path of ``Backbone.forward`` branches on the data (it drops padding rows
     only when there are any), which a traced graph cannot do; this forward always applies
     the key mask, through the explicit attention path, and so holds for every batch.
     """
 
-    def __init__(self, model: TransformerModel):
+    def __init__(self, model: TransformerModel, sentence: SentenceModules):
         super().__init__()
         self.model = model
+        self.sentence = sentence
         self.with_logits = model.config.head in HEADS_WITH_LOGITS
 
     def forward(
@@ -94,11 +100,12 @@ class _ExportGraph(nn.Module):
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         for block in backbone.layers:
             hidden, _, _ = block.forward_explicit(hidden, key_mask)
+        vectors = self.sentence.encode(hidden, attention_mask)  # (B, dim)
         if not self.with_logits:
-            return (hidden,)
+            return hidden, vectors
         pooled = backbone.pooler(hidden) if backbone.pooler is not None else None
         logits = self.model.head(EncoderOutput(last_hidden_state=hidden, pooled_output=pooled))
-        return hidden, logits
+        return hidden, vectors, logits
 
 
 def _input_names(config: ModelConfig) -> list[str]:
@@ -107,9 +114,8 @@ def _input_names(config: ModelConfig) -> list[str]:
 
 
 def _output_names(config: ModelConfig) -> list[str]:
-    if config.head in HEADS_WITH_LOGITS:
-        return ["last_hidden_state", "logits"]
-    return ["last_hidden_state"]
+    names = ["last_hidden_state", "sentence_embedding"]
+    return [*names, "logits"] if config.head in HEADS_WITH_LOGITS else names
 
 
 def _example_inputs(config: ModelConfig) -> tuple[torch.Tensor, ...]:
@@ -142,8 +148,11 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _export_fp32(model: TransformerModel, path: Path, opset: int) -> None:
-    """Trace ``model`` (float32, eval mode) into an ONNX file with dynamic batch and seq."""
+def _export_fp32(
+    model: TransformerModel, sentence: SentenceModules, path: Path, opset: int
+) -> None:
+    """Trace ``model`` (float32, eval mode) and its sentence recipe into an ONNX file with
+    dynamic batch and seq."""
     config = model.config
     names = _input_names(config)
     batch = torch.export.Dim("batch", min=1)
@@ -151,7 +160,7 @@ def _export_fp32(model: TransformerModel, path: Path, opset: int) -> None:
     dynamic_shapes = {name: {0: batch, 1: seq} for name in names}
     with _quiet():
         torch.onnx.export(
-            _ExportGraph(model).eval(),
+            _ExportGraph(model, sentence).eval(),
             _example_inputs(config),
             str(path),
             input_names=names,
@@ -235,11 +244,29 @@ def _write_metadata(path: str | os.PathLike, values: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def _metadata_for(config: ModelConfig, tokenizer: Tokenizer | None, precision: str) -> dict:
+def _recipe_metadata(sentence: SentenceModules, hidden_size: int) -> dict:
+    """What the graph's ``sentence_embedding`` is, for the runtime wrapper: pooling modes,
+    how many Dense layers, Normalize, the output width, prompts and similarity function."""
+    return {
+        "pooling": list(sentence.pooling),
+        "dense_layers": sum(isinstance(s, DenseLayer) for s in sentence.stages),
+        "normalize": sentence.normalize,
+        "dim": sentence.output_dim(hidden_size),
+        "include_prompt": sentence.include_prompt,
+        "prompts": sentence.prompts,
+        "default_prompt_name": sentence.default_prompt_name,
+        "similarity_fn_name": sentence.similarity_fn_name,
+    }
+
+
+def _metadata_for(
+    config: ModelConfig, tokenizer: Tokenizer | None, precision: str, sentence: SentenceModules
+) -> dict:
     values = {
         "format": FORMAT_VERSION,
         "config": json.dumps(to_dict(config)),
         "precision": precision,
+        "sentence": json.dumps(_recipe_metadata(sentence, config.hidden_size)),
     }
     if tokenizer is not None:
         values["tokenizer"] = tokenizer.backend.to_str()
@@ -314,6 +341,7 @@ def _check(
     texts: Sequence[str],
     labels: np.ndarray | None,
     report: ExportReport,
+    sentence: SentenceModules,
 ) -> None:
     """Fill the parity fields of ``report``: eager fp32 against the ONNX session."""
     diffs: dict[str, float] = {}
@@ -329,6 +357,9 @@ def _check(
             diffs["last_hidden_state"] = max(diffs.get("last_hidden_state", 0.0), diff)
             eager_pooled.append(pool(eager_hidden, batch.attention_mask))
             onnx_pooled.append(pool(hidden, batch.attention_mask))
+            vectors = sentence.encode(eager_hidden, batch.attention_mask)
+            diff = float((torch.from_numpy(outputs["sentence_embedding"]) - vectors).abs().max())
+            diffs["sentence_embedding"] = max(diffs.get("sentence_embedding", 0.0), diff)
             if "logits" in outputs:
                 logits, reference = torch.from_numpy(outputs["logits"]), eager.logits.float()
                 if logits.dim() == 3:  # per-token heads: real tokens only
@@ -357,13 +388,14 @@ def _check(
 # ----------------------------------------------------------------------------- export
 def _resolve_model(
     model: TransformerModel | Encoder | str | os.PathLike, tokenizer: Tokenizer | None
-) -> tuple[TransformerModel, Tokenizer | None, str]:
+) -> tuple[TransformerModel, Tokenizer | None, SentenceModules]:
+    """The network, its tokenizer and its sentence recipe (the folder's, or mean pooling)."""
     if isinstance(model, TransformerModel):
-        return model, tokenizer, "model"
+        return model, tokenizer, getattr(model, "sentence_modules", None) or SentenceModules()
     if isinstance(model, str | os.PathLike):
         model = load(model)
     if hasattr(model, "model") and hasattr(model, "tokenizer"):
-        return model.model, tokenizer or model.tokenizer, model.name
+        return model.model, tokenizer or model.tokenizer, model.sentence
     raise ExportError(
         f"export_onnx takes a TransformerModel, an Encoder or a checkpoint folder, "
         f"got {type(model).__name__}"
@@ -389,7 +421,7 @@ def export_onnx(
     ``check_limit`` shipped SST-2 dev sentences, with labels for a 2-class classifier);
     ``check_limit=0`` skips the check. Prints :meth:`ExportReport.summary` if ``verbose``.
     """
-    torch_model, tokenizer, _ = _resolve_model(model, tokenizer)
+    torch_model, tokenizer, sentence = _resolve_model(model, tokenizer)
     config = torch_model.config
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(
@@ -420,8 +452,8 @@ def export_onnx(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distilkit-export-") as temp:
         fp32_path = Path(temp) / "model.onnx" if int8 else path
-        _export_fp32(eager, fp32_path, opset)
-        _write_metadata(fp32_path, _metadata_for(config, tokenizer, "fp32"))
+        _export_fp32(eager, sentence, fp32_path, opset)
+        _write_metadata(fp32_path, _metadata_for(config, tokenizer, "fp32", sentence))
         if int8:
             quantize_int8(fp32_path, path)
     report = ExportReport(
@@ -438,7 +470,8 @@ def export_onnx(
         else:
             texts = list(check_texts)
             labels = None if check_labels is None else np.asarray(check_labels)
-        _check(eager, tokenizer, load_onnx(path, tokenizer=tokenizer), texts, labels, report)
+        onnx_encoder = load_onnx(path, tokenizer=tokenizer)
+        _check(eager, tokenizer, onnx_encoder, texts, labels, report, sentence)
     if verbose:
         print(report.summary())
     return report

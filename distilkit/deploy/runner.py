@@ -115,16 +115,11 @@ class ModelRunner(Runner):
 
     def _batch(self, ids: list[np.ndarray]) -> Batch:
         """Right-padded ``(rows, longest)`` tensors, as the tokenizer pads."""
-        length = max(len(row) for row in ids)
-        input_ids = np.full((len(ids), length), self.tokenizer.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(ids), length), dtype=np.int64)
-        for row, tokens in enumerate(ids):
-            input_ids[row, : len(tokens)] = tokens
-            attention_mask[row, : len(tokens)] = 1
+        input_ids, attention_mask = self.tokenizer.pad(ids)
         return Batch(
             torch.from_numpy(input_ids).to(self.device),
             torch.from_numpy(attention_mask).to(self.device),
-            torch.zeros((len(ids), length), dtype=torch.int64, device=self.device),
+            torch.zeros(input_ids.shape, dtype=torch.int64, device=self.device),
         )
 
     @torch.inference_mode()

@@ -393,6 +393,16 @@ class Tokenizer:
             self.backend.no_truncation()
         return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
 
+    def pad(self, ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ``(rows, longest)`` int64 ids and attention mask of unpadded rows."""
+        length = max(len(row) for row in ids)
+        input_ids = np.full((len(ids), length), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), length), dtype=np.int64)
+        for row, tokens in enumerate(ids):
+            input_ids[row, : len(tokens)] = tokens
+            attention_mask[row, : len(tokens)] = 1
+        return input_ids, attention_mask
+
     @staticmethod
     def _check_text(text: object, what: str) -> str:
         if not isinstance(text, str):
