@@ -74,7 +74,9 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         ("precision", "fp16", "precision must be 'fp32' or 'bf16'"),
         ("warmup_fraction", 1.0, r"warmup_fraction must be in \[0, 1\)"),
         ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
-        ("time_budget", -5.0, "time_budget must be > 0 seconds"),
+        ("time_budget", -5.0, r"time_budget \(--time-budget\) must be a finite number"),
+        ("time_budget", float("inf"), "must be a finite number of seconds > 0, got inf"),
+        ("time_budget", float("nan"), "must be a finite number of seconds > 0, got nan"),
         ("checkpoint_every", 0, "checkpoint_every must be >= 1"),
     ],
 )
@@ -289,7 +291,7 @@ def test_resume_refuses_another_number_of_processes(tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, tokenizer, settings)
     trainer.run()
     path = trainer.latest_checkpoint() / STATE_FILE
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     state["rng"] = state["rng"] * 2
     torch.save(state, path)
     with pytest.raises(ConfigError, match=r"written by 2 process\(es\) but this run has 1"):
