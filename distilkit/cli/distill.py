@@ -10,6 +10,7 @@ from pathlib import Path
 
 from distilkit.cli.common import (
     add_training_options,
+    finite_float,
     parse_layers,
     run_folder,
     training_overrides,
@@ -67,7 +68,7 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         default=None,
         help="fill sequences with consecutive units (default: one unit per sequence)",
     )
-    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--temperature", type=finite_float)
     parser.add_argument(
         "--weights",
         type=weights_parser(WEIGHT_NAMES, "ce=5,mlm=2,cos=1"),
@@ -80,7 +81,7 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument(
         "--job-time-budget",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="end the whole job, evaluation included, within this long: training gets what "
         "is left after setup and a measured estimate of the evaluation (default: "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from distilkit.cli.common import (
     add_training_options,
+    finite_float,
     parse_layers,
     run_folder,
     training_overrides,
@@ -171,7 +172,7 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("model", nargs="?", help=f"encoder to fine-tune (default {DEFAULT_MODEL})")
     parser.add_argument("--task", type=_task, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--config", type=Path, help="a finetune_config.json to start from")
-    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--epochs", type=finite_float)
     parser.add_argument("--out", type=Path, help="run folder (default runs/finetune-<time>)")
     _add_data_options(parser)
     _add_schedule_options(parser)
@@ -242,11 +243,11 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
         "--layers", type=parse_layers, help="teacher blocks the cut keeps, e.g. 0,3,5"
     )
     parser.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "auto"])
-    parser.add_argument("--epochs", type=float)
-    parser.add_argument("--intermediate-epochs", type=float, help="TinyBERT's first stage")
-    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--epochs", type=finite_float)
+    parser.add_argument("--intermediate-epochs", type=finite_float, help="TinyBERT's first stage")
+    parser.add_argument("--temperature", type=finite_float)
     parser.add_argument("--logit-loss", choices=("auto", "kl", "mse"))
-    parser.add_argument("--hard-weight", type=float, help="weight of the gold-label loss")
+    parser.add_argument("--hard-weight", type=finite_float, help="weight of the gold-label loss")
     parser.add_argument(
         "--weights",
         type=weights_parser(WEIGHT_NAMES, "logits=0.5,hard=0.5,patient=100"),
@@ -255,7 +256,7 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument("--layer-map", choices=MAP_KINDS)
     parser.add_argument("--layer-pairs", type=_pairs, help="explicit map, e.g. 0:0,1:2,2:4")
     parser.add_argument("--average-attention-heads", action="store_true", default=None)
-    parser.add_argument("--teacher-min-score", type=float)
+    parser.add_argument("--teacher-min-score", type=finite_float)
     parser.add_argument(
         "--augment",
         action="store_true",

@@ -301,9 +301,7 @@ class Trainer:
                 "generator": generator_states,
             }
             torch.save(state, temp / STATE_FILE)
-            save_json(
-                {"training": to_dict(self.config), **self.run_config}, temp / RUN_CONFIG_FILE
-            )
+            save_json({"training": to_dict(self.config), **self.run_config}, temp / RUN_CONFIG_FILE)
             if final.exists():  # this step saved before a kill: the same state again
                 _discard(final)
             os.replace(temp, final)

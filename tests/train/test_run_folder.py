@@ -56,7 +56,7 @@ def test_a_pickled_payload_in_trainer_state_is_refused_and_never_runs(tokenizer,
     marker = tmp_path / "payload-ran"
     state["sampler"]["payload"] = Payload(marker)
     torch.save(state, path)
-    with pytest.raises(ConfigError, match="Python objects besides tensors.*not loaded"):
+    with pytest.raises(ConfigError, match=r"Python objects besides tensors.*not loaded"):
         make_trainer(tmp_path, tokenizer, settings).run()
     assert not marker.exists()
 
@@ -111,7 +111,7 @@ def test_no_intact_checkpoint_is_one_clear_error(tokenizer, tmp_path):
     settings = RunSettings(training={"max_steps": 4, "checkpoint_every": 2})
     make_trainer(tmp_path, tokenizer, settings).run(stop_after_steps=2)
     (tmp_path / "checkpoints" / "step-0000002" / STATE_FILE).write_bytes(b"PK\x03\x04junk")
-    with pytest.raises(ConfigError, match="no checkpoint .* reads back whole.*--no-resume"):
+    with pytest.raises(ConfigError, match=r"no checkpoint .* reads back whole.*--no-resume"):
         make_trainer(tmp_path, tokenizer, settings).run()
 
 

@@ -36,6 +36,7 @@ from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, save_json, to_dict
 from distilkit.train import distributed
 from distilkit.train.distributed import say
+from distilkit.train.run_folder import check_resume, guarded_run
 from distilkit.train.trainer import Trainer, TrainingConfig
 
 
@@ -124,6 +125,16 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
     return list(ranking[0].layers)
 
 
+def check_max_len(max_len: int, teacher) -> None:
+    """Refuse a sequence length the teacher has no positions for, before any work."""
+    limit = teacher.config.max_tokens
+    if max_len > limit:
+        raise ConfigError(
+            f"--max-len {max_len} is more than the teacher's {limit} positions: "
+            f"use --max-len {limit} or less"
+        )
+
+
 def _check_same_student(config: DistillConfig, previous: DistillConfig, out_dir: Path) -> None:
     """A resumed run must build the student it checkpointed: same teacher, same depth,
     and the same teacher layers when they are named."""
@@ -144,6 +155,7 @@ def _check_same_student(config: DistillConfig, previous: DistillConfig, out_dir:
         )
 
 
+@guarded_run
 def run_distillation(
     config: DistillConfig,
     out_dir: str | Path,
@@ -157,6 +169,7 @@ def run_distillation(
     started = time.perf_counter()
     teacher_folder = resolve(config.teacher)
     teacher = load_model(teacher_folder)
+    check_max_len(config.max_len, teacher)
     tokenizer = Tokenizer.from_folder(teacher_folder, max_length=config.max_len)
     if tokenizer.vocab_size > teacher.config.vocab_size:
         raise ConfigError(
@@ -220,6 +233,8 @@ def run_distillation(
         + (f" initialised from teacher layers {layers}" if layers else " (random init)")
     )
     resolved = dataclasses.replace(config, layers=layers)
+    if resuming:  # before distill_config.json is rewritten: it must describe the run
+        check_resume(out_dir, {"distill": to_dict(resolved)})
     if distributed.rank() == 0:
         save_json(to_dict(resolved), out_dir / "distill_config.json")
 
@@ -388,6 +403,7 @@ def init_student(
     )
     folder = resolve(teacher)
     model = load_model(folder)
+    check_max_len(max_len, model)
     tokenizer = Tokenizer.from_folder(folder, max_length=max_len)
     heldout = None
     if layers is None and strategy == "auto":
