@@ -125,14 +125,28 @@ def _umask() -> int:
     return mask
 
 
+def give_plain_permissions(path: str | Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the permissions a plain ``open``
+    or ``mkdir`` would under the current umask: temporary files (``mkstemp``, and the
+    libraries that write through one, such as safetensors) are owner-only otherwise."""
+    path = Path(path)
+    mask = _umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
-def atomic_folder(folder: str | Path) -> Iterator[Path]:
+def atomic_folder(folder: str | Path, keep_others: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name beside it, then rename it into place.
 
     Yields the temporary folder to fill. An interrupted write never leaves a half-written
     ``folder``: on any exception the temporary folder is removed and ``folder`` is as it was.
-    An existing ``folder`` is replaced only once the new one is complete. The folder gets the
-    permissions a plain ``mkdir`` would (``mkdtemp`` alone makes it owner-only).
+    An existing ``folder`` is replaced only once the new one is complete; with
+    ``keep_others`` every file or folder in it that the new one does not write (a user's
+    notes, results, ...) is moved into the new one first, so nothing else is lost. The
+    folder gets the permissions a plain ``mkdir`` would (``mkdtemp`` alone makes it
+    owner-only).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +154,12 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     try:
         os.chmod(temp, 0o777 & ~_umask())
         yield temp
+        give_plain_permissions(temp)
         if folder.exists():
+            if keep_others:
+                for entry in folder.iterdir():
+                    if not (temp / entry.name).exists() and not entry.is_symlink():
+                        os.replace(entry, temp / entry.name)
             backup = folder.with_name(f".{folder.name}.old")
             if backup.exists():
                 shutil.rmtree(backup)

@@ -29,7 +29,7 @@ from distilkit.methods.general.config import (
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.model.card import write_student_card
-from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.checkpoint import check_save_target, load_model, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.student import build_student, check_layers, rank_layer_subsets, select_layers
 from distilkit.model.tokenizer import Tokenizer
@@ -282,7 +282,9 @@ def run_distillation(
     if distributed.rank() != 0:
         return metrics
     student_dir = out_dir / "student"
-    save_model(student, student_dir, tokenizer=Tokenizer.from_folder(teacher_folder))
+    save_model(
+        student, student_dir, tokenizer=Tokenizer.from_folder(teacher_folder), source=teacher_folder
+    )
     say(f"student saved to {student_dir}")
     if deadline is not None:
         metrics["deadline"] = deadline
@@ -402,8 +404,9 @@ def init_student(
         corpus=corpus or [str(DEMO_CORPUS)],
     )
     folder = resolve(teacher)
+    check_save_target(Path(out_dir), source=folder)  # before any work
     model = load_model(folder)
-    check_max_len(max_len, model)
+    max_len = min(max_len, model.config.max_tokens)  # only the auto choice's sample
     tokenizer = Tokenizer.from_folder(folder, max_length=max_len)
     heldout = None
     if layers is None and strategy == "auto":
@@ -411,6 +414,6 @@ def init_student(
         heldout = corpus_data.split(0.05, seed=0)[1]
     chosen = choose_layers(config, model, tokenizer, heldout)
     student, _ = build_student(model, layers=chosen, layout=layout)
-    save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder))
+    save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder), source=folder)
     write_student_card(out_dir, student, teacher, teacher_layers=chosen)
     return Path(out_dir), chosen

@@ -97,7 +97,7 @@ def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True
     }
     if distributed.rank() == 0:
         teacher_dir = out_dir / "teacher"
-        save_model(model, teacher_dir, tokenizer=Tokenizer.from_folder(folder))
+        save_model(model, teacher_dir, tokenizer=Tokenizer.from_folder(folder), source=folder)
         save_json(metrics, out_dir / "metrics.json")
         say(f"teacher with masked-LM head saved to {teacher_dir}")
     return metrics
