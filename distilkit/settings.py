@@ -125,6 +125,19 @@ def _umask() -> int:
     return mask
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (for stale lock and temp files)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def give_plain_permissions(path: str | Path) -> None:
     """Give ``path`` (and, for a folder, everything in it) the permissions a plain ``open``
     or ``mkdir`` would under the current umask: temporary files (``mkstemp``, and the
@@ -191,6 +204,8 @@ def save_json(data: dict[str, Any], path: str | Path) -> None:
 
 def load_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: a config is a JSON file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -204,8 +219,11 @@ def load_json(path: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "ConfigError",
+    "atomic_folder",
     "from_dict",
+    "give_plain_permissions",
     "load_json",
+    "process_alive",
     "save_json",
     "to_dict",
 ]

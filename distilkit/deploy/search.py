@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,12 @@ class SearchIndex:
         query_vectors = encoder.embed(
             queries, pooling=self.pooling, normalize=True, batch_size=batch_size, progress=False
         )
+        if query_vectors.shape[1] != self.vectors.shape[1]:
+            raise ValueError(
+                f"this index holds vectors of width {self.vectors.shape[1]} but {encoder.name} "
+                f"makes vectors of width {query_vectors.shape[1]}: rebuild the index with this "
+                "model (or delete the saved index file)"
+            )
         return np.where(self.searchable[None, :], query_vectors @ self.vectors.T, -np.inf)
 
     # ------------------------------------------------------------------------ persistence
@@ -203,10 +210,16 @@ class SearchIndex:
                 meta = json.loads(str(data["meta"]))
                 texts = json.loads(str(data["texts"]))
                 vectors = data["vectors"]
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(
-                f"{path} is not a distilkit search index ({error}): delete it to rebuild"
+                f"{path} is not a distilkit search index, or is damaged ({error}): delete it "
+                "to rebuild"
             ) from None
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise ValueError(
+                f"{path} holds {len(texts)} texts but vectors of shape {vectors.shape}: "
+                "delete it to rebuild"
+            )
         if meta.get("format") != FORMAT:
             raise ValueError(
                 f"{path} has index format {meta.get('format')}, this distilkit reads {FORMAT}: "

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distilkit.settings import ConfigError
+from distilkit.settings import ConfigError, process_alive
 
 LOCK_FILE = ".distilkit-lock"
 PREVIOUS_PREFIX = "previous-"
@@ -82,14 +82,8 @@ def _alive(owner: dict[str, Any]) -> bool:
     if owner.get("host") != socket.gethostname():
         return True
     pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or not process_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     started = _process_start(pid)
     return owner.get("started") is None or started is None or started == owner["started"]
 

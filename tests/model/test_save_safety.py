@@ -78,7 +78,9 @@ def test_saved_files_respect_the_umask(teacher_folder, tmp_path, tiny_tokenizer)
     """The audit found models saved 0600 under umask 022 (mkstemp's mode, renamed into place)."""
     old = os.umask(0o022)
     try:
-        folder = save_model(load_model(teacher_folder), tmp_path / "shared", tokenizer=tiny_tokenizer)
+        folder = save_model(
+            load_model(teacher_folder), tmp_path / "shared", tokenizer=tiny_tokenizer
+        )
     finally:
         os.umask(old)
     for path in [folder, *folder.rglob("*")]:
