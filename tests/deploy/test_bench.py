@@ -388,3 +388,13 @@ def test_cli_train_early_exit(teacher, tmp_path, capsys):
     assert chosen and chosen[0]["layer_speedup"] >= 1.5
     assert "<- chosen" in capsys.readouterr().out
     assert (tmp_path / "run" / "early_exit_curve.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["../../escaped=x", "/etc/passwd", "a/b", "..", ""])
+def test_model_names_never_become_paths(name, tmp_path):
+    """`bench --student "../../escaped=..."` wrote an ONNX file outside --out."""
+    from distilkit.deploy.bench import file_stem
+
+    stem = file_stem(1, name)
+    assert "/" not in stem and not stem.startswith(".")
+    assert (tmp_path / f"{stem}.fp32.onnx").resolve().parent == tmp_path.resolve()
