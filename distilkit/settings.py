@@ -125,14 +125,41 @@ def _umask() -> int:
     return mask
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (for stale lock and temp files)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def give_plain_permissions(path: str | Path) -> None:
+    """Give ``path`` (and, for a folder, everything in it) the permissions a plain ``open``
+    or ``mkdir`` would under the current umask: temporary files (``mkstemp``, and the
+    libraries that write through one, such as safetensors) are owner-only otherwise."""
+    path = Path(path)
+    mask = _umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
-def atomic_folder(folder: str | Path) -> Iterator[Path]:
+def atomic_folder(folder: str | Path, keep_others: bool = False) -> Iterator[Path]:
     """Build a folder under a temporary name beside it, then rename it into place.
 
     Yields the temporary folder to fill. An interrupted write never leaves a half-written
     ``folder``: on any exception the temporary folder is removed and ``folder`` is as it was.
-    An existing ``folder`` is replaced only once the new one is complete. The folder gets the
-    permissions a plain ``mkdir`` would (``mkdtemp`` alone makes it owner-only).
+    An existing ``folder`` is replaced only once the new one is complete; with
+    ``keep_others`` every file or folder in it that the new one does not write (a user's
+    notes, results, ...) is moved into the new one first, so nothing else is lost. The
+    folder gets the permissions a plain ``mkdir`` would (``mkdtemp`` alone makes it
+    owner-only).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +167,12 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     try:
         os.chmod(temp, 0o777 & ~_umask())
         yield temp
+        give_plain_permissions(temp)
         if folder.exists():
+            if keep_others:
+                for entry in folder.iterdir():
+                    if not (temp / entry.name).exists() and not entry.is_symlink():
+                        os.replace(entry, temp / entry.name)
             backup = folder.with_name(f".{folder.name}.old")
             if backup.exists():
                 shutil.rmtree(backup)
@@ -172,6 +204,8 @@ def save_json(data: dict[str, Any], path: str | Path) -> None:
 
 def load_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: a config is a JSON file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -185,8 +219,11 @@ def load_json(path: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "ConfigError",
+    "atomic_folder",
     "from_dict",
+    "give_plain_permissions",
     "load_json",
+    "process_alive",
     "save_json",
     "to_dict",
 ]

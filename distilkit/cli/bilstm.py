@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from distilkit.cli.common import add_training_options, run_folder, training_overrides
+from distilkit.cli.common import add_training_options, finite_float, run_folder, training_overrides
 from distilkit.cli.tasks import task_or_file
 from distilkit.data.transfer import SENTENCE_TASKS
 from distilkit.methods.bilstm.job import BiLSTMDistillConfig, run_bilstm_distillation
@@ -56,7 +56,7 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hard-label-weight",
-        type=float,
+        type=finite_float,
         help="weight a in (1 - a) * soft + a * gold-label loss (default 0, as the paper)",
     )
     parser.add_argument(
@@ -176,7 +176,7 @@ def add_distill_multi_parser(subparsers: argparse._SubParsersAction) -> argparse
     parser.add_argument(
         "--combine", choices=COMBINE_MODES, help="average probabilities or logits (probs)"
     )
-    parser.add_argument("--temperature", type=float, help="of the average and the KL (1)")
+    parser.add_argument("--temperature", type=finite_float, help="of the average and the KL (1)")
     parser.add_argument(
         "--loss", choices=("kl", "mse"), help="soft loss for classification tasks (kl)"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -115,6 +116,17 @@ def parse_layers(text: str) -> list[int]:
     )
 
 
+def finite_float(text: str) -> float:
+    """An argparse type for a number option: a finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def weights_parser(names: tuple[str, ...], example: str) -> Callable[[str], dict[str, float]]:
     """An argparse type for ``--weights name=value,...`` over the loss ``names``."""
 
@@ -123,8 +135,8 @@ def weights_parser(names: tuple[str, ...], example: str) -> Callable[[str], dict
         for item in text.split(","):
             name, _, value = (part.strip() for part in item.partition("="))
             try:
-                weights[name] = float(value)
-            except ValueError:
+                weights[name] = finite_float(value)
+            except argparse.ArgumentTypeError:
                 name = ""
             if name not in names:
                 raise argparse.ArgumentTypeError(
@@ -141,7 +153,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-steps", type=int, help="optimizer steps at most")
     group.add_argument(
         "--time-budget",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="stop training after this long; the LR schedule is fitted to it",
     )
@@ -149,7 +161,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--grad-accumulation", type=int, help="batches whose gradients add up to one step"
     )
-    group.add_argument("--lr", type=float, dest="learning_rate", help="peak learning rate")
+    group.add_argument("--lr", type=finite_float, dest="learning_rate", help="peak learning rate")
     group.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),

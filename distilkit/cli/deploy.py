@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from distilkit.cli.common import add_training_options, default_out, run_folder, training_overrides
+from distilkit.cli.common import (
+    add_training_options,
+    default_out,
+    finite_float,
+    run_folder,
+    training_overrides,
+)
 from distilkit.data.tables import check_label_ids, read_labelled
 from distilkit.deploy.bench import BenchSettings
 from distilkit.deploy.bench_embed import ALL_MODES, bench_models
@@ -138,7 +144,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=finite_float,
         help="early-exit threshold, a normalised entropy in [0, 1] (default: the saved one)",
     )
     parser.add_argument(
@@ -233,15 +239,15 @@ def add_train_early_exit_parser(
     parser.add_argument("--dev", type=Path, help="labelled dev TSV (default: SST-2 dev)")
     parser.add_argument(
         "--target-speedup",
-        type=float,
+        type=finite_float,
         metavar="X",
         help="pick the threshold that runs X times fewer layers on dev",
     )
-    parser.add_argument("--thresholds", type=float, nargs="+", help="curve thresholds")
+    parser.add_argument("--thresholds", type=finite_float, nargs="+", help="curve thresholds")
     parser.add_argument("--timed", action="store_true", help="also time each threshold on dev")
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=finite_float,
         default=1.0,
         help="softmax temperature of the self-distillation KL (1)",
     )
@@ -328,7 +334,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument(
         "--max-wait-ms",
-        type=float,
+        type=finite_float,
         default=defaults.max_wait_ms,
         help="how long the oldest request waits for company",
     )

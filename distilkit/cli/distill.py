@@ -10,6 +10,7 @@ from pathlib import Path
 
 from distilkit.cli.common import (
     add_training_options,
+    finite_float,
     parse_layers,
     run_folder,
     training_overrides,
@@ -79,7 +80,9 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="fill sequences with consecutive units (default: one unit per sequence)",
     )
     parser.add_argument(
-        "--temperature", type=float, help="softmax temperature of the soft targets (default 2)"
+        "--temperature",
+        type=finite_float,
+        help="softmax temperature of the soft targets (default 2)",
     )
     parser.add_argument(
         "--weights",
@@ -93,7 +96,7 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     parser.add_argument(
         "--job-time-budget",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="end the whole job, evaluation included, within this long: training gets what "
         "is left after setup and a measured estimate of the evaluation (default: "

@@ -8,6 +8,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from distilkit.cli.common import finite_float
 from distilkit.methods.static.job import LOSSES, WEIGHTINGS, StaticConfig, run_static_distillation
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.settings import ConfigError
@@ -32,7 +33,7 @@ def add_distill_static_parser(subparsers: argparse._SubParsersAction) -> argpars
     parser.add_argument("--train-corpus", nargs="+", default=[], metavar="CORPUS")
     parser.add_argument("--train-sentences", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=finite_float, default=0.01)
     parser.add_argument("--loss", choices=LOSSES, default="cosine")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default="zipf")
     parser.add_argument("--no-eval", action="store_true", help="skip STS-B / SST-2 scoring")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Sequence
 from typing import TextIO
@@ -69,9 +70,16 @@ COMMANDS: list[Command] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``error: distilkit distill: ...``)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
     """The top-level parser with one subparser per command (default: :data:`COMMANDS`)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="distilkit",
         description="Make BERT-class text encoders small and fast by knowledge distillation, "
         "and put them to work.",

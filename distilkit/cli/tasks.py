@@ -17,6 +17,7 @@ from pathlib import Path
 
 from distilkit.cli.common import (
     add_training_options,
+    finite_float,
     parse_layers,
     run_folder,
     training_overrides,
@@ -174,7 +175,7 @@ def add_finetune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("model", nargs="?", help=f"encoder to fine-tune (default {DEFAULT_MODEL})")
     parser.add_argument("--task", type=_task, metavar="TASK", help=TASK_HELP)
     parser.add_argument("--config", type=Path, help="a finetune_config.json to start from")
-    parser.add_argument("--epochs", type=float, help="passes over the train set (default 3)")
+    parser.add_argument("--epochs", type=finite_float, help="passes over the train set (default 3)")
     parser.add_argument("--out", type=Path, help="run folder (default runs/finetune-<time>)")
     _add_data_options(parser)
     _add_schedule_options(parser)
@@ -259,17 +260,19 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
         choices=[s for s in STRATEGIES if s != "auto"],
         help="which teacher blocks the cut keeps (default uniform)",
     )
-    parser.add_argument("--epochs", type=float, help="passes over the train set per stage (3)")
-    parser.add_argument("--intermediate-epochs", type=float, help="TinyBERT's first stage")
     parser.add_argument(
-        "--temperature", type=float, help="softmax temperature of the logit loss (default 1)"
+        "--epochs", type=finite_float, help="passes over the train set per stage (3)"
+    )
+    parser.add_argument("--intermediate-epochs", type=finite_float, help="TinyBERT's first stage")
+    parser.add_argument(
+        "--temperature", type=finite_float, help="softmax temperature of the logit loss (default 1)"
     )
     parser.add_argument(
         "--logit-loss",
         choices=("auto", "kl", "mse"),
         help="KL of softened outputs or MSE of logits (auto: kl, mse for regression)",
     )
-    parser.add_argument("--hard-weight", type=float, help="weight of the gold-label loss")
+    parser.add_argument("--hard-weight", type=finite_float, help="weight of the gold-label loss")
     parser.add_argument(
         "--weights",
         type=weights_parser(WEIGHT_NAMES, "logits=0.5,hard=0.5,patient=100"),
@@ -289,7 +292,7 @@ def add_distill_task_parser(subparsers: argparse._SubParsersAction) -> argparse.
     )
     parser.add_argument(
         "--teacher-min-score",
-        type=float,
+        type=finite_float,
         help="the teacher's dev score must reach this (default: clearly above chance)",
     )
     parser.add_argument(
@@ -511,7 +514,9 @@ def add_distill_cmlm_parser(subparsers: argparse._SubParsersAction) -> argparse.
         "multi30k-de-en, or a JSON task file of kind 'generation' (default squad-qg)",
     )
     parser.add_argument("--out", type=Path, help="run folder (default runs/distill-cmlm-<time>)")
-    parser.add_argument("--alpha", type=float, help="weight of the teacher's soft targets (0.5)")
+    parser.add_argument(
+        "--alpha", type=finite_float, help="weight of the teacher's soft targets (0.5)"
+    )
     parser.add_argument("--top-k", type=int, help="teacher probabilities kept per position (8)")
     parser.add_argument("--teacher-dir", help="C-MLM teacher workspace, shared by runs")
     parser.add_argument("--teacher-steps", type=int, help="C-MLM fine-tuning steps (300)")
@@ -567,7 +572,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--input", type=Path, metavar="FILE", help="one source text per line")
     parser.add_argument("--beam-size", type=int, default=4, help="beam width (1: greedy)")
     parser.add_argument("--max-length", type=int, default=32, help="generated tokens at most")
-    parser.add_argument("--length-penalty", type=float, default=1.0, help="0: none")
+    parser.add_argument("--length-penalty", type=finite_float, default=1.0, help="0: none")
     return parser
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from distilkit.data.tables import AUTO_TEXT_COLUMNS, TABLE_SUFFIXES, is_table, read_table
+from distilkit.settings import process_alive
 
 if TYPE_CHECKING:
     from distilkit.model.tokenizer import Tokenizer
@@ -531,6 +532,15 @@ def _cache_key(sources: list[_Source], tokenizer: Tokenizer, settings: CorpusSet
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def remove_stale_builds(root: Path) -> None:
+    """Remove the temporary folders (``.tmp-<key>-<pid>-<id>``) of builds whose process is
+    gone: a build killed halfway leaves one behind, with a partial tokens file."""
+    for entry in root.glob(".tmp-*"):
+        parts = entry.name.split("-")
+        if len(parts) >= 4 and parts[-2].isdigit() and not process_alive(int(parts[-2])):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def build_corpus(
     paths: Iterable[str | Path],
     tokenizer: Tokenizer,
@@ -553,6 +563,7 @@ def build_corpus(
     if (folder / "meta.json").is_file():
         return PackedCorpus.load(folder)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(root)
     temporary = root / f".tmp-{key[:24]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     temporary.mkdir()
     try:

@@ -97,6 +97,8 @@ def read_texts(
     ``labels_column`` a column of labels (class names or ids) to keep beside each text.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: the input is a file (one text per line, or a table)")
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
     table = path.suffix.lower() in (".tsv", ".csv")
@@ -161,6 +163,8 @@ def read_labelled(
     one of ``label_names`` (the model's classes)."""
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: the input is a file (one text per line, or a table)")
     if not path.is_file():
         raise InputError(f"input file not found: {path}")
     with path.open(encoding="utf-8", errors="replace") as lines:

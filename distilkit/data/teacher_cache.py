@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from distilkit.encoder import load
 from distilkit.model.checkpoint import WEIGHT_FILES
 from distilkit.model.hub import resolve
+from distilkit.settings import give_plain_permissions
 
 # Files of a checkpoint folder that decide what the teacher outputs.
 FINGERPRINT_FILES = (
@@ -203,6 +204,7 @@ class TeacherLogitCache:
                 raise TeacherCacheError("there are no texts to label")
             logits.flush()
             del logits
+            give_plain_permissions(temp)  # mkstemp made it owner-only
             os.replace(temp, path)
         except BaseException:
             temp.unlink(missing_ok=True)

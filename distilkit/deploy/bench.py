@@ -32,6 +32,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -277,6 +278,13 @@ def _threads_spin() -> bool:
     return os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive"
 
 
+def file_stem(index: int, name: str) -> str:
+    """A file name for model ``name`` (the ``index``-th) that stays in its folder: a name
+    given on the command line (``../../x``, ``a/b``) is never used as a path."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:60] or "model"
+    return f"{index}-{safe}"
+
+
 def build_engines(
     models: dict[str, str | os.PathLike],
     modes: Sequence[str],
@@ -321,13 +329,14 @@ def build_engines(
                 model = quantize_model(encoder.model)
                 engines.append(Engine(name, mode, _torch_step(model), tokenizer, config))
             elif mode in ("onnx fp32", "onnx int8"):
-                fp32_path = work_dir / f"{name}.fp32.onnx"
+                stem = file_stem(index, name)
+                fp32_path = work_dir / f"{stem}.fp32.onnx"
                 if not fp32_path.is_file():
                     say(f"exporting {name} to ONNX")
                     export_onnx(encoder, fp32_path, check_limit=0, verbose=False)
                 path = fp32_path
                 if mode == "onnx int8":
-                    path = quantize_int8(fp32_path, work_dir / f"{name}.int8.onnx")
+                    path = quantize_int8(fp32_path, work_dir / f"{stem}.int8.onnx")
                 session = load_onnx(
                     path, num_threads=torch.get_num_threads(), spinning=_threads_spin()
                 )

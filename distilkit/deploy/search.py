@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,9 +274,18 @@ class SearchIndex:
             )
 
     def _embed(self, encoder: Encoder, queries: list[str], batch_size: int) -> np.ndarray:
-        return encoder.embed(
+        """Unit-length query vectors ``(queries, dim)``; a model of another width is an error."""
+        query_vectors = encoder.embed(
             queries, pooling=self.pooling, normalize=True, batch_size=batch_size, progress=False
         )
+        width = self.vectors.shape[1] if self.quantized is None else self.quantized.dim
+        if query_vectors.shape[1] != width:
+            raise ValueError(
+                f"this index holds vectors of width {width} but {encoder.name} makes vectors "
+                f"of width {query_vectors.shape[1]}: rebuild the index with this model (or "
+                "delete the saved index file)"
+            )
+        return query_vectors
 
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
@@ -324,10 +334,16 @@ class SearchIndex:
                     vectors = QuantizedVectors(
                         precision, data["codes"], int(data["dim"]), data["low"], data["step"]
                     )
-        except (OSError, KeyError, ValueError) as error:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(
-                f"{path} is not a distilkit search index ({error}): delete it to rebuild"
+                f"{path} is not a distilkit search index, or is damaged ({error}): delete it "
+                "to rebuild"
             ) from None
+        if isinstance(vectors, np.ndarray) and (vectors.ndim != 2 or len(vectors) != len(texts)):
+            raise ValueError(
+                f"{path} holds {len(texts)} texts but vectors of shape {vectors.shape}: "
+                "delete it to rebuild"
+            )
         if meta.get("format") != FORMAT:
             raise ValueError(
                 f"{path} has index format {meta.get('format')}, this distilkit reads {FORMAT}: "

@@ -449,8 +449,14 @@ def hf_state_dict(model: TransformerModel) -> dict[str, torch.Tensor]:
     return out
 
 
-def _check_replaceable(folder: Path) -> None:
-    """A save replaces ``folder`` whole: only an earlier model (or nothing) may be there."""
+def check_save_target(folder: Path, source: Path | None = None) -> None:
+    """A save writes its files into ``folder``: refuse a file there, a folder that holds
+    something other than a model, and the folder of the model being read from."""
+    if source is not None and folder.exists() and folder.resolve() == Path(source).resolve():
+        raise CheckpointError(
+            f"{folder} is the model being read from: saving there would overwrite it, so "
+            "choose another output folder"
+        )
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(
             f"{folder} is a file: a model is saved as a folder, so choose another path "
@@ -468,6 +474,7 @@ def save_model(
     folder: str | Path,
     tokenizer=None,
     sentence: SentenceModules | None = None,
+    source: str | Path | None = None,
 ) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically.
 
@@ -475,14 +482,16 @@ def save_model(
     interrupted save never leaves a half-written checkpoint behind. The
     sentence-transformers files (``modules.json`` and the rest) are written too, from
     ``sentence`` or else the recipe the model was loaded with (``model.sentence_modules``),
-    so ``SentenceTransformer(folder)`` embeds as distilkit does. A README.md of the
-    user's own in the folder being replaced is kept.
+    so ``SentenceTransformer(folder)`` embeds as distilkit does. Saving over an earlier
+    model replaces only the files a save writes: the user's own (a README.md, results,
+    notes) are kept. ``source``: the folder the model was made from, which is never
+    overwritten.
     """
     folder = Path(folder)
-    _check_replaceable(folder)
+    check_save_target(folder, None if source is None else Path(source))
     config = model.config
     architecture = architecture_name(config)
-    with atomic_folder(folder) as temp:
+    with atomic_folder(folder, keep_others=True) as temp:
         hf_config = config.to_hf(architecture)
         hf_config["torch_dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
         (temp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n", "utf-8")

@@ -53,7 +53,7 @@ def resolve(name: str | os.PathLike) -> Path:
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if path.suffix in (".json", ".safetensors", ".bin") or looks_like_path:
         raise ModelNotFoundError(f"{text} does not exist (expected a checkpoint folder)")
-    return _from_hub(text)
+    return _from_hub(text, path)
 
 
 def _file_message(path: Path) -> str:
@@ -69,13 +69,16 @@ def _file_message(path: Path) -> str:
     return f"{message}: pass a checkpoint folder or the embedded {DEFAULT_MODEL!r}"
 
 
-def _from_hub(repo_id: str) -> Path:
+def _from_hub(repo_id: str, local: Path) -> Path:
+    """Fetch ``repo_id``; a failure names the local folder looked for too (a mistyped
+    folder name reaches here as a Hub id)."""
+    nowhere = f"there is no folder {local.absolute()}"
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise ModelNotFoundError(
-            f"{repo_id!r} is neither a local folder nor an embedded model, and huggingface_hub "
-            "is not installed to fetch it (pip install huggingface_hub)"
+            f"{nowhere}, {repo_id!r} is not an embedded model, and huggingface_hub is not "
+            "installed to fetch it from the Hub (pip install huggingface_hub)"
         ) from None
     patterns = [
         "config.json",
@@ -91,7 +94,7 @@ def _from_hub(repo_id: str) -> Path:
     except Exception as error:  # offline, unknown repo, gated, ...: one clear line
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelNotFoundError(
-            f"cannot fetch {repo_id!r} from the Hugging Face Hub ({reason}); pass a local "
-            f"checkpoint folder or the embedded {DEFAULT_MODEL!r} instead"
+            f"{nowhere}, and {repo_id!r} cannot be fetched from the Hugging Face Hub "
+            f"({reason}); check the folder name, or pass the embedded {DEFAULT_MODEL!r}"
         ) from None
     return Path(folder)

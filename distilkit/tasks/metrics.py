@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from scipy import stats
-from seqeval import metrics as seqeval_metrics
 from sklearn import metrics as sklearn_metrics
 
 if TYPE_CHECKING:
@@ -32,6 +31,21 @@ ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
 
 class MetricInputError(ValueError):
     """Predictions and references do not fit together (length, shape, ids)."""
+
+
+class MissingExtraError(ImportError, ValueError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+def _seqeval():
+    """seqeval's metrics module (the ``eval`` extra), imported where entity F1 is needed."""
+    try:
+        from seqeval import metrics
+    except ImportError:
+        raise MissingExtraError(
+            "entity F1 needs seqeval, which the eval extra installs: pip install 'distilkit[eval]'"
+        ) from None
+    return metrics
 
 
 def _as_vector(values: ArrayLike, what: str) -> np.ndarray:
@@ -133,6 +147,7 @@ def entity_f1(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[st
     or another type starts a new entity (instead of being discarded as in seqeval's
     strict IOB2 mode). This is the evaluation the published CoNLL-2003 F1 figures use.
     """
+    seqeval_metrics = _seqeval()
     if len(true_tags) != len(pred_tags):
         raise MetricInputError(
             f"got {len(pred_tags)} predicted sentences for {len(true_tags)} gold sentences"

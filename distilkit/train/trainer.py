@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -49,10 +50,29 @@ from distilkit.model.device import bf16_supported, resolve_device, to_device
 from distilkit.settings import ConfigError, save_json, to_dict
 from distilkit.train import distributed
 from distilkit.train.losses import weighted_sum
+from distilkit.train.run_folder import (
+    RUN_CONFIG_FILE,
+    RunLock,
+    clean_stale_temporaries,
+    resume_changes,
+    set_aside_previous_run,
+)
 
 STATE_FILE = "trainer_state.pt"
 REFIT_EVERY = 25  # steps between refits of the schedule to a time budget
 LATEST_FILE = "latest"
+# what a checkpoint written before trainer_state.pt held only tensors and numbers needs:
+# numpy's RNG state as an array (rebuilt by numpy's own constructors, no other code runs)
+_LEGACY_NUMPY_GLOBALS = [
+    (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct,
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
+
+
+class CheckpointDamaged(RuntimeError):
+    """A checkpoint folder cannot be read back (half-written, truncated, edited)."""
 
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit
@@ -106,8 +126,13 @@ class TrainingConfig:
             )
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"seed (--seed) must be from 0 to {MAX_SEED}, got {self.seed}")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ConfigError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+        if self.time_budget is not None and not (
+            math.isfinite(self.time_budget) and self.time_budget > 0
+        ):
+            raise ConfigError(
+                f"time_budget (--time-budget) must be a finite number of seconds > 0, "
+                f"got {self.time_budget}"
+            )
         for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
@@ -289,6 +314,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self.log_path = self.out_dir / "train_log.jsonl"
+        self.resumed_changes: dict[str, list[Any]] = {}
 
     def _new_generator(self, rank: int) -> torch.Generator:
         """The masking / view generator of ``rank``, on the run's device (CPU or CUDA)."""
@@ -340,13 +366,20 @@ class Trainer:
         )
 
     def latest_checkpoint(self) -> Path | None:
-        pointer = self.out_dir / "checkpoints" / LATEST_FILE
+        candidates = self._resume_candidates()
+        return candidates[0] if candidates else None
+
+    def _resume_candidates(self) -> list[Path]:
+        """Complete checkpoints, newest first: the ``latest`` pointer's, then by step."""
+        root = self.out_dir / "checkpoints"
+        complete = [d for d in reversed(self._checkpoint_dirs()) if (d / STATE_FILE).is_file()]
+        pointer = root / LATEST_FILE
         if pointer.is_file():
-            candidate = self.out_dir / "checkpoints" / pointer.read_text().strip()
-            if (candidate / STATE_FILE).is_file():
-                return candidate
-        complete = [d for d in self._checkpoint_dirs() if (d / STATE_FILE).is_file()]
-        return complete[-1] if complete else None
+            candidate = root / pointer.read_text().strip()
+            if candidate in complete:
+                complete.remove(candidate)
+                complete.insert(0, candidate)
+        return complete
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step-N`` atomically (temp folder, then rename) on rank 0."""
@@ -361,6 +394,7 @@ class Trainer:
             shutil.rmtree(temp, ignore_errors=True)
             temp.mkdir()
             self.objective.save(temp / "model")
+            # plain tensors, numbers, strings and lists only: loaded with weights_only=True
             state = {
                 "step": self.step,
                 "elapsed": self.elapsed,
@@ -375,23 +409,48 @@ class Trainer:
                 "generator": generator_states,
             }
             torch.save(state, temp / STATE_FILE)
-            save_json(
-                {"training": to_dict(self.config), **self.run_config}, temp / "run_config.json"
-            )
-            if final.exists():
-                shutil.rmtree(final)
+            save_json({"training": to_dict(self.config), **self.run_config}, temp / RUN_CONFIG_FILE)
+            if final.exists():  # this step saved before a kill: the same state again
+                _discard(final)
             os.replace(temp, final)
             pointer_temp = root / f".{LATEST_FILE}.tmp"
             pointer_temp.write_text(final.name + "\n")
             os.replace(pointer_temp, root / LATEST_FILE)
-            for old in self._checkpoint_dirs()[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            # older checkpoints of this run beyond the newest keep_checkpoints; never the
+            # one just written, nor any of a later step (never a newer one)
+            older = [d for d in self._checkpoint_dirs() if _step_of(d) < self.step]
+            for old in older[: max(0, len(older) - (self.config.keep_checkpoints - 1))]:
+                _discard(old)
         distributed.barrier()
         return final
 
+    def read_checkpoint(self, folder: Path) -> dict[str, Any]:
+        """The state saved in ``folder``, read without running any code.
+
+        Raises :class:`CheckpointDamaged` for a file that cannot be read back, and
+        :class:`ConfigError` for one holding Python objects besides tensors and numbers
+        (which could run code when unpickled): such a file is never loaded.
+        """
+        path = folder / STATE_FILE
+        try:
+            with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ConfigError(
+                f"{path} holds Python objects besides tensors and numbers, which could run "
+                f"code when loaded, so it was not loaded ({' '.join(str(error).split())[:160]}); "
+                "start afresh with --no-resume or another --out"
+            ) from None
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError) as error:
+            raise CheckpointDamaged(f"{path} cannot be read ({error})") from None
+        expected = {"step", "schedule_steps", "optimizer", "scheduler", "sampler", "rng"}
+        if not isinstance(state, dict) or not expected <= state.keys():
+            raise CheckpointDamaged(f"{path} does not hold a training state")
+        return state
+
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimizer, schedule, data position and every RNG."""
-        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+        state = self.read_checkpoint(folder)
         saved_max_steps = state.get("max_steps", self.config.max_steps)  # older checkpoints
         if saved_max_steps != self.config.max_steps:
             raise ConfigError(
@@ -400,7 +459,11 @@ class Trainer:
                 "its learning-rate schedule was laid out for the old length, so resume with "
                 "the same --max-steps, or start afresh with --no-resume (or another --out)"
             )
-        self.objective.load(folder / "model")
+        self.resumed_changes = self._check_settings(folder)
+        try:
+            self.objective.load(folder / "model")
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError) as error:
+            raise CheckpointDamaged(f"{folder / 'model'} cannot be read ({error})") from None
         self.schedule_steps = state["schedule_steps"]
         self.scheduler = self._make_scheduler()
         self.scheduler.load_state_dict(state["scheduler"])
@@ -419,6 +482,43 @@ class Trainer:
                 self.generator.set_state(generator)  # (a CPU run's state fits a CPU generator)
         else:  # a rank the saving run did not have: fresh streams of its own
             _seed_globals(self.config.seed + self.step, self.rank)
+
+    def _check_settings(self, folder: Path) -> dict[str, list[Any]]:
+        """This run's settings against the checkpoint's: result-changing differences are
+        refused; the resumable ones (time budget, logging, checkpointing) returned."""
+        path = folder / RUN_CONFIG_FILE
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # a checkpoint from before run_config.json
+        asked = {"training": to_dict(self.config), **self.run_config}
+        return resume_changes(saved if isinstance(saved, dict) else {}, asked, self.out_dir)
+
+    def _resume(self) -> Path | None:
+        """Load the newest checkpoint that reads back whole; a damaged one is skipped
+        (and said so). Returns the checkpoint loaded, or None when there is none."""
+        damaged: list[str] = []
+        for candidate in self._resume_candidates():
+            try:
+                self.load_checkpoint(candidate)
+            except CheckpointDamaged as error:
+                damaged.append(candidate.name)
+                if self.is_main:
+                    print(f"warning: {error}; falling back to an older checkpoint", flush=True)
+                continue
+            if damaged and self.is_main:
+                print(
+                    f"resuming from {candidate.name}, the newest intact checkpoint "
+                    f"(damaged: {', '.join(damaged)})",
+                    flush=True,
+                )
+            return candidate
+        if damaged:
+            raise ConfigError(
+                f"no checkpoint in {self.out_dir / 'checkpoints'} reads back whole (damaged: "
+                f"{', '.join(damaged)}): start afresh with --no-resume or another --out"
+            )
+        return None
 
     # ------------------------------------------------------------------ the loop
     def _sampler_batches(self) -> Iterator[list[int]]:
@@ -562,19 +662,35 @@ class Trainer:
     def run(self, resume: bool = True, stop_after_steps: int | None = None) -> TrainResult:
         """Train until ``max_steps``, the time budget, or ``stop_after_steps`` (for tests
         of resumption: a run stopped there and resumed must equal an uninterrupted one)."""
-        config = self.config
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.out_dir) if self.is_main else contextlib.nullcontext()
+        with lock:
+            return self._run(resume, stop_after_steps)
+
+    def _run(self, resume: bool, stop_after_steps: int | None) -> TrainResult:
+        config = self.config
         last_checkpoint: Path | None = None
-        if resume and (checkpoint := self.latest_checkpoint()) is not None:
-            self.load_checkpoint(checkpoint)
+        if self.is_main:
+            clean_stale_temporaries(self.out_dir)
+        if resume and (checkpoint := self._resume()) is not None:
             last_checkpoint = checkpoint  # a finished run is not saved again
             self._trim_log()
             if self.is_main:
                 print(f"resumed from {checkpoint} (step {self.step})")
+                if self.resumed_changes:
+                    self._log({"step": self.step, "changed": self.resumed_changes})
+                    print(
+                        "changed on resume at step "
+                        f"{self.step}: "
+                        + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in self.resumed_changes.items())
+                    )
         else:
             _seed_globals(config.seed, self.rank)
-            if self.is_main and self.log_path.exists():
-                self.log_path.unlink()
+            if self.is_main:
+                # an earlier run's checkpoints would outrank this one's: set them aside
+                moved = set_aside_previous_run(self.out_dir, ["checkpoints", "train_log.jsonl"])
+                if moved is not None:
+                    print(f"starting afresh: the earlier checkpoints were moved to {moved}")
         distributed.barrier()
         self.objective.train()
         self._window_tokens = 0
@@ -701,11 +817,26 @@ class Trainer:
         )
 
 
+def _step_of(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
+
+
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder: renamed out of sight first, so a kill halfway through
+    never leaves a partial ``step-N`` that looks complete (the rest is cleaned later)."""
+    trash = folder.with_name(f".trash-{folder.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _rng_state() -> dict[str, Any]:
+    """Every global random state as tensors, numbers and lists (no pickled objects)."""
+    kind, key, position, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(key.astype(np.int64)), position, has_gauss, cached],
+        "python": list(random.getstate()),
     }
 
 
@@ -721,8 +852,11 @@ def _seed_globals(seed: int, rank: int) -> None:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, key, position, has_gauss, cached = state["numpy"]
+    key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+    np.random.set_state((kind, key.astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def schedule_summary(config: TrainingConfig) -> str:
@@ -736,6 +870,7 @@ def schedule_summary(config: TrainingConfig) -> str:
 
 
 __all__ = [
+    "CheckpointDamaged",
     "Objective",
     "TrainResult",
     "Trainer",

@@ -392,3 +392,16 @@ def test_a_real_gutenberg_book(tmp_path):
     # hard-wrapped lines of a paragraph were joined: this sentence spans two lines in the file
     assert "it was labelled “ orange marmalade ”" in text
     assert os.fspath(GUTENBERG_BOOK) in corpus.meta["sources"][0]
+
+
+def test_a_killed_builds_leftovers_are_removed_by_the_next_build(tmp_path):
+    """A kill during tokenization left .distilkit-cache/.tmp-* (a partial tokens file)."""
+    from distilkit.data.corpus import remove_stale_builds
+
+    dead = tmp_path / f".tmp-abc-{2**22 + 12345}-deadbeef"  # no such process
+    dead.mkdir()
+    (dead / "tokens.bin").write_bytes(b"\0" * 10)
+    alive = tmp_path / f".tmp-abc-{os.getpid()}-cafe0000"  # a build running now
+    alive.mkdir()
+    remove_stale_builds(tmp_path)
+    assert not dead.exists() and alive.exists()

@@ -183,8 +183,8 @@ def test_bench_onnx_modes(teacher, tmp_path):
     assert rows["onnx fp32"]["agreement"] == 1.0
     assert 0 <= rows["onnx int8"]["agreement"] <= 1
     assert rows["onnx fp32"]["ceiling_fraction"] is None  # no ceiling measured
-    assert (tmp_path / "teacher.fp32.onnx").is_file()
-    assert (tmp_path / "teacher.int8.onnx").is_file()
+    assert (tmp_path / "0-teacher.fp32.onnx").is_file()  # file names from model names, sanitised
+    assert (tmp_path / "0-teacher.int8.onnx").is_file()
 
 
 def test_bench_int8_modes(teacher, student):
@@ -321,12 +321,17 @@ def test_bench_settings_reject_a_threshold_outside_0_1(threshold):
     [
         (["--threads", "0"], "--threads must be at least 1, got 0"),
         (["--threshold", "5"], "--threshold is the early-exit threshold"),
-        (["--threshold", "nan"], "--threshold is the early-exit threshold"),
     ],
 )
 def test_cli_bench_rejects_bad_threads_and_threshold(option, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         run_cli("bench", "--teacher", "unused", *option, "--out", str(tmp_path / "b"))
+
+
+def test_cli_bench_rejects_a_nan_threshold_while_parsing(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_cli("bench", "--teacher", "unused", "--threshold", "nan", "--out", str(tmp_path))
+    assert "--threshold: expected a finite number, got 'nan'" in capsys.readouterr().err
 
 
 def test_bench_refuses_a_model_without_a_classifier(hf_checkpoint):
@@ -388,3 +393,13 @@ def test_cli_train_early_exit(teacher, tmp_path, capsys):
     assert chosen and chosen[0]["layer_speedup"] >= 1.5
     assert "<- chosen" in capsys.readouterr().out
     assert (tmp_path / "run" / "early_exit_curve.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["../../escaped=x", "/etc/passwd", "a/b", "..", ""])
+def test_model_names_never_become_paths(name, tmp_path):
+    """`bench --student "../../escaped=..."` wrote an ONNX file outside --out."""
+    from distilkit.deploy.bench import file_stem
+
+    stem = file_stem(1, name)
+    assert "/" not in stem and not stem.startswith(".")
+    assert (tmp_path / f"{stem}.fp32.onnx").resolve().parent == tmp_path.resolve()

@@ -306,7 +306,7 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_files(
     target = tmp_path / "model"
     model = load_model(hf_checkpoint("BertModel"))
     save_model(model, target)
-    (target / "stale.txt").write_text("old")  # an earlier model's leftovers go with it
+    (target / "notes.txt").write_text("mine")  # a file the save does not write is kept
     save_model(model, target)
     assert sorted(p.name for p in target.iterdir()) == [
         "1_Pooling",
@@ -314,8 +314,10 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_files(
         "config_sentence_transformers.json",
         "model.safetensors",
         "modules.json",
+        "notes.txt",
         "sentence_bert_config.json",
     ]
+    assert (target / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -127,7 +127,9 @@ def test_unknown_hub_id_offline_is_one_clear_line(repo_id: str, offline_hub: Hub
     assert time.perf_counter() - start < 2.0
     message = str(error.value)
     assert "\n" not in message
-    assert f"cannot fetch {repo_id!r} from the Hugging Face Hub" in message
+    assert f"{repo_id!r} cannot be fetched from the Hugging Face Hub" in message
+    # a mistyped local folder name reaches the Hub too: the message names the folder looked for
+    assert f"there is no folder {Path(repo_id).absolute()}" in message
     assert "We couldn't connect to the Hub." in message
     assert "all-MiniLM-L6-v2" in message  # says what to do instead
     assert [call[0] for call in offline_hub.calls] == [repo_id]

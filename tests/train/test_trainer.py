@@ -75,7 +75,9 @@ def test_linear_schedule_warms_up_then_decays_to_zero():
         ("precision", "fp8", "precision must be one of"),
         ("warmup_fraction", 1.0, r"warmup_fraction must be in \[0, 1\)"),
         ("learning_rate", 0.0, "learning_rate must be a finite number > 0"),
-        ("time_budget", -5.0, "time_budget must be > 0 seconds"),
+        ("time_budget", -5.0, r"time_budget \(--time-budget\) must be a finite number"),
+        ("time_budget", float("inf"), "must be a finite number of seconds > 0, got inf"),
+        ("time_budget", float("nan"), "must be a finite number of seconds > 0, got nan"),
         ("checkpoint_every", 0, "checkpoint_every must be >= 1"),
     ],
 )
@@ -308,7 +310,7 @@ def test_a_checkpoint_of_two_processes_resumes_in_one(tokenizer, tmp_path):
     trainer = make_trainer(tmp_path, tokenizer, settings)
     trainer.run(stop_after_steps=2)
     path = trainer.latest_checkpoint() / STATE_FILE
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True)
     state["rng"] = state["rng"] * 2
     state["generator"] = state["generator"] * 2
     torch.save(state, path)

@@ -55,6 +55,7 @@ from distilkit.train.logit_distillation import (
     student_logits,
     teacher_word_embeddings,
 )
+from distilkit.train.run_folder import check_resume, guarded_run
 from distilkit.train.trainer import Objective, Trainer, TrainingConfig
 
 SOFT_LOSSES = ("mse", "kl")
@@ -167,6 +168,7 @@ class BiLSTMDistillConfig:
         return from_dict(cls, load_json(path))
 
 
+@guarded_run
 def run_bilstm_distillation(
     config: BiLSTMDistillConfig, out_dir: str | Path, resume: bool = True
 ) -> dict:
@@ -226,6 +228,8 @@ def run_bilstm_distillation(
         student, tokenizer, config.loss_weights, regression=data.regression
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume(out_dir, {"bilstm": to_dict(config)})
     save_json(to_dict(config), out_dir / "bilstm_config.json")
     sampler = LengthGroupedSampler(
         dataset.lengths, config.training.batch_size, seed=config.training.seed

@@ -24,6 +24,7 @@ from distilkit.methods.early_exit.model import BranchConfig, EarlyExitModel
 from distilkit.methods.early_exit.objectives import train_branches
 from distilkit.tasks.registry import get_task
 from distilkit.train.distributed import say
+from distilkit.train.run_folder import guarded_run
 from distilkit.train.trainer import TrainingConfig
 
 DEFAULT_THRESHOLDS = [round(0.05 * step, 2) for step in range(21)]  # 0, 0.05, ..., 1
@@ -53,6 +54,7 @@ class EarlyExitConfig:
     training: TrainingConfig = field(default_factory=default_training)
 
 
+@guarded_run
 def run_early_exit(config: EarlyExitConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Train, measure and save; returns (and writes to ``early_exit_curve.json``) the chosen
     threshold and the curve. The model with its branches is ``out_dir/model``."""

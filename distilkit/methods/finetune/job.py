@@ -35,6 +35,7 @@ from distilkit.tasks.registry import get_task
 from distilkit.tasks.spec import TaskSpec
 from distilkit.train import distributed
 from distilkit.train.distributed import say
+from distilkit.train.run_folder import check_resume, guarded_run
 from distilkit.train.task_training import (
     BestCheckpoint,
     load_task_model,
@@ -130,6 +131,7 @@ class FineTuneConfig:
         return from_dict(cls, load_json(path))
 
 
+@guarded_run
 def run_finetune(config: FineTuneConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Fine-tune ``config.model`` on ``config.task``; returns (and writes to
     ``metrics.json``) the best dev metrics. The best model is ``out_dir/model``."""
@@ -151,6 +153,8 @@ def run_finetune(config: FineTuneConfig, out_dir: str | Path, resume: bool = Tru
     training = schedule_for_epochs(
         config.training, len(sampler), config.epochs, config.evals_per_epoch
     )
+    if resume:
+        check_resume(out_dir, {"finetune": to_dict(config)})
     if distributed.rank() == 0:
         save_json(to_dict(config), out_dir / "finetune_config.json")
     best = BestCheckpoint(out_dir / "model", task.metric, tokenizer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,8 +81,13 @@ class DistillConfig:
             raise ConfigError(
                 f"auto_sample must be at least {MIN_AUTO_WINDOWS} sequences, got {self.auto_sample}"
             )
-        if self.job_time_budget is not None and self.job_time_budget <= 0:
-            raise ConfigError(f"job_time_budget must be positive, got {self.job_time_budget}")
+        if self.job_time_budget is not None and not (
+            math.isfinite(self.job_time_budget) and self.job_time_budget > 0
+        ):
+            raise ConfigError(
+                "job_time_budget (--job-time-budget) must be a finite number of seconds > 0, "
+                f"got {self.job_time_budget}"
+            )
         if self.corpus_unit not in UNITS:
             raise ConfigError(f"corpus_unit must be one of {UNITS}, got {self.corpus_unit!r}")
 

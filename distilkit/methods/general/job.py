@@ -31,13 +31,14 @@ from distilkit.methods.general.config import (
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.model.card import write_student_card
-from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.checkpoint import check_save_target, load_model, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.student import build_student, check_layers, rank_layer_subsets, select_layers
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, save_json, to_dict
 from distilkit.train import distributed
 from distilkit.train.distributed import say
+from distilkit.train.run_folder import check_resume, guarded_run
 from distilkit.train.trainer import Trainer, TrainingConfig
 
 
@@ -142,6 +143,16 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
     return list(ranking[0].layers)
 
 
+def check_max_len(max_len: int, teacher) -> None:
+    """Refuse a sequence length the teacher has no positions for, before any work."""
+    limit = teacher.config.max_tokens
+    if max_len > limit:
+        raise ConfigError(
+            f"--max-len {max_len} is more than the teacher's {limit} positions: "
+            f"use --max-len {limit} or less"
+        )
+
+
 def _check_same_student(config: DistillConfig, previous: DistillConfig, out_dir: Path) -> None:
     """A resumed run must build the student it checkpointed: same teacher, same depth,
     and the same teacher layers when they are named."""
@@ -162,6 +173,7 @@ def _check_same_student(config: DistillConfig, previous: DistillConfig, out_dir:
         )
 
 
+@guarded_run
 def run_distillation(
     config: DistillConfig,
     out_dir: str | Path,
@@ -175,6 +187,7 @@ def run_distillation(
     started = time.perf_counter()
     teacher_folder = resolve(config.teacher)
     teacher = load_model(teacher_folder)
+    check_max_len(config.max_len, teacher)
     tokenizer = Tokenizer.from_folder(teacher_folder, max_length=config.max_len)
     if tokenizer.vocab_size > teacher.config.vocab_size:
         raise ConfigError(
@@ -238,6 +251,8 @@ def run_distillation(
         + (f" initialised from teacher layers {layers}" if layers else " (random init)")
     )
     resolved = dataclasses.replace(config, layers=layers)
+    if resuming:  # before distill_config.json is rewritten: it must describe the run
+        check_resume(out_dir, {"distill": to_dict(resolved)})
     if distributed.rank() == 0:
         save_json(to_dict(resolved), out_dir / "distill_config.json")
 
@@ -286,7 +301,9 @@ def run_distillation(
     if distributed.rank() != 0:
         return metrics
     student_dir = out_dir / "student"
-    save_model(student, student_dir, tokenizer=Tokenizer.from_folder(teacher_folder))
+    save_model(
+        student, student_dir, tokenizer=Tokenizer.from_folder(teacher_folder), source=teacher_folder
+    )
     say(f"student saved to {student_dir}")
     if deadline is not None:
         metrics["deadline"] = deadline
@@ -431,7 +448,9 @@ def init_student(
         corpus=corpus or [str(DEMO_CORPUS)],
     )
     folder = resolve(teacher)
+    check_save_target(Path(out_dir), source=folder)  # before any work
     model = load_model(folder)
+    max_len = min(max_len, model.config.max_tokens)  # only the auto choice's sample
     tokenizer = Tokenizer.from_folder(folder, max_length=max_len)
     heldout = None
     if layers is None and strategy == "auto":
@@ -439,6 +458,6 @@ def init_student(
         heldout = corpus_data.split(0.05, seed=0)[1]
     chosen = choose_layers(config, model, tokenizer, heldout)
     student, _ = build_student(model, layers=chosen, layout=layout)
-    save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder))
+    save_model(student, out_dir, tokenizer=Tokenizer.from_folder(folder), source=folder)
     write_student_card(out_dir, student, teacher, teacher_layers=chosen)
     return Path(out_dir), chosen

@@ -9,7 +9,7 @@ import torch
 
 from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.methods.general.config import DEMO_CORPUS
-from distilkit.methods.general.job import corpus_trainer
+from distilkit.methods.general.job import check_max_len, corpus_trainer
 from distilkit.methods.general.objectives import MaskedLMFitting
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.hub import DEFAULT_MODEL, resolve
@@ -17,6 +17,7 @@ from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import build_nested, save_json, to_dict
 from distilkit.train import distributed
 from distilkit.train.distributed import say
+from distilkit.train.run_folder import guarded_run
 from distilkit.train.trainer import TrainingConfig
 
 
@@ -45,6 +46,7 @@ class MLMHeadConfig:
         build_nested(self)
 
 
+@guarded_run
 def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Give the teacher a masked-LM head (decoder tied to its word embeddings) and train it
     (and optionally its top ``train_layers`` blocks) on the corpus; report held-out masked
@@ -55,6 +57,7 @@ def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True
     out_dir = Path(out_dir)
     folder = resolve(config.teacher)
     model = load_model(folder, head="masked_lm")
+    check_max_len(config.max_len, model)
     tokenizer = Tokenizer.from_folder(folder, max_length=config.max_len)
     corpus = build_corpus(config.corpus, tokenizer, CorpusSettings(max_len=config.max_len))
     train_set, heldout = corpus.split(config.heldout_fraction, seed=config.training.seed)
@@ -94,7 +97,7 @@ def fit_mlm_head(config: MLMHeadConfig, out_dir: str | Path, resume: bool = True
     }
     if distributed.rank() == 0:
         teacher_dir = out_dir / "teacher"
-        save_model(model, teacher_dir, tokenizer=Tokenizer.from_folder(folder))
+        save_model(model, teacher_dir, tokenizer=Tokenizer.from_folder(folder), source=folder)
         save_json(metrics, out_dir / "metrics.json")
         say(f"teacher with masked-LM head saved to {teacher_dir}")
     return metrics

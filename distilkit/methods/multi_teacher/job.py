@@ -62,6 +62,7 @@ from distilkit.train.logit_distillation import (
     logit_metrics,
     teacher_word_embeddings,
 )
+from distilkit.train.run_folder import check_resume, guarded_run
 from distilkit.train.trainer import Objective, Trainer, TrainingConfig
 
 
@@ -221,6 +222,7 @@ def task_keys(identifiers: Sequence[str]) -> dict[str, str]:
     return keys
 
 
+@guarded_run
 def run_multi_teacher_distillation(
     config: MultiTeacherConfig, out_dir: str | Path, resume: bool = True
 ) -> dict:
@@ -337,6 +339,8 @@ def run_multi_teacher_distillation(
         regression={task: data[task].regression for task in tasks},
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume(out_dir, {"multi_teacher": to_dict(config)})
     save_json(to_dict(config), out_dir / "multi_teacher_config.json")
     trainer = Trainer(
         objective,

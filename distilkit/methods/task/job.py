@@ -61,6 +61,7 @@ from distilkit.tasks.registry import TASKS, get_task
 from distilkit.tasks.spec import TaskSpec, TextExample
 from distilkit.train import distributed
 from distilkit.train.distributed import say
+from distilkit.train.run_folder import check_resume, guarded_run
 from distilkit.train.task_training import (
     BestCheckpoint,
     load_task_model,
@@ -366,6 +367,7 @@ def gated_teacher_metrics(
     return metrics
 
 
+@guarded_run
 def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: bool = True) -> dict:
     """Run every stage; returns (and writes to ``metrics.json``) teacher and student dev
     metrics. The student is saved to ``out_dir/student``."""
@@ -398,6 +400,9 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
         )
     student, origin = make_student(config, teacher, task)
     say(f"student: {origin}; {len(train.examples):,} train examples")
+    if resume:
+        for number, stage in enumerate(config.stages, start=1):
+            check_resume(out_dir / f"stage{number}-{stage.name}", {"task_distill": to_dict(config)})
     if distributed.rank() == 0:
         save_json(to_dict(config), out_dir / "task_distill_config.json")
     options = config.options()
