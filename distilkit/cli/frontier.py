@@ -25,19 +25,58 @@ def add_distill_static_parser(subparsers: argparse._SubParsersAction) -> argpars
         "--train-corpus, and save a sentence-transformers StaticEmbedding folder that "
         "distilkit.load and sentence-transformers read.",
     )
-    parser.add_argument("teacher", nargs="?", default=DEFAULT_MODEL)
+    parser.add_argument(
+        "teacher",
+        nargs="?",
+        default=DEFAULT_MODEL,
+        help="the sentence encoder to distil (default: the embedded all-MiniLM-L6-v2)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the model folder to write")
     parser.add_argument("--dims", type=int, default=256, help="PCA dimensions (default 256)")
-    parser.add_argument("--vocab-from", nargs="+", default=[], metavar="CORPUS")
+    parser.add_argument(
+        "--vocab-from",
+        nargs="+",
+        default=[],
+        metavar="CORPUS",
+        help="text whose most frequent words join the vocabulary as whole entries",
+    )
     parser.add_argument("--vocab-words", type=int, default=10000, help="corpus words added")
-    parser.add_argument("--train-corpus", nargs="+", default=[], metavar="CORPUS")
-    parser.add_argument("--train-sentences", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=finite_float, default=0.01)
-    parser.add_argument("--loss", choices=LOSSES, default="cosine")
-    parser.add_argument("--weighting", choices=WEIGHTINGS, default="zipf")
+    parser.add_argument(
+        "--train-corpus",
+        nargs="+",
+        default=[],
+        metavar="CORPUS",
+        help="train the table against the teacher's sentence vectors on this text "
+        "(default: no training)",
+    )
+    parser.add_argument(
+        "--train-sentences",
+        type=int,
+        default=20000,
+        help="sentences of --train-corpus used (20000)",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="passes over the training sentences (3)"
+    )
+    parser.add_argument(
+        "--lr", type=finite_float, default=0.01, help="learning rate of the table (0.01)"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="cosine",
+        help="training loss against the teacher (cosine)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=WEIGHTINGS,
+        default="zipf",
+        help="token weights: SIF from Zipf ranks, from corpus counts, or none (zipf)",
+    )
     parser.add_argument("--no-eval", action="store_true", help="skip STS-B / SST-2 scoring")
-    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument(
+        "--no-resume", action="store_true", help="start afresh even if --out holds a started run"
+    )
     return parser
 
 

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from distilkit.model.card import keep_user_readme
+from distilkit.model.card import is_ours, keep_user_readme
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.st_folder import (
@@ -503,6 +503,9 @@ def save_model(
         limit = tokenizer.max_length if tokenizer is not None else config.max_tokens
         write_sentence_modules(temp, recipe, config.hidden_size, limit)
         keep_user_readme(folder, temp)
+        old_card = folder / "README.md"
+        if old_card.is_file() and is_ours(old_card):  # a card of the old model: not kept
+            old_card.unlink()
     return folder
 
 

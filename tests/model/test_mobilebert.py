@@ -234,6 +234,7 @@ def test_onnx_export_and_int8_run_a_mobilebert(tmp_path: Path) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
     from distilkit.deploy.export import DEFAULT_OPSET, _export_fp32
     from distilkit.model.int8 import is_int8, quantize_model
+    from distilkit.model.st_folder import SentenceModules
 
     folder, _ = reference(tmp_path, "nonorm-shared-trigram")
     ours = load_model(folder)
@@ -251,10 +252,10 @@ def test_onnx_export_and_int8_run_a_mobilebert(tmp_path: Path) -> None:
     assert float((got - want).abs().mean()) < 0.1 * float(want.abs().mean())
     assert float((got - want).abs().max()) > 0.0  # and really ran in int8
     path = tmp_path / "model.onnx"
-    _export_fp32(ours, path, DEFAULT_OPSET)
+    _export_fp32(ours, SentenceModules(), path, DEFAULT_OPSET)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (hidden,) = session.run(
-        None,
+    hidden, _ = session.run(
+        ["last_hidden_state", "sentence_embedding"],
         {
             "input_ids": input_ids.numpy(),
             "attention_mask": attention_mask.numpy(),
