@@ -156,34 +156,38 @@ def atomic_folder(folder: str | Path, keep_others: bool = False) -> Iterator[Pat
     Yields the temporary folder to fill. An interrupted write never leaves a half-written
     ``folder``: on any exception the temporary folder is removed and ``folder`` is as it was.
     An existing ``folder`` is replaced only once the new one is complete; with
-    ``keep_others`` every file or folder in it that the new one does not write (a user's
-    notes, results, ...) is moved into the new one first, so nothing else is lost. The
-    folder gets the permissions a plain ``mkdir`` would (``mkdtemp`` alone makes it
-    owner-only).
+    ``keep_others`` every entry of it that the new one does not write (a user's notes,
+    results, ...) is then moved from the old folder into the new one. The user's entries are
+    never inside the temporary folder, and the old folder is renamed aside under a name no
+    other save uses, so a crash or kill at any point leaves them on disk. The folder gets
+    the permissions a plain ``mkdir`` would (``mkdtemp`` alone makes it owner-only).
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    backup: Path | None = None
     try:
         os.chmod(temp, 0o777 & ~_umask())
         yield temp
         give_plain_permissions(temp)
-        if folder.exists():
-            if keep_others:
-                for entry in folder.iterdir():
-                    if not (temp / entry.name).exists() and not entry.is_symlink():
-                        os.replace(entry, temp / entry.name)
-            backup = folder.with_name(f".{folder.name}.old")
-            if backup.exists():
-                shutil.rmtree(backup)
-            os.replace(folder, backup)
+        if not folder.exists():
             os.replace(temp, folder)
-            shutil.rmtree(backup)
-        else:
-            os.replace(temp, folder)
+            return
+        backup = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+        os.replace(folder, backup / folder.name)
+        os.replace(temp, folder)
     except BaseException:
+        if backup is not None and (backup / folder.name).exists() and not folder.exists():
+            os.replace(backup / folder.name, folder)  # the old folder back where it was
+        if backup is not None and not any(backup.iterdir()):
+            backup.rmdir()
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    if keep_others:
+        for entry in (backup / folder.name).iterdir():
+            if not (folder / entry.name).exists() and not (folder / entry.name).is_symlink():
+                os.replace(entry, folder / entry.name)
+    shutil.rmtree(backup)
 
 
 def save_json(data: dict[str, Any], path: str | Path) -> None:

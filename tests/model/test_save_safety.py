@@ -87,3 +87,47 @@ def test_saved_files_respect_the_umask(teacher_folder, tmp_path, tiny_tokenizer)
         mode = stat.S_IMODE(path.stat().st_mode)
         expected = 0o755 if path.is_dir() else 0o644
         assert mode == expected, f"{path}: {oct(mode)}"
+
+
+def test_a_save_that_fails_mid_swap_leaves_the_old_folder_and_the_users_files(
+    tmp_path, monkeypatch
+):
+    from distilkit import settings
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("old\n")
+    (folder / "notes.txt").write_text("mine\n")
+    real_replace = settings.os.replace
+    calls = []
+
+    def fail_second(source, target):
+        calls.append(source)
+        if len(calls) == 2:  # the old folder moved aside, the new one not yet in place
+            raise OSError("disk went away")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(settings.os, "replace", fail_second)
+    with (
+        pytest.raises(OSError, match="disk went away"),
+        settings.atomic_folder(folder, keep_others=True) as temp,
+    ):
+        (temp / "config.json").write_text("new\n")
+    monkeypatch.undo()
+    assert (folder / "config.json").read_text() == "old\n"
+    assert (folder / "notes.txt").read_text() == "mine\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporaries left
+
+
+def test_a_save_over_a_folder_keeps_the_users_files_and_links(tmp_path):
+    from distilkit import settings
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine\n")
+    (folder / "link").symlink_to(tmp_path)
+    with settings.atomic_folder(folder, keep_others=True) as temp:
+        (temp / "config.json").write_text("new\n")
+    assert (folder / "notes.txt").read_text() == "mine\n"
+    assert (folder / "link").is_symlink() and (folder / "config.json").read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
