@@ -587,3 +587,20 @@ def test_bad_flags_are_one_line_errors(tiny_folder, capsys, flags, named):
     assert cli.main(["serve", str(tiny_folder), *flags]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and named in error and "\n" not in error
+
+
+def test_json_response_writes_float32_vectors_that_read_back_exactly():
+    """The server writes numpy rows with orjson: the shortest digits that read back to the
+    same float32, the same JSON as the plain dict with Python floats once parsed."""
+    rng = np.random.default_rng(7)
+    vectors = (rng.standard_normal((5, 37)) * 10.0 ** rng.integers(-8, 4, (5, 37))).astype(
+        np.float32
+    )
+    body = {"data": [{"embedding": row, "index": i} for i, row in enumerate(vectors)], "n": 5}
+    response = serve_module.json_response(body, status=201, headers={"x-a": "b"})
+    assert response.status_code == 201 and response.headers["x-a"] == "b"
+    assert response.headers["content-type"] == "application/json"
+    parsed = json.loads(response.body)
+    back = np.array([item["embedding"] for item in parsed["data"]], dtype=np.float32)
+    assert np.array_equal(back, vectors)  # bit for bit after the float32 cast
+    assert [item["index"] for item in parsed["data"]] == list(range(5)) and parsed["n"] == 5
