@@ -149,8 +149,11 @@ def run_embed(args: argparse.Namespace) -> int:
     if progress is None:
         progress = sys.stderr.isatty() and len(data.texts) > args.batch_size
     start = time.perf_counter()
-    if not hasattr(encoder, "describe_recipe"):  # an ONNX file: no folder recipe
+    if hasattr(encoder, "describe_recipe"):
+        recipe = encoder.describe_recipe(args.pooling)  # also checks the pooling fits
+    else:  # an ONNX file: its graph's recipe, or numpy pooling
         args.pooling = args.pooling or "mean"
+        recipe = f"{args.pooling} pooling"
     vectors = encoder.embed(
         data.texts,
         pooling=args.pooling,
@@ -164,7 +167,7 @@ def run_embed(args: argparse.Namespace) -> int:
     rate = len(data.texts) / seconds if seconds > 0 else float("inf")
     print(
         f"embedded {len(data.texts):,} texts with {args.model} "
-        f"({f'{args.pooling} pooling' if args.pooling else encoder.describe_recipe()}"
+        f"({recipe}"
         f"{'' if args.normalize is None else ', normalized' if args.normalize else ', raw'}, "
         f"{args.dtype})"
     )
