@@ -173,6 +173,17 @@ def test_a_pooling_override_that_does_not_fit_the_dense_layer_is_an_error(
     assert "\n" not in str(error.value)
 
 
+def test_search_indexes_with_the_folders_own_pooling(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    from distilkit.deploy.search import SearchIndex
+
+    folder = st_folder(hf_checkpoint("BertModel"), tmp_path / "st", "cls")
+    index = SearchIndex.build(distilkit.load(folder), TINY_TEXTS)
+    expected = reference(folder, TINY_TEXTS, normalize_embeddings=True)
+    assert np.abs(np.asarray(index.vectors) - expected).max() <= 1e-5
+
+
 def test_a_student_inherits_its_teachers_recipe(
     hf_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:
