@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict:
         result["precisions"] = {}
         print(
             "\n| model | index | recall@10 % | MRR | % of float32 recall@10 | % of float32 MRR "
-            "| index bytes | less memory | search ms/query |"
+            "| index MB | less memory | search ms/query |"
         )
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, encoder in encoders.items():
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
                 print(
                     f"| {name} | {kind} | {100 * row['recall@10']:.1f} | {row['mrr']:.4f} | "
                     f"{row['recall@10_of_float32_pct']:.1f} | {row['mrr_of_float32_pct']:.1f} | "
-                    f"{row['index_bytes']:,} | {row['memory_reduction']:.1f}x | "
+                    f"{row['index_bytes'] / 1e6:.3f} | {row['memory_reduction']:.1f}x | "
                     f"{row['search_ms_per_query']:.2f} |"
                 )
     if args.asymmetric:

@@ -144,10 +144,11 @@ class Encoder:
     ) -> np.ndarray:
         """Sentence embeddings, ``(n, dim)`` float32, as sentence-transformers' ``encode``.
 
-        pooling None follows the model's own recipe (its sentence-transformers pooling
-        and Dense layers; mean pooling for a plain checkpoint); mean | cls | max | last
-        pools that way instead (see :func:`distilkit.modeling.pool`). normalize None
-        follows the recipe's Normalize module; True or False overrides it. prompt_name
+        pooling None follows the model's own recipe (its sentence-transformers pooling,
+        Dense layers and Normalize; mean pooling for a plain checkpoint); mean | cls |
+        max | last replaces only the pooling step, and the Dense layers and Normalize
+        still follow (a ValueError when a Dense layer takes another width). normalize
+        None follows the recipe's Normalize module; True or False overrides it. prompt_name
         (one of the model's prompts) or prompt (a text) is put before every text.
         """
         if pooling is not None and pooling not in POOLINGS:
@@ -162,7 +163,7 @@ class Encoder:
             # sentence-transformers' count: the prompt's tokens with [CLS], without [SEP]
             prompt_length = int(self.tokenizer([prefix]).attention_mask.sum()) - 1
         hidden = self.config.hidden_size
-        dim = self.sentence.output_dim(hidden) if pooling is None else hidden
+        dim = self.sentence.with_pooling(pooling, hidden).output_dim(hidden)  # checks it fits
         out = np.zeros((len(texts), dim), dtype=np.float32)
         for indices, batch in self._batches(texts, batch_size, max_length, progress):
             out[indices] = self.embed_batch(batch, pooling, normalize, prompt_length).numpy()
@@ -190,9 +191,10 @@ class Encoder:
         )
         return vectors.cpu()
 
-    def describe_recipe(self) -> str:
-        """The model's own way to a sentence vector, in words (``mean pooling, normalized``)."""
-        recipe = self.sentence
+    def describe_recipe(self, pooling: str | None = None) -> str:
+        """The model's own way to a sentence vector, in words (``mean pooling, normalized``);
+        ``pooling``: with that pooling step instead (as :meth:`embed` runs it)."""
+        recipe = self.sentence.with_pooling(pooling, self.config.hidden_size)
         steps = ["+".join(recipe.pooling) + " pooling"]
         steps += ["dense" if not isinstance(s, str) else "normalized" for s in recipe.stages]
         return ", ".join(steps)

@@ -126,6 +126,12 @@ def test_fill_mask_returns_what_the_transformers_pipeline_returns(
     for text in ("the cat [MASK] on the mat.", "the [MASK] sat on the [MASK]."):
         ours = encoder.fill_mask(text, top_k=7)
         theirs = pipeline(text, top_k=7)
+        # the same nesting: one list of dicts for one mask, a list of such lists for several
+        assert isinstance(ours, list) and isinstance(theirs, list)
+        assert isinstance(ours[0], dict) == isinstance(theirs[0], dict) == (text.count("[") == 1)
+        assert set(ours[0] if isinstance(ours[0], dict) else ours[0][0]) == set(
+            theirs[0] if isinstance(theirs[0], dict) else theirs[0][0]
+        )  # the same keys: score, token, token_str, sequence
         rows = [ours] if isinstance(ours[0], dict) else ours
         expected = [theirs] if isinstance(theirs[0], dict) else theirs
         assert len(rows) == len(expected) == text.count("[MASK]")

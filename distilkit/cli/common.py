@@ -101,6 +101,21 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_progress_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--no-progress: every command that runs longer than a few seconds draws a tqdm bar
+    on stderr unless this is given (stdout is the same either way)."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (stdout is the same either way)",
+    )
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether the command draws its progress bar (see :func:`add_progress_argument`)."""
+    return not args.no_progress
+
+
 def _load(args: argparse.Namespace) -> Encoder:
     dtype = getattr(args, "dtype", None)
     device = getattr(args, "device", "auto")
@@ -180,7 +195,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-resume", action="store_true", help="start afresh even if --out holds a checkpoint"
     )
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(group)
 
 
 def training_overrides(args: argparse.Namespace) -> dict:

@@ -14,10 +14,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from distilkit.cli.common import (
+    add_progress_argument,
     add_training_options,
     default_out,
     finite_float,
     run_folder,
+    show_progress,
     training_overrides,
 )
 from distilkit.data.tables import check_label_ids, read_labelled
@@ -69,6 +71,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument(
         "--check-limit", type=int, default=256, help="texts checked (0: skip; default 256)"
     )
+    add_progress_argument(parser)
     return parser
 
 
@@ -94,6 +97,7 @@ def run_export(args: argparse.Namespace) -> int:
         check_texts=texts,
         check_labels=labels,
         check_limit=args.check_limit,
+        progress=show_progress(args),
     )
     return 0
 
@@ -154,6 +158,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "classifiers)",
     )
     parser.add_argument("--out", type=Path, help="output folder (default runs/bench-<time>)")
+    add_progress_argument(parser)
     return parser
 
 
@@ -199,7 +204,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
     texts, labels = read_labelled(args.data or SST2_DEV, args.limit)
     out = args.out or default_out("bench")
     out.mkdir(parents=True, exist_ok=True)
-    result = bench_models(_named(specs), args.modes, texts, labels, settings, out, _say)
+    result = bench_models(
+        _named(specs), args.modes, texts, labels, settings, out, _say, show_progress(args)
+    )
     print(result.table())
     for note in result.notes:
         print(f"  {note}")

@@ -9,10 +9,12 @@ import dataclasses
 from pathlib import Path
 
 from distilkit.cli.common import (
+    add_progress_argument,
     add_training_options,
     finite_float,
     parse_layers,
     run_folder,
+    show_progress,
     training_overrides,
     weights_parser,
 )
@@ -257,6 +259,7 @@ def add_init_student_parser(subparsers: argparse._SubParsersAction) -> argparse.
         "--layout", choices=("bert", "distilbert"), help="student layout (default: the teacher's)"
     )
     parser.add_argument("--corpus", nargs="+", help="sample text for --strategy auto")
+    add_progress_argument(parser)
     parser.add_argument(
         "--sample",
         type=int,
@@ -287,6 +290,7 @@ def run_init_student(args: argparse.Namespace) -> int:
         layout=args.layout,
         corpus=args.corpus,
         sample=args.sample,
+        progress=show_progress(args),
     )
     print(f"student with teacher layers {layers} saved to {folder}")
     return 0

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from distilkit.cli.common import finite_float
+from distilkit.cli.common import add_progress_argument, finite_float, show_progress
 from distilkit.methods.static.job import LOSSES, WEIGHTINGS, StaticConfig, run_static_distillation
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.settings import ConfigError
@@ -77,6 +77,7 @@ def add_distill_static_parser(subparsers: argparse._SubParsersAction) -> argpars
     parser.add_argument(
         "--no-resume", action="store_true", help="start afresh even if --out holds a started run"
     )
+    add_progress_argument(parser)
     return parser
 
 
@@ -97,7 +98,9 @@ def run_distill_static(args: argparse.Namespace) -> int:
         weighting=args.weighting,
         evaluate=not args.no_eval,
     )
-    metrics = run_static_distillation(config, args.out, resume=not args.no_resume)
+    metrics = run_static_distillation(
+        config, args.out, resume=not args.no_resume, progress=show_progress(args)
+    )
     print(f"static student ({metrics['vocabulary']:,} x {metrics['dims']}) saved to {args.out}")
     return 0
 

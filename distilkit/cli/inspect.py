@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from distilkit.cli.common import _load, _shorten, add_model_argument
+from distilkit.cli.common import (
+    _load,
+    _shorten,
+    add_model_argument,
+    add_progress_argument,
+    show_progress,
+)
 from distilkit.data.tables import InputError
 from distilkit.evaluate.plotting import plot_attention, plot_confusion_matrices
 from distilkit.evaluate.probe import CLASSIFIER_NAMES, CLASSIFIERS, read_labelled_table, run_probe
@@ -67,7 +73,7 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_progress_argument(parser)
     return parser
 
 
@@ -92,7 +98,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
         model_name=args.model,
         seed=args.seed,
         batch_size=args.batch_size,
-        progress=False if args.no_progress else None,
+        progress=show_progress(args),
     )
     print(
         f"probe: {report.train_count:,} train and {report.test_count:,} test texts, "

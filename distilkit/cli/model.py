@@ -20,6 +20,8 @@ from distilkit.cli.common import (
     add_input_arguments,
     add_model_argument,
     add_pooling_argument,
+    add_progress_argument,
+    show_progress,
 )
 from distilkit.data.tables import InputError, read_texts
 from distilkit.deploy.quantization import PRECISIONS, QUERY_PRECISIONS
@@ -128,13 +130,7 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     add_dtype_argument(parser)
     add_device_argument(parser)
-    parser.add_argument(
-        "--progress",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="show a progress bar on stderr (default: when stderr is a "
-        "terminal and there is more than one batch)",
-    )
+    add_progress_argument(parser)
     return parser
 
 
@@ -145,18 +141,18 @@ def run_embed(args: argparse.Namespace) -> int:
     data = read_texts(args.input, args.column)
     _note_empty(data)
     encoder = _load(args)
-    progress = args.progress
-    if progress is None:
-        progress = sys.stderr.isatty() and len(data.texts) > args.batch_size
     start = time.perf_counter()
-    if not hasattr(encoder, "describe_recipe"):  # an ONNX file: no folder recipe
+    if hasattr(encoder, "describe_recipe"):
+        recipe = encoder.describe_recipe(args.pooling)  # also checks the pooling fits
+    else:  # an ONNX file: its graph's recipe, or numpy pooling
         args.pooling = args.pooling or "mean"
+        recipe = f"{args.pooling} pooling"
     vectors = encoder.embed(
         data.texts,
         pooling=args.pooling,
         normalize=args.normalize,
         batch_size=args.batch_size,
-        progress=progress,
+        progress=show_progress(args),
     )
     seconds = time.perf_counter() - start
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +160,7 @@ def run_embed(args: argparse.Namespace) -> int:
     rate = len(data.texts) / seconds if seconds > 0 else float("inf")
     print(
         f"embedded {len(data.texts):,} texts with {args.model} "
-        f"({f'{args.pooling} pooling' if args.pooling else encoder.describe_recipe()}"
+        f"({recipe}"
         f"{'' if args.normalize is None else ', normalized' if args.normalize else ', raw'}, "
         f"{args.dtype})"
     )
@@ -215,13 +211,14 @@ def add_search_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
         default="float32",
         help="the query vector used for int8 scores and binary rescoring",
     )
-    add_pooling_argument(parser)
+    add_pooling_argument(parser, models_own=True)
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the hits as JSON")
     add_dtype_argument(parser)
     add_device_argument(parser)
+    add_progress_argument(parser)
     return parser
 
 
@@ -249,12 +246,18 @@ def run_search(args: argparse.Namespace) -> int:
     }
     if args.index is None:
         index = SearchIndex.build(
-            encoder, data.texts, args.pooling, args.batch_size, **quantization
+            encoder, data.texts, args.pooling, args.batch_size, show_progress(args), **quantization
         )
         reused = False
     else:
         index, reused = SearchIndex.cached(
-            args.index, encoder, data.texts, args.pooling, args.batch_size, **quantization
+            args.index,
+            encoder,
+            data.texts,
+            args.pooling,
+            args.batch_size,
+            show_progress(args),
+            **quantization,
         )
     built = time.perf_counter() - start
     results = index.search(encoder, queries, top_k=args.top_k, batch_size=args.batch_size)
@@ -271,7 +274,7 @@ def run_search(args: argparse.Namespace) -> int:
         vectors += f", saved to {args.index}"
     plural = "query" if len(queries) == 1 else "queries"
     print(
-        f"{len(index):,} texts ({vectors}; {index.precision}, {index.nbytes:,} bytes of "
+        f"{len(index):,} texts ({vectors}; {index.precision}, {index.nbytes / 1e6:.3f} MB of "
         f"vectors); {len(queries)} {plural} in {searched:.2f} s; {where} numbers count from 1"
     )
     if args.json:
@@ -402,6 +405,7 @@ def add_plot_embeddings_parser(subparsers: argparse._SubParsersAction) -> argpar
         help="write the (shortened) text beside at most N points (default: 20)",
     )
     add_device_argument(parser)
+    add_progress_argument(parser)
     return parser
 
 
@@ -419,7 +423,9 @@ def run_plot_embeddings(args: argparse.Namespace) -> int:
             f"--layer must be between 0 and {layers} (or -1 for the last layer), got {args.layer}"
         )
     text = args.text if args.text is not None else next(t for t in data.texts if t.strip())
-    vectors = encoder.embed(data.texts, pooling=args.pooling, batch_size=args.batch_size)
+    vectors = encoder.embed(
+        data.texts, pooling=args.pooling, batch_size=args.batch_size, progress=show_progress(args)
+    )
     projection = project_2d(vectors, method=args.method, seed=args.seed)
     features = encoder.features(text, layer=args.layer)
     tokens = encoder.tokens(text)
@@ -481,7 +487,7 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "queries embedded by each other one (recall@10, MRR), beside each model alone",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON to FILE")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_progress_argument(parser)
     parser.add_argument(
         "--cut",
         metavar="LAYERS",
@@ -523,7 +529,7 @@ def run_compare(args: argparse.Namespace) -> int:
         static_baseline=args.static_baseline,
         threads=args.threads,
         pooling=args.pooling,
-        progress=not args.no_progress,
+        progress=show_progress(args),
         device=args.device,
         cut_layers=cut,
         dev_suite=not args.no_suite,

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distilkit.cli.common import (
+    add_progress_argument,
     add_training_options,
     finite_float,
     parse_layers,
     run_folder,
+    show_progress,
     training_overrides,
     weights_parser,
 )
@@ -213,13 +215,20 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (64)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_data_options(parser)
+    add_progress_argument(parser)
     return parser
 
 
 def run_eval(args: argparse.Namespace) -> int:
     settings = _build(DataSettings, _data_overrides(args))
     metrics = evaluate_task(
-        args.model, args.task, args.split, settings, args.eval_limit, args.batch_size
+        args.model,
+        args.task,
+        args.split,
+        settings,
+        args.eval_limit,
+        args.batch_size,
+        progress=show_progress(args),
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -393,6 +402,7 @@ def add_classify_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         default="float32",
         help="a transformer's inference precision: int8 runs its blocks' matmuls in int8",
     )
+    add_progress_argument(parser)
     return parser
 
 
@@ -414,7 +424,8 @@ def run_classify(args: argparse.Namespace) -> int:
                 "BiLSTM student: drop --dtype"
             )
         model = load(model, dtype=args.dtype)
-    for text, result in zip(texts, classify(model, texts, pairs), strict=True):
+    results = classify(model, texts, pairs, progress=show_progress(args))
+    for text, result in zip(texts, results, strict=True):
         if args.json:
             print(json.dumps({"text": text, **result}))
         elif "label" in result:
@@ -573,6 +584,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--beam-size", type=int, default=4, help="beam width (1: greedy)")
     parser.add_argument("--max-length", type=int, default=32, help="generated tokens at most")
     parser.add_argument("--length-penalty", type=finite_float, default=1.0, help="0: none")
+    add_progress_argument(parser)
     return parser
 
 
@@ -585,7 +597,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.beam_size < 1 or args.max_length < 1:
         raise ValueError("--beam-size and --max-length must be at least 1")
     for output in generate_texts(
-        args.model, texts, args.beam_size, args.max_length, args.length_penalty
+        args.model,
+        texts,
+        args.beam_size,
+        args.max_length,
+        args.length_penalty,
+        progress=show_progress(args),
     ):
         print(output)
     return 0

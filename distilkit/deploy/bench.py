@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.data.batching import sorted_batches
 from distilkit.deploy.export import export_onnx, quantize_int8
@@ -517,10 +518,12 @@ def run_bench(
     settings: BenchSettings | None = None,
     work_dir: str | os.PathLike | None = None,
     say: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> BenchResult:
     """Measure every model (name -> checkpoint folder; the first is the teacher, on which
     the peer runs) in every mode on ``texts`` (default: the shipped SST-2 dev sentences
-    and labels). ONNX files are written to ``work_dir`` (default: a temporary folder)."""
+    and labels). ONNX files are written to ``work_dir`` (default: a temporary folder).
+    ``progress``: bars of the quality pass and the timing on stderr."""
     settings = settings or BenchSettings()
     if texts is None:
         texts, labels = read_sst2()
@@ -531,7 +534,7 @@ def run_bench(
         raise BenchError(f"got {len(labels)} labels for {len(texts)} texts")
     with bench_context(settings, work_dir) as folder:
         engines = build_engines(models, modes, settings, folder, say)
-        return _measure(engines, texts, labels, settings, say)
+        return _measure(engines, texts, labels, settings, say, progress)
 
 
 @contextlib.contextmanager
@@ -556,6 +559,7 @@ def _measure(
     labels: Sequence[int] | np.ndarray | None,
     settings: BenchSettings,
     say: Callable[[str], None],
+    progress: bool = False,
 ) -> BenchResult:
     """Quality pass, interleaved timing and FLOP accounting of ``engines``."""
     threads = torch.get_num_threads()
@@ -571,7 +575,7 @@ def _measure(
     say(f"quality pass over {len(texts)} texts ({len(engines)} engines)")
     logits, layers = {}, {}
     with torch.inference_mode():
-        for engine in engines:
+        for engine in tqdm(engines, desc="quality pass", unit="engine", disable=not progress):
             logits[engine.name] = functions[engine.name](texts)  # also the warm-up
             for text in texts[:3]:
                 functions[engine.name]([text])  # warm the batch-1 shapes too
@@ -590,6 +594,7 @@ def _measure(
         repeats=settings.repeats,
         warmup=0,
         latency_texts=min(settings.latency_texts, len(texts)),
+        progress=progress,
     )
     rows = []
     teacher_accuracy = None

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.deploy.bench import (
     BENCH_COLUMNS,
@@ -230,20 +231,26 @@ def run_embed_bench(
     settings: BenchSettings | None = None,
     work_dir: str | os.PathLike | None = None,
     say: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> EmbedBenchResult:
     """Measure every encoder (name -> folder or name) in every mode on ``texts`` (default:
-    the shipped SST-2 dev sentences). ONNX files go to ``work_dir`` (default: temporary)."""
+    the shipped SST-2 dev sentences). ONNX files go to ``work_dir`` (default: temporary).
+    ``progress``: bars of the vector pass and the timing on stderr."""
     settings = settings or BenchSettings()
     texts = list(read_sst2()[0] if texts is None else texts)
     if not texts:
         raise BenchError("no texts to bench on")
     with bench_context(settings, work_dir) as folder:
         engines = build_embed_engines(models, modes, settings, folder, say)
-        return _measure(engines, texts, settings, say)
+        return _measure(engines, texts, settings, say, progress)
 
 
 def _measure(
-    engines: list[EmbedEngine], texts: list[str], settings: BenchSettings, say
+    engines: list[EmbedEngine],
+    texts: list[str],
+    settings: BenchSettings,
+    say,
+    progress: bool = False,
 ) -> EmbedBenchResult:
     """Vectors (untimed; also the warm-up), interleaved timing, cosines and FLOPs."""
     threads = torch.get_num_threads()
@@ -251,7 +258,7 @@ def _measure(
     say(f"vectors of {len(texts)} texts from {len(engines)} engines")
     vectors = {}
     with torch.inference_mode():
-        for engine in engines:
+        for engine in tqdm(engines, desc="vectors", unit="engine", disable=not progress):
             vectors[engine.name] = engine.embed(texts)
             for text in texts[:3]:
                 engine.embed([text])  # warm the batch-1 shapes too
@@ -263,6 +270,7 @@ def _measure(
         repeats=settings.repeats,
         warmup=0,
         latency_texts=min(settings.latency_texts, len(texts)),
+        progress=progress,
     )
     first_fp32 = next((f"{e.model} / eager fp32" for e in engines if e.mode == "eager fp32"), None)
     rows = []
@@ -321,22 +329,23 @@ def bench_models(
     settings: BenchSettings | None = None,
     work_dir: str | os.PathLike | None = None,
     say: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> BenchResult:
     """``distilkit bench``: the encoder bench when the first model has no classification
     head, else the classifier bench (:func:`distilkit.deploy.bench.run_bench`); modes None
-    means every mode of that kind."""
+    means every mode of that kind; ``progress``: bars on stderr."""
     if not models:
         raise BenchError("no models to bench: give at least one")
     first = next(iter(models.values()))
     if is_bilstm_folder(first) or is_classifier(first):
-        return run_bench(models, modes or MODES, texts, labels, settings, work_dir, say)
+        return run_bench(models, modes or MODES, texts, labels, settings, work_dir, say, progress)
     wrong = [mode for mode in modes or () if mode not in ENCODER_MODES]
     if wrong:
         raise BenchError(
             f"mode(s) {wrong} apply to classifiers; a sentence encoder runs in "
             f"{', '.join(repr(m) for m in ENCODER_MODES)}"
         )
-    return run_embed_bench(models, modes or ENCODER_MODES, texts, settings, work_dir, say)
+    return run_embed_bench(models, modes or ENCODER_MODES, texts, settings, work_dir, say, progress)
 
 
 __all__ = [

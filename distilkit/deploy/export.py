@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from distilkit.data.batching import sorted_batches
 from distilkit.deploy.onnx_runtime import (
@@ -412,6 +413,7 @@ def export_onnx(
     check_labels: Sequence[int] | np.ndarray | None = None,
     check_limit: int = 256,
     verbose: bool = True,
+    progress: bool = False,
 ) -> ExportReport:
     """Export ``model`` (a model, an :class:`Encoder` or a checkpoint folder) to ``path``.
 
@@ -420,6 +422,7 @@ def export_onnx(
     given). check_texts / check_labels: the parity sample (default: the first
     ``check_limit`` shipped SST-2 dev sentences, with labels for a 2-class classifier);
     ``check_limit=0`` skips the check. Prints :meth:`ExportReport.summary` if ``verbose``.
+    ``progress``: a bar of the steps (export, int8, parity check) on stderr.
     """
     torch_model, tokenizer, sentence = _resolve_model(model, tokenizer)
     config = torch_model.config
@@ -449,13 +452,19 @@ def export_onnx(
     eager = torch_model
     if next(torch_model.parameters()).dtype != torch.float32 or torch_model.training:
         eager = copy.deepcopy(torch_model).float().eval()  # export and check in fp32
+    checked = check_limit > 0 or check_texts is not None
+    steps = tqdm(total=1 + int8 + checked, unit="step", disable=not progress)
+    steps.set_description("exporting to ONNX")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="distilkit-export-") as temp:
         fp32_path = Path(temp) / "model.onnx" if int8 else path
         _export_fp32(eager, sentence, fp32_path, opset)
         _write_metadata(fp32_path, _metadata_for(config, tokenizer, "fp32", sentence))
+        steps.update()
         if int8:
+            steps.set_description("quantizing to int8")
             quantize_int8(fp32_path, path)
+            steps.update()
     report = ExportReport(
         path=path,
         precision="int8" if int8 else "fp32",
@@ -464,7 +473,8 @@ def export_onnx(
         export_seconds=time.perf_counter() - start,
         notes=notes,
     )
-    if check_limit > 0 or check_texts is not None:
+    if checked:
+        steps.set_description("parity check")
         if check_texts is None:
             texts, labels = _default_check_data(config, check_limit)
         else:
@@ -472,6 +482,8 @@ def export_onnx(
             labels = None if check_labels is None else np.asarray(check_labels)
         onnx_encoder = load_onnx(path, tokenizer=tokenizer)
         _check(eager, tokenizer, onnx_encoder, texts, labels, report, sentence)
+        steps.update()
+    steps.close()
     if verbose:
         print(report.summary())
     return report

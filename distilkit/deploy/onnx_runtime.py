@@ -189,10 +189,12 @@ class OnnxEncoder:
             else:
                 (vectors,) = self.session.run([SENTENCE_OUTPUT], feeds)
                 return normalize_rows(vectors) if normalize and not recipe_normalizes else vectors
-        if pooling is None and self.recipe.get("dense_layers"):
+        if self.recipe.get("dense_layers"):
+            what = f"pooling={pooling!r}" if pooling else "a prompt the recipe pools without"
             raise ValueError(
-                f"{self.name}: this pooling leaves the graph's Dense layers out of reach (a "
-                "prompt the recipe pools without); embed the checkpoint folder instead"
+                f"{self.name}: {what} leaves the graph's Dense layers out of reach (they "
+                "follow the recipe's own pooling inside the graph); embed the checkpoint "
+                "folder instead"
             )
         (hidden,) = self.session.run([TOKENS_OUTPUT], feeds)
         mask = attention_mask

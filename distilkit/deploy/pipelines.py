@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.encoder import Encoder, load
 from distilkit.model.bilstm import is_bilstm_folder, load_bilstm
@@ -41,11 +42,13 @@ def classify(
     texts: str | Sequence[str],
     pairs: Sequence[str] | None = None,
     batch_size: int = 32,
+    progress: bool = False,
 ) -> list[dict]:
     """Label each text (or text pair) with a sequence-classification model.
 
     Classification: ``{"label": name, "score": probability, "scores": {name: p, ...}}``;
     regression (one output): ``{"score": value}``. One dict per text, in order.
+    ``progress``: a bar of the batches on stderr.
     """
     if isinstance(model, (str, os.PathLike)) and is_bilstm_folder(model):
         encoder = load_bilstm(model)  # a BiLSTM student: same .logits and .config
@@ -59,7 +62,19 @@ def classify(
     texts = list(texts)
     if pairs is not None and len(pairs) != len(texts):
         raise ValueError(f"got {len(texts)} texts but {len(pairs)} second texts: they must pair up")
-    logits = encoder.logits(texts, pairs, batch_size=batch_size)  # (n, num_labels)
+    if not texts:
+        return []
+    starts = range(0, len(texts), batch_size)
+    logits = np.concatenate(  # (n, num_labels)
+        [
+            encoder.logits(
+                texts[start : start + batch_size],
+                None if pairs is None else pairs[start : start + batch_size],
+                batch_size=batch_size,
+            )
+            for start in tqdm(starts, desc="classifying", unit="batch", disable=not progress)
+        ]
+    )
     config = encoder.config
     if config.num_labels == 1:
         return [{"score": float(row[0])} for row in logits]

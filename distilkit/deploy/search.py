@@ -102,7 +102,7 @@ class SearchIndex:
         self,
         vectors: np.ndarray | QuantizedVectors,
         texts: Sequence[str],
-        pooling: str,
+        pooling: str | None,
         model_id: str,
         precision: str = "float32",
         rescore_multiplier: int = 4,
@@ -144,7 +144,7 @@ class SearchIndex:
         cls,
         encoder: Encoder | StaticEncoder,
         texts: Sequence[str],
-        pooling: str = "mean",
+        pooling: str | None = None,
         batch_size: int = 64,
         progress: bool | None = None,
         model_id: str | None = None,
@@ -153,7 +153,8 @@ class SearchIndex:
         query_precision: str = "float32",
     ) -> SearchIndex:
         """Embed ``texts`` with ``encoder`` (unit-normalised) into a new index, quantized to
-        ``precision``.
+        ``precision``. ``pooling`` None follows the model's own recipe (as
+        sentence-transformers embeds with it); mean | cls | max | last replaces its pooling.
 
         ``model_id``: the encoder's :func:`model_fingerprint`, when the caller has it.
         """
@@ -365,7 +366,7 @@ class SearchIndex:
         path: str | os.PathLike,
         encoder: Encoder,
         texts: Sequence[str],
-        pooling: str = "mean",
+        pooling: str | None = None,
         batch_size: int = 64,
         progress: bool | None = None,
         precision: str = "float32",

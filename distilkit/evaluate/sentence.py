@@ -563,9 +563,13 @@ def evaluate_encoder(
     quick: bool = False,
     protocol: Protocol | None = None,
     pooling: str = "mean",
+    progress: bool = False,
 ) -> dict:
-    """One report row for one model (see :func:`evaluate_side_by_side` for the keys)."""
-    rows = evaluate_side_by_side({name: encoder}, quick=quick, protocol=protocol, pooling=pooling)
+    """One report row for one model (see :func:`evaluate_side_by_side` for the keys);
+    ``progress``: a bar of the evaluation steps on stderr."""
+    rows = evaluate_side_by_side(
+        {name: encoder}, quick=quick, protocol=protocol, pooling=pooling, progress=progress
+    )
     return rows[0]
 
 

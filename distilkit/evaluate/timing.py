@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 EmbedFunction = Callable[[list[str]], np.ndarray]
 
@@ -34,6 +35,7 @@ def time_embedders(
     warmup: int = 1,
     latency_texts: int = 100,
     num_threads: int | None = None,
+    progress: bool = False,
 ) -> dict[str, dict]:
     """Throughput and batch-1 latency of several embedding functions, timed in turns.
 
@@ -42,7 +44,8 @@ def time_embedders(
     alike. The median pass gives ``sentences_per_s`` and ``ms_per_batch``; then the
     first ``latency_texts`` texts, one at a time, again in turns, give the batch-1
     latency percentiles ``latency_ms_p50`` / ``latency_ms_p95``. ``num_threads`` sets
-    torch's thread count for the measurement (restored afterwards).
+    torch's thread count for the measurement (restored afterwards). ``progress``: a bar
+    of the passes and single texts on stderr, updated between the timed calls.
     """
     texts = list(texts)
     if not texts or not embedders:
@@ -59,11 +62,18 @@ def time_embedders(
     seconds: dict[str, list[float]] = {name: [] for name in embedders}
     latency_ms: dict[str, list[float]] = {name: [] for name in embedders}
     singles = texts[:latency_texts]
+    bar = tqdm(
+        total=(warmup + repeats) * len(embedders) + len(singles),
+        desc="timing",
+        unit="run",
+        disable=not progress,
+    )
     try:
         with torch.inference_mode():
             for embed in embedders.values():
                 for _ in range(warmup):
                     embed(texts)
+                    bar.update()
                 for text in singles[: 3 if warmup else 0]:
                     embed([text])  # warm the batch-1 path too: other shapes, other kernels
             for _ in range(repeats):
@@ -71,13 +81,16 @@ def time_embedders(
                     start = time.perf_counter()
                     embed(texts)
                     seconds[name].append(time.perf_counter() - start)
+                    bar.update()
             for text in singles:
                 for name, embed in embedders.items():
                     start = time.perf_counter()
                     embed([text])
                     latency_ms[name].append(1000.0 * (time.perf_counter() - start))
+                bar.update()
         threads = torch.get_num_threads()
     finally:
+        bar.close()
         torch.set_num_threads(previous_threads)
     batches = math.ceil(len(texts) / batch_size)
     results = {}

@@ -120,6 +120,24 @@ class SentenceModules:
         stages = [s for s in self.stages if not isinstance(s, DenseLayer)]
         return SentenceModules(**{**vars(self), "stages": stages})
 
+    def with_pooling(self, pooling: str | None, hidden_size: int) -> SentenceModules:
+        """The recipe with its pooling step replaced by a distilkit pooling name (mean |
+        cls | max | last; None: the recipe as it is), as sentence-transformers would run
+        a Pooling module of that mode: the Dense and Normalize stages stay. A Dense layer
+        that takes another width than the new pooling gives is an error."""
+        if pooling is None:
+            return self
+        if pooling not in FROM_DISTILKIT:
+            raise ValueError(f"pooling must be one of {tuple(FROM_DISTILKIT)}, got {pooling!r}")
+        dense = next((s for s in self.stages if isinstance(s, DenseLayer)), None)
+        if dense is not None and dense.weight.shape[1] != hidden_size:
+            raise SentenceFolderError(
+                f"pooling={pooling!r} gives {hidden_size}-wide vectors but the model's Dense "
+                f"layer takes {dense.weight.shape[1]} (its own pooling is "
+                f"{'+'.join(self.pooling)}): leave pooling to the model"
+            )
+        return SentenceModules(**{**vars(self), "pooling": (FROM_DISTILKIT[pooling],)})
+
     def prompt(self, prompt_name: str | None, prompt: str | None) -> str | None:
         """The prompt text to put before each input, as sentence-transformers picks it."""
         if prompt is not None:
@@ -145,29 +163,24 @@ class SentenceModules:
     ) -> torch.Tensor:
         """Sentence vectors ``(batch, dim)`` float32 from token vectors ``(batch, seq, hidden)``.
 
-        pooling None runs the recipe (its pooling, then its Dense stages); a distilkit
-        pooling name (mean | cls | max | last) pools that way and skips the Dense stages.
-        normalize None follows the recipe's Normalize; True or False overrides it.
-        prompt_length: tokens of the prompt at each sequence start, left out of the
-        pooling when the recipe says ``include_prompt: false``.
+        pooling None runs the recipe (its pooling, then its Dense stages and Normalize); a
+        distilkit pooling name (mean | cls | max | last) replaces the recipe's pooling and
+        keeps the rest (see :meth:`with_pooling`). normalize None follows the recipe's
+        Normalize; True or False overrides it. prompt_length: tokens of the prompt at
+        each sequence start, left out of the pooling when the recipe says
+        ``include_prompt: false``.
         """
+        recipe = self.with_pooling(pooling, hidden.shape[-1])
         hidden = hidden.float()
         mask = attention_mask
         if prompt_length and not self.include_prompt:
             mask = mask.clone()
             mask[:, :prompt_length] = 0
-        if pooling is None:
-            vectors = torch.cat([pool_mode(hidden, mask, mode) for mode in self.pooling], dim=-1)
-            for stage in self.stages:
-                if isinstance(stage, DenseLayer):
-                    vectors = stage(vectors)
-                elif normalize is None:
-                    vectors = F.normalize(vectors, p=2, dim=-1)
-        else:
-            if pooling not in FROM_DISTILKIT:
-                raise ValueError(f"pooling must be one of {tuple(FROM_DISTILKIT)}, got {pooling!r}")
-            vectors = pool_mode(hidden, mask, FROM_DISTILKIT[pooling])
-            if normalize is None and self.normalize:
+        vectors = torch.cat([pool_mode(hidden, mask, mode) for mode in recipe.pooling], dim=-1)
+        for stage in recipe.stages:
+            if isinstance(stage, DenseLayer):
+                vectors = stage(vectors)
+            elif normalize is None:
                 vectors = F.normalize(vectors, p=2, dim=-1)
         if normalize:
             vectors = F.normalize(vectors, p=2, dim=-1)

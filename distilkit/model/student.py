@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import TransformerModel, pool
@@ -117,6 +118,7 @@ def rank_layer_subsets(
     n_student: int,
     batches: list[dict[str, torch.Tensor]],
     max_candidates: int = 256,
+    progress: bool = False,
 ) -> list[SubsetScore]:
     """Score teacher-layer subsets of size ``n_student`` on sample batches, best first.
 
@@ -124,7 +126,8 @@ def rank_layer_subsets(
     strategies plus a greedy search that drops, one at a time, the block whose removal
     hurts least. The score is the correlation between the cut model's and the teacher's
     pairwise sentence similarities (what STS-style tasks measure), ties broken by the
-    mean cosine between their sentence vectors.
+    mean cosine between their sentence vectors. ``progress``: a bar of the subsets
+    scored on stderr.
     """
     was_training = teacher.training
     teacher.eval()
@@ -133,9 +136,18 @@ def rank_layer_subsets(
     reference = _sentence_vectors(teacher, range(n_teacher), batches)
     reference_similarity = _similarity_matrix(reference)
     cache: dict[tuple[int, ...], SubsetScore] = {}
+    total = sum(1 for _ in itertools.combinations(range(n_teacher), n_student))
+    exhaustive = total <= max_candidates
+    bar = tqdm(
+        total=total if exhaustive else 3 + sum(range(n_student + 1, n_teacher + 1)),  # at most
+        desc="scoring layer subsets",
+        unit="subset",
+        disable=not progress,
+    )
 
     def score(layers: tuple[int, ...]) -> SubsetScore:
         if layers not in cache:
+            bar.update()
             vectors = _sentence_vectors(teacher, layers, batches)
             similarity = _similarity_matrix(vectors)
             correlation = torch.corrcoef(torch.stack([similarity, reference_similarity]))[0, 1]
@@ -143,8 +155,7 @@ def rank_layer_subsets(
             cache[layers] = SubsetScore(layers, float(correlation), float(cosine))
         return cache[layers]
 
-    total = sum(1 for _ in itertools.combinations(range(n_teacher), n_student))
-    if total <= max_candidates:
+    if exhaustive:
         for subset in itertools.combinations(range(n_teacher), n_student):
             score(subset)
     else:
@@ -157,6 +168,8 @@ def rank_layer_subsets(
                 (score(c) for c in candidates),
                 key=lambda s: (s.similarity_correlation, s.embedding_cosine),
             ).layers
+    bar.total = bar.n  # the greedy search scored fewer (repeats come from the cache)
+    bar.close()
     teacher.train(was_training)
     return sorted(cache.values(), key=lambda s: (-s.similarity_correlation, -s.embedding_cosine))
 

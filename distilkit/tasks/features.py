@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.tokenizer import Tokenizer
@@ -282,14 +283,18 @@ def model_logits(model: TransformerModel, batch: dict[str, torch.Tensor]) -> tor
 
 @torch.inference_mode()
 def predict(
-    model: TransformerModel, data: TaskData, batches: Sequence[dict[str, torch.Tensor]]
+    model: TransformerModel,
+    data: TaskData,
+    batches: Sequence[dict[str, torch.Tensor]],
+    progress: bool = False,
 ) -> np.ndarray:
     """Logits of every feature of ``data``, in feature order, float32: ``(n, labels)`` for
-    sentence tasks, ``(n, seq, labels)`` padded with zeros for NER and QA."""
+    sentence tasks, ``(n, seq, labels)`` padded with zeros for NER and QA. ``progress``: a
+    bar of the batches on stderr."""
     was_training = model.training
     model.eval()
     outputs: dict[int, np.ndarray] = {}
-    for batch in batches:
+    for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
         logits = model_logits(model, batch).float()
         lengths = batch["attention_mask"].sum(1)
         for row, index in enumerate(batch["index"].tolist()):
@@ -341,10 +346,12 @@ def evaluate_model(
     data: TaskData,
     batches: Sequence[dict[str, torch.Tensor]] | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Score ``model`` on ``data`` (its own batches unless given)."""
+    """Score ``model`` on ``data`` (its own batches unless given); ``progress``: a bar on
+    stderr."""
     batches = data.batches(batch_size) if batches is None else batches
-    return score_logits(data, predict(model, data, batches))
+    return score_logits(data, predict(model, data, batches, progress))
 
 
 def chance_score(data: TaskData) -> float:

@@ -90,8 +90,15 @@ def test_the_graph_holds_the_recipe_padded_and_single(exported) -> None:
     assert np.abs(onnx_encoder.embed(TEXTS, batch_size=64) - expected).max() < 1e-5
     for index, text in enumerate(TEXTS):  # single texts: no padding at all
         assert np.abs(onnx_encoder.embed(text)[0] - expected[index]).max() < 1e-5
-    # the token vectors stay available, and other poolings run in numpy
+    # the token vectors stay available, and other poolings run in numpy; the graph's Dense
+    # layers follow its own pooling only, so another pooling on a recipe with Dense is an
+    # error (eager runs the Dense layers after the new pooling)
+    has_dense = bool(onnx_encoder.recipe.get("dense_layers"))
     for pooling in ("mean", "cls", "max", "last"):
+        if has_dense:
+            with pytest.raises(ValueError, match="Dense layers out of reach"):
+                onnx_encoder.embed(TEXTS, pooling=pooling)
+            continue
         for normalize in (None, True, False):
             want = eager.embed(TEXTS, pooling=pooling, normalize=normalize)
             got = onnx_encoder.embed(TEXTS, pooling=pooling, normalize=normalize, batch_size=3)

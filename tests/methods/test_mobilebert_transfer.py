@@ -207,3 +207,24 @@ def test_cli_names_a_bottleneck_the_heads_do_not_divide(teacher_and_corpus, tmp_
     error = capsys.readouterr().err
     assert "--bottleneck-size 13 is not divisible by the teacher's 4 attention heads" in error
     assert "use 12 or 16" in error and "Traceback" not in error
+
+
+def test_the_student_keeps_the_teachers_sentence_recipe_and_gets_a_card(
+    teacher_and_corpus, tmp_path
+) -> None:
+    """A teacher that pools [CLS], normalises and reads 33 tokens gives a MobileBERT
+    student folder that says the same to sentence-transformers, and a model card."""
+    from distilkit.model.card import MARKER
+    from distilkit.model.st_folder import SentenceModules, read_sentence_modules
+
+    folder, corpus = teacher_and_corpus
+    teacher = tmp_path / "teacher"
+    recipe = SentenceModules(pooling=("cls",), stages=["normalize"], max_seq_length=33)
+    save_model(load_model(folder), teacher, tokenizer=tiny_tokenizer(tmp_path), sentence=recipe)
+    config = tiny_config((teacher, corpus), "joint", max_steps=4)
+    mobilebert.run(config, tmp_path / "run", evaluate=False)
+    saved = read_sentence_modules(tmp_path / "run" / "student")
+    assert (saved.pooling, saved.stages, saved.max_seq_length) == (("cls",), ["normalize"], 33)
+    card = (tmp_path / "run" / "student" / "README.md").read_text()
+    assert MARKER in card and str(teacher) in card and "cls pooling, unit length" in card
+    assert "SentenceTransformer(" in card and "AutoModel.from_pretrained(" in card

@@ -133,6 +133,57 @@ def test_normalize_none_follows_the_folder_and_overrides(
     assert np.allclose(plain.embed(TINY_TEXTS), raw, atol=1e-6)
 
 
+@pytest.mark.parametrize("override, mode", [("cls", "cls"), ("max", "max"), ("last", "lasttoken")])
+def test_a_pooling_override_keeps_dense_and_normalize(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path, override: str, mode: str
+) -> None:
+    """embed(pooling=...) on a mean-pooled folder with Dense and Normalize equals
+    sentence-transformers' model of the same transformer with that Pooling, the same
+    Dense and Normalize (the override replaces the pooling step only)."""
+    base = hf_checkpoint("BertModel")
+    dense = models.Dense(32, 17, activation_function=torch.nn.Tanh())
+    folder = st_folder(base, tmp_path / "st", "mean", [dense, models.Normalize()])
+    expected = st.SentenceTransformer(
+        modules=[
+            models.Transformer(str(base), max_seq_length=40),
+            models.Pooling(32, pooling_mode=mode),
+            dense,
+            models.Normalize(),
+        ],
+        device="cpu",
+    ).encode(TINY_TEXTS)
+    encoder = distilkit.load(folder)
+    ours = encoder.embed(TINY_TEXTS, pooling=override, batch_size=2)
+    assert ours.shape == expected.shape == (len(TINY_TEXTS), 17)
+    assert np.abs(ours - expected).max() <= 1e-5
+    assert np.abs(ours - encoder.embed(TINY_TEXTS)).max() > 1e-3  # the override does pool anew
+    raw = encoder.embed(TINY_TEXTS, pooling=override, normalize=False)  # Dense, no Normalize
+    assert np.abs(raw / np.linalg.norm(raw, axis=1, keepdims=True) - expected).max() <= 1e-5
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+
+
+def test_a_pooling_override_that_does_not_fit_the_dense_layer_is_an_error(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    dense = models.Dense(64, 17, activation_function=torch.nn.Tanh())  # cls+mean: 2 x 32 wide
+    folder = st_folder(hf_checkpoint("BertModel"), tmp_path / "st", ("cls", "mean"), [dense])
+    message = r"gives 32-wide vectors but the model's Dense layer takes 64"
+    with pytest.raises(ValueError, match=message) as error:
+        distilkit.load(folder).embed(TINY_TEXTS, pooling="cls")
+    assert "\n" not in str(error.value)
+
+
+def test_search_indexes_with_the_folders_own_pooling(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    from distilkit.deploy.search import SearchIndex
+
+    folder = st_folder(hf_checkpoint("BertModel"), tmp_path / "st", "cls")
+    index = SearchIndex.build(distilkit.load(folder), TINY_TEXTS)
+    expected = reference(folder, TINY_TEXTS, normalize_embeddings=True)
+    assert np.abs(np.asarray(index.vectors) - expected).max() <= 1e-5
+
+
 def test_a_student_inherits_its_teachers_recipe(
     hf_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from distilkit.data.batching import LengthGroupedSampler
 from distilkit.methods.cmlm.data import ANSWER_OPEN, load_generation_task
@@ -313,12 +314,15 @@ def decode_texts(
     max_length: int,
     alpha: float,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> list[str]:
-    """Generated texts for source ids (no special tokens), in order."""
+    """Generated texts for source ids (no special tokens), in order; ``progress``: a bar
+    of the batches on stderr."""
     model.eval()
     max_length = min(max_length, model.config.max_target_positions)
     outputs: list[str] = []
-    for start in range(0, len(sources), batch_size):
+    starts = range(0, len(sources), batch_size)
+    for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
         chunk = [
             [tokenizer.cls_id, *s, tokenizer.sep_id] for s in sources[start : start + batch_size]
         ]
@@ -442,13 +446,17 @@ def generate(
     beam_size: int = 4,
     max_length: int = 32,
     length_penalty: float = 1.0,
+    progress: bool = False,
 ) -> list[str]:
-    """Generate one output text per input text with a saved student."""
+    """Generate one output text per input text with a saved student; ``progress``: a bar
+    of the batches on stderr."""
     model = load_seq2seq(model_dir)
     tokenizer = Tokenizer.from_folder(Path(model_dir))
     limit = model.config.encoder.max_position_embeddings - 2
     sources = [ids[:limit] for ids in tokenizer.encode_ids(texts)]
-    return decode_texts(model, tokenizer, sources, beam_size, max_length, length_penalty)
+    return decode_texts(
+        model, tokenizer, sources, beam_size, max_length, length_penalty, progress=progress
+    )
 
 
 __all__ = ["CMLMConfig", "Config", "StudentShape", "generate", "run"]

@@ -194,13 +194,15 @@ def evaluate_task(
     settings: DataSettings | None = None,
     limit: int | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Score a fine-tuned model on a split of a task; the headline metric is under the
-    task's metric name (accuracy, spearman, entity_f1, squad_f1)."""
+    task's metric name (accuracy, spearman, entity_f1, squad_f1). ``progress``: a bar of
+    the batches on stderr."""
     spec = get_task(task)
     folder = resolve(model_folder)
     model = load_model(folder)
     check_model_for_task(model, spec, str(model_folder))
     tokenizer = Tokenizer.from_folder(folder, max_length=model.config.max_position_embeddings)
     data = load_split(spec, split, tokenizer, settings, limit)
-    return evaluate_model(model, data, batch_size=batch_size)
+    return evaluate_model(model, data, batch_size=batch_size, progress=progress)

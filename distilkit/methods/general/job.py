@@ -128,7 +128,9 @@ def choose_layers(config: DistillConfig, teacher, tokenizer: Tokenizer, corpus) 
             "use a larger corpus, or name the layers (--layers 0,3,5) or another --strategy"
         )
     started = time.perf_counter()
-    ranking = rank_layer_subsets(teacher, config.num_layers, batches)
+    ranking = rank_layer_subsets(
+        teacher, config.num_layers, batches, progress=config.training.progress
+    )
     say(
         f"auto layer choice: scored {len(ranking)} subsets of {n_teacher} teacher layers "
         f"on {sum(len(b['input_ids']) for b in batches)} held-out windows "
@@ -435,8 +437,10 @@ def init_student(
     corpus: list[str] | None = None,
     max_len: int = 128,
     sample: int = 96,
+    progress: bool = False,
 ) -> tuple[Path, list[int]]:
-    """Cut a student out of ``teacher`` and save it (Hugging Face format) to ``out_dir``."""
+    """Cut a student out of ``teacher`` and save it (Hugging Face format) to ``out_dir``;
+    ``progress``: bars of the corpus tokenizing and the auto layer choice on stderr."""
     config = DistillConfig(
         teacher=teacher,
         num_layers=num_layers,
@@ -447,6 +451,7 @@ def init_student(
         auto_sample=sample,
         corpus=corpus or [str(DEMO_CORPUS)],
     )
+    config.training.progress = progress
     folder = resolve(teacher)
     check_save_target(Path(out_dir), source=folder)  # before any work
     model = load_model(folder)
@@ -454,7 +459,9 @@ def init_student(
     tokenizer = Tokenizer.from_folder(folder, max_length=max_len)
     heldout = None
     if layers is None and strategy == "auto":
-        corpus_data = build_corpus(config.corpus, tokenizer, CorpusSettings(max_len=max_len))
+        corpus_data = build_corpus(
+            config.corpus, tokenizer, CorpusSettings(max_len=max_len), progress=progress
+        )
         heldout = corpus_data.split(0.05, seed=0)[1]
     chosen = choose_layers(config, model, tokenizer, heldout)
     student, _ = build_student(model, layers=chosen, layout=layout)

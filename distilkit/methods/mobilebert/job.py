@@ -28,10 +28,11 @@ from pathlib import Path
 
 from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.methods.general.config import DistillConfig
-from distilkit.methods.general.job import corpus_trainer, evaluate_run
+from distilkit.methods.general.job import corpus_trainer, evaluate_run, evaluation_compare
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.methods.mobilebert.objective import AuxiliaryTransfer, LayerTransfer
 from distilkit.methods.mobilebert.student import build_mobilebert_student, mobilebert_config
+from distilkit.model.card import write_student_card
 from distilkit.model.checkpoint import load_model, load_student_weights, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.tokenizer import Tokenizer
@@ -211,6 +212,18 @@ def run(
         )
     else:
         save_json(metrics, out_dir / "metrics.json")
+    rows = metrics.get("models") or []
+    write_student_card(
+        student_dir,
+        student,
+        distill.teacher,
+        corpus=distill.corpus,
+        steps=metrics["training"]["steps"],
+        seconds=metrics["training"]["seconds"],
+        losses=stage_metrics[-1]["final_losses"] if stage_metrics else None,
+        rows=rows,
+        comparison=evaluation_compare(rows),
+    )
     return metrics
 
 

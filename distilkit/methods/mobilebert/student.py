@@ -112,4 +112,7 @@ def build_mobilebert_student(
         target.embedding_transformation.bias.zero_()
         if teacher.backbone.pooler is not None and student.backbone.pooler is not None:
             student.backbone.pooler.load_state_dict(teacher.backbone.pooler.state_dict())
+    recipe = getattr(teacher, "sentence_modules", None)  # pooling, Normalize, length limit
+    if recipe is not None:
+        student.sentence_modules = recipe.for_width(config.hidden_size)
     return student

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer as BackendTokenizer
+from tqdm.auto import tqdm
 
 from distilkit.encoder import Encoder, load
 from distilkit.evaluate.sentence import evaluate_encoder
@@ -91,15 +92,19 @@ class StaticConfig:
 
 # ----------------------------------------------------------------------------- teacher vectors
 @torch.inference_mode()
-def entry_vectors(teacher: Encoder, entries: list[list[int]], batch_size: int = 256) -> np.ndarray:
+def entry_vectors(
+    teacher: Encoder, entries: list[list[int]], batch_size: int = 256, progress: bool = False
+) -> np.ndarray:
     """The teacher's vector of each entry, ``(entries, dim)`` float32: ``[CLS] ids [SEP]``
-    through the teacher, pooled by its recipe (pooling, Dense) without Normalize."""
+    through the teacher, pooled by its recipe (pooling, Dense) without Normalize.
+    ``progress``: a bar of the batches on stderr."""
     tokenizer = teacher.tokenizer
     out = np.zeros(
         (len(entries), teacher.sentence.output_dim(teacher.config.hidden_size)), np.float32
     )
     order = np.argsort([len(e) for e in entries], kind="stable")
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="vocabulary vectors", unit="batch", disable=not progress):
         rows = order[start : start + batch_size]
         sequences = [[tokenizer.cls_id, *entries[i], tokenizer.sep_id] for i in rows]
         width = max(len(s) for s in sequences)
@@ -150,10 +155,12 @@ def train_table(
     ids: list[list[int]],
     targets: np.ndarray,
     config: StaticConfig,
+    progress: bool = False,
 ) -> tuple[np.ndarray, list[dict]]:
     """Fit ``table`` ``(entries, dim)`` so that each text's mean row matches ``targets``
     ``(texts, dim)`` (cosine or MSE); returns the new table and one log row per epoch
-    (train loss, loss on a 5% held-out split)."""
+    (train loss, loss on a 5% held-out split). ``progress``: a bar of the batches on
+    stderr."""
     generator = torch.Generator().manual_seed(config.seed)
     keep = [i for i, row in enumerate(ids) if row]
     order = torch.randperm(len(keep), generator=generator).tolist()
@@ -175,6 +182,8 @@ def train_table(
         return F.mse_loss(student, target)
 
     log = []
+    per_epoch = -(-len(train) // config.batch_size)
+    bar = tqdm(total=config.epochs * per_epoch, desc="training", unit="batch", disable=not progress)
     for epoch in range(config.epochs):
         shuffled = torch.randperm(len(train), generator=generator).tolist()
         total, batches = 0.0, 0
@@ -185,6 +194,7 @@ def train_table(
             loss.backward()
             optimizer.step()
             total, batches = total + loss.item(), batches + 1
+            bar.update()
         with torch.no_grad():
             held = float(loss_of(heldout))
         log.append(
@@ -194,14 +204,18 @@ def train_table(
             f"epoch {epoch + 1}: train {config.loss} loss {log[-1]['train_loss']:.4f}, "
             f"held-out {held:.4f}"
         )
+    bar.close()
     return bag.weight.detach().numpy().astype(np.float32), log
 
 
 # ----------------------------------------------------------------------------- the job
-def run_static_distillation(config: StaticConfig, out_dir: str | Path, resume: bool = True) -> dict:
+def run_static_distillation(
+    config: StaticConfig, out_dir: str | Path, resume: bool = True, progress: bool = False
+) -> dict:
     """Build, train (optionally), save and score a static student in ``out_dir``; returns
     the metrics written to ``metrics.json``. With ``resume``, teacher vectors computed by
-    an interrupted run with the same settings are reused; a finished run is returned as is."""
+    an interrupted run with the same settings are reused; a finished run is returned as is.
+    ``progress``: bars of the teacher passes, the training and the evaluation on stderr."""
     out_dir = Path(out_dir)
     metrics_path = out_dir / "metrics.json"
     saved_config = out_dir / "static_config.json"
@@ -235,7 +249,7 @@ def run_static_distillation(config: StaticConfig, out_dir: str | Path, resume: b
     vectors = _cached(
         work / "entries.npy",
         _key(config.teacher, words),
-        lambda: entry_vectors(teacher, entries, config.teacher_batch_size),
+        lambda: entry_vectors(teacher, entries, config.teacher_batch_size, progress),
     )
     excluded = excluded_ids(
         tokenizer, teacher.tokenizer.special_ids[:1] + teacher.tokenizer.special_ids[2:]
@@ -264,10 +278,10 @@ def run_static_distillation(config: StaticConfig, out_dir: str | Path, resume: b
         targets = _cached(
             work / "targets.npy",
             _key(config.teacher, config.train_corpus, config.train_sentences),
-            lambda: teacher.embed(train_texts, normalize=False, batch_size=64),
+            lambda: teacher.embed(train_texts, normalize=False, batch_size=64, progress=progress),
         )
         ids = [e.ids for e in tokenizer.encode_batch(train_texts, add_special_tokens=False)]
-        table, log = train_table(table, ids, pca.transform(targets), config)
+        table, log = train_table(table, ids, pca.transform(targets), config, progress)
     metadata = {
         "teacher": config.teacher,
         "dims": int(table.shape[1]),
@@ -284,7 +298,7 @@ def run_static_distillation(config: StaticConfig, out_dir: str | Path, resume: b
     metrics = {**metadata, "train_log": log, "build_seconds": time.perf_counter() - started}
     if config.evaluate:
         student = StaticEncoder(table, tokenizer, True, out_dir, str(out_dir))
-        metrics["evaluation"] = evaluate_encoder(student, out_dir.name)
+        metrics["evaluation"] = evaluate_encoder(student, out_dir.name, progress=progress)
         say(
             f"STS-B dev Spearman {metrics['evaluation']['stsb_spearman']:.2f}, SST-2 probe "
             f"{metrics['evaluation']['sst2_probe_accuracy']:.2f}%, "
