@@ -73,7 +73,7 @@ class ServeConfig:
     port: int = 8080
     dtype: str = "fp32"
     device: str = "auto"  # auto: the GPU when there is one
-    pooling: str = "mean"
+    pooling: str | None = None  # None: the model folder's own recipe
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
     max_queue: int = 1024
