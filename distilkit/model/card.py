@@ -22,6 +22,7 @@ import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from distilkit.model.card_usage import fills_masks, usage
 from distilkit.model.hub import DEFAULT_MODEL
 
 MARKER = "<!-- model card written by distilkit: a save rewrites it unless this line is removed -->"
@@ -279,128 +280,10 @@ def _made_rows(facts: CardFacts) -> list[str]:
     return rows
 
 
-def _transformers_pooling(facts: CardFacts) -> list[str]:
-    lines = [
-        "import torch",
-        "from transformers import AutoModel, AutoTokenizer",
-        "",
-        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
-        'model = AutoModel.from_pretrained("PATH")',
-        'batch = tokenizer(["A sentence."], padding=True, truncation=True, return_tensors="pt")',
-        "tokens = model(**batch).last_hidden_state  # (batch, seq, hidden)",
-    ]
-    if facts.pooling == "mean":
-        lines += [
-            'mask = batch["attention_mask"].unsqueeze(-1).float()',
-            "vectors = (tokens * mask).sum(1) / mask.sum(1)",
-        ]
-    elif facts.pooling == "cls":
-        lines.append("vectors = tokens[:, 0]")
-    if facts.dense:
-        lines.append("# the Dense layer after pooling is sentence-transformers' own (2_Dense/)")
-    if facts.normalize:
-        lines.append("vectors = torch.nn.functional.normalize(vectors, dim=-1)")
-    return lines
-
-
-def _block(title: str, code: list[str]) -> list[str]:
-    return [title, "", "```python", *code, "```", ""]
-
-
-def _fills_masks(facts: CardFacts) -> bool:
-    return facts.kind == "sentence" and (facts.architecture or "").endswith("ForMaskedLM")
-
-
-def _use(facts: CardFacts) -> list[str]:
-    """The "Use" section: one code block per library that reads the folder."""
-    texts = '["A sentence.", "Another one."]'
-    if facts.kind in ("sentence", "static"):
-        blocks = _block(
-            "distilkit:",
-            [
-                "import distilkit",
-                "",
-                'model = distilkit.load("PATH")',
-                f"vectors = model.embed({texts})  # the folder's own pooling and normalisation",
-            ],
-        )
-        blocks += _block(
-            "sentence-transformers (the same vectors"
-            + (", a `StaticEmbedding` module" if facts.kind == "static" else "")
-            + "):",
-            [
-                "from sentence_transformers import SentenceTransformer",
-                "",
-                'model = SentenceTransformer("PATH")',
-                f"vectors = model.encode({texts})",
-            ],
-        )
-        if facts.kind == "static":
-            normalize = ", normalize=True" if facts.normalize else ""
-            blocks += _block(
-                "model2vec (the same vectors):",
-                [
-                    "from model2vec import StaticModel",
-                    "",
-                    f'model = StaticModel.from_pretrained("PATH"{normalize})',
-                    f"vectors = model.encode({texts})",
-                ],
-            )
-        else:
-            blocks += _block(
-                "transformers (token vectors; pool them yourself):", _transformers_pooling(facts)
-            )
-        if _fills_masks(facts):
-            mask = "<mask>" if "Roberta" in (facts.architecture or "") else "[MASK]"
-            blocks += _block(
-                "It keeps its masked-language-model head, so it also fills in masked words:",
-                [
-                    "import distilkit",
-                    "from transformers import pipeline",
-                    "",
-                    f'distilkit.load("PATH").fill_mask("Paris is the {mask} of France.")',
-                    f'pipeline("fill-mask", model="PATH")("Paris is the {mask} of France.")',
-                ],
-            )
-        return blocks
-    calls = {
-        "sequence_classification": (
-            f'from distilkit.deploy.pipelines import classify\n\nclassify("PATH", {texts})',
-            f'pipeline("text-classification", model="PATH")({texts})',
-        ),
-        "token_classification": (
-            'from distilkit.deploy.pipelines import ner\n\nner("PATH", "Ada Lovelace lived '
-            'in London.")',
-            'pipeline("token-classification", model="PATH", aggregation_strategy="first")'
-            '("Ada Lovelace lived in London.")',
-        ),
-        "question_answering": (
-            'from distilkit.deploy.pipelines import answer\n\nanswer("PATH", "Where?", '
-            '"It lives in Paris.")',
-            'pipeline("question-answering", model="PATH")(question="Where?", '
-            'context="It lives in Paris.")',
-        ),
-        "bilstm": (
-            f'from distilkit.deploy.pipelines import classify\n\nclassify("PATH", {texts})',
-            None,
-        ),
-        "seq2seq": (
-            f'from distilkit.methods.cmlm import generate\n\ngenerate("PATH", {texts})',
-            None,
-        ),
-    }
-    ours, theirs = calls[facts.kind]
-    prefix = "import distilkit\n\n" if ours.startswith("model =") else ""
-    blocks = _block("distilkit:", (prefix + ours).split("\n"))
-    if theirs is not None:
-        blocks += _block("transformers:", ["from transformers import pipeline", "", theirs])
-    return blocks
-
-
 def render_card(facts: CardFacts) -> str:
     """The README.md text for a model (``PATH`` stands for its folder)."""
     library, pipeline, tags, purpose = KINDS[facts.kind]
-    tags = [*tags, *(["fill-mask"] if _fills_masks(facts) else []), "distilkit"]
+    tags = [*tags, *(["fill-mask"] if fills_masks(facts) else []), "distilkit"]
     if facts.teacher:
         tags.append("knowledge-distillation")
     front = [
@@ -435,7 +318,7 @@ def render_card(facts: CardFacts) -> str:
         *_quality_table(facts),
         "## Use",
         "",
-        *_use(facts),
+        *usage(facts),
     ]
     return "\n".join(lines)
 

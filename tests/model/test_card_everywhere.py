@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from cmlm_helpers import tiny_seq2seq
-from distill_helpers import random_teacher, tiny_tokenizer
 
 import distilkit
 from distilkit.methods.general.job import init_student
@@ -55,11 +54,9 @@ def run_block(code: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def teacher_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("card-teacher")
-    folder = root / "teacher"
-    save_model(random_teacher(num_layers=3, seed=5), folder, tokenizer=tiny_tokenizer(root))
-    return folder
+def teacher_folder(hf_checkpoint) -> Path:
+    """A folder transformers wrote (3 layers of 32, masked-LM head): no card of ours."""
+    return hf_checkpoint("BertForMaskedLM")
 
 
 def test_encoder_save_writes_a_card_whose_code_gives_the_same_vectors(
@@ -107,6 +104,9 @@ def test_a_carded_students_card_is_kept_and_refreshed_by_encoder_save(
     assert "teacher layers it started from | [0, 2]" in card
     blocks = code_blocks(out)  # the code loads the new folder
     assert all(f'"{out}"' in code and str(student) not in code for code in blocks)
+    pytest.importorskip("transformers")
+    by_hand = run_block(blocks[2])["vectors"].detach().numpy()  # max pooling, by hand
+    np.testing.assert_allclose(run_block(blocks[0])["vectors"][:1], by_hand, atol=1e-5)
 
 
 def test_encoder_save_never_overwrites_a_users_readme(teacher_folder: Path, tmp_path: Path):
