@@ -42,9 +42,8 @@ KINDS: dict[str, tuple[str, str, list[str], str]] = {
         "sentence-transformers",
         "sentence-similarity",
         ["sentence-transformers", "sentence-similarity", "static-embeddings", "model2vec"],
-        "a static embedding table: a text's vector is the mean of its tokens' rows (no "
-        "attention, no context), so it embeds tens of thousands of sentences per second on "
-        "one CPU core.",
+        "a static embedding table: a text's vector is the mean of its tokens' rows (a "
+        "lookup and an average, no attention and no context).",
     ),
     "sequence_classification": (
         "transformers",
