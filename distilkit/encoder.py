@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.deploy.onnx_runtime import load_onnx
+from distilkit.model.card import carried_facts
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.device import AUTO, resolve_device, to_device
 from distilkit.model.hub import resolve
@@ -349,8 +350,14 @@ class Encoder:
         return model_info(self.model, self.folder)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
-        return save_model(self.model, path, tokenizer=self.tokenizer, sentence=self.sentence)
+        """Write a Hugging Face folder (config.json, model.safetensors, tokenizer files,
+        the sentence-transformers files) with a model card: the card of the folder it was
+        loaded from when distilkit wrote one (teacher, steps, quality table kept; shape and
+        recipe refreshed), else one that records where it was loaded from."""
+        card = carried_facts(self.folder, self.name, path)
+        return save_model(
+            self.model, path, tokenizer=self.tokenizer, sentence=self.sentence, card=card
+        )
 
     def __repr__(self) -> str:
         c = self.config

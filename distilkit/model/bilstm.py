@@ -35,6 +35,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from distilkit.data.batching import collate_sequences
 from distilkit.encoder import load
+from distilkit.model.card import CardFacts, keep_user_readme, write_card
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, atomic_folder, from_dict, load_json, to_dict
 
@@ -408,15 +409,35 @@ class BiLSTMClassifier(nn.Module):
         return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and the tokenizer files atomically."""
+        """Write ``config.json``, ``model.safetensors``, the tokenizer files and a model card
+        atomically; saving over an earlier student keeps the user's own files there (a
+        README.md of theirs is never replaced by the card)."""
         folder = Path(folder)
-        with atomic_folder(folder) as temp:
+        config = self.config
+        card = CardFacts(
+            name=f"BiLSTM {'sentence-pair ' if config.pair else ''}classifier",
+            kind="bilstm",
+            architecture="BiLSTM (distilkit)",
+            hidden_size=config.hidden_size,
+            vocab_size=config.vocab_size,
+            labels=list(config.label_names or []),
+            max_seq_length=config.max_length,
+            settings={
+                "embeddings, LSTM units per direction, MLP": (
+                    f"{config.embedding_dim}, {config.hidden_size}, {config.mlp_size}"
+                ),
+                "outputs": "1 (regression)" if config.num_labels == 1 else str(config.num_labels),
+            },
+        )
+        with atomic_folder(folder, keep_others=True) as temp:
             (temp / CONFIG_FILE).write_text(
                 json.dumps(to_dict(self.config), indent=2) + "\n", "utf-8"
             )
             tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
             save_file(tensors, str(temp / WEIGHTS_FILE), metadata={"format": "pt"})
             self.tokenizer.save(temp)
+            keep_user_readme(folder, temp)
+            write_card(temp, card, shown_as=folder)
         return folder
 
     def load_weights(self, folder: str | os.PathLike) -> None:

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from distilkit.model.card import is_ours, keep_user_readme
+from distilkit.model.card import CardFacts, keep_user_readme, transformer_facts, write_card
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.st_folder import (
@@ -475,6 +475,7 @@ def save_model(
     tokenizer=None,
     sentence: SentenceModules | None = None,
     source: str | Path | None = None,
+    card: CardFacts | None = None,
 ) -> Path:
     """Write ``config.json`` + ``model.safetensors`` (+ tokenizer files) atomically.
 
@@ -485,7 +486,9 @@ def save_model(
     so ``SentenceTransformer(folder)`` embeds as distilkit does. Saving over an earlier
     model replaces only the files a save writes: the user's own (a README.md, results,
     notes) are kept. ``source``: the folder the model was made from, which is never
-    overwritten.
+    overwritten. Unless the user's own README.md is there, a model card
+    (:mod:`distilkit.model.card`) is written from ``card`` (what the caller knows) and
+    the model's shape, head and recipe.
     """
     folder = Path(folder)
     check_save_target(folder, None if source is None else Path(source))
@@ -502,10 +505,9 @@ def save_model(
         recipe = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
         limit = tokenizer.max_length if tokenizer is not None else config.max_tokens
         write_sentence_modules(temp, recipe, config.hidden_size, limit)
-        keep_user_readme(folder, temp)
-        old_card = folder / "README.md"
-        if old_card.is_file() and is_ours(old_card):  # a card of the old model: not kept
-            old_card.unlink()
+        keep_user_readme(folder, temp)  # else this model's card replaces the old one
+        facts = transformer_facts(model, recipe, limit, architecture, card)
+        write_card(temp, facts, shown_as=folder)
     return folder
 
 

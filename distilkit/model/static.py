@@ -26,6 +26,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer as BackendTokenizer
 
+from distilkit.model.card import CardFacts, carried_facts, static_facts, write_card
+
 STATIC_TYPE = "sentence_transformers.models.StaticEmbedding"
 NORMALIZE_TYPE = "sentence_transformers.models.Normalize"
 METADATA_FILE = "distilkit_static.json"  # how the table was made (teacher, PCA, weights)
@@ -174,8 +176,11 @@ class StaticEncoder:
         return info
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write a sentence-transformers StaticEmbedding folder (see the module docstring)."""
-        return save_static(path, self.table, self.tokenizer, self.normalize, self.metadata)
+        """Write a sentence-transformers StaticEmbedding folder (see the module docstring)
+        with a model card: the card of the folder it was loaded from when distilkit wrote
+        one, else one that records where it was loaded from."""
+        card = carried_facts(self.folder, self.name, path)
+        return save_static(path, self.table, self.tokenizer, self.normalize, self.metadata, card)
 
     def __repr__(self) -> str:
         return f"StaticEncoder({self.name!r}, vocab={len(self.table)}, dim={self.dim})"
@@ -187,8 +192,11 @@ def save_static(
     tokenizer: BackendTokenizer,
     normalize: bool = True,
     metadata: dict | None = None,
+    card: CardFacts | None = None,
 ) -> Path:
-    """Write ``table`` ``(vocab, dim)`` and ``tokenizer`` as a sentence-transformers folder."""
+    """Write ``table`` ``(vocab, dim)`` and ``tokenizer`` as a sentence-transformers folder,
+    with a model card (:func:`~distilkit.model.card.static_facts` of ``card``, what the
+    caller knows, and ``metadata``) unless the user's own README.md is there."""
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -209,6 +217,7 @@ def save_static(
     )
     if metadata:
         _write_json(folder / METADATA_FILE, metadata)
+    write_card(folder, static_facts(len(table), int(table.shape[1]), normalize, metadata, card))
     return folder
 
 

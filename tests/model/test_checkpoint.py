@@ -310,6 +310,7 @@ def test_save_replaces_an_existing_folder_and_leaves_no_temp_files(
     save_model(model, target)
     assert sorted(p.name for p in target.iterdir()) == [
         "1_Pooling",
+        "README.md",  # the model card
         "config.json",
         "config_sentence_transformers.json",
         "model.safetensors",

@@ -225,8 +225,9 @@ def test_cards_never_replace_a_users_readme(
     card = write_card(target, facts)
     assert card is not None and MARKER in card.read_text()
     assert "library_name: sentence-transformers" in card.read_text()
-    save_model(model, target)  # our own card goes with the old folder
-    assert not (target / "README.md").exists()
+    save_model(model, target)  # our card of the old model is replaced by the new model's
+    assert "teacher-x" not in (target / "README.md").read_text()
+    assert MARKER in (target / "README.md").read_text()
     (target / "README.md").write_text("my notes\n")
     save_model(model, target)  # the user's README survives a save over the folder
     assert (target / "README.md").read_text() == "my notes\n"

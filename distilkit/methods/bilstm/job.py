@@ -41,6 +41,7 @@ from distilkit.data.transfer import (
     load_task_data,
 )
 from distilkit.model.bilstm import BiLSTMClassifier
+from distilkit.model.card import update_card
 from distilkit.model.hub import resolve
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
@@ -274,6 +275,19 @@ def run_bilstm_distillation(
         "total_seconds": time.perf_counter() - started,
     }
     save_json(metrics, out_dir / "metrics.json")
+    update_card(
+        student_dir,
+        name=f"BiLSTM {config.task} student of {Path(str(config.teacher)).name}",
+        teacher=str(config.teacher),
+        steps=result.step,
+        seconds=result.elapsed,
+        settings={
+            "task, targets": f"{config.task}, {config.targets}"
+            + (", augmented transfer set" if config.augment else ""),
+            f"dev {metric}": f"{metrics['student']['dev'][metric]:.4f} (teacher "
+            f"{metrics['teacher']['dev'][metric]:.4f})",
+        },
+    )
     print(
         f"dev {metric}: teacher {metrics['teacher']['dev'][metric]:.4f}, BiLSTM student "
         f"{metrics['student']['dev'][metric]:.4f} ({config.targets}"

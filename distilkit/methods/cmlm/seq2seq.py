@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distilkit.model.card import CardFacts, write_card
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import Backbone, activation_fn
 from distilkit.settings import ConfigError, build_nested, from_dict, load_json, save_json
@@ -241,6 +242,23 @@ class Seq2Seq(nn.Module):
         save_json(_config_dict(self.config), folder / CONFIG_FILE)
         if tokenizer is not None:
             tokenizer.save(folder)
+        encoder = self.config.encoder
+        card = CardFacts(
+            name=f"{encoder.num_layers}+{self.config.decoder_layers}-layer seq2seq student",
+            kind="seq2seq",
+            architecture="encoder-decoder (distilkit), BERT-layout encoder",
+            num_layers=encoder.num_layers,
+            hidden_size=encoder.hidden_size,
+            vocab_size=encoder.vocab_size,
+            settings={
+                "decoder layers, heads, FFN": (
+                    f"{self.config.decoder_layers}, {self.config.decoder_heads}, "
+                    f"{self.config.decoder_intermediate_size}"
+                ),
+                "output tokens at most": str(self.config.max_target_positions),
+            },
+        )
+        write_card(folder, card)
         return folder
 
 

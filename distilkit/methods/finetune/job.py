@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from distilkit.model.card import update_card
 from distilkit.model.checkpoint import load_model, load_student_weights, save_model
 from distilkit.model.hub import DEFAULT_MODEL, resolve
 from distilkit.model.modeling import TransformerModel
@@ -183,6 +184,13 @@ def run_finetune(config: FineTuneConfig, out_dir: str | Path, resume: bool = Tru
         if best.evaluations == 0 or not (out_dir / "model").is_dir():
             raise RuntimeError(f"no evaluation happened, so {out_dir / 'model'} was not written")
         save_json(metrics, out_dir / "metrics.json")
+        update_card(
+            out_dir / "model",
+            source=str(config.model),
+            steps=result.step,
+            seconds=result.elapsed,
+            settings={"fine-tuned on": task.name, f"best dev {task.metric}": f"{best.score:.4f}"},
+        )
         say(f"best dev {task.metric}: {best.score:.4f}; model saved to {out_dir / 'model'}")
     return metrics
 

@@ -51,6 +51,7 @@ from distilkit.methods.multi_teacher.model import (
 )
 from distilkit.methods.multi_teacher.sampling import TaskBatchSampler, TaskDatasets
 from distilkit.model.bilstm import BiLSTMClassifier
+from distilkit.model.card import update_card
 from distilkit.model.hub import resolve
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, build_nested, from_dict, load_json, save_json, to_dict
@@ -368,6 +369,18 @@ def run_multi_teacher_distillation(
         }
         metric = task_data.task.metric
         best = max(row["dev"][metric] for row in report[task]["teachers"])
+        update_card(
+            folders[task],
+            name=f"{task} student of {len(teachers[task])} teacher(s)",
+            teacher=", ".join(str(t) for t in teachers[task]),
+            steps=result.step,
+            seconds=result.elapsed,
+            settings={
+                "method": f"multi-teacher ({config.combine}, {config.loss})",
+                f"dev {metric}": f"{report[task]['student']['dev'][metric]:.4f} (best teacher "
+                f"{best:.4f})",
+            },
+        )
         print(
             f"{task} dev {metric}: student {report[task]['student']['dev'][metric]:.4f}, best "
             f"teacher {best:.4f}, ensemble {report[task]['ensemble']['dev'][metric]:.4f}",

@@ -42,6 +42,7 @@ from distilkit.methods.static.vocab import (
     word_counts,
     zipf_probabilities,
 )
+from distilkit.model.card import CardFacts, update_card
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.model.pca import PCA, fit_pca
 from distilkit.model.static import StaticEncoder, save_static
@@ -293,7 +294,8 @@ def run_static_distillation(
         "trained_on_sentences": len(train_texts),
         "loss": config.loss if train_texts else None,
     }
-    save_static(out_dir, table, tokenizer, normalize=True, metadata=metadata)
+    card = _card(config, words, len(train_texts), log)
+    save_static(out_dir, table, tokenizer, normalize=True, metadata=metadata, card=card)
     save_json(to_dict(config), out_dir / "static_config.json")
     metrics = {**metadata, "train_log": log, "build_seconds": time.perf_counter() - started}
     if config.evaluate:
@@ -304,9 +306,30 @@ def run_static_distillation(
             f"{metrics['evaluation']['sst2_probe_accuracy']:.2f}%, "
             f"{metrics['evaluation']['sentences_per_s']:,.0f} sentences/s"
         )
+        update_card(out_dir, rows=[metrics["evaluation"]])
     save_json(metrics, metrics_path)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
+
+
+def _card(config: StaticConfig, words: list[str], sentences: int, log: list[dict]) -> CardFacts:
+    """What the run knows beyond the table's metadata: corpora and training settings."""
+    settings = {}
+    if sentences:
+        settings["training"] = (
+            f"{sentences:,} sentences, {config.loss} loss, {config.epochs} epochs, "
+            f"lr {config.lr:g}, batch {config.batch_size}"
+        )
+    losses = {}
+    if log:
+        losses = {"train": log[-1]["train_loss"], "held-out": log[-1]["heldout_loss"]}
+    corpora = [*config.vocab_from, *(c for c in config.train_corpus if c not in config.vocab_from)]
+    return CardFacts(
+        name=f"static student of {Path(str(config.teacher)).name}",
+        corpus=[str(c) for c in corpora] if words or sentences else [],
+        losses=losses,
+        settings=settings,
+    )
 
 
 __all__ = [

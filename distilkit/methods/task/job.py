@@ -42,6 +42,7 @@ from distilkit.methods.task.objectives import (
     dry_run,
     teacher_gate,
 )
+from distilkit.model.card import CardFacts
 from distilkit.model.checkpoint import load_model, load_student_weights, save_model
 from distilkit.model.hub import resolve
 from distilkit.model.modeling import TransformerModel
@@ -480,7 +481,20 @@ def run_task_distill(config: TaskDistillConfig, out_dir: str | Path, resume: boo
         "seconds": time.perf_counter() - started,
     }
     if distributed.rank() == 0:
-        save_model(student, out_dir / "student", tokenizer=tokenizer)
+        card = CardFacts(
+            name=f"{student.config.num_layers}-layer {task.name} student of "
+            f"{Path(str(config.teacher)).name}",
+            teacher=str(config.teacher),
+            steps=sum(stage["steps"] for stage in stage_results),
+            seconds=sum(stage["seconds"] for stage in stage_results),
+            settings={
+                "task, method": f"{task.name}, {config.method}",
+                f"dev {task.metric}": f"{student_dev[task.metric]:.4f} "
+                f"({metrics['retention_pct']:.1f}% of the teacher's "
+                f"{teacher_metrics[task.metric]:.4f})",
+            },
+        )
+        save_model(student, out_dir / "student", tokenizer=tokenizer, card=card)
         save_json(metrics, out_dir / "metrics.json")
         say(
             f"student dev {task.metric} {student_dev[task.metric]:.4f} = "
