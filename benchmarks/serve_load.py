@@ -116,6 +116,23 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_level(pid: int, port: int, sentences, clients: int, seconds, limit) -> tuple:
+    """A closed-loop level, with the CPU each side spent per request (server from /proc,
+    this client from its process time): (requests/s, latencies, errors, server ms, client ms)."""
+    server_before, client_before = cpu_seconds(pid), time.process_time()
+    rate, latencies, errors = asyncio.run(closed_loop(port, sentences, clients, seconds, limit))
+    served = max(len(latencies), 1)
+    server_ms = 1000 * (cpu_seconds(pid) - server_before) / served
+    client_ms = 1000 * (time.process_time() - client_before) / served
+    return rate, latencies, errors, server_ms, client_ms
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -257,16 +274,19 @@ def offline_ceiling(folder: str, sentences: list[str], seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
-def row(name: str, clients: int, rate: float, latencies: np.ndarray, errors: int) -> dict:
+def row(name: str, clients: int, rate: float, latencies: np.ndarray, errors: int,
+        server_ms: float, client_ms: float) -> dict:  # fmt: skip
     p50, p95, p99 = (float(np.percentile(latencies, q)) * 1000 for q in (50, 95, 99))
     return {"server": name, "clients": clients, "requests": len(latencies), "rps": rate,
-            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "errors": errors}  # fmt: skip
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "errors": errors,
+            "server_cpu_ms": server_ms, "client_cpu_ms": client_ms}  # fmt: skip
 
 
 def print_row(r: dict) -> None:
     print(
         f"{r['server']:<28} {r['clients']:>7} {r['requests']:>8} {r['rps']:>9.1f} "
-        f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6}",
+        f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6} "
+        f"{r['server_cpu_ms']:>8.2f} {r['client_cpu_ms']:>8.2f}",
         flush=True,
     )
 
@@ -307,8 +327,10 @@ def main() -> None:
     print(f"# teacher {folder}; {len(sentences)} STS-B dev sentences, one per request")
     ceiling = offline_ceiling(folder, sentences, args.seconds)
     print(f"offline Encoder.embed at batch 64 (the ceiling): {ceiling:.1f} sentences/s\n")
-    header = f"{'server':<28} {'clients':>7} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}"  # noqa: E501
+    header = f"{'server':<28} {'clients':>7} {'requests':>8} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'srv cpu':>8} {'cli cpu':>8}"  # noqa: E501
     print(header)
+    print("(srv cpu / cli cpu: CPU milliseconds per request spent by the server process and by "
+          "this load generator)")  # fmt: skip
     results: list[dict] = []
     servers = {
         "distilkit serve (batch 64)": ["--max-batch-size", "64", "--max-wait-ms", "5"],
@@ -322,13 +344,13 @@ def main() -> None:
             command = [python, __file__, "--naive-server", folder, "--port", str(port)]
         else:
             command = [python, "-m", "distilkit", "serve", folder, "--port", str(port), *flags]
-        with server(command, port, name):
+        with server(command, port, name) as pid:
             asyncio.run(closed_loop(port, sentences, 8, 1.0, 200))  # warm-up
             for clients in args.clients:
-                rate, latencies, errors = asyncio.run(
-                    closed_loop(port, sentences, clients, args.seconds, args.max_requests)
+                measured = measured_level(
+                    pid, port, sentences, clients, args.seconds, args.max_requests
                 )
-                results.append(row(name, clients, rate, latencies, errors))
+                results.append(row(name, clients, *measured))
                 print_row(results[-1])
     batched = next(iter(servers))
     capacity = next((r["rps"] for r in results if r["server"] == batched and r["clients"] == 64), 0)
@@ -349,14 +371,10 @@ def main() -> None:
         port = free_port()
         command = [python, "-m", "distilkit", "serve", args.student, "--port", str(port),
                    "--dtype", args.student_dtype]  # fmt: skip
-        with server(command, port, "student"):
+        with server(command, port, "student") as pid:
             asyncio.run(closed_loop(port, sentences, 8, 1.0, 200))
-            rate, latencies, errors = asyncio.run(
-                closed_loop(port, sentences, 64, args.seconds, args.max_requests)
-            )
-            student = row(
-                f"student 3L {args.student_dtype} (batch 64)", 64, rate, latencies, errors
-            )
+            measured = measured_level(pid, port, sentences, 64, args.seconds, args.max_requests)
+            student = row(f"student 3L {args.student_dtype} (batch 64)", 64, *measured)
             print_row(student)
 
     again = offline_ceiling(folder, sentences, args.seconds)

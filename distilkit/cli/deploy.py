@@ -331,7 +331,11 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="auto (the GPU when there is one), cpu, cuda, cuda:1",
     )
     parser.add_argument(
-        "--pooling", default=defaults.pooling, help="mean | cls | max | last (default mean)"
+        "--pooling",
+        default=defaults.pooling,
+        help="mean | cls | max | last: replace the pooling step of the model's own "
+        "sentence-transformers recipe (default: the recipe as its folder says, Dense layers "
+        "included)",
     )
     parser.add_argument(
         "--max-batch-size",

@@ -39,10 +39,14 @@ class ModelRunner(Runner):
     model: an :class:`~distilkit.encoder.Encoder` or
     :class:`~distilkit.onnx_runtime.OnnxEncoder`; early_exit: an
     :class:`~distilkit.early_exit.EarlyExitModel` sharing the encoder's weights, or None;
-    pooling: how token vectors become a sentence vector (mean | cls | max | last).
+    pooling: None runs the model's own recipe (its folder's sentence-transformers pooling
+    and Dense layers, as ``Encoder.embed`` does); mean | cls | max | last replaces only the
+    pooling step. Normalisation is left to each request.
     """
 
-    def __init__(self, model, early_exit=None, pooling: str = "mean", device: str = "cpu"):
+    def __init__(
+        self, model, early_exit=None, pooling: str | None = None, device: str = "cpu"
+    ):
         self.model = model
         self.early_exit = early_exit
         self.pooling = pooling
@@ -56,12 +60,12 @@ class ModelRunner(Runner):
         name: str | os.PathLike,
         dtype: str = "fp32",
         device: str = AUTO,
-        pooling: str = "mean",
+        pooling: str | None = None,
     ) -> ModelRunner:
         """Load ``name`` as :func:`distilkit.load` does, cast to ``dtype`` (fp32 | bf16 |
         int8) and moved to ``device``; with the folder's early-exit branches if any."""
 
-        if pooling not in POOLINGS:
+        if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"--pooling must be one of {POOLINGS}, got {pooling!r}")
         if dtype not in ("fp32", "bf16", "int8"):
             raise ValueError(f"--dtype must be fp32, bf16 or int8, got {dtype!r}")
@@ -82,7 +86,15 @@ class ModelRunner(Runner):
     # ------------------------------------------------------------------ facts
     @property
     def hidden_size(self) -> int:
-        return self.model.config.hidden_size
+        """Width of the vectors the runner returns (the recipe's Dense layers included)."""
+        if self.pooling is None and hasattr(self.model, "dim"):  # an ONNX file's recipe
+            return self.model.dim
+        sentence = getattr(self.model, "sentence", None)
+        if sentence is None:
+            return self.model.config.hidden_size
+        return sentence.with_pooling(self.pooling, self.model.config.hidden_size).output_dim(
+            self.model.config.hidden_size
+        )
 
     @property
     def max_tokens(self) -> int:

@@ -230,13 +230,14 @@ def finish_vectors(vectors: np.ndarray, normalize: bool, dimensions: int | None)
 def embeddings_response(
     vectors: np.ndarray, request: EmbeddingsRequest, model: str, tokens: int
 ) -> dict:
-    """The OpenAI embeddings response: base64 is the little-endian float32 bytes."""
+    """The OpenAI embeddings response: each embedding a float32 ``(dims,)`` array (JSON
+    numbers once serialized) or, with base64, its little-endian float32 bytes."""
     data = []
     for index, vector in enumerate(vectors):
         if request.base64:
             embedding: object = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
         else:
-            embedding = vector.tolist()
+            embedding = vector
         data.append({"object": "embedding", "embedding": embedding, "index": index})
     return {
         "object": "list",

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 try:  # the `serve` extra; without it the module still imports and serve() says what to install
+    import orjson
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import Response
 except ImportError:  # pragma: no cover - exercised only without the extra
     FastAPI = None
 
@@ -72,7 +73,7 @@ class ServeConfig:
     port: int = 8080
     dtype: str = "fp32"
     device: str = "auto"  # auto: the GPU when there is one
-    pooling: str = "mean"
+    pooling: str | None = None  # None: the model folder's own recipe
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
     max_queue: int = 1024
@@ -333,6 +334,14 @@ class ServerState:
             raise ApiError(503, str(error)) from None
 
 
+def json_response(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``body`` (dicts, lists, numbers, numpy arrays) as JSON bytes, written by orjson
+    straight into the response: no ``jsonable_encoder`` walk over every float (a float32
+    array is written with the shortest digits that read back to the same float32)."""
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
 async def _disconnected(request) -> None:
     """Return when the client has gone (the body was already read)."""
     while True:
@@ -362,7 +371,7 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None):
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
         body = error_body(error, request.url.path.startswith("/v1/"))
-        return JSONResponse(body, status_code=error.status, headers=error.headers)
+        return json_response(body, status=error.status, headers=error.headers)
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
@@ -371,14 +380,14 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None):
         )
         result = await state.submit(request, parsed.texts, EMBED, truncate=False)
         vectors = finish_vectors(result.outputs["vectors"], True, parsed.dimensions)
-        return embeddings_response(vectors, parsed, state.model_name, result.tokens)
+        return json_response(embeddings_response(vectors, parsed, state.model_name, result.tokens))
 
     @app.post("/embed")
     async def embed(request: Request):
         parsed = parse_embed(parse_json(await request.body()), state.max_inputs)
         result = await state.submit(request, parsed.texts, EMBED, parsed.truncate)
         vectors = finish_vectors(result.outputs["vectors"], parsed.normalize, None)
-        return Response(json.dumps(vectors.tolist()), media_type="application/json")
+        return json_response(vectors)
 
     @app.post("/classify")
     async def classify(request: Request):
@@ -393,8 +402,10 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None):
         threshold = parsed.threshold if parsed.threshold is not None else runner.default_threshold
         key = (CLASSIFY, threshold if runner.early_exit is not None else None)
         result = await state.submit(request, parsed.texts, key, parsed.truncate)
-        return classify_response(
-            result.outputs["logits"], runner.label_names, result.outputs.get("exit_layers")
+        return json_response(
+            classify_response(
+                result.outputs["logits"], runner.label_names, result.outputs.get("exit_layers")
+            )
         )
 
     @app.get("/v1/models")

@@ -566,6 +566,35 @@ def test_an_onnx_file_serves(tiny_folder, tmp_path):
     np.testing.assert_allclose(served, load(path).embed(TEXTS), atol=1e-5)
 
 
+def test_the_folders_own_recipe_is_served(hf_checkpoint, tmp_path):
+    """A sentence-transformers folder with CLS pooling and a Dense layer: /v1/embeddings
+    returns what sentence-transformers' encode gives (normalised), /embed without
+    normalize the raw Dense output; `dimensions` is checked against the Dense width."""
+    st = pytest.importorskip("sentence_transformers")
+    models = pytest.importorskip("sentence_transformers.models")
+    import torch
+
+    folder = tmp_path / "st"
+    modules = [
+        models.Transformer(str(hf_checkpoint("BertModel")), max_seq_length=40),
+        models.Pooling(32, pooling_mode="cls"),
+        models.Dense(32, 19, activation_function=torch.nn.Tanh()),
+    ]
+    st.SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    reference_model = st.SentenceTransformer(str(folder), device="cpu")
+    expected = reference_model.encode(TEXTS, normalize_embeddings=True)
+    raw = reference_model.encode(TEXTS)
+    with running(ServeConfig(model=str(folder), max_wait_ms=20)) as (url, _):
+        openai = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS}).json()
+        tei = httpx.post(f"{url}/embed", json={"inputs": TEXTS, "normalize": False}).json()
+        too_wide = httpx.post(f"{url}/v1/embeddings", json={"input": "a", "dimensions": 20})
+    served = np.array([item["embedding"] for item in openai["data"]])
+    assert served.shape == (len(TEXTS), 19)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    np.testing.assert_allclose(tei, raw, atol=1e-5)
+    assert too_wide.status_code == 422
+
+
 # ----------------------------------------------------------------------------- config, CLI
 def test_binds_to_loopback_unless_told(capsys):
     args = cli.build_parser().parse_args(["serve", "m"])
@@ -587,3 +616,20 @@ def test_bad_flags_are_one_line_errors(tiny_folder, capsys, flags, named):
     assert cli.main(["serve", str(tiny_folder), *flags]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and named in error and "\n" not in error
+
+
+def test_json_response_writes_float32_vectors_that_read_back_exactly():
+    """The server writes numpy rows with orjson: the shortest digits that read back to the
+    same float32, the same JSON as the plain dict with Python floats once parsed."""
+    rng = np.random.default_rng(7)
+    vectors = (rng.standard_normal((5, 37)) * 10.0 ** rng.integers(-8, 4, (5, 37))).astype(
+        np.float32
+    )
+    body = {"data": [{"embedding": row, "index": i} for i, row in enumerate(vectors)], "n": 5}
+    response = serve_module.json_response(body, status=201, headers={"x-a": "b"})
+    assert response.status_code == 201 and response.headers["x-a"] == "b"
+    assert response.headers["content-type"] == "application/json"
+    parsed = json.loads(response.body)
+    back = np.array([item["embedding"] for item in parsed["data"]], dtype=np.float32)
+    assert np.array_equal(back, vectors)  # bit for bit after the float32 cast
+    assert [item["index"] for item in parsed["data"]] == list(range(5)) and parsed["n"] == 5
