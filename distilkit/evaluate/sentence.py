@@ -155,33 +155,36 @@ def probe_accuracy(
     dev_features: np.ndarray,
     dev_labels: np.ndarray,
     seed: int = 0,
+    c: float = PROBE_C,
 ) -> float:
-    """Dev accuracy (%) of a logistic regression fitted on standardised ``(n, dim)`` features.
-
-    C and max_iter are the module constants :data:`PROBE_C` and :data:`PROBE_MAX_ITER`.
-    """
+    """Dev accuracy (%) of a logistic regression fitted on standardised ``(n, dim)`` features
+    with inverse regularisation ``c`` (max_iter is :data:`PROBE_MAX_ITER`)."""
     if len(train_features) != len(train_labels) or len(dev_features) != len(dev_labels):
         raise ValueError("features and labels must have the same number of rows")
     if len(np.unique(train_labels)) < 2:
         raise ValueError("the probe's training labels have a single class: it cannot learn")
     if len(dev_labels) == 0:
         raise ValueError("the dev set is empty")
-    predictions = probe_predictions(train_features, train_labels, dev_features, seed)
+    predictions = probe_predictions(train_features, train_labels, dev_features, seed, c)
     return 100.0 * float((predictions == dev_labels).mean())
 
 
 def probe_predictions(
-    train_features: np.ndarray, train_labels: np.ndarray, features: np.ndarray, seed: int = 0
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    features: np.ndarray,
+    seed: int = 0,
+    c: float = PROBE_C,
 ) -> np.ndarray:
-    """Labels ``(n,)`` that the probe (standardised logistic regression, :data:`PROBE_C`)
-    fitted on ``train_features`` gives the rows of ``features``."""
+    """Labels ``(n,)`` that the probe (standardised logistic regression with inverse
+    regularisation ``c``) fitted on ``train_features`` gives the rows of ``features``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     probe = make_pipeline(
         StandardScaler(),
-        LogisticRegression(C=PROBE_C, max_iter=PROBE_MAX_ITER, random_state=seed),
+        LogisticRegression(C=c, max_iter=PROBE_MAX_ITER, random_state=seed),
     )
     probe.fit(train_features, train_labels)
     return probe.predict(features)

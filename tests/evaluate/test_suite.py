@@ -66,6 +66,79 @@ def test_kfold_probe_accuracy_equals_a_hand_written_cross_validation():
     )
 
 
+def _hand_kfold(features, labels, folds, seed, c):
+    correct = 0
+    for train, test in suite.kfold_splits(labels, folds, seed):
+        probe = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        ).fit(features[train], labels[train])
+        correct += int((probe.predict(features[test]) == labels[test]).sum())
+    return 100 * correct / len(labels)
+
+
+def test_select_probe_c_takes_the_best_cross_validated_c_and_the_smaller_on_a_tie():
+    rng = np.random.default_rng(5)
+    labels = np.repeat([0, 1], 40)
+    # 3 informative dimensions among 60 noisy ones: the C matters
+    features = rng.normal(size=(80, 63))
+    features[:, :3] += labels[:, None] * 0.9
+    grid = (0.001, 0.01, 1.0)
+    chosen, scores = suite.select_probe_c(features, labels, grid, folds=4, seed=2)
+    for c in grid:
+        assert scores[c] == pytest.approx(_hand_kfold(features, labels, 4, 2, c))
+    best = max(scores.values())
+    assert chosen == min(c for c in grid if scores[c] == best)
+    separable = np.repeat([[-5.0], [5.0]], 20, axis=0)
+    tie, tie_scores = suite.select_probe_c(separable, np.repeat([0, 1], 20), grid, 4, 0)
+    assert set(tie_scores.values()) == {100.0} and tie == 0.001
+
+
+def test_nested_probe_accuracy_chooses_c_on_each_outer_training_part_only():
+    rng = np.random.default_rng(6)
+    labels = np.repeat([0, 1, 2], 30)
+    features = rng.normal(size=(90, 40))
+    features[:, :4] += labels[:, None] * 0.7
+    grid = (0.003, 0.03, 0.3)
+    accuracy, chosen = suite.nested_probe_accuracy(features, labels, grid, folds=3, seed=4)
+    correct = 0
+    for (train, test), c in zip(suite.kfold_splits(labels, 3, 4), chosen, strict=True):
+        inner = {g: _hand_kfold(features[train], labels[train], 3, 4, g) for g in grid}
+        assert c == min(g for g in grid if inner[g] == max(inner.values()))
+        probe = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=4)
+        ).fit(features[train], labels[train])
+        correct += int((probe.predict(features[test]) == labels[test]).sum())
+    assert accuracy == pytest.approx(100 * correct / 90)
+
+
+def test_the_suite_scores_each_probe_with_its_own_c(tmp_path, monkeypatch):
+    root = write_data_root(tmp_path)
+    table = {"SICK-E": 0.5, "SST-2": 0.02, "TREC": 0.2, "MRPC": 0.7}
+    monkeypatch.setattr(suite, "PROBE_C_BY_TASK", table)
+    seen = {}
+    inside_kfold = []
+    kfold, single = suite.kfold_probe_accuracy, suite.probe_accuracy
+
+    def kfold_spy(features, labels, folds=5, seed=0, c=PROBE_C):
+        task = {3: "SICK-E", 6: "TREC", 2: "MRPC"}[len(np.unique(labels))]
+        seen[task] = c
+        inside_kfold.append(task)
+        try:
+            return kfold(features, labels, folds, seed, c)
+        finally:
+            inside_kfold.pop()
+
+    def single_spy(train, train_labels, dev, dev_labels, seed=0, c=PROBE_C):
+        if not inside_kfold:  # the SST-2 probe, not a fold of another task
+            seen["SST-2"] = c
+        return single(train, train_labels, dev, dev_labels, seed, c)
+
+    monkeypatch.setattr(suite, "kfold_probe_accuracy", kfold_spy)
+    monkeypatch.setattr(suite, "probe_accuracy", single_spy)
+    suite.score_embedders({"ref": hashed_embed}, suite.SuiteSettings(folds=3), root)
+    assert seen == table
+
+
 def test_readers_parse_senteval_layouts(tmp_path):
     root = write_data_root(tmp_path)
     sick = read_sick(root / "sick" / "SICK_trial.txt")
@@ -105,7 +178,7 @@ def test_suite_scores_follow_their_formulas_and_retention_is_against_the_first_r
     pairs = data.mrpc
     features = suite.pair_features(hashed_embed(pairs.first), hashed_embed(pairs.second))
     assert rows[0]["scores"]["MRPC"] == pytest.approx(
-        suite.kfold_probe_accuracy(features, pairs.labels, 3, seed=2)
+        _hand_kfold(features, pairs.labels, 3, 2, suite.PROBE_C_BY_TASK["MRPC"])
     )
     assert len(data.sst2_train[0]) == 300 and len(data.trec[0]) == 60
     assert rows[0]["retention"] == {task: 100.0 for task in suite.TASKS}
