@@ -10,7 +10,11 @@ sentences (SST-2 dev), batch 64 and the same thread count, tokenization included
 * ``plain ort fp32``: the least a user would write: the ``tokenizers`` library with padding
   over the texts in their order, one onnxruntime session with default options, the
   graph's ``sentence_embedding`` output;
-* ``sentence-transformers fp32``: ``SentenceTransformer(folder).encode``.
+* ``sentence-transformers fp32``: ``SentenceTransformer(folder).encode``;
+* ``sentence-transformers onnx fp32``: sentence-transformers' own ONNX backend,
+  ``SentenceTransformer(copy, backend="onnx")`` on a copy of the folder, which
+  sentence-transformers exports with optimum (when ``optimum-onnx`` is installed; it pins
+  transformers < 4.58, so it may need an environment of its own).
 
 Ratios are against ``eager fp32`` (throughput) and cosines against its vectors.
 ``python benchmarks/onnx_wrapper.py [--limit 400] [--repeats 3] [--threads N]``
@@ -62,6 +66,28 @@ def plain_session(path: Path, folder: Path, batch_size: int, threads: int):
     return embed
 
 
+def sentence_transformers_onnx(folder: Path, temp: Path, threads: int):
+    """sentence-transformers' ONNX backend on a copy of ``folder`` (None, with a note,
+    when sentence-transformers or optimum is missing)."""
+    import shutil
+
+    try:
+        import optimum.onnxruntime  # noqa: F401
+        from sentence_transformers import SentenceTransformer
+    except ImportError as error:
+        print(f"no sentence-transformers ONNX row: {error}")
+        return None
+    copy = temp / "st-onnx"
+    shutil.copytree(folder, copy)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    model = SentenceTransformer(
+        str(copy), device="cpu", backend="onnx", model_kwargs={"session_options": options}
+    )
+    print(f"sentence-transformers ONNX backend: {type(model[0].auto_model).__name__}")
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
@@ -100,6 +126,11 @@ def main() -> None:
         )
     except ImportError:
         print("sentence-transformers not installed: no reference row")
+    st_onnx = sentence_transformers_onnx(folder, temp, args.threads)
+    if st_onnx is not None:
+        engines["sentence-transformers onnx fp32"] = lambda t: st_onnx.encode(
+            list(t), batch_size=batch, show_progress_bar=False
+        )
     vectors = {name: embed(texts) for name, embed in engines.items()}
     timings = time_embedders(
         engines,
@@ -128,11 +159,14 @@ def main() -> None:
     print(f"{len(texts)} SST-2 dev sentences, batch {batch}, {args.threads} threads, "
           f"{args.repeats} interleaved passes; distilkit's sessions do not spin")  # fmt: skip
     header = ("engine", "emb/s", "x eager fp32", "p50 ms", "cos mean", "cos min")
-    print("{:28} {:>8} {:>13} {:>8} {:>9} {:>9}".format(*header))
+    print("{:32} {:>8} {:>13} {:>8} {:>9} {:>9}".format(*header))
     for row in rows:
-        print(f"{row['engine']:28} {row['embeddings_per_s']:8.1f} {row['x eager fp32']:12.2f}x "
+        print(f"{row['engine']:32} {row['embeddings_per_s']:8.1f} {row['x eager fp32']:12.2f}x "
               f"{row['p50_ms']:8.2f} {row['cos_mean']:9.5f} {row['cos_min']:9.5f}")  # fmt: skip
-    for a, b in (("onnx fp32", "plain ort fp32"), ("onnx int8", "eager int8")):
+    pairs = [("onnx fp32", "plain ort fp32"), ("onnx int8", "eager int8")]
+    if "sentence-transformers onnx fp32" in timings:
+        pairs.append(("onnx fp32", "sentence-transformers onnx fp32"))
+    for a, b in pairs:
         ratio = timings[a]["sentences_per_s"] / timings[b]["sentences_per_s"]
         print(f"{a} / {b}: {ratio:.2f}x")
     if args.json:
