@@ -142,6 +142,7 @@ class Encoder:
         progress: bool | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        dimensions: int | None = None,
     ) -> np.ndarray:
         """Sentence embeddings, ``(n, dim)`` float32, as sentence-transformers' ``encode``.
 
@@ -151,6 +152,9 @@ class Encoder:
         still follow (a ValueError when a Dense layer takes another width). normalize
         None follows the recipe's Normalize module; True or False overrides it. prompt_name
         (one of the model's prompts) or prompt (a text) is put before every text.
+        dimensions: keep the first ``dimensions`` values of each vector (a Matryoshka-
+        trained model's ``matryoshka_dims`` keep most), renormalised when the vectors
+        are normalised; None: the folder's ``truncate_dim``, else the whole vector.
         """
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
@@ -164,10 +168,12 @@ class Encoder:
             # sentence-transformers' count: the prompt's tokens with [CLS], without [SEP]
             prompt_length = int(self.tokenizer([prefix]).attention_mask.sum()) - 1
         hidden = self.config.hidden_size
-        dim = self.sentence.with_pooling(pooling, hidden).output_dim(hidden)  # checks it fits
+        full = self.sentence.with_pooling(pooling, hidden).output_dim(hidden)  # checks it fits
+        dim = self.sentence.cut_width(full, dimensions)
+        cut = None if dim == full else dim
         out = np.zeros((len(texts), dim), dtype=np.float32)
         for indices, batch in self._batches(texts, batch_size, max_length, progress):
-            out[indices] = self.embed_batch(batch, pooling, normalize, prompt_length).numpy()
+            out[indices] = self.embed_batch(batch, pooling, normalize, prompt_length, cut).numpy()
         return out
 
     @torch.inference_mode()
@@ -177,18 +183,24 @@ class Encoder:
         pooling: str | None = None,
         normalize: bool | None = None,
         prompt_length: int | None = None,
+        dimensions: int | None = None,
     ) -> torch.Tensor:
         """Sentence embeddings of one tokenized batch, ``(batch, dim)`` float32 tensor.
 
         The model step of :meth:`embed`, for callers (and benchmarks) that tokenize
-        themselves.
+        themselves; ``dimensions`` truncates as :meth:`embed` does (None: no cut here).
         """
         inputs = self._inputs(batch)
         encoded = self.model.backbone(
             inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
         )
         vectors = self.sentence.encode(
-            encoded.last_hidden_state, inputs["attention_mask"], pooling, normalize, prompt_length
+            encoded.last_hidden_state,
+            inputs["attention_mask"],
+            pooling,
+            normalize,
+            prompt_length,
+            dimensions,
         )
         return vectors.cpu()
 

@@ -91,6 +91,14 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         type=weights_parser(WEIGHT_NAMES, "ce=5,mlm=2,cos=1"),
         help="loss weights, e.g. ce=5,mlm=2,cos=1",
     )
+    parser.add_argument(
+        "--matryoshka",
+        type=_widths,
+        metavar="D1,D2,...",
+        help="also teach each prefix of the sentence vector, e.g. 384,256,128,64, to keep the "
+        "teacher's similarities, so `embed --dimensions 128` works (loss weight 1 unless "
+        "--weights names matryoshka); the widths are saved with the student",
+    )
     parser.add_argument("--out", type=Path, help="run folder (default runs/distill-<time>)")
     parser.add_argument("--no-eval", action="store_true", help="skip the side-by-side evaluation")
     parser.add_argument(
@@ -151,6 +159,16 @@ def _add_mobilebert_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _widths(text: str) -> list[int]:
+    """``--matryoshka 384,256,128,64`` -> ``[384, 256, 128, 64]``."""
+    parts = text.replace(" ", "").split(",")
+    if all(part.isdigit() and int(part) > 0 for part in parts):
+        return [int(part) for part in parts]
+    raise argparse.ArgumentTypeError(
+        f"--matryoshka takes comma-separated widths >= 1 such as 384,256,128,64; got {text!r}"
+    )
+
+
 def _corpus_path(value: str) -> str:
     """A local corpus path made absolute (so a saved config resumes from any folder);
     ``hf:`` dataset specs unchanged."""
@@ -181,6 +199,11 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
         objective["temperature"] = args.temperature
     if args.weights is not None:
         objective["weights"] = {**dict.fromkeys(WEIGHT_NAMES, 0.0), **args.weights}
+    if args.matryoshka is not None:
+        objective["matryoshka_dims"] = args.matryoshka
+        weights = objective.setdefault("weights", {})
+        if "matryoshka" not in (args.weights or {}) and not weights.get("matryoshka"):
+            weights["matryoshka"] = 1.0  # an explicit weight (0 too) is the user's
     training = dataclasses.asdict(DistillConfig().training)
     loaded_training = data.get("training", {})
     training.update(loaded_training)

@@ -34,6 +34,7 @@ from distilkit.evaluate.plotting import (
     project_2d,
 )
 from distilkit.model.hub import resolve
+from distilkit.model.static import StaticEncoder
 from distilkit.model.summary import format_info
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.train.trainer import MAX_SEED
@@ -128,6 +129,14 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         metavar="N",
         help="texts per forward pass (default: 64)",
     )
+    parser.add_argument(
+        "--dimensions",
+        type=int,
+        metavar="K",
+        help="keep the first K values of each vector (renormalised when normalized): for a "
+        "student trained with `distill --matryoshka`, one of its widths (default: the folder's "
+        "truncate_dim, else all)",
+    )
     add_dtype_argument(parser)
     add_device_argument(parser)
     add_progress_argument(parser)
@@ -147,12 +156,18 @@ def run_embed(args: argparse.Namespace) -> int:
     else:  # an ONNX file: its graph's recipe, or numpy pooling
         args.pooling = args.pooling or "mean"
         recipe = f"{args.pooling} pooling"
+    cut = {}  # --dimensions: the first K values (a model folder's embed checks K)
+    if args.dimensions is not None:
+        if not hasattr(encoder, "describe_recipe") and not isinstance(encoder, StaticEncoder):
+            raise InputError("--dimensions needs a model folder, not an ONNX file")
+        cut = {"dimensions": args.dimensions}
     vectors = encoder.embed(
         data.texts,
         pooling=args.pooling,
         normalize=args.normalize,
         batch_size=args.batch_size,
         progress=show_progress(args),
+        **cut,
     )
     seconds = time.perf_counter() - start
     output.parent.mkdir(parents=True, exist_ok=True)

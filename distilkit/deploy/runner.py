@@ -44,9 +44,7 @@ class ModelRunner(Runner):
     pooling step. Normalisation is left to each request.
     """
 
-    def __init__(
-        self, model, early_exit=None, pooling: str | None = None, device: str = "cpu"
-    ):
+    def __init__(self, model, early_exit=None, pooling: str | None = None, device: str = "cpu"):
         self.model = model
         self.early_exit = early_exit
         self.pooling = pooling

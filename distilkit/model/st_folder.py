@@ -5,12 +5,15 @@ A sentence-transformers folder is a Hugging Face checkpoint plus a recipe, liste
 ``max_seq_length`` and ``do_lower_case``), a pooling (``1_Pooling/config.json``: cls, max,
 mean, mean_sqrt_len_tokens, weightedmean, lasttoken, concatenated in that order when
 several are on; ``include_prompt``), optional ``Dense`` projections and an optional
-``Normalize``. ``config_sentence_transformers.json`` holds the prompts and the similarity
-function. :func:`read_sentence_modules` reads that recipe into :class:`SentenceModules`,
-:meth:`SentenceModules.encode` runs it exactly as sentence-transformers does by default,
-and :func:`write_sentence_modules` writes it back, so a student keeps its teacher's
-pooling, normalisation and length limit. A folder without ``modules.json`` gets
-sentence-transformers' own default: mean pooling, no normalisation.
+``Normalize``. ``config_sentence_transformers.json`` holds the prompts, the similarity
+function, sentence-transformers' default ``truncate_dim`` and (distilkit's own key, which
+sentence-transformers ignores) ``matryoshka_dims``: the prefix widths a Matryoshka-trained
+model was taught to keep. :func:`read_sentence_modules` reads that recipe into
+:class:`SentenceModules`, :meth:`SentenceModules.encode` runs it exactly as
+sentence-transformers does by default, and :func:`write_sentence_modules` writes it back,
+so a student keeps its teacher's pooling, normalisation and length limit. A folder
+without ``modules.json`` gets sentence-transformers' own default: mean pooling, no
+normalisation.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ class SentenceModules:
     default_prompt_name: str | None = None
     similarity_fn_name: str | None = None
     from_folder: bool = False
+    truncate_dim: int | None = None  # sentence-transformers' default truncation
+    matryoshka_dims: tuple[int, ...] = ()  # prefix widths the model was trained to keep
 
     @property
     def normalize(self) -> bool:
@@ -104,12 +109,33 @@ class SentenceModules:
         return bool(self.stages) and self.stages[-1] == "normalize"
 
     def output_dim(self, hidden_size: int) -> int:
-        """Length of the sentence vector for a transformer of width ``hidden_size``."""
+        """Length of the (untruncated) sentence vector for a transformer of width
+        ``hidden_size``."""
         dim = hidden_size * len(self.pooling)
         for stage in self.stages:
             if isinstance(stage, DenseLayer):
                 dim = stage.weight.shape[0]
         return dim
+
+    def cut_width(self, full: int, dimensions: int | None = None) -> int:
+        """Length of a ``full``-long sentence vector cut to ``dimensions`` (None: the
+        folder's ``truncate_dim``, else ``full``); an error unless ``1 <= dimensions <= full``."""
+        dimensions = self.truncate_dim if dimensions is None else dimensions
+        if dimensions is None:
+            return full
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+            raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
+        if not 1 <= dimensions <= full:
+            trained = (
+                f" (trained to keep {', '.join(map(str, self.matryoshka_dims))})"
+                if self.matryoshka_dims
+                else ""
+            )
+            raise ValueError(
+                f"dimensions must be between 1 and {full}, the sentence vector's length"
+                f"{trained}; got {dimensions}"
+            )
+        return dimensions
 
     def for_width(self, hidden_size: int) -> SentenceModules:
         """The recipe for a student of width ``hidden_size``: Dense projections sized for
@@ -160,6 +186,7 @@ class SentenceModules:
         pooling: str | None = None,
         normalize: bool | None = None,
         prompt_length: int | None = None,
+        dimensions: int | None = None,
     ) -> torch.Tensor:
         """Sentence vectors ``(batch, dim)`` float32 from token vectors ``(batch, seq, hidden)``.
 
@@ -168,7 +195,10 @@ class SentenceModules:
         keeps the rest (see :meth:`with_pooling`). normalize None follows the recipe's
         Normalize; True or False overrides it. prompt_length: tokens of the prompt at
         each sequence start, left out of the pooling when the recipe says
-        ``include_prompt: false``.
+        ``include_prompt: false``. dimensions: keep the first ``dimensions`` values
+        (Matryoshka truncation), renormalised to unit length when the vectors are
+        normalised (sentence-transformers' ``truncate_dim`` does not renormalise; cosines
+        are the same either way).
         """
         recipe = self.with_pooling(pooling, hidden.shape[-1])
         hidden = hidden.float()
@@ -181,6 +211,10 @@ class SentenceModules:
             if isinstance(stage, DenseLayer):
                 vectors = stage(vectors)
             elif normalize is None:
+                vectors = F.normalize(vectors, p=2, dim=-1)
+        if dimensions is not None:
+            vectors = vectors[:, :dimensions]
+            if normalize is None and self.normalize:
                 vectors = F.normalize(vectors, p=2, dim=-1)
         if normalize:
             vectors = F.normalize(vectors, p=2, dim=-1)
@@ -274,6 +308,10 @@ def _dense(folder: Path) -> DenseLayer:
     )
 
 
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def _float(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.float()
 
@@ -296,6 +334,19 @@ def read_sentence_modules(folder: str | Path) -> SentenceModules:
             modules.prompts = {str(k): str(v) for k, v in (extra.get("prompts") or {}).items()}
             modules.default_prompt_name = extra.get("default_prompt_name") or None
             modules.similarity_fn_name = extra.get("similarity_fn_name") or None
+            truncate_dim = extra.get("truncate_dim")
+            if truncate_dim is not None and not _is_positive_int(truncate_dim):
+                raise SentenceFolderError(
+                    f"{extra_path}: truncate_dim must be a positive integer, got {truncate_dim!r}"
+                )
+            modules.truncate_dim = truncate_dim
+            dims = extra.get("matryoshka_dims") or []
+            if not isinstance(dims, list) or not all(_is_positive_int(d) for d in dims):
+                raise SentenceFolderError(
+                    f"{extra_path}: matryoshka_dims must be a list of positive integers, "
+                    f"got {dims!r}"
+                )
+            modules.matryoshka_dims = tuple(dims)
     listing = folder / "modules.json"
     if not listing.is_file():
         return modules
@@ -379,6 +430,10 @@ def write_sentence_modules(
     extra: dict = {"prompts": modules.prompts, "default_prompt_name": modules.default_prompt_name}
     if modules.similarity_fn_name:
         extra["similarity_fn_name"] = modules.similarity_fn_name
+    if modules.truncate_dim is not None:
+        extra["truncate_dim"] = modules.truncate_dim
+    if modules.matryoshka_dims:
+        extra["matryoshka_dims"] = list(modules.matryoshka_dims)
     _write(folder / "config_sentence_transformers.json", extra)
 
 

@@ -123,25 +123,28 @@ class StaticEncoder:
         progress: bool | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        dimensions: int | None = None,
     ) -> np.ndarray:
         """Sentence vectors ``(n, dim)`` float32: the mean of each text's token rows.
 
         pooling: None or ``"mean"`` (a static model has no other); normalize None follows
         the folder. batch_size, max_length, progress, prompt_name: accepted for
         :class:`~distilkit.encoder.Encoder`'s signature; texts are averaged ``CHUNK``
-        at a time. prompt: a text put before every text.
+        at a time. prompt: a text put before every text. dimensions: the first
+        ``dimensions`` columns only (a PCA-made table keeps its leading components).
         """
         if pooling not in (None, "mean"):
             raise ValueError(f"a static model only mean-pools its token vectors, got {pooling!r}")
+        if dimensions is not None and not 1 <= dimensions <= self.dim:
+            raise ValueError(f"dimensions must be between 1 and {self.dim}, got {dimensions}")
+        table = self.table if dimensions is None else self.table[:, :dimensions]
         texts = [texts] if isinstance(texts, str) else list(texts)
         if prompt:
             texts = [prompt + text for text in texts]
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start : start + CHUNK]
-            out[start : start + len(chunk)] = (
-                self.averaging_matrix(self.token_ids(chunk)) @ self.table
-            )
+            out[start : start + len(chunk)] = self.averaging_matrix(self.token_ids(chunk)) @ table
         if self.normalize if normalize is None else normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out

@@ -236,6 +236,24 @@ def test_embed_text_file_matches_reference(
     assert "embedded 5 texts" in out and "(5, 32)" in out and "sentences/s" in out
 
 
+def test_embed_dimensions_keeps_the_first_values_renormalised(
+    capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
+) -> None:
+    texts = ["the film was good .", "a very dull movie !", "dogs"]
+    source = tmp_path / "texts.txt"
+    source.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    output = tmp_path / "cut.npy"
+    flags = ("--input", source, "--output", output, "--normalize", "--dimensions")
+    code, out, _ = run(capsys, "embed", folders["bare"], *flags, "9")
+    assert code == 0 and "(3, 9)" in out
+    prefix = reference_mean_embeddings(folders["bare"], texts)[:, :9]
+    expected = prefix / np.linalg.norm(prefix, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.load(output), expected, atol=1e-5)
+    code, _, err = run(capsys, "embed", folders["bare"], *flags, "33")
+    assert code == 2 and "dimensions must be between 1 and 32" in err
+    assert "Traceback" not in err
+
+
 def test_embed_tsv_column_normalized_cls(
     capsys: pytest.CaptureFixture[str], folders: dict[str, Path], tmp_path: Path
 ) -> None:

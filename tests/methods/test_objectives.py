@@ -250,6 +250,65 @@ def test_pairs_loss_compares_each_sentence_with_its_view(tokenizer, batch):
         )
 
 
+def test_matryoshka_loss_is_each_renormalised_prefix_against_the_teachers_similarities(
+    tokenizer, batch
+):
+    teacher = random_teacher(3, seed=1)
+    student, _ = build_student(teacher, layers=[0, 2])
+    dims = [32, 20, 7]
+    config = objective_config(weights=weights(cos=1.0, matryoshka=1.0), matryoshka_dims=dims)
+    objective = GeneralDistillation(teacher, student, tokenizer, config)
+    losses = objective(batch, torch.Generator().manual_seed(0))
+    mask = batch["attention_mask"].double()
+    with torch.no_grad():  # mean-pooled sentence vectors, by hand, in float64
+
+        def sentence(model):
+            hidden = model(**batch).last_hidden_state.double()
+            return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+        student_vectors, teacher_vectors = sentence(student), sentence(teacher)
+    teacher_unit = teacher_vectors / teacher_vectors.norm(dim=1, keepdim=True)
+    rows = len(mask)
+    expected = 0.0
+    for d in dims:
+        prefix = student_vectors[:, :d] / student_vectors[:, :d].norm(dim=1, keepdim=True)
+        errors = [
+            float(prefix[i] @ prefix[j] - teacher_unit[i] @ teacher_unit[j]) ** 2
+            for i in range(rows)
+            for j in range(rows)
+            if i != j
+        ]
+        expected += sum(errors) / len(errors) / len(dims)
+    assert losses["matryoshka"].item() == pytest.approx(expected, rel=1e-5)
+    assert losses["matryoshka"].item() > 1e-4  # a cut student does not yet match
+    # the widths travel with the student (its saved folder records them), largest first
+    assert student.sentence_modules.matryoshka_dims == (32, 20, 7)
+    with pytest.raises(ValueError, match="must not exceed the student's sentence vector"):
+        GeneralDistillation(
+            teacher,
+            build_student(teacher, layers=[0, 2])[0],
+            tokenizer,
+            objective_config(weights=weights(matryoshka=1.0), matryoshka_dims=[33, 8]),
+        )
+
+
+@pytest.mark.parametrize(
+    ("dims", "weight", "message"),
+    [
+        ([64, 64], 1.0, "distinct widths"),
+        ([], 1.0, "distinct widths"),
+        ([0, 8], 1.0, "distinct widths"),
+        (None, 1.0, "needs both its widths and a weight"),
+        ([16, 8], 0.0, "needs both its widths and a weight"),
+    ],
+)
+def test_matryoshka_settings_are_checked(dims, weight, message):
+    from distilkit.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        objective_config(weights=weights(cos=1.0, matryoshka=weight), matryoshka_dims=dims)
+
+
 def test_relations_options_are_checked(tokenizer):
     teacher = random_teacher(3, seed=1)
     student, _ = build_student(teacher, layers=[0, 2])

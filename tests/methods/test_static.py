@@ -58,6 +58,13 @@ def test_vectors_are_the_mean_of_token_vectors_times_weights(teacher_folder, tmp
         np.testing.assert_allclose(vector, expected, atol=2e-5)
     unit = static.embed(TEXTS[:3])
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    # fewer dimensions: the leading PCA components only, renormalised
+    for text, vector in zip(TEXTS[:3], static.embed(TEXTS[:3], dimensions=4), strict=True):
+        ids = static.tokenizer.encode(text, add_special_tokens=False).ids
+        expected = rows[ids, :4].mean(0)
+        np.testing.assert_allclose(vector, expected / np.linalg.norm(expected), atol=2e-5)
+    with pytest.raises(ValueError, match="between 1 and 7"):
+        static.embed(TEXTS, dimensions=8)
     metrics = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert metrics["vocabulary"] == vocab and metrics["dims"] == 7
 

@@ -202,6 +202,47 @@ def test_a_student_inherits_its_teachers_recipe(
     assert transformers.AutoModel.from_pretrained(str(out)).config.num_hidden_layers == 2
 
 
+def test_dimensions_cut_as_sentence_transformers_truncate_dim_does(
+    hf_checkpoint: Callable[..., Path], tmp_path: Path
+) -> None:
+    dense = models.Dense(32, 23, activation_function=torch.nn.Tanh())
+    folder = st_folder(
+        hf_checkpoint("BertModel"), tmp_path / "st", "mean", [dense, models.Normalize()]
+    )
+    encoder = distilkit.load(folder)
+    for width in (23, 11, 4):
+        ours = encoder.embed(TINY_TEXTS, dimensions=width)
+        expected = reference(folder, TINY_TEXTS, truncate_dim=width, normalize_embeddings=True)
+        assert ours.shape == expected.shape == (len(TINY_TEXTS), width)
+        assert np.abs(ours - expected).max() <= 1e-5
+        assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # renormalised
+    # unnormalised: a plain cut after the Dense stage, as sentence-transformers' own
+    raw = encoder.embed(TINY_TEXTS, dimensions=4, normalize=False)
+    assert np.abs(raw - encoder.embed(TINY_TEXTS, normalize=False)[:, :4]).max() <= 1e-6
+    with pytest.raises(ValueError, match="between 1 and 23"):
+        encoder.embed(TINY_TEXTS, dimensions=24)
+    # the folder's truncate_dim is the default cut (sentence-transformers reads the same
+    # key); matryoshka_dims, ours, is kept and ignored by sentence-transformers
+    settings = json.loads((folder / "config_sentence_transformers.json").read_text())
+    settings |= {"truncate_dim": 11, "matryoshka_dims": [23, 11, 4]}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(settings))
+    theirs = st.SentenceTransformer(str(folder), device="cpu")
+    assert theirs.truncate_dim == 11
+    expected = theirs.encode(TINY_TEXTS, normalize_embeddings=True)
+    reloaded = distilkit.load(folder)
+    assert reloaded.sentence.matryoshka_dims == (23, 11, 4)
+    assert np.abs(reloaded.embed(TINY_TEXTS) - expected).max() <= 1e-5
+    assert reloaded.embed(TINY_TEXTS, dimensions=23).shape == (len(TINY_TEXTS), 23)
+    saved = json.loads(
+        (reloaded.save(tmp_path / "again") / "config_sentence_transformers.json").read_text()
+    )
+    assert (saved["truncate_dim"], saved["matryoshka_dims"]) == (11, [23, 11, 4])
+    settings["matryoshka_dims"] = [23, "11"]
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(settings))
+    with pytest.raises(CheckpointError, match="matryoshka_dims must be a list of positive"):
+        distilkit.load(folder)
+
+
 def test_unknown_module_is_a_one_line_error(
     hf_checkpoint: Callable[..., Path], tmp_path: Path
 ) -> None:

@@ -14,7 +14,10 @@ The training loop weights the losses with ``objective.weights``.
   block (the teacher all-MiniLM-L6-v2 descends from a model distilled this way), and
   ``pairs``: each batch gains a view of every sequence with a span deleted, every loss
   sees both, and the student's cosine between a sentence and its view is matched to the
-  teacher's (graded similarities, as STS-type tasks score).
+  teacher's (graded similarities, as STS-type tasks score), and ``matryoshka``: for each
+  prefix width in ``matryoshka_dims``, the student's sentence vector cut to that many
+  values and renormalised keeps the teacher's in-batch similarity structure (so the
+  saved student's vectors can be truncated).
 * :class:`MaskedLMFitting` — masked-LM training of one model (fitting an MLM head to a
   teacher that has none, optionally unfreezing its top layers).
 """
@@ -35,11 +38,13 @@ from distilkit.data.masking import MaskingConfig, mask_tokens, span_deleted_view
 from distilkit.model.checkpoint import load_student_weights, save_model
 from distilkit.model.layer_map import LayerMap
 from distilkit.model.modeling import TransformerModel, pool
+from distilkit.model.st_folder import SentenceModules
 from distilkit.model.tokenizer import Tokenizer
-from distilkit.settings import ConfigError
+from distilkit.settings import ConfigError, build_nested
 from distilkit.train.losses import (
     cosine_hidden_loss,
     hidden_mse_loss,
+    matryoshka_similarity_loss,
     mlm_loss,
     pair_cosine_loss,
     self_attention_relation_loss,
@@ -65,6 +70,7 @@ class DistillationWeights:
     similarity: float = 0.0  # in-batch similarity-matrix MSE (Tung & Mori, 2019)
     relations: float = 0.0  # MiniLMv2: Q-Q + K-K + V-V relation KL of the last block
     pairs: float = 0.0  # cosine of each sentence with its shortened view, vs the teacher's
+    matryoshka: float = 0.0  # similarity structure of each prefix in matryoshka_dims
 
 
 @dataclass
@@ -79,10 +85,26 @@ class GeneralDistillationConfig:
     relation_heads: int | None = None  # None: the student's number of attention heads
     relation_teacher_layer: int | None = None  # teacher block (1-based) for "relations"; None: last
     view_deletion: float = 0.25  # share of a sentence's tokens a "pairs" view drops
+    # Prefix widths of the sentence vector the "matryoshka" loss teaches (384,256,128,64)
+    matryoshka_dims: list[int] | None = None
 
     def __post_init__(self) -> None:
+        build_nested(self)
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"temperature must be a finite number > 0, got {self.temperature}")
+        dims = self.matryoshka_dims
+        if dims is not None and (
+            not dims or len(set(dims)) != len(dims) or any(d < 1 for d in dims)
+        ):
+            raise ConfigError(
+                f"matryoshka_dims must be distinct widths >= 1 such as 384,256,128,64, got {dims}"
+            )
+        if bool(dims) != bool(self.weights.matryoshka):
+            raise ConfigError(
+                "the matryoshka loss needs both its widths and a weight: --matryoshka "
+                "384,256,128,64 sets both (matryoshka_dims "
+                f"{dims}, weight {self.weights.matryoshka:g})"
+            )
 
 
 def masked_lm_metrics(
@@ -121,6 +143,11 @@ def _clone_output(output):
         hidden_states=tuple(h.clone() for h in hidden) if hidden is not None else None,
         attentions=None,
     )
+
+
+def _recipe(model: TransformerModel) -> SentenceModules:
+    """How ``model``'s token vectors become its sentence vector (mean pooling if unknown)."""
+    return getattr(model, "sentence_modules", None) or SentenceModules()
 
 
 class GeneralDistillation(Objective):
@@ -205,6 +232,18 @@ class GeneralDistillation(Objective):
                     f"({student_width}) and the teacher's ({teacher_width})"
                 )
             self.relation_teacher_layer, self.relation_heads = layer, heads
+        self.matryoshka_dims = list(config.matryoshka_dims or [])
+        if "matryoshka" in weights:
+            width = _recipe(student).output_dim(student_width)
+            if max(self.matryoshka_dims) > width:
+                raise ValueError(
+                    f"matryoshka_dims {self.matryoshka_dims} must not exceed the student's "
+                    f"sentence vector ({width} values)"
+                )
+            # saved with the student (config_sentence_transformers.json), for embed/serve
+            student.sentence_modules = dataclasses.replace(
+                _recipe(student), matryoshka_dims=tuple(sorted(self.matryoshka_dims, reverse=True))
+            )
 
     @property
     def teacher(self) -> TransformerModel:
@@ -303,6 +342,14 @@ class GeneralDistillation(Objective):
                 student_vectors[batch_size:],
                 teacher_vectors[:batch_size],
                 teacher_vectors[batch_size:],
+            )
+        if "matryoshka" in self.weights:
+            # the saved sentence vectors (pooling and Dense of each model's own recipe),
+            # before their Normalize: the loss renormalises each prefix itself
+            losses["matryoshka"] = matryoshka_similarity_loss(
+                _recipe(self.student).encode(student_last, attention_mask, normalize=False),
+                _recipe(self.teacher).encode(teacher_last, attention_mask, normalize=False),
+                self.matryoshka_dims,
             )
         return losses
 
