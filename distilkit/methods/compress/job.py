@@ -1,0 +1,494 @@
+"""``distilkit compress``: build candidate students of a teacher, score and time each in
+its deployable forms, and keep the fastest that holds the target quality.
+
+teacher + corpus -> corpus split (training lines / held-out lines) -> the teacher scored on
+the dev suite (the reference) -> candidates built one by one (static tables, then students
+trained by the main job for a planned share of the time) -> each form scored (dev-suite
+retention, agreement on the held-out lines) -> every form and the teacher timed in turns ->
+the rule (:func:`distilkit.methods.compress.scoring.pick`) -> the picked form copied to
+``OUT/picked/``, ``report.md``, ``frontier.png``, ``results.json``.
+
+The whole search keeps to ``time_budget`` (:mod:`distilkit.methods.compress.budget`): each
+step is estimated before it runs and skipped, with a note, when it does not fit. Every
+finished step is recorded in ``OUT/state.json``, so a search stopped at any point and
+started again with the same ``OUT`` goes on where it stopped (a student's training resumes
+from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distilkit.encoder import load
+from distilkit.evaluate import suite
+from distilkit.evaluate.timing import time_embedders
+from distilkit.methods.compress import candidates as build
+from distilkit.methods.compress.budget import REPORT_SECONDS, CostModel, Deadline, training_share
+from distilkit.methods.compress.config import CompressConfig
+from distilkit.methods.compress.report import summary, table, write_report
+from distilkit.methods.compress.scoring import (
+    agreement,
+    embed_function,
+    pick,
+    same_function,
+    score_on_suite,
+    suite_settings,
+)
+from distilkit.methods.static.vocab import corpus_sentences
+from distilkit.model.hub import resolve
+from distilkit.settings import ConfigError, atomic_folder, save_json, to_dict
+from distilkit.train.distributed import say
+from distilkit.train.run_folder import LOCK_FILE, RunLock
+
+CONFIG_FILE = "compress_config.json"
+STATE_FILE = "state.json"
+LOG_FILE = "compress_log.jsonl"
+TEACHER = "teacher"
+
+
+# --------------------------------------------------------------------------- the folder
+def check_out_dir(out_dir: Path, config: CompressConfig, resume: bool) -> None:
+    """Refuse an ``out_dir`` that holds anything but an earlier compress run with the same
+    settings (the time budget may differ), before any work."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file: give a folder")
+    entries = [e for e in out_dir.iterdir() if e.name != LOCK_FILE] if out_dir.is_dir() else []
+    if not entries:
+        return
+    saved_path = out_dir / CONFIG_FILE
+    if not saved_path.is_file():
+        raise ConfigError(
+            f"{out_dir} exists and holds other files: compress writes only into an empty "
+            "folder or one of its own runs; pick another --out"
+        )
+    if not resume:
+        raise ConfigError(
+            f"{out_dir} holds a compress run: run again without --no-resume to continue it, "
+            "or pick another --out"
+        )
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    asked = to_dict(config)
+    for key in sorted(set(saved) & set(asked) - {"time_budget"}):
+        if saved[key] != asked[key]:
+            raise ConfigError(
+                f"{out_dir} holds a compress run with {key}={json.dumps(saved[key])}, but this "
+                f"one asks for {json.dumps(asked[key])}: continue it with the saved value, or "
+                "pick another --out"
+            )
+
+
+def split_corpus(config: CompressConfig, folder: Path) -> tuple[Path, list[str]]:
+    """Write the corpus's sentences to ``folder/train.txt`` (students train on these) and
+    ``folder/heldout.txt`` (``heldout_lines`` sentences drawn by the seed: agreement and
+    timing); returns the training file and the held-out lines. Reused when present."""
+    train_path, heldout_path = folder / "train.txt", folder / "heldout.txt"
+    if train_path.is_file() and heldout_path.is_file():
+        return train_path, heldout_path.read_text(encoding="utf-8").splitlines()
+    sentences = list(dict.fromkeys(s for s in corpus_sentences(config.corpus) if s.strip()))
+    if len(sentences) < 2 * config.heldout_lines:
+        raise ConfigError(
+            f"the corpus has {len(sentences):,} distinct sentences; compress holds out "
+            f"{config.heldout_lines} for agreement and timing and trains on the rest, so it "
+            f"needs at least {2 * config.heldout_lines}: give a larger --corpus"
+        )
+    rng = np.random.default_rng(config.seed)
+    held = set(rng.choice(len(sentences), size=config.heldout_lines, replace=False).tolist())
+    heldout = [s for i, s in enumerate(sentences) if i in held]
+    folder.mkdir(parents=True, exist_ok=True)
+    # one sentence per paragraph, so the main job's sentence splitter keeps them whole
+    train_text = "".join(f"{s}\n\n" for i, s in enumerate(sentences) if i not in held)
+    heldout_path.write_text("".join(f"{s}\n" for s in heldout), encoding="utf-8")
+    train_path.write_text(train_text, encoding="utf-8")
+    return train_path, heldout
+
+
+# --------------------------------------------------------------------------- the search
+class Search:
+    """One invocation of compress over ``out_dir``: its deadline, estimates and state."""
+
+    def __init__(self, config: CompressConfig, out_dir: Path, data: suite.SuiteData):
+        self.config, self.out, self.data = config, out_dir, data
+        self.deadline = Deadline(config.time_budget)
+        self.started = time.perf_counter()
+        self.settings = suite_settings(config.suite)
+        self.state = self._load_state()
+        self.specs = build.candidate_specs(config)
+        self.notes: list[str] = []
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _load_state(self) -> dict:
+        path = self.out / STATE_FILE
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        state.setdefault("candidates", {})
+        state.setdefault("rows", {})
+        return state
+
+    def _save(self) -> None:
+        save_json(self.state, self.out / STATE_FILE)
+
+    def _log(self, event: str, **values) -> None:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, **values}
+        with open(self.out / LOG_FILE, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(entry) + "\n")
+
+    def _note(self, text: str) -> None:
+        say(f"note: {text}")
+        self.notes.append(text)
+        self._log("note", text=text)
+
+    def _vectors_path(self, name: str) -> Path:
+        return self.out / "vectors" / (name.replace(" / ", "__") + ".npy")
+
+    def _save_vectors(self, name: str, vectors: np.ndarray) -> None:
+        path = self._vectors_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+
+    # ----------------------------------------------------------------- steps
+    def run(self) -> dict:
+        save_json(to_dict(self.config), self.out / CONFIG_FILE)
+        self._log("start", time_budget=self.config.time_budget)
+        self.train_path, self.heldout = split_corpus(self.config, self.out / "data")
+        teacher = load(self.config.teacher, head=None, device="cpu")
+        self.costs = self._measure_teacher(teacher)
+        self._score_teacher(teacher)
+        del teacher
+        for index, spec in enumerate(self.specs):
+            folder = self._build(spec, index)
+            if folder is not None:
+                for form in build.forms_of(spec, self.config):
+                    self._score_form(spec, folder, form)
+        rows = self._timed_rows()
+        return self._finish(rows)
+
+    def _measure_teacher(self, teacher) -> CostModel:
+        """The teacher's seconds per sentence on the timing lines, now: every estimate's unit."""
+        lines = self.heldout[: self.config.timing_lines]
+        embed = embed_function(teacher, self.config.batch_size)
+        embed(lines[: self.config.batch_size])  # warm-up
+        started = time.perf_counter()
+        embed(lines)
+        unit = (time.perf_counter() - started) / len(lines)
+        costs = CostModel(
+            unit=unit,
+            teacher_layers=teacher.config.num_layers,
+            suite_sentences=len(self.data.texts()),
+            heldout_lines=len(self.heldout),
+            timing_lines=len(lines),
+            timing_repeats=self.config.timing_repeats,
+            probe_seconds=self.state.get(TEACHER, {}).get("probe_seconds", 0.0),
+        )
+        self.vocab_size = teacher.tokenizer.vocab_size
+        self.max_len = min(self.config.max_len, teacher.config.max_tokens)
+        say(f"teacher: {1 / unit:,.1f} sentences/s here (the unit of every time estimate)")
+        return costs
+
+    def _score_teacher(self, teacher) -> None:
+        if TEACHER in self.state:
+            return
+        estimate = self.costs.scoring("layers", self.costs.teacher_layers, "fp32")
+        left = self.deadline.left() - REPORT_SECONDS
+        if estimate > left:
+            raise ConfigError(
+                f"--time-budget leaves {max(left, 0):.0f} s, but scoring the teacher on the dev "
+                f"suite alone takes about {estimate:.0f} s here: give more time"
+            )
+        say(f"scoring the teacher on the {self.config.suite} dev suite (the reference)...")
+        started = time.perf_counter()
+        embed = embed_function(teacher, self.config.batch_size)
+        result = score_on_suite(embed, self.data, self.settings)
+        self._save_vectors(TEACHER, embed(self.heldout))
+        took = time.perf_counter() - started
+        self.costs.record(estimate, took)
+        self.costs.probe_seconds = result["probe_seconds"]
+        folder = resolve(self.config.teacher)
+        self.state[TEACHER] = {
+            "scores": result["scores"],
+            "probe_seconds": result["probe_seconds"],
+            "folder": str(folder),
+            "size_bytes": build.form_size_bytes(folder, "fp32"),
+        }
+        self._save()
+        self._log("scored", row=TEACHER, seconds=took, estimated=estimate)
+
+    def _remaining_cost(self, index: int) -> float:
+        """Scaled estimate of everything after training candidate ``index``: scoring every
+        unscored form of it and later candidates, later students' overheads, the timing
+        of every form, the report."""
+        total, relatives = REPORT_SECONDS, []
+        for later in self.specs[index:]:
+            for form in build.forms_of(later, self.config):
+                relatives.append(self.costs.relative(later.kind, later.size, form))
+                if f"{later.name} / {form}" not in self.state["rows"]:
+                    total += self.costs.scaled(self.costs.scoring(later.kind, later.size, form))
+            if later.trained and later is not self.specs[index]:
+                total += self.costs.scaled(self.costs.student_overhead())
+        for row in self.state["rows"].values():
+            relatives.append(self.costs.relative(row["kind"], row["size"], row["form"]))
+        return total + self.costs.scaled(self.costs.timing(relatives))
+
+    def _build(self, spec: build.CandidateSpec, index: int) -> Path | None:
+        """The candidate's model folder, built now unless an earlier run built it; None
+        when it does not fit in the budget."""
+        record = self.state["candidates"].get(spec.name, {})
+        if record.get("built"):
+            return Path(record["folder"])
+        folder = self.out / "candidates" / spec.name
+        widest = self._widest_static()
+        started = time.perf_counter()
+        if spec.kind == "static":
+            estimate = self.costs.static_build(0 if widest else self.vocab_size)
+            after = self.costs.scoring(spec.kind, spec.size, build.STATIC_FORM)
+            if self.costs.scaled(estimate + after) > self.deadline.left() - self._reserve([]):
+                self._note(f"{spec.name} not built: about {estimate:.0f} s did not fit")
+                return None
+            say(f"building {spec.name}...")
+            build.build_static(spec, widest, self.config, folder)
+            model_folder = folder
+        else:
+            seconds = record.get("planned_seconds")
+            if seconds is None:
+                pending = [s for s in self.specs[index:] if s.trained]
+                committed = self._remaining_cost(index) + self.costs.scaled(
+                    self.costs.student_overhead()
+                )
+                seconds = training_share(
+                    self.deadline.left(),
+                    committed,
+                    len(pending),
+                    self.config.max_training_seconds,
+                    self.config.min_training_seconds,
+                )
+                if seconds is None:
+                    self._note(
+                        f"{spec.name} not trained: its share of the time left would be under "
+                        f"{self.config.min_training_seconds:g} s"
+                    )
+                    return None
+                self.state["candidates"][spec.name] = {"planned_seconds": seconds}
+                self._save()
+            estimate = self.costs.student_overhead() + seconds
+            say(f"training {spec.name} for {seconds:.0f} s with the main job's recipe...")
+            model_folder = build.build_trained(
+                spec, self.config, self.train_path, seconds, folder, self.max_len
+            )
+        took = time.perf_counter() - started
+        if spec.kind == "static":
+            self.costs.record(estimate, took)
+        else:  # training time is what was asked for: calibrate on the overhead alone
+            self.costs.record(self.costs.student_overhead(), max(took - seconds, 0.0))
+        self.state["candidates"][spec.name] = {
+            **self.state["candidates"].get(spec.name, {}),
+            "built": True,
+            "folder": str(model_folder),
+            "build_seconds": took,
+        }
+        self._save()
+        self._log("built", candidate=spec.name, seconds=took, estimated=estimate)
+        return model_folder
+
+    def _reserve(self, extra: list[float]) -> float:
+        """Scaled seconds kept for the end: timing every form scored so far and ``extra``
+        ones (relative costs), and the report."""
+        relatives = [self.costs.relative(r["kind"], r["size"], r["form"]) for r in self._rows()]
+        return REPORT_SECONDS + self.costs.scaled(self.costs.timing([*relatives, *extra]))
+
+    def _widest_static(self) -> Path | None:
+        for spec in self.specs:
+            record = self.state["candidates"].get(spec.name, {})
+            if spec.kind == "static" and record.get("built"):
+                return Path(record["folder"])
+        return None
+
+    def _score_form(self, spec: build.CandidateSpec, folder: Path, form: str) -> None:
+        name = f"{spec.name} / {form}"
+        if name in self.state["rows"]:
+            return
+        estimate = self.costs.scoring(spec.kind, spec.size, form)
+        reserve = self._reserve([self.costs.relative(spec.kind, spec.size, form)])
+        if self.costs.scaled(estimate) > self.deadline.left() - reserve:
+            self._note(f"{name} not scored: about {self.costs.scaled(estimate):.0f} s did not fit")
+            return
+        say(f"scoring {name}...")
+        started = time.perf_counter()
+        model = build.load_form(folder, form)
+        embed = embed_function(model, self.config.batch_size)
+        heldout = embed(self.heldout)
+        twin = next(
+            (
+                row
+                for row in self._rows()
+                if row["candidate"] == spec.name
+                and row["scores_from"] is None
+                and same_function(heldout, np.load(self._vectors_path(row["name"])))
+            ),
+            None,
+        )
+        if twin is None:
+            result = score_on_suite(embed, self.data, self.settings, self.state[TEACHER]["scores"])
+        else:  # the same vectors (ONNX fp32 of eager fp32): the same scores
+            result = {k: twin[k] for k in ("scores", "retention", "mean_retention")}
+        self._save_vectors(name, heldout)
+        agreed = agreement(heldout, np.load(self._vectors_path(TEACHER)))
+        took = time.perf_counter() - started
+        if twin is None:
+            self.costs.record(estimate, took)
+        self.state["rows"][name] = {
+            "name": name,
+            "candidate": spec.name,
+            "form": form,
+            "kind": spec.kind,
+            "size": spec.size,
+            "scores": result["scores"],
+            "retention": result["retention"],
+            "mean_retention": result["mean_retention"],
+            "scores_from": None if twin is None else twin["name"],
+            "agreement_cosine": agreed["cosine"],
+            "agreement_similarity": agreed["similarity_spearman"],
+            "size_bytes": build.form_size_bytes(folder, form),
+            "model_folder": str(folder),
+            "score_seconds": took,
+        }
+        self._save()
+        self._log("scored", row=name, seconds=took, estimated=estimate, shared=twin is not None)
+        say(f"  mean retention {result['mean_retention']:.2f}% ({took:.0f} s)")
+
+    def _rows(self) -> list[dict]:
+        return list(self.state["rows"].values())
+
+    def _timed_rows(self) -> list[dict]:
+        """The teacher's row and every scored form's, with sentences/s from one timing
+        of all of them in turns (reused when an earlier run timed the same forms)."""
+        rows = self._rows()
+        names = [TEACHER, *(row["name"] for row in rows)]
+        timing = self.state.get("timing", {})
+        if timing.get("names") != names:
+            timing = self._time(rows, names)
+        teacher_speed = timing["sentences_per_s"][TEACHER]
+        teacher = self.state[TEACHER]
+        reference = {
+            "name": f"{TEACHER} / fp32",
+            "candidate": TEACHER,
+            "form": "fp32",
+            "kind": TEACHER,
+            "scores": teacher["scores"],
+            "retention": dict.fromkeys(suite.TASKS, 100.0),
+            "mean_retention": 100.0,
+            "agreement_cosine": 1.0,
+            "agreement_similarity": 100.0,
+            "size_bytes": teacher["size_bytes"],
+            "model_folder": teacher["folder"],
+        }
+        out = []
+        for row in [reference, *rows]:
+            key = TEACHER if row is reference else row["name"]
+            speed = timing["sentences_per_s"][key]
+            out.append({**row, "sentences_per_s": speed, "x_teacher": speed / teacher_speed})
+        return out
+
+    def _time(self, rows: list[dict], names: list[str]) -> dict:
+        """Time the teacher and every form on the same held-out lines, in turns."""
+        lines = self.heldout[: self.config.timing_lines]
+        relatives = [self.costs.relative(r["kind"], r["size"], r["form"]) for r in rows]
+        per_pass = self.costs.scaled(self.costs.timing(relatives)) / (
+            self.config.timing_repeats + 1
+        )
+        fits = int((self.deadline.left() - REPORT_SECONDS) // max(per_pass, 1e-9)) - 1
+        repeats = max(1, min(self.config.timing_repeats, fits))
+        if repeats < self.config.timing_repeats:
+            self._note(f"timed with {repeats} pass(es) instead of {self.config.timing_repeats}")
+        say(f"timing the teacher and {len(rows)} forms in turns on {len(lines)} held-out lines...")
+        models = {TEACHER: load(self.config.teacher, head=None, device="cpu")}
+        for row in rows:
+            models[row["name"]] = build.load_form(Path(row["model_folder"]), row["form"])
+        started = time.perf_counter()
+        results = time_embedders(
+            {name: embed_function(models[name], self.config.batch_size) for name in names},
+            lines,
+            batch_size=self.config.batch_size,
+            repeats=repeats,
+            warmup=1,
+            latency_texts=0,
+        )
+        took = time.perf_counter() - started
+        passes = (repeats + 1) / (self.config.timing_repeats + 1)
+        self.costs.record(self.costs.timing(relatives) * passes, took)
+        timing = {
+            "names": names,
+            "sentences_per_s": {name: results[name]["sentences_per_s"] for name in names},
+            "repeats": repeats,
+            "lines": len(lines),
+            "batch_size": self.config.batch_size,
+            "threads": torch.get_num_threads(),
+            "load_average_1min": results[TEACHER]["load_average_1min"],
+        }
+        self.state["timing"] = timing
+        self._save()
+        self._log("timed", seconds=took, forms=len(rows))
+        return timing
+
+    def _save_picked(self, row: dict) -> tuple[str, str]:
+        """Copy the picked form into ``OUT/picked/``; returns its path and how to load it."""
+        source = Path(row["model_folder"])
+        with atomic_folder(self.out / "picked") as temp:
+            if row["form"].startswith("onnx-"):
+                onnx = build.onnx_file(source, row["form"])
+                shutil.copy2(onnx, temp / onnx.name)
+                name = onnx.name
+            else:
+                name = row["candidate"]
+                shutil.copytree(source, temp / name)
+        path = self.out / "picked" / name
+        dtype = {"bf16": ", dtype='bfloat16'", "int8": ", dtype='int8'"}.get(row["form"], "")
+        return str(path), f"distilkit.load('{path}'{dtype})"
+
+    def _finish(self, rows: list[dict]) -> dict:
+        candidates = [row for row in rows if row["kind"] != TEACHER]
+        for row in candidates:
+            if row["scores_from"]:
+                self.notes.append(
+                    f"{row['name']} has the suite scores of {row['scores_from']}: their vectors "
+                    "of every held-out line agree to cosine >= 0.99999, so it was not rescored"
+                )
+        picked, kept = pick(candidates, self.config.keep)
+        for row in rows:
+            row["picked"] = picked is not None and row["name"] == picked["name"]
+        result = {
+            "config": to_dict(self.config),
+            "picked": picked,
+            "kept": kept,
+            "saved": None,
+            "load": None,
+            "seconds": time.perf_counter() - self.started,
+            "notes": self.notes,
+            "timing": self.state["timing"],
+        }
+        if picked is not None:
+            result["saved"], result["load"] = self._save_picked(picked)
+        say(table(rows))
+        say(summary(result))
+        result["seconds"] = time.perf_counter() - self.started
+        report = write_report(self.out, rows, result)
+        self._log("finished", seconds=result["seconds"], picked=picked and picked["name"])
+        say(f"report: {report}; took {result['seconds']:.0f} s of {self.config.time_budget:.0f} s")
+        return {**result, "rows": rows}
+
+
+def run_compress(config: CompressConfig, out_dir: str | Path, resume: bool = True) -> dict:
+    """Run (or continue) the search in ``out_dir``; returns the results (also written to
+    ``results.json``): rows (the teacher first), picked, kept, saved, load, notes."""
+    out = Path(out_dir)
+    check_out_dir(out, config, resume)
+    resolve(config.teacher)  # a missing teacher: an error before any work
+    data = suite.load_suite_data(suite_settings(config.suite), config.data_root)
+    with RunLock(out):
+        return Search(config, out, data).run()
+
+
+__all__ = ["CONFIG_FILE", "STATE_FILE", "Search", "check_out_dir", "run_compress", "split_corpus"]
