@@ -44,6 +44,11 @@ class CostModel:
     timing_lines: int
     timing_repeats: int
     probe_seconds: float = 0.0  # fitting the suite's probes once (measured on the teacher)
+    # seconds to write a form's ONNX file (tracing does not scale with the model's speed):
+    # a guess until the first export of that form is measured
+    export_seconds: dict[str, float] = field(
+        default_factory=lambda: {"onnx-fp32": 30.0, "onnx-int8": 10.0}
+    )
     measured: list[tuple[float, float]] = field(default_factory=list)  # (estimated, took)
 
     @property
@@ -68,6 +73,10 @@ class CostModel:
         the probes fitted."""
         sentences = self.suite_sentences + self.heldout_lines
         return sentences * self.unit * self.relative(kind, size, form) + self.probe_seconds
+
+    def export(self, form: str) -> float:
+        """Seconds to write the ONNX file of ``form`` (0 for the other forms)."""
+        return self.export_seconds.get(form, 0.0)
 
     def timing(self, relatives: list[float]) -> float:
         """Unscaled seconds to time the teacher and forms of these relative costs in turns

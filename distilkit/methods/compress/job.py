@@ -200,12 +200,12 @@ class Search:
                 f"suite alone takes about {estimate:.0f} s here: give more time"
             )
         say(f"scoring the teacher on the {self.config.suite} dev suite (the reference)...")
-        started = time.perf_counter()
         embed = embed_function(teacher, self.config.batch_size)
         result = score_on_suite(embed, self.data, self.settings)
+        started = time.perf_counter()
         self._save_vectors(TEACHER, embed(self.heldout))
-        took = time.perf_counter() - started
-        self.costs.record(estimate, took)
+        took = time.perf_counter() - started + result["embed_seconds"]
+        self.costs.record(estimate, took)  # embedding only: the probes were not estimated
         self.costs.probe_seconds = result["probe_seconds"]
         folder = resolve(self.config.teacher)
         self.state[TEACHER] = {
@@ -227,6 +227,7 @@ class Search:
                 relatives.append(self.costs.relative(later.kind, later.size, form))
                 if f"{later.name} / {form}" not in self.state["rows"]:
                     total += self.costs.scaled(self.costs.scoring(later.kind, later.size, form))
+                    total += self.costs.export(form)
             if later.trained and later is not self.specs[index]:
                 total += self.costs.scaled(self.costs.student_overhead())
         for row in self.state["rows"].values():
@@ -311,13 +312,19 @@ class Search:
         if name in self.state["rows"]:
             return
         estimate = self.costs.scoring(spec.kind, spec.size, form)
+        exporting = form.startswith("onnx-") and not build.onnx_file(folder, form).is_file()
+        export = self.costs.export(form) if exporting else 0.0
         reserve = self._reserve([self.costs.relative(spec.kind, spec.size, form)])
-        if self.costs.scaled(estimate) > self.deadline.left() - reserve:
-            self._note(f"{name} not scored: about {self.costs.scaled(estimate):.0f} s did not fit")
+        if self.costs.scaled(estimate) + export > self.deadline.left() - reserve:
+            needed = self.costs.scaled(estimate) + export
+            self._note(f"{name} not scored: about {needed:.0f} s did not fit")
             return
         say(f"scoring {name}...")
         started = time.perf_counter()
         model = build.load_form(folder, form)
+        loaded = time.perf_counter()
+        if exporting:
+            self.costs.export_seconds[form] = loaded - started
         embed = embed_function(model, self.config.batch_size)
         heldout = embed(self.heldout)
         twin = next(
@@ -338,7 +345,7 @@ class Search:
         agreed = agreement(heldout, np.load(self._vectors_path(TEACHER)))
         took = time.perf_counter() - started
         if twin is None:
-            self.costs.record(estimate, took)
+            self.costs.record(estimate, time.perf_counter() - loaded)
         self.state["rows"][name] = {
             "name": name,
             "candidate": spec.name,
