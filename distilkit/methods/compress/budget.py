@@ -19,7 +19,7 @@ FORM_COST = {"fp32": 1.0, "bf16": 1.0, "int8": 0.8, "onnx-fp32": 0.8, "onnx-int8
 STATIC_COST = 0.01  # a static table: tokenization and a sparse mean, per teacher pass
 ENTRY_COST = 0.25  # embedding one 1-3 token vocabulary entry, per teacher sentence
 STUDENT_OVERHEAD = 2000.0  # corpus tokenization, layer choice, saving: teacher sentences
-REPORT_SECONDS = 20.0  # picking, copying the picked model, report and plot
+REPORT_SECONDS = 10.0  # picking, copying the picked model, report and plot
 
 
 class Deadline:

@@ -109,7 +109,7 @@ def split_corpus(config: CompressConfig, folder: Path) -> tuple[Path, list[str]]
 
 
 # --------------------------------------------------------------------------- the search
-class Search:
+class CompressSearch:
     """One invocation of compress over ``out_dir``: its deadline, estimates and state."""
 
     def __init__(self, config: CompressConfig, out_dir: Path, data: suite.SuiteData):
@@ -495,7 +495,14 @@ def run_compress(config: CompressConfig, out_dir: str | Path, resume: bool = Tru
     resolve(config.teacher)  # a missing teacher: an error before any work
     data = suite.load_suite_data(suite_settings(config.suite), config.data_root)
     with RunLock(out):
-        return Search(config, out, data).run()
+        return CompressSearch(config, out, data).run()
 
 
-__all__ = ["CONFIG_FILE", "STATE_FILE", "Search", "check_out_dir", "run_compress", "split_corpus"]
+__all__ = [
+    "CONFIG_FILE",
+    "STATE_FILE",
+    "CompressSearch",
+    "check_out_dir",
+    "run_compress",
+    "split_corpus",
+]
