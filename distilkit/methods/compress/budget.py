@@ -50,6 +50,9 @@ class CostModel:
         default_factory=lambda: {"onnx-fp32": 30.0, "onnx-int8": 10.0}
     )
     measured: list[tuple[float, float]] = field(default_factory=list)  # (estimated, took)
+    # candidate name -> its eager fp32 seconds per sentence over the teacher's, measured
+    # once it is built (before that, estimated from its depth)
+    speed: dict[str, float] = field(default_factory=dict)
 
     @property
     def scale(self) -> float:
@@ -61,18 +64,23 @@ class CostModel:
         """Remember a step's unscaled estimate and how long it took."""
         self.measured.append((estimated, took))
 
-    def relative(self, kind: str, size: int, form: str) -> float:
-        """Seconds per sentence of a candidate form over the teacher's."""
+    def relative(self, kind: str, size: int, form: str, name: str | None = None) -> float:
+        """Seconds per sentence of a candidate form over the teacher's: the candidate's
+        measured fp32 ratio (:attr:`speed`) when known, else one from its depth (MobileBERT
+        counted as deep as the teacher), times the form's :data:`FORM_COST`."""
         if kind == "static":
             return STATIC_COST
-        layers = size if kind == "layers" else self.teacher_layers  # MobileBERT: full depth
+        if name in self.speed:
+            return self.speed[name] * FORM_COST[form]
+        layers = size if kind == "layers" else self.teacher_layers
         return (layers + 1) / (self.teacher_layers + 1) * FORM_COST[form]
 
-    def scoring(self, kind: str, size: int, form: str) -> float:
+    def scoring(self, kind: str, size: int, form: str, name: str | None = None) -> float:
         """Unscaled seconds to score one form: the suite and the held-out lines embedded,
         the probes fitted."""
         sentences = self.suite_sentences + self.heldout_lines
-        return sentences * self.unit * self.relative(kind, size, form) + self.probe_seconds
+        relative = self.relative(kind, size, form, name)
+        return sentences * self.unit * relative + self.probe_seconds
 
     def export(self, form: str) -> float:
         """Seconds to write the ONNX file of ``form`` (0 for the other forms)."""

@@ -26,6 +26,10 @@ from distilkit.methods.compress.config import STATIC_FORM, CompressConfig
 from distilkit.model.static import load_static, save_static
 
 STATIC_PREFIX = "static-"
+# The order forms are scored in: ONNX int8 first (usually the fastest, and the cheapest to
+# score: when time is short it is the one form a candidate gets), then eager fp32 before its
+# ONNX twin (which then shares its scores, see scoring.same_function).
+SCORING_ORDER = ("onnx-int8", "fp32", "onnx-fp32", "int8", "bf16")
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,14 @@ def candidate_specs(config: CompressConfig) -> list[CandidateSpec]:
 
 
 def forms_of(spec: CandidateSpec, config: CompressConfig, bf16: bool | None = None) -> list[str]:
-    """The deployable forms a candidate is scored in: a static table has one; a transformer
-    has ``config.forms``, without bf16 unless the CPU runs it natively (``bf16``: that
-    check's answer, default :func:`distilkit.deploy.bench.native_bf16`)."""
+    """The deployable forms a candidate is scored in, in :data:`SCORING_ORDER`: a static
+    table has one; a transformer has ``config.forms``, without bf16 unless the CPU runs it
+    natively (``bf16``: that check's answer, default
+    :func:`distilkit.deploy.bench.native_bf16`)."""
     if spec.kind == "static":
         return [STATIC_FORM]
     native = native_bf16() if bf16 is None else bf16
-    return [form for form in config.forms if form != "bf16" or native]
+    return [f for f in SCORING_ORDER if f in config.forms and (f != "bf16" or native)]
 
 
 # --------------------------------------------------------------------------- building
@@ -113,15 +118,18 @@ def build_trained(
     seconds: float,
     folder: Path,
     max_len: int,
+    teacher_width: int,
 ) -> Path:
     """Train a layered or MobileBERT student for ``seconds`` in ``folder`` (resuming a run
-    stopped there); returns the student's model folder."""
+    stopped there); returns the student's model folder. MobileBERT keeps its default
+    shape, with embeddings no wider than the teacher's ``teacher_width``."""
     layers = spec.size if spec.kind == "layers" else 1
     settings = distill_config(config, corpus, layers, seconds, max_len)
     if spec.kind == "layers":
         general.run(settings, folder, resume=True, evaluate=False)
     else:
-        mobilebert.run(mobilebert.Config(distill=settings), folder, resume=True, evaluate=False)
+        options = mobilebert.Config(distill=settings, embedding_size=min(128, teacher_width))
+        mobilebert.run(options, folder, resume=True, evaluate=False)
     return folder / "student"
 
 
@@ -167,6 +175,7 @@ def form_size_bytes(model_folder: Path, form: str) -> int:
 
 
 __all__ = [
+    "SCORING_ORDER",
     "CandidateSpec",
     "build_static",
     "build_trained",

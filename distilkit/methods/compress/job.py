@@ -30,9 +30,10 @@ from distilkit.evaluate import suite
 from distilkit.evaluate.timing import time_embedders
 from distilkit.methods.compress import candidates as build
 from distilkit.methods.compress.budget import REPORT_SECONDS, CostModel, Deadline, training_share
-from distilkit.methods.compress.config import CompressConfig
+from distilkit.methods.compress.config import STATIC_FORM, TRANSFORMER_FORMS, CompressConfig
 from distilkit.methods.compress.report import summary, table, write_report
 from distilkit.methods.compress.scoring import (
+    OutOfTime,
     agreement,
     embed_function,
     pick,
@@ -159,11 +160,16 @@ class CompressSearch:
         self.costs = self._measure_teacher(teacher)
         self._score_teacher(teacher)
         del teacher
-        for index, spec in enumerate(self.specs):
+        built = {}
+        for index, spec in enumerate(self.specs):  # every candidate built, its first form scored
             folder = self._build(spec, index)
             if folder is not None:
-                for form in build.forms_of(spec, self.config):
-                    self._score_form(spec, folder, form)
+                built[spec] = folder
+                self._measure_speed(spec, folder)
+                self._score_form(spec, folder, build.forms_of(spec, self.config)[0])
+        for spec, folder in built.items():  # then the other forms, while they fit
+            for form in build.forms_of(spec, self.config)[1:]:
+                self._score_form(spec, folder, form)
         rows = self._timed_rows()
         return self._finish(rows)
 
@@ -186,6 +192,7 @@ class CompressSearch:
         )
         self.vocab_size = teacher.tokenizer.vocab_size
         self.max_len = min(self.config.max_len, teacher.config.max_tokens)
+        self.width = teacher.config.hidden_size
         say(f"teacher: {1 / unit:,.1f} sentences/s here (the unit of every time estimate)")
         return costs
 
@@ -201,7 +208,15 @@ class CompressSearch:
             )
         say(f"scoring the teacher on the {self.config.suite} dev suite (the reference)...")
         embed = embed_function(teacher, self.config.batch_size)
-        result = score_on_suite(embed, self.data, self.settings)
+        try:
+            result = score_on_suite(
+                embed, self.data, self.settings, stop_at=self.deadline.end - REPORT_SECONDS
+            )
+        except OutOfTime as stopped:
+            raise ConfigError(
+                f"scoring the teacher on the dev suite did not fit in --time-budget ({stopped}): "
+                "give more time; the next run with this --out starts the teacher again"
+            ) from None
         started = time.perf_counter()
         self._save_vectors(TEACHER, embed(self.heldout))
         took = time.perf_counter() - started + result["embed_seconds"]
@@ -217,21 +232,23 @@ class CompressSearch:
         self._save()
         self._log("scored", row=TEACHER, seconds=took, estimated=estimate)
 
-    def _remaining_cost(self, index: int) -> float:
-        """Scaled estimate of everything after training candidate ``index``: scoring every
-        unscored form of it and later candidates, later students' overheads, the timing
-        of every form, the report."""
+    def _remaining_cost(self, index: int, every_form: bool = True) -> float:
+        """Scaled estimate of everything after training candidate ``index``: scoring the
+        unscored forms of it and later candidates (every form, or only the first of each),
+        later students' overheads, the timing of those forms, the report."""
         total, relatives = REPORT_SECONDS, []
         for later in self.specs[index:]:
-            for form in build.forms_of(later, self.config):
-                relatives.append(self.costs.relative(later.kind, later.size, form))
+            forms = build.forms_of(later, self.config)
+            for form in forms if every_form else forms[:1]:
+                relatives.append(self.costs.relative(later.kind, later.size, form, later.name))
                 if f"{later.name} / {form}" not in self.state["rows"]:
-                    total += self.costs.scaled(self.costs.scoring(later.kind, later.size, form))
+                    cost = self.costs.scoring(later.kind, later.size, form, later.name)
+                    total += self.costs.scaled(cost)
                     total += self.costs.export(form)
             if later.trained and later is not self.specs[index]:
                 total += self.costs.scaled(self.costs.student_overhead())
         for row in self.state["rows"].values():
-            relatives.append(self.costs.relative(row["kind"], row["size"], row["form"]))
+            relatives.append(self._relative(row))
         return total + self.costs.scaled(self.costs.timing(relatives))
 
     def _build(self, spec: build.CandidateSpec, index: int) -> Path | None:
@@ -255,17 +272,7 @@ class CompressSearch:
         else:
             seconds = record.get("planned_seconds")
             if seconds is None:
-                pending = [s for s in self.specs[index:] if s.trained]
-                committed = self._remaining_cost(index) + self.costs.scaled(
-                    self.costs.student_overhead()
-                )
-                seconds = training_share(
-                    self.deadline.left(),
-                    committed,
-                    len(pending),
-                    self.config.max_training_seconds,
-                    self.config.min_training_seconds,
-                )
+                seconds = self._training_share(index)
                 if seconds is None:
                     self._note(
                         f"{spec.name} not trained: its share of the time left would be under "
@@ -277,7 +284,7 @@ class CompressSearch:
             estimate = self.costs.student_overhead() + seconds
             say(f"training {spec.name} for {seconds:.0f} s with the main job's recipe...")
             model_folder = build.build_trained(
-                spec, self.config, self.train_path, seconds, folder, self.max_len
+                spec, self.config, self.train_path, seconds, folder, self.max_len, self.width
             )
         took = time.perf_counter() - started
         if spec.kind == "static":
@@ -294,10 +301,35 @@ class CompressSearch:
         self._log("built", candidate=spec.name, seconds=took, estimated=estimate)
         return model_folder
 
+    def _training_share(self, index: int) -> float | None:
+        """Seconds of training for the student at ``index``: an equal share of what is left
+        after scoring every form of every remaining candidate; when that is under the
+        floor, after scoring only each one's first form (the others then get what time is
+        left at the end); None when even that is under the floor."""
+        students = len([s for s in self.specs[index:] if s.trained])
+        overhead = self.costs.scaled(self.costs.student_overhead())
+        for every_form in (True, False):
+            committed = self._remaining_cost(index, every_form) + overhead
+            share = training_share(
+                self.deadline.left(),
+                committed,
+                students,
+                self.config.max_training_seconds,
+                self.config.min_training_seconds,
+            )
+            if share is not None:
+                if not every_form:
+                    self._note(
+                        f"{self.specs[index].name} trained for {share:.0f} s with only "
+                        "its first form's scoring planned: the budget cannot score every form"
+                    )
+                return share
+        return None
+
     def _reserve(self, extra: list[float]) -> float:
         """Scaled seconds kept for the end: timing every form scored so far and ``extra``
         ones (relative costs), and the report."""
-        relatives = [self.costs.relative(r["kind"], r["size"], r["form"]) for r in self._rows()]
+        relatives = [self._relative(row) for row in self._rows()]
         return REPORT_SECONDS + self.costs.scaled(self.costs.timing([*relatives, *extra]))
 
     def _widest_static(self) -> Path | None:
@@ -311,10 +343,10 @@ class CompressSearch:
         name = f"{spec.name} / {form}"
         if name in self.state["rows"]:
             return
-        estimate = self.costs.scoring(spec.kind, spec.size, form)
+        estimate = self.costs.scoring(spec.kind, spec.size, form, spec.name)
         exporting = form.startswith("onnx-") and not build.onnx_file(folder, form).is_file()
         export = self.costs.export(form) if exporting else 0.0
-        reserve = self._reserve([self.costs.relative(spec.kind, spec.size, form)])
+        reserve = self._reserve([self.costs.relative(spec.kind, spec.size, form, spec.name)])
         if self.costs.scaled(estimate) + export > self.deadline.left() - reserve:
             needed = self.costs.scaled(estimate) + export
             self._note(f"{name} not scored: about {needed:.0f} s did not fit")
@@ -338,7 +370,14 @@ class CompressSearch:
             None,
         )
         if twin is None:
-            result = score_on_suite(embed, self.data, self.settings, self.state[TEACHER]["scores"])
+            reference = self.state[TEACHER]["scores"]
+            try:
+                result = score_on_suite(
+                    embed, self.data, self.settings, reference, self.deadline.end - reserve
+                )
+            except OutOfTime as stopped:
+                self._note(f"{name} not scored: {stopped}")
+                return
         else:  # the same vectors (ONNX fp32 of eager fp32): the same scores
             result = {k: twin[k] for k in ("scores", "retention", "mean_retention")}
         self._save_vectors(name, heldout)
@@ -366,8 +405,33 @@ class CompressSearch:
         self._log("scored", row=name, seconds=took, estimated=estimate, shared=twin is not None)
         say(f"  mean retention {result['mean_retention']:.2f}% ({took:.0f} s)")
 
+    def _relative(self, row: dict) -> float:
+        return self.costs.relative(row["kind"], row["size"], row["form"], row["candidate"])
+
+    def _measure_speed(self, spec: build.CandidateSpec, folder: Path) -> None:
+        """The candidate's eager fp32 seconds per sentence over the teacher's, on the first
+        timing lines, so that its forms' estimates come from what it is, not its depth."""
+        if spec.kind == "static" or spec.name in self.costs.speed:
+            return
+        lines = self.heldout[: min(64, self.config.timing_lines)]
+        embed = embed_function(build.load_form(folder, "fp32"), self.config.batch_size)
+        embed(lines[:8])  # warm-up
+        started = time.perf_counter()
+        embed(lines)
+        per_sentence = (time.perf_counter() - started) / len(lines)
+        self.costs.speed[spec.name] = per_sentence / self.costs.unit
+
     def _rows(self) -> list[dict]:
-        return list(self.state["rows"].values())
+        """Every scored form, by candidate (in build order) and form."""
+        order = [spec.name for spec in self.specs]
+        forms = [STATIC_FORM, *TRANSFORMER_FORMS]
+        return sorted(
+            self.state["rows"].values(),
+            key=lambda row: (
+                order.index(row["candidate"]) if row["candidate"] in order else len(order),
+                forms.index(row["form"]),
+            ),
+        )
 
     def _timed_rows(self) -> list[dict]:
         """The teacher's row and every scored form's, with sentences/s from one timing
@@ -402,7 +466,7 @@ class CompressSearch:
     def _time(self, rows: list[dict], names: list[str]) -> dict:
         """Time the teacher and every form on the same held-out lines, in turns."""
         lines = self.heldout[: self.config.timing_lines]
-        relatives = [self.costs.relative(r["kind"], r["size"], r["form"]) for r in rows]
+        relatives = [self._relative(row) for row in rows]
         per_pass = self.costs.scaled(self.costs.timing(relatives)) / (
             self.config.timing_repeats + 1
         )

@@ -17,6 +17,24 @@ from distilkit.evaluate import suite
 from distilkit.evaluate.sentence import _row_cosines
 
 EmbedFunction = Callable[[list[str]], np.ndarray]
+CHUNK = 1024  # sentences embedded between two looks at the clock
+
+
+class OutOfTime(RuntimeError):
+    """A step reached the time it was given and stopped."""
+
+
+def embed_until(
+    embed: EmbedFunction, texts: Sequence[str], stop_at: float | None, chunk: int = CHUNK
+) -> np.ndarray:
+    """``embed(texts)`` ``(n, dim)``, ``chunk`` texts at a time, raising :class:`OutOfTime`
+    when ``time.perf_counter()`` has passed ``stop_at`` before the next chunk."""
+    parts = []
+    for start in range(0, len(texts), chunk):
+        if stop_at is not None and time.perf_counter() > stop_at:
+            raise OutOfTime(f"the time ran out after {start:,} of {len(texts):,} sentences")
+        parts.append(embed(list(texts[start : start + chunk])))
+    return np.concatenate(parts)
 
 
 def embed_function(model, batch_size: int) -> EmbedFunction:
@@ -34,13 +52,15 @@ def score_on_suite(
     data: suite.SuiteData,
     settings: suite.SuiteSettings,
     reference: dict[str, float] | None = None,
+    stop_at: float | None = None,
 ) -> dict:
     """Every dev-suite task's score of one form and, against ``reference`` (the teacher's
     scores), its retention per task and mean retention (%); with the seconds spent
-    embedding and fitting the probes."""
+    embedding and fitting the probes. Raises :class:`OutOfTime` when the embedding passes
+    ``stop_at`` (a ``time.perf_counter()`` value)."""
     texts = data.texts()
     started = time.perf_counter()
-    matrix = embed(texts)  # (texts, dim): one call, so batching sees every text
+    matrix = embed_until(embed, texts, stop_at)  # (texts, dim)
     embedded = time.perf_counter()
     scores = suite.score_vectors(dict(zip(texts, matrix, strict=True)), data, settings)
     result = {
@@ -115,9 +135,12 @@ def pick(rows: Sequence[dict], keep: float) -> tuple[dict | None, bool]:
 
 
 __all__ = [
+    "CHUNK",
     "RULE",
+    "OutOfTime",
     "agreement",
     "embed_function",
+    "embed_until",
     "pairwise_cosines",
     "pick",
     "same_function",
