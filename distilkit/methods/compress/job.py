@@ -234,18 +234,21 @@ class CompressSearch:
 
     def _remaining_cost(self, index: int, every_form: bool = True) -> float:
         """Scaled estimate of everything after training candidate ``index``: scoring the
-        unscored forms of it and later candidates (every form, or only the first of each),
-        later students' overheads, the timing of those forms, the report."""
+        unscored forms of it, of later candidates and of those built before it (every form,
+        or only the first of each), later students' overheads, the timing of those forms,
+        the report."""
         total, relatives = REPORT_SECONDS, []
-        for later in self.specs[index:]:
-            forms = build.forms_of(later, self.config)
+        for position, spec in enumerate(self.specs):
+            built = self.state["candidates"].get(spec.name, {}).get("built")
+            if position < index and not built:
+                continue  # skipped for want of time: nothing more to do for it
+            forms = build.forms_of(spec, self.config)
             for form in forms if every_form else forms[:1]:
-                relatives.append(self.costs.relative(later.kind, later.size, form, later.name))
-                if f"{later.name} / {form}" not in self.state["rows"]:
-                    cost = self.costs.scoring(later.kind, later.size, form, later.name)
-                    total += self.costs.scaled(cost)
-                    total += self.costs.export(form)
-            if later.trained and later is not self.specs[index]:
+                if f"{spec.name} / {form}" not in self.state["rows"]:
+                    relatives.append(self.costs.relative(spec.kind, spec.size, form, spec.name))
+                    cost = self.costs.scoring(spec.kind, spec.size, form, spec.name)
+                    total += self.costs.scaled(cost) + self.costs.export(form)
+            if spec.trained and position > index:
                 total += self.costs.scaled(self.costs.student_overhead())
         for row in self.state["rows"].values():
             relatives.append(self._relative(row))
