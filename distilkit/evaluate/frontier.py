@@ -44,14 +44,17 @@ def plot_frontier(
 ) -> Path:
     """Write the frontier PNG: ``rows`` hold ``name``, ``kind`` (a :data:`MARKERS` key),
     ``sentences_per_s`` (> 0) and ``quality``; ``picked`` names the row ringed in red;
-    ``target`` draws a dashed horizontal line at that quality."""
+    ``target`` draws a dashed horizontal line at that quality. Every point is in the legend;
+    the points on the front (and the picked one) are also labelled beside them."""
     if not rows:
         raise ValueError("no points to plot")
     if any(not row["sentences_per_s"] or row["sentences_per_s"] <= 0 for row in rows):
         raise ValueError("every point needs a positive sentences_per_s for the log axis")
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(9, 6))
+    figure, axis = plt.subplots(figsize=(11, 6))
     axis.set_xscale("log")
+    front = frontier_points(rows)
+    labelled = {row["name"] for row in front} | {picked}
     for index, row in enumerate(rows):
         is_teacher = row.get("kind") == "teacher"
         axis.scatter(
@@ -61,15 +64,16 @@ def plot_frontier(
             s=220 if is_teacher else 70,
             color="black" if is_teacher else f"C{index % 10}",
             zorder=3,
+            label=row["name"],
         )
-        axis.annotate(
-            row["name"],
-            (row["sentences_per_s"], row["quality"]),
-            xytext=(6, 4),
-            textcoords="offset points",
-            fontsize=7,
-        )
-    front = frontier_points(rows)
+        if row["name"] in labelled:
+            axis.annotate(
+                row["name"],
+                (row["sentences_per_s"], row["quality"]),
+                xytext=(6, 4),
+                textcoords="offset points",
+                fontsize=7,
+            )
     axis.plot(
         [row["sentences_per_s"] for row in front],
         [row["quality"] for row in front],
@@ -102,7 +106,7 @@ def plot_frontier(
     axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(True, which="both", alpha=0.3)
-    axis.legend(loc="lower left", fontsize=8)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)

@@ -512,9 +512,8 @@ class CompressSearch:
         source = Path(row["model_folder"])
         with atomic_folder(self.out / "picked") as temp:
             if row["form"].startswith("onnx-"):
-                onnx = build.onnx_file(source, row["form"])
-                shutil.copy2(onnx, temp / onnx.name)
-                name = onnx.name
+                name = f"{row['candidate']}.{row['form'].removeprefix('onnx-')}.onnx"
+                shutil.copy2(build.onnx_file(source, row["form"]), temp / name)
             else:
                 name = row["candidate"]
                 shutil.copytree(source, temp / name)
