@@ -12,7 +12,13 @@ import numpy as np
 
 from distilkit.evaluate.report import _pyplot
 
-MARKERS = {"teacher": "*", "static": "s", "layers": "o", "mobilebert": "D"}
+# A point's name is "CANDIDATE / FORM": one colour per candidate, one marker per form.
+MARKERS = {"fp32": "o", "int8": "s", "bf16": "v", "onnx-fp32": "^", "onnx-int8": "D", "numpy": "P"}
+
+
+def _candidate_and_form(name: str) -> tuple[str, str]:
+    candidate, _, form = name.partition(" / ")
+    return candidate, form
 
 
 def frontier_points(rows: Sequence[dict]) -> list[dict]:
@@ -42,8 +48,9 @@ def plot_frontier(
     ylabel: str = "quality",
     title: str = "Quality against speed",
 ) -> Path:
-    """Write the frontier PNG: ``rows`` hold ``name``, ``kind`` (a :data:`MARKERS` key),
-    ``sentences_per_s`` (> 0) and ``quality``; ``picked`` names the row ringed in red;
+    """Write the frontier PNG: ``rows`` hold ``name`` (``CANDIDATE / FORM``: a colour per
+    candidate, a :data:`MARKERS` shape per form), ``kind`` (``teacher`` is drawn as a
+    black star), ``sentences_per_s`` (> 0) and ``quality``; ``picked`` names the row ringed in red;
     ``target`` draws a dashed horizontal line at that quality. Every point is in the legend;
     the points on the front (and the picked one) are also labelled beside them."""
     if not rows:
@@ -55,14 +62,16 @@ def plot_frontier(
     axis.set_xscale("log")
     front = frontier_points(rows)
     labelled = {row["name"] for row in front} | {picked}
-    for index, row in enumerate(rows):
+    candidates = list(dict.fromkeys(_candidate_and_form(row["name"])[0] for row in rows))
+    for row in rows:
         is_teacher = row.get("kind") == "teacher"
+        candidate, form = _candidate_and_form(row["name"])
         axis.scatter(
             row["sentences_per_s"],
             row["quality"],
-            marker=MARKERS.get(row.get("kind", ""), "^"),
+            marker="*" if is_teacher else MARKERS.get(form, "X"),
             s=220 if is_teacher else 70,
-            color="black" if is_teacher else f"C{index % 10}",
+            color="black" if is_teacher else f"C{candidates.index(candidate) % 10}",
             zorder=3,
             label=row["name"],
         )
