@@ -128,6 +128,28 @@ def kfold_splits(labels: np.ndarray, folds: int, seed: int) -> list[tuple[np.nda
     return list(splitter.split(np.zeros((len(labels), 1)), labels))
 
 
+def _cross_validated(
+    features: np.ndarray,
+    labels: np.ndarray,
+    folds: int,
+    seed: int,
+    choose_c: Callable[[np.ndarray], float],
+) -> tuple[float, list[float]]:
+    """Accuracy (%) over ``folds`` stratified folds, each fold predicted by a probe trained
+    on the others with the C that ``choose_c(train_indices)`` gives; and those Cs."""
+    if len(features) != len(labels):
+        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
+    correct, chosen = 0.0, []
+    for train, test in kfold_splits(labels, folds, seed):
+        c = choose_c(train)
+        chosen.append(c)
+        accuracy = probe_accuracy(
+            features[train], labels[train], features[test], labels[test], seed, c
+        )
+        correct += accuracy / 100.0 * len(test)
+    return 100.0 * correct / len(labels), chosen
+
+
 def kfold_probe_accuracy(
     features: np.ndarray,
     labels: np.ndarray,
@@ -138,15 +160,7 @@ def kfold_probe_accuracy(
     """Accuracy (%) of the probe (inverse regularisation ``c``) over ``folds`` stratified
     folds of ``(n, dim)`` features: each fold is predicted by a probe trained on the
     others; correct predictions over all ``n`` examples."""
-    if len(features) != len(labels):
-        raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
-    correct = 0.0
-    for train, test in kfold_splits(labels, folds, seed):
-        accuracy = probe_accuracy(
-            features[train], labels[train], features[test], labels[test], seed, c
-        )
-        correct += accuracy / 100.0 * len(test)
-    return 100.0 * correct / len(labels)
+    return _cross_validated(features, labels, folds, seed, lambda _: c)[0]
 
 
 def select_probe_c(
@@ -173,15 +187,11 @@ def nested_probe_accuracy(
 ) -> tuple[float, list[float]]:
     """SentEval's nested cross-validation: each outer fold is predicted by a probe whose C
     was chosen on that fold's training part alone; accuracy (%) and the C of each fold."""
-    correct, chosen = 0.0, []
-    for train, test in kfold_splits(labels, folds, seed):
-        c, _ = select_probe_c(features[train], labels[train], grid, inner_folds, seed)
-        chosen.append(c)
-        accuracy = probe_accuracy(
-            features[train], labels[train], features[test], labels[test], seed, c
-        )
-        correct += accuracy / 100.0 * len(test)
-    return 100.0 * correct / len(labels), chosen
+
+    def choose(train: np.ndarray) -> float:
+        return select_probe_c(features[train], labels[train], grid, inner_folds, seed)[0]
+
+    return _cross_validated(features, labels, folds, seed, choose)
 
 
 # --------------------------------------------------------------------------- the tasks
