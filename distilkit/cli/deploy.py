@@ -366,6 +366,17 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     )
     parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: no key)")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="processes")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        help="forward batches in flight at once in each process (default: 2 on a CPU with "
+        "2 or more cores, else 1)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="PyTorch threads per instance (default: the physical cores / instances)",
+    )
     parser.add_argument("--served-model-name", help="the model name in responses")
     return parser
 

@@ -1,8 +1,13 @@
 """The dynamic batcher behind ``distilkit serve``: requests from concurrent clients are
 merged into length-sorted batches, run off the event loop, and split back per request.
 
-One worker thread owns the tokenizer and the model (neither is thread-safe), so the
-event loop only parses requests and writes responses. A cycle of the worker:
+Worker threads own the model, so the event loop only parses requests and writes
+responses. With ``instances`` > 1 several workers take batches from the one queue and
+run them at the same time (Triton's model instances): while one batch runs, the event
+loop answers another's requests and reads new ones, and the next batch is already
+being formed, so neither the model nor the event loop waits for the other. Each
+worker calls ``on_start`` first (the server sets its thread's share of the intra-op
+threads there). A cycle of a worker:
 
 1. wait for the oldest queued request, then until ``max_batch_size`` texts are queued or
    ``max_wait`` has passed since that request arrived (under load the queue is already
@@ -121,13 +126,15 @@ def _settle(future: asyncio.Future, value: object) -> None:
 
 
 class DynamicBatcher:
-    """Merge concurrent requests into forward batches on one worker thread.
+    """Merge concurrent requests into forward batches on ``instances`` worker threads.
 
     max_batch_size: texts per forward; max_wait: seconds the oldest request may wait for
     company; max_queue: texts waiting at most; token_limit: tokens per text (more is an
-    :class:`InputTooLong` unless the request truncates). ``on_batch`` and ``on_wait`` are
-    called on the worker thread with each forward's :class:`BatchStats` and each taken
-    request's queue wait in seconds.
+    :class:`InputTooLong` unless the request truncates); instances: forward batches in
+    flight at once (the runner's ``run`` must then be thread-safe; ``tokenize`` is
+    called under a lock). ``on_batch`` and ``on_wait`` are called on a worker thread
+    with each forward's :class:`BatchStats` and each taken request's queue wait in
+    seconds; ``on_start`` once by each worker before its first batch.
     """
 
     def __init__(
@@ -139,10 +146,13 @@ class DynamicBatcher:
         token_limit: int,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_wait: Callable[[float], None] | None = None,
+        instances: int = 1,
+        on_start: Callable[[], None] | None = None,
     ):
-        if max_batch_size < 1 or max_queue < 1 or max_wait < 0 or token_limit < 3:
+        if max_batch_size < 1 or max_queue < 1 or max_wait < 0 or token_limit < 3 or instances < 1:
             raise ValueError(
-                "max_batch_size and max_queue must be >= 1, max_wait >= 0 and token_limit >= 3"
+                "max_batch_size, max_queue and instances must be >= 1, max_wait >= 0 and "
+                "token_limit >= 3"
             )
         self.runner = runner
         self.max_batch_size = max_batch_size
@@ -156,8 +166,14 @@ class DynamicBatcher:
         self._condition = threading.Condition()
         self._stopping = False
         self._rate = 0.0  # texts per second, smoothed, for Retry-After
-        self._thread = threading.Thread(target=self._work, name="distilkit-batcher", daemon=True)
-        self._thread.start()
+        self._tokenizer_lock = threading.Lock()
+        self._on_start = on_start
+        self._threads = [
+            threading.Thread(target=self._work, name=f"distilkit-batcher-{i}", daemon=True)
+            for i in range(instances)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def queued_texts(self) -> int:
@@ -196,14 +212,18 @@ class DynamicBatcher:
         return max(1, min(60, math.ceil(self._queued_texts / self._rate)))
 
     def close(self, timeout: float | None = None) -> None:
-        """Refuse new requests, finish every queued one, stop the worker."""
+        """Refuse new requests, finish every queued one, stop the workers."""
         with self._condition:
             self._stopping = True
-            self._condition.notify()
-        self._thread.join(timeout)
+            self._condition.notify_all()
+        ends = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if ends is None else max(0.0, ends - time.monotonic()))
 
     # ------------------------------------------------------------------ worker side
     def _work(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while True:
             jobs = self._take()
             if jobs is None:
@@ -217,8 +237,8 @@ class DynamicBatcher:
                 for job in jobs:
                     job.loop.call_soon_threadsafe(_settle, job.future, failure)
             seconds = time.perf_counter() - started
-            if seconds > 0:
-                rate = texts / seconds
+            if seconds > 0:  # each worker's rate times the workers: the whole rate
+                rate = texts / seconds * len(self._threads)
                 self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
 
     def _take(self) -> list[Job] | None:
@@ -254,7 +274,8 @@ class DynamicBatcher:
 
     def _process(self, jobs: list[Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
-        encoded = self.runner.tokenize(texts, self.token_limit)
+        with self._tokenizer_lock:  # the tokenizer's truncation setting is state
+            encoded = self.runner.tokenize(texts, self.token_limit)
         outputs: list[dict[str, list]] = [{} for _ in jobs]
         sizes = [len(job.texts) for job in jobs]
         failures: list[BaseException | None] = [None] * len(jobs)

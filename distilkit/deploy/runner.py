@@ -3,8 +3,11 @@
 exported ``.onnx`` file) plus early-exit branches when the folder has them, and runs
 the batcher's forward batches: pooled sentence vectors, or classifier logits.
 
-It is called from the batcher's one worker thread only (the tokenizer's truncation
-setting is state, and one thread per model is what the CPU kernels want anyway).
+It is called from the batcher's worker threads: ``tokenize`` under the batcher's lock
+(the tokenizer's truncation setting is state), ``run`` from several threads at once when
+the server runs more than one model instance (inference on shared weights keeps no
+state). :meth:`ModelRunner.plan` decides how many instances run and how many intra-op
+threads each uses.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from distilkit.deploy.batcher import Encoded, Runner
+from distilkit.deploy.onnx_runtime import physical_cores
 from distilkit.encoder import load
 from distilkit.methods.early_exit.model import (
     BranchConfig,
@@ -111,6 +115,31 @@ class ModelRunner(Runner):
     @property
     def default_threshold(self) -> float | None:
         return None if self.early_exit is None else float(self.early_exit.threshold)
+
+    # ------------------------------------------------------------------ threads
+    def plan(
+        self, instances: int | None, threads: int | None, processes: int = 1
+    ) -> tuple[int, int]:
+        """``(instances, threads)``: forward batches in flight at once in this process and
+        PyTorch intra-op threads per instance, when ``processes`` server processes share
+        the machine. Defaults on the CPU: two instances sharing the physical cores when
+        each process has at least two (while one batch runs, the event loop answers the
+        other's requests, and no instance's thread team waits on a thread the event loop
+        took); one instance on an accelerator and for an ONNX file (its session's threads
+        are fixed when it is opened)."""
+        cores = max(1, physical_cores() // processes)
+        if instances is None:
+            single = self.device.type != "cpu" or not hasattr(self.model, "model")
+            instances = 1 if single or cores < 2 else 2
+        if threads is None:
+            threads = max(1, cores // instances)
+        return instances, threads
+
+    @staticmethod
+    def start_instance(threads: int) -> None:
+        """Called by each batcher worker thread before its first batch: its PyTorch
+        intra-op thread count (OpenMP's setting is per thread)."""
+        torch.set_num_threads(threads)
 
     # ------------------------------------------------------------------ the batcher's calls
     def tokenize(self, texts: list[str], limit: int) -> list[Encoded]:

@@ -81,6 +81,8 @@ class ServeConfig:
     max_body_bytes: int = 2_000_000
     api_key: str | None = None
     workers: int = 1
+    instances: int | None = None  # forward batches in flight per process; None: see plan()
+    threads: int | None = None  # intra-op threads per instance; None: cores / instances
     served_model_name: str | None = None
 
     def __post_init__(self) -> None:
@@ -90,6 +92,14 @@ class ServeConfig:
             (self.max_queue >= 1, f"--max-queue must be >= 1, got {self.max_queue}"),
             (self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024"),
             (self.workers >= 1, f"--workers must be >= 1, got {self.workers}"),
+            (
+                self.instances is None or self.instances >= 1,
+                f"--instances must be >= 1, got {self.instances}",
+            ),
+            (
+                self.threads is None or self.threads >= 1,
+                f"--threads must be >= 1, got {self.threads}",
+            ),
             (0 <= self.port <= 65535, f"--port must be from 0 to 65535, got {self.port}"),
             (
                 self.max_input_tokens is None or self.max_input_tokens >= 3,
@@ -295,12 +305,15 @@ class ServerState:
 
     def start(self) -> None:
         config = self.config
+        instances, threads = self.runner.plan(config.instances, config.threads, config.workers)
         self.batcher = DynamicBatcher(
             self.runner,
             max_batch_size=config.max_batch_size,
             max_wait=config.max_wait_ms / 1000,
             max_queue=config.max_queue,
             token_limit=self.token_limit,
+            instances=instances,
+            on_start=lambda: self.runner.start_instance(threads),
         )
         self.metrics = Metrics(lambda: self.batcher.queued_texts, config.max_batch_size)
         self.batcher.on_batch = self.metrics.observe_batch

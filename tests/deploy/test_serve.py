@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -219,11 +220,16 @@ def test_the_openai_client_embeds_through_the_server(tiny_folder, tiny_runner, r
 
 
 # ----------------------------------------------------------------------------- batching
-def test_200_concurrent_requests_get_exactly_their_own_rows(tiny_folder, tiny_runner, reference):
+@pytest.mark.parametrize("instances", [1, 3])
+def test_200_concurrent_requests_get_exactly_their_own_rows(
+    tiny_folder, tiny_runner, reference, instances
+):
     generator = np.random.default_rng(7)
     words = ["the", "cat", "sat", "mat", "hello", "world", "big", "red", "dog", "run", "jump"]
     texts = [" ".join(generator.choice(words, generator.integers(1, 40))) for _ in range(200)]
-    config = ServeConfig(model=str(tiny_folder), max_batch_size=16, max_wait_ms=10)
+    config = ServeConfig(
+        model=str(tiny_folder), max_batch_size=16, max_wait_ms=10, instances=instances
+    )
 
     async def fire(url):
         async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=200)) as c:
@@ -250,6 +256,74 @@ def test_200_concurrent_requests_get_exactly_their_own_rows(tiny_folder, tiny_ru
     assert float(_metric(metrics, 'distilkit_batch_size_bucket{le="16.0"}')) == batches
 
 
+def test_instances_run_forward_batches_at_the_same_time(tiny_folder, tiny_runner, reference):
+    """With two instances a second batch runs while the first is still in its forward:
+    both forwards are entered before either may finish, and each request gets its rows."""
+    runner = GatedRunner(tiny_runner)
+    runner.gate = threading.Event()
+    inside, most = [0], [0]
+    lock = threading.Lock()
+    base_run = runner.run
+
+    def counting_run(key, ids):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            return base_run(key, ids)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    runner.run = counting_run
+    config = ServeConfig(model=str(tiny_folder), max_batch_size=1, max_wait_ms=0, instances=2)
+
+    async def fire(url):
+        async with httpx.AsyncClient(base_url=url) as c:
+            posts = [
+                asyncio.ensure_future(c.post("/embed", json={"inputs": t, "normalize": False}))
+                for t in TEXTS[:4]
+            ]
+            deadline = time.monotonic() + 10
+            while most[0] < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            runner.gate.set()
+            return await asyncio.gather(*posts)
+
+    with running(config, runner) as (url, _):
+        responses = asyncio.run(fire(url))
+    assert most[0] == 2  # two forwards in flight at once, never more than the instances
+    for text, response in zip(TEXTS[:4], responses, strict=True):
+        np.testing.assert_allclose(response.json(), reference.embed([text]), atol=1e-5)
+
+
+def test_instances_and_threads_follow_the_cores(tiny_runner, monkeypatch):
+    monkeypatch.setattr("distilkit.deploy.runner.physical_cores", lambda: 8)
+    assert tiny_runner.plan(None, None) == (2, 4)  # two batches in flight, cores shared
+    assert tiny_runner.plan(None, None, processes=4) == (2, 1)
+    assert tiny_runner.plan(None, None, processes=8) == (1, 1)  # one core each: one instance
+    assert tiny_runner.plan(3, None) == (3, 2)
+    assert tiny_runner.plan(1, 5) == (1, 5)  # what the user asked for
+    monkeypatch.setattr("distilkit.deploy.runner.physical_cores", lambda: 1)
+    assert tiny_runner.plan(None, None) == (1, 1)
+
+
+def test_an_instance_sets_its_own_threads_only():
+    """OpenMP's thread count is per thread: an instance's setting leaves the caller's."""
+    before = torch.get_num_threads()
+    seen = []
+
+    def instance():
+        ModelRunner.start_instance(1)
+        seen.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=instance)
+    thread.start()
+    thread.join()
+    assert seen == [1]
+    assert torch.get_num_threads() == before
+
+
 def _metric(text: str, name: str) -> str:
     line = next(line for line in text.splitlines() if line.startswith(name))
     return line.rsplit(" ", 1)[1]
@@ -258,7 +332,7 @@ def _metric(text: str, name: str) -> str:
 def test_batches_are_length_sorted_and_bounded(tiny_folder, tiny_runner):
     runner = GatedRunner(tiny_runner)
     runner.gate = threading.Event()
-    config = ServeConfig(model=str(tiny_folder), max_batch_size=3, max_wait_ms=0)
+    config = ServeConfig(model=str(tiny_folder), max_batch_size=3, max_wait_ms=0, instances=1)
 
     async def fire(url, state):
         async with httpx.AsyncClient(base_url=url) as c:
@@ -337,7 +411,9 @@ def test_limits_are_a_413(server, tiny_folder, tiny_runner):
 def test_a_full_queue_is_a_429_with_retry_after(tiny_folder, tiny_runner, reference):
     runner = GatedRunner(tiny_runner)
     runner.gate = threading.Event()
-    config = ServeConfig(model=str(tiny_folder), max_queue=4, max_batch_size=2, max_wait_ms=0)
+    config = ServeConfig(
+        model=str(tiny_folder), max_queue=4, max_batch_size=2, max_wait_ms=0, instances=1
+    )
 
     async def fire(url, state):
         async with httpx.AsyncClient(base_url=url) as c:
@@ -368,7 +444,7 @@ def test_a_crashing_batch_fails_only_its_own_requests(tiny_folder, tiny_runner, 
     poison = reference.tokenizer.token_to_id("jump")
     runner = GatedRunner(tiny_runner, poison=poison)
     runner.gate = threading.Event()
-    config = ServeConfig(model=str(tiny_folder), max_batch_size=4, max_wait_ms=0)
+    config = ServeConfig(model=str(tiny_folder), max_batch_size=4, max_wait_ms=0, instances=1)
     texts = ["the cat", "we jump", "hello", "red dog", "a tree", "small", "book", "blue mat"]
 
     async def fire(url, state):
@@ -422,7 +498,7 @@ def test_the_api_key(tiny_folder, tiny_runner, monkeypatch):
 def test_a_disconnecting_client_does_not_poison_the_batch(tiny_folder, tiny_runner, reference):
     runner = GatedRunner(tiny_runner)
     runner.gate = threading.Event()
-    config = ServeConfig(model=str(tiny_folder), max_batch_size=8, max_wait_ms=0)
+    config = ServeConfig(model=str(tiny_folder), max_batch_size=8, max_wait_ms=0, instances=1)
     gone_text = "the bird read the book in the house and it was big and red"
 
     async def fire(url, state):
