@@ -58,7 +58,7 @@ def open_cache(folder: Path, corpus, teacher, key: str = "k" * 64, **options) ->
 
 
 def test_a_filled_cache_holds_the_teachers_last_hidden_state_of_every_sequence(setup, tmp_path):
-    tokenizer, corpus, teacher = setup
+    _, corpus, teacher = setup
     cache = open_cache(tmp_path, corpus, teacher)
     assert cache.num_done == 0 and cache.num_sequences == len(corpus) > 40
     assert fill_target_cache(cache, corpus, teacher_last(teacher), 0, 7, False) == len(corpus)
@@ -104,7 +104,7 @@ def test_the_key_follows_teacher_corpus_and_settings(setup, tmp_path):
 def test_a_killed_fill_marks_only_flushed_rows_done_and_resumes_to_the_same_cache(
     setup, tmp_path, monkeypatch
 ):
-    tokenizer, corpus, teacher = setup
+    _, corpus, teacher = setup
     monkeypatch.setattr(target_cache, "FLUSH_EVERY", 3)
     whole = open_cache(tmp_path / "whole", corpus, teacher)
     fill_target_cache(whole, corpus, teacher_last(teacher), 0, 4, False)
@@ -208,7 +208,7 @@ def test_a_batch_with_nothing_cached_runs_the_teacher_as_without_a_cache(setup, 
 
 
 def test_a_float16_cache_halves_the_disk_and_rounds_to_half_precision(setup, tmp_path):
-    tokenizer, corpus, teacher = setup
+    _, corpus, teacher = setup
     cache = open_cache(tmp_path, corpus, teacher, dtype="float16")
     fill_target_cache(cache, corpus, teacher_last(teacher), 0, 8, False)
     assert cache.full_bytes == corpus.num_tokens * 32 * 2
