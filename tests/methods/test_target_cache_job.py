@@ -220,3 +220,19 @@ def test_the_flags_and_the_cache_targets_command(teacher_folder, corpus, capsys)
     done, total = cached_line(capsys.readouterr().out)
     assert done == total > 0
     assert cli.main([*argv[:-2], "--target-cache-dtype", "float64"]) == 2
+
+
+def test_dataloader_workers_read_the_cache(teacher_folder, corpus, tmp_path, capsys):
+    """Workers (forked or spawned, each with a read-only copy of the cache) collate the
+    same targets as the main process."""
+    live = tmp_path / "live"
+    run_distillation(job(teacher_folder, corpus, target_cache=False), live, evaluate=False)
+    for name, workers in (("a", 2), ("b", 2), ("c", 0)):
+        config = job(teacher_folder, corpus, training={"num_workers": workers})
+        run_distillation(config, tmp_path / name, evaluate=False)
+    found = [tuple(map(int, m)) for m in CACHED.findall(capsys.readouterr().out)]
+    assert found[0][0] == 0 < found[1][0] == found[2][0] <= found[0][1]
+    assert difference(student(tmp_path / "a"), student(live)) < 1e-6
+    # b and c read the same cached rows: workers or not, the very same student
+    assert difference(student(tmp_path / "b"), student(tmp_path / "c")) == 0.0
+    assert difference(student(tmp_path / "b"), student(live)) < 1e-5
