@@ -288,7 +288,11 @@ def _create(folder: Path, meta: dict[str, Any]) -> None:
         np.save(temporary / "done.npy", np.zeros(sequences, dtype=np.uint8))
         np.save(temporary / "checksums.npy", np.zeros(sequences, dtype="<u4"))
         (temporary / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", "utf-8")
-        os.replace(temporary, folder)
+        try:
+            os.replace(temporary, folder)
+        except OSError:
+            if _problem(folder, meta) is not None:  # not just another run being faster
+                raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 

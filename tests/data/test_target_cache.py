@@ -223,3 +223,13 @@ def test_a_float16_cache_halves_the_disk_and_rounds_to_half_precision(setup, tmp
 
 def pickle_roundtrip(value):
     return pickle.loads(pickle.dumps(value))
+
+
+def test_two_runs_creating_the_same_entry_share_it(setup, tmp_path):
+    _, corpus, teacher = setup
+    first = open_cache(tmp_path, corpus, teacher)
+    fill_target_cache(first, corpus, teacher_last(teacher), 0, 8, False)
+    # a second run found no folder, built its own, and lost the race to rename it into place
+    target_cache._create(first.folder, first.meta)
+    assert open_cache(tmp_path, corpus, teacher).num_done == len(corpus)
+    assert [p.name for p in tmp_path.iterdir()] == [first.folder.name]
