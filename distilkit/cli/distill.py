@@ -1,5 +1,5 @@
 """Distillation subcommands of the ``distilkit`` command line: distill, init-student,
-fit-mlm-head. Thin wrappers over :mod:`distilkit.methods.general`; registered in
+fit-mlm-head, cache-targets. Thin wrappers over :mod:`distilkit.methods.general`; registered in
 ``cli.main.COMMANDS``."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from distilkit.cli.common import (
     weights_parser,
 )
 from distilkit.data.corpus import UNITS
+from distilkit.data.target_cache import DTYPES
 from distilkit.methods import mobilebert
 from distilkit.methods.general.config import (
     DEFAULT_JOB_BUDGET,
@@ -29,6 +30,7 @@ from distilkit.methods.general.config import (
 from distilkit.methods.general.job import init_student, run_distillation
 from distilkit.methods.general.mlm_head import MLMHeadConfig, fit_mlm_head
 from distilkit.methods.general.objectives import DistillationWeights
+from distilkit.methods.general.targets import cache_teacher_targets
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.model.student import STRATEGIES
 from distilkit.settings import ConfigError, from_dict, load_json
@@ -113,9 +115,27 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         f"{DEFAULT_JOB_BUDGET:.0f} s when neither --time-budget nor --max-steps is given, "
         "else no deadline)",
     )
+    _add_target_cache_options(parser)
     add_training_options(parser)
     _add_mobilebert_options(parser)
     return parser
+
+
+def _add_target_cache_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the teacher's last hidden states from a cache beside the corpus cache, "
+        "filling it as training goes (default on; used when the inputs are unmasked and "
+        "every loss needs only the teacher's last hidden state)",
+    )
+    parser.add_argument(
+        "--target-cache-dtype",
+        choices=DTYPES,
+        help="how the cache stores the targets: float32 (exact, default) or float16 (half "
+        "the disk)",
+    )
 
 
 def _add_mobilebert_options(parser: argparse.ArgumentParser) -> None:
@@ -190,6 +210,8 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
         "max_len",
         "corpus_unit",
         "pack",
+        "target_cache",
+        "target_cache_dtype",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -362,4 +384,46 @@ def run_fit_mlm_head(args: argparse.Namespace) -> int:
         raise ConfigError(str(error)) from None
     out = run_folder(args, "mlm-head")
     fit_mlm_head(config, out, resume=not args.no_resume)
+    return 0
+
+
+# --------------------------------------------------------------------------- cache-targets
+def add_cache_targets_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "cache-targets",
+        help="compute the teacher's targets for `distill` over a corpus ahead of training",
+        description="Run the teacher once over every sequence of the corpus and cache its last "
+        "hidden states (memory-mapped, beside the corpus cache) for distill runs with unmasked "
+        "inputs (e.g. --weights cos=1) and the same teacher, corpus, --max-len and precision. "
+        "Resumable: after a kill, run it again to compute only what is missing.",
+    )
+    parser.add_argument("--config", type=Path, help="a distill_config.json to take them from")
+    parser.add_argument("--teacher", help=f"teacher model (default {DEFAULT_MODEL})")
+    parser.add_argument("--corpus", nargs="+", type=_corpus_path, help="as for distill")
+    parser.add_argument("--max-len", type=int, help="tokens per sequence (default 128)")
+    parser.add_argument("--corpus-unit", choices=UNITS, help="as for distill (default sentence)")
+    parser.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--target-cache-dtype", choices=DTYPES, help="float32 (default) or float16")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="the teacher's precision; must be the distill run's (default auto)",
+    )
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=64, help="sequences per teacher pass")
+    add_progress_argument(parser)
+    return parser
+
+
+def run_cache_targets(args: argparse.Namespace) -> int:
+    data = load_json(args.config) if args.config else {}
+    for name in ("teacher", "corpus", "max_len", "corpus_unit", "pack", "target_cache_dtype"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    training = data.setdefault("training", {})
+    for name in ("precision", "device"):
+        if getattr(args, name) is not None:
+            training[name] = getattr(args, name)
+    training["progress"] = show_progress(args)
+    cache_teacher_targets(from_dict(DistillConfig, data), batch_size=args.batch_size)
     return 0

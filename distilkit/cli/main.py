@@ -63,6 +63,7 @@ COMMANDS: list[Command] = [
     Command(cli_distill.add_distill_parser, cli_distill.run_distill),
     Command(cli_distill.add_init_student_parser, cli_distill.run_init_student),
     Command(cli_distill.add_fit_mlm_head_parser, cli_distill.run_fit_mlm_head),
+    Command(cli_distill.add_cache_targets_parser, cli_distill.run_cache_targets),
     *(Command(*pair) for pair in cli_tasks.TASK_COMMANDS),
     *(Command(*pair) for pair in cli_bilstm.BILSTM_COMMANDS),
     *(Command(*pair) for pair in cli_deploy.DEPLOY_COMMANDS),

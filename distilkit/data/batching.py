@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Sampler
 
 if TYPE_CHECKING:
+    from distilkit.data.corpus import PackedCorpus
     from distilkit.model.tokenizer import Batch, Tokenizer
 
 
@@ -40,6 +41,32 @@ def collate_sequences(
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention_mask),
     }
+
+
+class IndexedSequences:
+    """A corpus (or a view of one) whose items carry their sequence number in the whole
+    corpus: ``dataset[i]`` is ``(row, token ids)``, for caches kept per sequence."""
+
+    def __init__(self, corpus: PackedCorpus):
+        self.corpus = corpus
+        self.rows = corpus.rows  # (len(corpus),) int64
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+        return int(self.rows[index]), self.corpus[index]
+
+
+def collate_indexed(
+    items: Sequence[tuple[int, np.ndarray | Sequence[int]]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """:func:`collate_sequences` of ``(row, token ids)`` items, plus ``sequence_index``:
+    (batch,) int64, each sequence's number in the whole corpus."""
+    rows = [row for row, _ in items]
+    batch = collate_sequences([sequence for _, sequence in items], pad_id)
+    batch["sequence_index"] = torch.tensor(rows, dtype=torch.int64)
+    return batch
 
 
 class ResumableBatchSampler(Sampler[list[int]]):

@@ -645,6 +645,19 @@ class PackedCorpus:
         return np.array(self._tokens[self._offsets[row] : self._offsets[row + 1]])
 
     @property
+    def rows(self) -> np.ndarray:
+        """The whole corpus's numbers of this view's sequences: ``(len(self),)`` int64."""
+        if self._indices is None:
+            return np.arange(len(self._offsets) - 1, dtype=np.int64)
+        return np.asarray(self._indices, dtype=np.int64)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Where each sequence of the whole corpus starts in the token array:
+        ``(num_sequences + 1,)`` int64 (a view shares them)."""
+        return self._offsets
+
+    @property
     def num_tokens(self) -> int:
         """Tokens in this corpus (or view), [CLS] and [SEP] included."""
         return int(self.lengths.sum())

@@ -58,7 +58,8 @@ class TeacherCacheError(ValueError):
 
 
 # ----------------------------------------------------------------------------- keys
-def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+def hash_file(digest: hashlib._Hash, path: Path) -> None:
+    """Feed every byte of ``path`` into ``digest``, in chunks."""
     with path.open("rb") as stream:
         while chunk := stream.read(CHUNK_BYTES):
             digest.update(chunk)
@@ -78,7 +79,7 @@ def teacher_fingerprint(folder: str | Path, max_length: int | None = None) -> st
     digest = hashlib.sha256(f"teacher-files max_length={max_length}\n".encode())
     for path in files:
         digest.update(f"{path.name} {path.stat().st_size}\n".encode())
-        _hash_file(digest, path)
+        hash_file(digest, path)
     return digest.hexdigest()
 
 
@@ -265,6 +266,7 @@ __all__ = [
     "TeacherLogitCache",
     "cached_teacher_logits",
     "data_fingerprint",
+    "hash_file",
     "model_fingerprint",
     "teacher_fingerprint",
 ]

@@ -43,6 +43,7 @@ RESUMABLE = (
     "eval_every",
     "checkpoint_every",
     "keep_checkpoints",
+    "target_cache",  # float32 targets equal live ones; a float16 cache changes target_cache_dtype
 )
 # command-line flags of settings, for error messages (matched on the last name part)
 FLAGS = {

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distilkit.data.corpus import UNITS
+from distilkit.data.target_cache import DTYPES
 from distilkit.methods.general.objectives import GeneralDistillationConfig
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.resources import RESOURCES
@@ -55,6 +56,10 @@ class DistillConfig:
     # the setup and a measured estimate of the evaluation (None: the training budget
     # alone). The CLI's no-argument job sets DEFAULT_JOB_BUDGET.
     job_time_budget: float | None = None
+    # The teacher's last hidden states cached beside the corpus cache (used when the inputs
+    # are unmasked and every loss needs only them); float16 halves the disk
+    target_cache: bool = True
+    target_cache_dtype: str = "float32"  # float32 (exact) | float16
     objective: GeneralDistillationConfig = field(default_factory=GeneralDistillationConfig)
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
@@ -87,6 +92,10 @@ class DistillConfig:
             raise ConfigError(
                 "job_time_budget (--job-time-budget) must be a finite number of seconds > 0, "
                 f"got {self.job_time_budget}"
+            )
+        if self.target_cache_dtype not in DTYPES:
+            raise ConfigError(
+                f"target_cache_dtype must be one of {DTYPES}, got {self.target_cache_dtype!r}"
             )
         if self.corpus_unit not in UNITS:
             raise ConfigError(f"corpus_unit must be one of {UNITS}, got {self.corpus_unit!r}")

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distilkit.data.batching import LengthGroupedSampler, collate_sequences
+from distilkit.data.batching import IndexedSequences, LengthGroupedSampler, collate_sequences
 from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
+from distilkit.data.target_cache import TargetCache, TargetCollate
 from distilkit.encoder import load
 from distilkit.evaluate import report, suite
 from distilkit.evaluate import sentence as evaluation
@@ -30,6 +31,7 @@ from distilkit.methods.general.config import (
 )
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
 from distilkit.methods.general.objectives import GeneralDistillation
+from distilkit.methods.general.targets import job_corpus, open_target_cache
 from distilkit.model.card import write_student_card
 from distilkit.model.checkpoint import check_save_target, load_model, save_model
 from distilkit.model.hub import resolve
@@ -61,9 +63,12 @@ def corpus_trainer(
     training: TrainingConfig,
     out_dir: Path,
     run_config: dict,
+    target_cache: TargetCache | None = None,
 ) -> Trainer:
     """The training loop over packed corpus sequences: length-grouped batches sharded
-    across DDP ranks, evaluation on fixed held-out batches."""
+    across DDP ranks, evaluation on fixed held-out batches. Batches carry each sequence's
+    number in the corpus (``sequence_index``) and, with ``target_cache``, the teacher's
+    cached last hidden states."""
     sampler = LengthGroupedSampler(
         train_set.lengths,
         training.batch_size,
@@ -71,9 +76,9 @@ def corpus_trainer(
     )
     return Trainer(
         objective,
-        train_set,
+        IndexedSequences(train_set),
         sampler,
-        lambda items: collate_sequences(items, tokenizer.pad_id),
+        TargetCollate(tokenizer.pad_id, target_cache),
         training,
         out_dir,
         eval_batches=heldout_batches(heldout, tokenizer.pad_id),
@@ -202,12 +207,11 @@ def run_distillation(
         f"layers, hidden {teacher.config.hidden_size}, head {teacher.config.head})"
     )
 
-    settings = CorpusSettings(max_len=config.max_len, unit=config.corpus_unit, pack=config.pack)
     if distributed.rank() == 0:  # rank 0 tokenizes; the others then read its cache
-        corpus = build_corpus(config.corpus, tokenizer, settings, progress=config.training.progress)
+        corpus = job_corpus(config, tokenizer, config.training.progress)
     distributed.barrier()
     if distributed.rank() != 0:
-        corpus = build_corpus(config.corpus, tokenizer, settings, progress=False)
+        corpus = job_corpus(config, tokenizer, False)
     train_set, heldout = corpus.split(config.heldout_fraction, seed=config.training.seed)
     say(
         f"corpus: {len(corpus):,} sequences, {corpus.num_tokens:,} tokens "
@@ -272,6 +276,8 @@ def run_distillation(
         + ", ".join(f"{k} x{v:g}" for k, v in objective.weights.items())
         + f"; inputs {'masked' if objective.mask_inputs else 'unmasked'}"
     )
+    # before the deadline's timing or the Trainer move the teacher: its key is its CPU tensors
+    target_cache = open_target_cache(config, objective, corpus, config.training)
     training = config.training
     deadline: dict | None = None
     if config.job_time_budget is not None and evaluate and distributed.world_size() == 1:
@@ -286,8 +292,13 @@ def run_distillation(
         training,
         out_dir,
         {"distill": to_dict(resolved)},
+        target_cache,
     )
-    result = trainer.run(resume=resume)
+    try:
+        result = trainer.run(resume=resume)
+    finally:
+        if target_cache is not None:
+            target_cache.close()  # the rows written since the last checkpoint marked done
     say(
         f"training stopped by {result.stopped_by} at step {result.step} after {result.elapsed:.0f}s"
     )

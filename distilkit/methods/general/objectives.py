@@ -35,9 +35,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distilkit.data.masking import MaskingConfig, mask_tokens, span_deleted_views
+from distilkit.data.target_cache import TargetCache, complete_targets
 from distilkit.model.checkpoint import load_student_weights, save_model
 from distilkit.model.layer_map import LayerMap
-from distilkit.model.modeling import TransformerModel, pool
+from distilkit.model.modeling import EncoderOutput, TransformerModel, pool
 from distilkit.model.st_folder import SentenceModules
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, build_nested
@@ -175,6 +176,7 @@ class GeneralDistillation(Objective):
         self.tokenizer = tokenizer
         self.token_weights = token_weights
         self.notes: list[str] = []
+        self.target_cache: TargetCache | None = None  # the teacher's cached last hidden states
         weights = {k: float(v) for k, v in vars(config.weights).items() if v}
         teacher_mlm = teacher.config.head == "masked_lm"
         student_mlm = student.config.head == "masked_lm"
@@ -249,6 +251,28 @@ class GeneralDistillation(Objective):
     def teacher(self) -> TransformerModel:
         return self._teacher[0]
 
+    def target_cache_blocker(self) -> str | None:
+        """Why the teacher's last hidden states cannot be cached for this objective (None:
+        they can): inputs masked afresh each step, or a loss that needs more of the teacher."""
+        if self.mask_inputs:
+            return "the inputs are masked afresh every step (an MLM loss, or mask_inputs)"
+        more = [name for name in ("hidden", "relations", "pairs") if name in self.weights]
+        if more:
+            return f"the {', '.join(more)} loss needs teacher outputs beyond its last hidden state"
+        return None
+
+    def use_target_cache(self, cache: TargetCache) -> None:
+        """Read the teacher's last hidden states from ``cache`` (and fill it) from now on."""
+        if (blocker := self.target_cache_blocker()) is not None:
+            raise ValueError(f"the teacher-target cache cannot be used: {blocker}")
+        self.target_cache = cache
+
+    def _teacher_last(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """The teacher's last hidden state ``(batch, seq, hidden)``, usable by autograd."""
+        with torch.inference_mode():
+            hidden = self.teacher.backbone(input_ids, attention_mask).last_hidden_state
+        return hidden.clone()
+
     def _mask(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         if not self.mask_inputs:
@@ -283,13 +307,18 @@ class GeneralDistillation(Objective):
         attention_mask = batch["attention_mask"]
         input_ids, labels = self._mask(batch, generator)
         need_all_hidden = self.layer_map is not None or "relations" in self.weights
-        # the teacher under inference mode; what the losses keep of it is cloned out of it
-        # (inference tensors cannot be saved for the student's backward)
-        with torch.inference_mode():
-            teacher_out = self.teacher.backbone(
-                input_ids, attention_mask, output_hidden_states=need_all_hidden
+        if self.target_cache is not None and "teacher_hidden" in batch:
+            teacher_out = EncoderOutput(
+                complete_targets(self.target_cache, batch, self._teacher_last)
             )
-        teacher_out = _clone_output(teacher_out)
+        else:
+            # the teacher under inference mode; what the losses keep of it is cloned out of
+            # it (inference tensors cannot be saved for the student's backward)
+            with torch.inference_mode():
+                teacher_out = self.teacher.backbone(
+                    input_ids, attention_mask, output_hidden_states=need_all_hidden
+                )
+            teacher_out = _clone_output(teacher_out)
         student_out = self.student.backbone(
             input_ids, attention_mask, output_hidden_states=need_all_hidden
         )
@@ -409,6 +438,8 @@ class GeneralDistillation(Objective):
         return metrics
 
     def save(self, folder: Path) -> None:
+        if self.target_cache is not None:  # a checkpoint's targets are marked done with it
+            self.target_cache.flush()
         save_model(self.student, folder, tokenizer=self.tokenizer)
         if self.projection is not None:
             save_file(
