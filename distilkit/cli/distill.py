@@ -55,8 +55,9 @@ def add_distill_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         type=_corpus_path,
         help="text files or folders (.txt, .txt.gz), tables (.tsv, .csv, .jsonl; "
         "PATH:col1,col2 names the text columns, else 'text' or 'sentence' is read) or "
-        f"hf:dataset:split:column (default: the demo corpus in {DEMO_CORPUS.name}/; the "
-        f"mixed-genre corpus is distilkit/resources/{MIXED_CORPUS.name}/)",
+        f"hf:dataset:split:column (default: the mixed-genre corpus in "
+        f"distilkit/resources/{MIXED_CORPUS.name}/; the books-and-WikiText demo corpus is "
+        f"distilkit/resources/{DEMO_CORPUS.name}/)",
     )
     parser.add_argument("--num-layers", type=int, help="student depth (default 3)")
     parser.add_argument("--layers", type=parse_layers, help="teacher layers to keep, e.g. 0,3,5")

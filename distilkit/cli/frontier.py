@@ -12,7 +12,7 @@ from distilkit.cli.common import add_progress_argument, finite_float, show_progr
 from distilkit.methods import compress
 from distilkit.methods.compress.config import SUITES, TRANSFORMER_FORMS
 from distilkit.methods.compress.scoring import RULE
-from distilkit.methods.general.config import DEMO_CORPUS
+from distilkit.methods.general.config import DEFAULT_CORPUS
 from distilkit.methods.static.job import LOSSES, WEIGHTINGS, StaticConfig, run_static_distillation
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.settings import ConfigError
@@ -156,10 +156,10 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument(
         "--corpus",
         nargs="+",
-        default=[str(DEMO_CORPUS)],
+        default=[str(DEFAULT_CORPUS)],
         metavar="PATH",
         help="your text: students train on it and agreement is measured on held-out lines "
-        "of it (default: the demo corpus)",
+        "of it (default: the mixed-genre corpus)",
     )
     parser.add_argument(
         "--time-budget",

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distilkit.methods.general.config import DEMO_CORPUS
+from distilkit.methods.general.config import DEFAULT_CORPUS
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.settings import ConfigError, from_dict, load_json
 
@@ -30,7 +30,7 @@ class CompressConfig:
 
     teacher: str = DEFAULT_MODEL
     keep: float = 0.97  # fraction of the teacher's mean dev-suite score to keep, in (0, 1]
-    corpus: list[str] = field(default_factory=lambda: [str(DEMO_CORPUS)])
+    corpus: list[str] = field(default_factory=lambda: [str(DEFAULT_CORPUS)])
     time_budget: float = 2400.0  # seconds for the whole search, this invocation
     static_dims: list[int] = field(default_factory=lambda: [256, 128])
     student_layers: list[int] = field(default_factory=lambda: [1, 2, 3])

@@ -25,7 +25,7 @@ from distilkit.evaluate.comparison import cut_of, suite_or_note
 from distilkit.evaluate.mfu import distillation_mfu, peak_matmul_flops
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
-    DEMO_CORPUS,
+    DEFAULT_CORPUS,
     MIN_AUTO_WINDOWS,
     DistillConfig,
 )
@@ -460,7 +460,7 @@ def init_student(
         layout=layout,
         max_len=max_len,
         auto_sample=sample,
-        corpus=corpus or [str(DEMO_CORPUS)],
+        corpus=corpus or [str(DEFAULT_CORPUS)],
     )
     config.training.progress = progress
     folder = resolve(teacher)
