@@ -57,10 +57,17 @@ def forward_flops(config: ModelConfig, tokens: int, pairs: int) -> float:
 
 
 def distillation_flops(
-    teacher: ModelConfig, student: ModelConfig, tokens: int, pairs: int
+    teacher: ModelConfig,
+    student: ModelConfig,
+    tokens: int,
+    pairs: int,
+    teacher_share: float = 1.0,
 ) -> float:
-    """Teacher forward + student forward and backward (3x its forward)."""
-    return forward_flops(teacher, tokens, pairs) + 3 * forward_flops(student, tokens, pairs)
+    """Teacher forward + student forward and backward (3x its forward); the teacher ran
+    on ``teacher_share`` of the batches' rows (the rest read from a target cache)."""
+    return teacher_share * forward_flops(teacher, tokens, pairs) + 3 * forward_flops(
+        student, tokens, pairs
+    )
 
 
 def distillation_mfu(
@@ -68,12 +75,16 @@ def distillation_mfu(
     student: ModelConfig,
     counts: dict[str, float],
     peak: float,
+    teacher_share: float = 1.0,
 ) -> dict[str, float]:
     """Throughput figures of one process from the trainer's ``counts`` (``padded``
     tokens, ``pairs``, ``seconds``, real ``tokens``) and the device's measured ``peak``
-    FLOP/s: achieved TFLOP/s, MFU and tokens/s (this process's)."""
+    FLOP/s: achieved TFLOP/s, MFU and tokens/s (this process's). ``teacher_share``: the
+    share of rows the teacher ran on (1: no target cache)."""
     seconds = max(float(counts["seconds"]), 1e-9)
-    achieved = distillation_flops(teacher, student, int(counts["padded"]), int(counts["pairs"]))
+    achieved = distillation_flops(
+        teacher, student, int(counts["padded"]), int(counts["pairs"]), teacher_share
+    )
     achieved /= seconds
     return {
         "tokens_per_s": float(counts["tokens"]) / seconds,

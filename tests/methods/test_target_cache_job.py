@@ -99,16 +99,27 @@ def test_students_from_cached_and_live_targets_are_equal(
     teacher_folder, corpus, tmp_path, capsys, teacher_calls
 ):
     live = tmp_path / "live"
-    run_distillation(job(teacher_folder, corpus, target_cache=False), live, evaluate=False)
+    metrics = run_distillation(
+        job(teacher_folder, corpus, target_cache=False), live, evaluate=False
+    )
     assert "teacher-target cache" not in capsys.readouterr().out
     assert not list(corpus.parent.glob(".distilkit-cache/targets-*"))
+    assert metrics["training"]["throughput"]["teacher_share"] == 1.0
 
     # the first run with the cache computes each sequence once and fills the cache
     filling = tmp_path / "filling"
-    run_distillation(job(teacher_folder, corpus), filling, evaluate=False)
-    done, total = cached_line(capsys.readouterr().out)
+    metrics = run_distillation(job(teacher_folder, corpus), filling, evaluate=False)
+    out = capsys.readouterr().out
+    done, total = cached_line(out)
     train = round(0.8 * total)
     assert done == 0 and sum(teacher_calls) == train < 40  # the second epoch read the cache
+    # the MFU counts the teacher's FLOPs on the rows it ran only (10 steps of <= 4 rows)
+    throughput = metrics["training"]["throughput"]
+    rows = throughput["teacher_rows"]
+    assert rows["live"] == train and 30 < rows["seen"] <= 40
+    assert throughput["teacher_share"] == pytest.approx(train / rows["seen"])
+    share = 100 * train / rows["seen"]
+    assert f"teacher forward on {share:.1f}% of the rows (the rest cached)" in out
     assert difference(student(filling), student(live)) < 1e-6
     np.testing.assert_allclose(cos_losses(filling), cos_losses(live), atol=1e-6)
 
@@ -117,9 +128,10 @@ def test_students_from_cached_and_live_targets_are_equal(
     assert cached_line(capsys.readouterr().out) == (train, total)
     teacher_calls.clear()
     cached = tmp_path / "cached"
-    run_distillation(job(teacher_folder, corpus), cached, evaluate=False)
+    metrics = run_distillation(job(teacher_folder, corpus), cached, evaluate=False)
     assert cached_line(capsys.readouterr().out) == (total, total)
     assert teacher_calls == []
+    assert metrics["training"]["throughput"]["teacher_share"] == 0.0
     assert difference(student(cached), student(live)) < 1e-6
 
     # a changed teacher weight gets a cache of its own: no stale targets

@@ -86,20 +86,37 @@ def corpus_trainer(
     )
 
 
-def measure_throughput(trainer: Trainer, teacher, student, result) -> dict:
+def measure_throughput(
+    trainer: Trainer, teacher, student, result, teacher_rows: dict[str, int] | None = None
+) -> dict:
     """Tokens/s and MFU of the training run: teacher forward + student forward and
     backward FLOPs per second over the device's dense matmul rate, measured now in the
-    run's precision (one process's figures; tokens/s over all processes)."""
+    run's precision (one process's figures; tokens/s over all processes). With
+    ``teacher_rows`` (rows ``seen`` and run ``live`` by the teacher) only the rows the
+    teacher ran count its FLOPs: the others were read from the target cache."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision, torch.float32)
     peak = peak_matmul_flops(trainer.device, dtype, seconds=0.5)
-    figures = distillation_mfu(teacher, student, result.throughput, peak)
+    share = 1.0
+    if teacher_rows and teacher_rows.get("seen"):
+        share = teacher_rows["live"] / teacher_rows["seen"]
+    figures = distillation_mfu(teacher, student, result.throughput, peak, share)
     figures["tokens_per_s"] = result.throughput["tokens_per_s"]
-    figures |= {"device": str(trainer.device), "precision": trainer.precision}
+    figures |= {
+        "device": str(trainer.device),
+        "precision": trainer.precision,
+        "teacher_share": share,
+        "teacher_rows": dict(teacher_rows or {}),
+    }
+    teacher_part = (
+        "teacher forward"
+        if share == 1.0
+        else f"teacher forward on {100 * share:.1f}% of the rows (the rest cached)"
+    )
     say(
         f"throughput: {figures['tokens_per_s']:,.0f} tokens/s on {figures['device']} "
         f"({trainer.precision}); MFU {100 * figures['mfu']:.1f}% "
         f"({figures['achieved_tflops']:.3f} of a measured {figures['peak_tflops']:.3f} TFLOP/s "
-        "dense matmul rate, teacher forward + student forward and backward)"
+        f"dense matmul rate, {teacher_part} + student forward and backward)"
     )
     return figures
 
@@ -308,7 +325,9 @@ def run_distillation(
             "stopped_by": result.stopped_by,
             "seconds": result.elapsed,
             "final_losses": result.last_losses,
-            "throughput": measure_throughput(trainer, teacher.config, student.config, result),
+            "throughput": measure_throughput(
+                trainer, teacher.config, student.config, result, objective.teacher_rows
+            ),
         }
     }
     if distributed.rank() != 0:

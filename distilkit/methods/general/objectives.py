@@ -177,6 +177,8 @@ class GeneralDistillation(Objective):
         self.token_weights = token_weights
         self.notes: list[str] = []
         self.target_cache: TargetCache | None = None  # the teacher's cached last hidden states
+        # training rows seen, and those the teacher ran on (the rest came from the cache)
+        self.teacher_rows = {"seen": 0, "live": 0}
         weights = {k: float(v) for k, v in vars(config.weights).items() if v}
         teacher_mlm = teacher.config.head == "masked_lm"
         student_mlm = student.config.head == "masked_lm"
@@ -307,11 +309,14 @@ class GeneralDistillation(Objective):
         attention_mask = batch["attention_mask"]
         input_ids, labels = self._mask(batch, generator)
         need_all_hidden = self.layer_map is not None or "relations" in self.weights
+        self.teacher_rows["seen"] += input_ids.shape[0]
         if self.target_cache is not None and "teacher_hidden" in batch:
+            self.teacher_rows["live"] += len(batch["teacher_missing"])
             teacher_out = EncoderOutput(
                 complete_targets(self.target_cache, batch, self._teacher_last)
             )
         else:
+            self.teacher_rows["live"] += input_ids.shape[0]
             # the teacher under inference mode; what the losses keep of it is cloned out of
             # it (inference tensors cannot be saved for the student's backward)
             with torch.inference_mode():
