@@ -730,3 +730,13 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean")
         last = attention_mask.long().sum(1).clamp(min=1) - 1  # (B,)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+
+
+def set_dropout(model: nn.Module, rate: float) -> None:
+    """Every dropout of ``model`` (hidden, attention, head) at ``rate`` from now on; the
+    model's config is left as it was."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+        if isinstance(module, SelfAttention):
+            module.dropout_p = rate

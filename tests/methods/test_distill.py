@@ -15,6 +15,7 @@ from distill_helpers import random_teacher, tiny_tokenizer, write_text_corpus
 import distilkit
 from distilkit.cli.distill import add_distill_parser, distill_config_from_args
 from distilkit.data.corpus import CorpusError
+from distilkit.methods.general import job as job_module
 from distilkit.methods.general.config import DistillConfig
 from distilkit.methods.general.job import run_distillation
 from distilkit.model.checkpoint import load_model, save_model
@@ -476,3 +477,38 @@ def test_auto_choice_on_too_little_held_out_text_is_a_clear_error(teacher_folder
     corpus = write_text_corpus(tmp_path / "small.txt", 30)
     with pytest.raises(ConfigError, match=r"only [0-9] held-out sequence.*--layers"):
         run_distillation(tiny_job(teacher_folder, [corpus]), tmp_path / "run", evaluate=False)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0])
+def test_a_dropout_outside_its_range_is_a_config_error(rate):
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        DistillConfig(dropout=rate)
+
+
+def test_the_dropout_key_sets_the_students_training_dropout_only(
+    teacher_folder, corpus_file, tmp_path, monkeypatch
+):
+    seen = []
+    original = job_module.set_dropout
+
+    def recording(model, rate):
+        original(model, rate)
+        seen.append((rate, {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}))
+
+    monkeypatch.setattr(job_module, "set_dropout", recording)
+    config = tiny_job(
+        teacher_folder,
+        [corpus_file],
+        strategy="uniform",
+        dropout=0.0,
+        training=TrainingConfig(max_steps=1, batch_size=4, checkpoint_every=1, progress=False),
+    )
+    run_distillation(config, tmp_path / "run", evaluate=False)
+    assert seen == [(0.0, {0.0})]
+    saved = load_model(tmp_path / "run" / "student").config
+    teacher = load_model(teacher_folder).config
+    assert (saved.hidden_dropout, saved.attention_dropout) == (
+        teacher.hidden_dropout,
+        teacher.attention_dropout,
+    )
+    assert DistillConfig.load(tmp_path / "run" / "distill_config.json").dropout == 0.0

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from distilkit.model.config import ModelConfig
-from distilkit.model.modeling import TransformerModel, pool, sinusoidal_table
+from distilkit.model.modeling import TransformerModel, pool, set_dropout, sinusoidal_table
 
 LENGTHS = [7, 3, 12, 1, 9]
 
@@ -354,3 +354,21 @@ def test_pool_matches_reference(mode: str) -> None:
 def test_pool_rejects_unknown_mode() -> None:
     with pytest.raises(ValueError, match="pooling must be one of"):
         pool(torch.zeros(1, 2, 3), torch.ones(1, 2), "median")
+
+
+def test_set_dropout_reaches_every_dropout_and_leaves_the_config(
+    tiny_config: ModelConfig, batch
+) -> None:
+    config = dataclasses.replace(tiny_config, hidden_dropout=0.3, attention_dropout=0.3)
+    model = TransformerModel(config).train()
+    torch.manual_seed(0)
+    first = model(*batch).last_hidden_state
+    second = model(*batch).last_hidden_state
+    assert not torch.allclose(first, second)  # dropout draws differ
+    set_dropout(model, 0.0)
+    first = model(*batch).last_hidden_state
+    second = model(*batch).last_hidden_state
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    eval_out = model.eval()(*batch).last_hidden_state
+    torch.testing.assert_close(first, eval_out, rtol=1e-5, atol=1e-6)  # train == eval now
+    assert model.config.hidden_dropout == model.config.attention_dropout == 0.3

@@ -46,6 +46,7 @@ class DistillConfig:
     layout: str | None = None  # None keeps the teacher's; "distilbert" converts
     student_init: str = "teacher"  # teacher | random (ablation)
     freeze_embeddings: bool = False  # keep the student's (teacher-copied) embeddings fixed
+    dropout: float | None = None  # the student's dropout while it trains (None: its config's)
     train_blocks: list[int] | None = None  # student blocks to train (None: all)
     max_len: int = 128
     # One sentence per sequence by default: a sentence encoder is used on short texts, and
@@ -78,6 +79,8 @@ class DistillConfig:
         if self.layers is not None:
             self.num_layers = len(self.layers)  # an explicit list sets the depth
         build_nested(self)
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.student_init not in ("teacher", "random"):
             raise ConfigError(
                 f"student_init must be 'teacher' or 'random', got {self.student_init!r}"

@@ -35,6 +35,7 @@ from distilkit.methods.general.targets import job_corpus, open_target_cache
 from distilkit.model.card import write_student_card
 from distilkit.model.checkpoint import check_save_target, load_model, save_model
 from distilkit.model.hub import resolve
+from distilkit.model.modeling import set_dropout
 from distilkit.model.student import build_student, check_layers, rank_layer_subsets, select_layers
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, save_json, to_dict
@@ -257,6 +258,8 @@ def run_distillation(
             recipe = getattr(student, "sentence_modules", None)
             student = type(student)(student.config)
             student.sentence_modules = recipe
+    if config.dropout is not None:  # training only: the saved config keeps its own rates
+        set_dropout(student, config.dropout)
     if config.freeze_embeddings:
         # A corpus updates only the rows of the words it contains; freezing keeps the
         # rest of the vocabulary consistent with the rows that moved.
