@@ -403,7 +403,13 @@ def add_cache_targets_parser(subparsers: argparse._SubParsersAction) -> argparse
     parser.add_argument("--corpus", nargs="+", type=_corpus_path, help="as for distill")
     parser.add_argument("--max-len", type=int, help="tokens per sequence (default 128)")
     parser.add_argument("--corpus-unit", choices=UNITS, help="as for distill (default sentence)")
-    parser.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument(
+        "--pack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="as for distill: fill sequences with consecutive units (default: one unit per "
+        "sequence, or the --config file's)",
+    )
     parser.add_argument("--target-cache-dtype", choices=DTYPES, help="float32 (default) or float16")
     parser.add_argument(
         "--precision",
