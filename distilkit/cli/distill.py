@@ -128,8 +128,9 @@ def _add_target_cache_options(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="read the teacher's last hidden states from a cache beside the corpus cache, "
-        "filling it as training goes (default on; used when the inputs are unmasked and "
-        "every loss needs only the teacher's last hidden state)",
+        "filling it as training goes (default off: it pays when the teacher is large beside "
+        "the student; used when the inputs are unmasked and every loss needs only the "
+        "teacher's last hidden state)",
     )
     parser.add_argument(
         "--target-cache-dtype",

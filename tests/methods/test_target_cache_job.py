@@ -45,6 +45,7 @@ def job(teacher: Path, corpus: Path, **overrides) -> DistillConfig:
         **overrides.pop("training", {}),
     }
     settings = {
+        "target_cache": True,
         "teacher": str(teacher),
         "corpus": [str(corpus)],
         "layers": [0, 2],
@@ -222,7 +223,9 @@ def test_the_flags_and_the_cache_targets_command(teacher_folder, corpus, capsys)
     args = parser.parse_args(["distill", "--no-target-cache", "--target-cache-dtype", "float16"])
     config = distill_config_from_args(args)
     assert config.target_cache is False and config.target_cache_dtype == "float16"
-    assert distill_config_from_args(parser.parse_args(["distill"])).target_cache is True
+    assert distill_config_from_args(parser.parse_args(["distill"])).target_cache is False
+    on = distill_config_from_args(parser.parse_args(["distill", "--target-cache"]))
+    assert on.target_cache is True
     argv = ["cache-targets", "--teacher", str(teacher_folder), "--corpus", str(corpus)]
     argv += ["--max-len", "24", "--no-progress", "--batch-size", "5"]
     assert cli.main(argv) == 0
