@@ -24,6 +24,7 @@ from distilkit.cli.common import (
     show_progress,
 )
 from distilkit.data.tables import InputError, read_texts
+from distilkit.deploy.onnx_runtime import OnnxEncoder
 from distilkit.deploy.quantization import PRECISIONS, QUERY_PRECISIONS
 from distilkit.deploy.search import SearchIndex
 from distilkit.evaluate.comparison import compare_models
@@ -34,7 +35,6 @@ from distilkit.evaluate.plotting import (
     project_2d,
 )
 from distilkit.model.hub import resolve
-from distilkit.model.static import StaticEncoder
 from distilkit.model.summary import format_info
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.train.trainer import MAX_SEED
@@ -153,12 +153,14 @@ def run_embed(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if hasattr(encoder, "describe_recipe"):
         recipe = encoder.describe_recipe(args.pooling)  # also checks the pooling fits
-    else:  # an ONNX file: its graph's recipe, or numpy pooling
+    elif isinstance(encoder, OnnxEncoder):  # its graph's recipe, or numpy pooling
+        recipe = f"{args.pooling} pooling" if args.pooling else "the graph's recipe"
+    else:  # a static table: its token vectors pooled
         args.pooling = args.pooling or "mean"
         recipe = f"{args.pooling} pooling"
     cut = {}  # --dimensions: the first K values (a model folder's embed checks K)
     if args.dimensions is not None:
-        if not hasattr(encoder, "describe_recipe") and not isinstance(encoder, StaticEncoder):
+        if isinstance(encoder, OnnxEncoder):
             raise InputError("--dimensions needs a model folder, not an ONNX file")
         cut = {"dimensions": args.dimensions}
     vectors = encoder.embed(

@@ -16,6 +16,7 @@ import torch
 from conftest import TINY_TEXTS
 
 import distilkit
+from distilkit.cli import main as cli
 from distilkit.deploy.export import export_onnx
 from distilkit.deploy.onnx_runtime import (
     load_onnx,
@@ -165,3 +166,16 @@ def test_thread_settings_follow_the_machine(mean_normalize) -> None:
     finally:
         stop.set()
         worker.join()
+
+
+def test_the_embed_command_runs_an_onnx_files_own_recipe(exported, tmp_path) -> None:
+    """`distilkit embed model.onnx` without --pooling runs the graph's recipe (its Dense
+    layers too) and writes the checkpoint folder's vectors."""
+    folder, path = exported
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    output = tmp_path / "vectors.npy"
+    argv = ["embed", str(path), "--input", str(texts), "--output", str(output), "--no-progress"]
+    assert cli.main(argv) == 0
+    expected = distilkit.load(folder).embed(TEXTS)
+    assert np.abs(np.load(output) - expected).max() < 1e-5
