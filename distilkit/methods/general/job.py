@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -67,19 +68,26 @@ def corpus_trainer(
     target_cache: TargetCache | None = None,
 ) -> Trainer:
     """The training loop over packed corpus sequences: length-grouped batches sharded
-    across DDP ranks, evaluation on fixed held-out batches. Batches carry each sequence's
-    number in the corpus (``sequence_index``) and, with ``target_cache``, the teacher's
+    across DDP ranks, evaluation on fixed held-out batches. With ``target_cache``, batches
+    carry each sequence's number in the corpus (``sequence_index``) and the teacher's
     cached last hidden states."""
     sampler = LengthGroupedSampler(
         train_set.lengths,
         training.batch_size,
         seed=training.seed,
     )
+    if target_cache is None:
+        dataset, collate = train_set, partial(collate_sequences, pad_id=tokenizer.pad_id)
+    else:
+        dataset, collate = (
+            IndexedSequences(train_set),
+            TargetCollate(tokenizer.pad_id, target_cache),
+        )
     return Trainer(
         objective,
-        IndexedSequences(train_set),
+        dataset,
         sampler,
-        TargetCollate(tokenizer.pad_id, target_cache),
+        collate,
         training,
         out_dir,
         eval_batches=heldout_batches(heldout, tokenizer.pad_id),

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.methods.general.config import DistillConfig
 from distilkit.methods.general.job import corpus_trainer, evaluate_run, evaluation_compare
 from distilkit.methods.general.objectives import GeneralDistillation
+from distilkit.methods.general.targets import job_corpus
 from distilkit.methods.mobilebert.objective import AuxiliaryTransfer, LayerTransfer
 from distilkit.methods.mobilebert.student import build_mobilebert_student, mobilebert_config
 from distilkit.model.card import write_student_card
@@ -162,8 +162,7 @@ def run(
         f"{student_config.intermediate_size}, {student_config.normalization_type}, "
         f"{student_config.hidden_act}, word vectors of {student_config.word_embedding_size}"
     )
-    settings = CorpusSettings(max_len=distill.max_len, unit=distill.corpus_unit, pack=distill.pack)
-    corpus = build_corpus(distill.corpus, tokenizer, settings, progress=distill.training.progress)
+    corpus = job_corpus(distill, tokenizer, distill.training.progress)
     train_set, heldout = corpus.split(distill.heldout_fraction, seed=distill.training.seed)
     stages = stage_plan(config.transfer, student_config.num_layers)
     stage_metrics = []
