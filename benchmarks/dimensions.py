@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distilkit.deploy.onnx_runtime import normalize_rows as unit
 from distilkit.encoder import Encoder, load
 from distilkit.evaluate.suite import QUICK, add_retention, load_suite_data, score_vectors
 from distilkit.methods.general.config import DEMO_CORPUS
@@ -41,10 +42,6 @@ from distilkit.model.hub import resolve
 from distilkit.model.pca import PCA, fit_pca, pca_dense, with_projection
 
 CHECK_SENTENCES = 200
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def raw_vectors(encoder: Encoder, texts: list[str], work: Path, name: str) -> np.ndarray:

@@ -18,6 +18,8 @@ from distilkit.encoder import Encoder, load
 from distilkit.model.bilstm import is_bilstm_folder, load_bilstm
 from distilkit.tasks.qa import QAExample, make_features
 
+CHUNK_BATCHES = 16  # batches per call of the model in classify (one step of its bar)
+
 ModelLike = Encoder | str | os.PathLike
 
 
@@ -64,15 +66,17 @@ def classify(
         raise ValueError(f"got {len(texts)} texts but {len(pairs)} second texts: they must pair up")
     if not texts:
         return []
-    starts = range(0, len(texts), batch_size)
+    # chunks of many batches: each call still sorts its texts by length before batching
+    chunk = CHUNK_BATCHES * batch_size
+    starts = range(0, len(texts), chunk)
     logits = np.concatenate(  # (n, num_labels)
         [
             encoder.logits(
-                texts[start : start + batch_size],
-                None if pairs is None else pairs[start : start + batch_size],
+                texts[start : start + chunk],
+                None if pairs is None else pairs[start : start + chunk],
                 batch_size=batch_size,
             )
-            for start in tqdm(starts, desc="classifying", unit="batch", disable=not progress)
+            for start in tqdm(starts, desc="classifying", unit="chunk", disable=not progress)
         ]
     )
     config = encoder.config

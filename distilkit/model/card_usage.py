@@ -127,8 +127,7 @@ def usage(facts) -> list[str]:
         ),
     }
     ours, theirs = calls[facts.kind]
-    prefix = "import distilkit\n\n" if ours.startswith("model =") else ""
-    blocks = _block("distilkit:", (prefix + ours).split("\n"))
+    blocks = _block("distilkit:", ours.split("\n"))
     if theirs is not None:
         blocks += _block("transformers:", ["from transformers import pipeline", "", theirs])
     return blocks

@@ -738,5 +738,5 @@ def set_dropout(model: nn.Module, rate: float) -> None:
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.p = rate
-        if isinstance(module, SelfAttention):
+        if hasattr(module, "dropout_p"):  # attention dropout inside the fused kernel
             module.dropout_p = rate
