@@ -686,6 +686,8 @@ def test_binds_to_loopback_unless_told(capsys):
         (["--max-queue", "0"], "--max-queue"),
         (["--max-input-tokens", "2"], "--max-input-tokens"),
         (["--dtype", "int8", "--device", "cuda"], "--dtype int8"),
+        (["--instances", "0"], "--instances"),
+        (["--threads", "-1"], "--threads"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tiny_folder, capsys, flags, named):
