@@ -8,8 +8,7 @@ from pathlib import Path
 
 from distilkit.encoder import Encoder
 from distilkit.evaluate import sentence as evaluation
-from distilkit.evaluate import suite
-from distilkit.evaluate.sentence import EvaluationDataError, read_sst2, read_stsb
+from distilkit.evaluate.sentence import read_sst2, read_stsb
 from distilkit.methods.general.config import DistillConfig
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import load_json, save_json
@@ -28,17 +27,19 @@ ESTIMATE_MARGIN = 1.25  # the evaluation estimate is padded by this factor
 SETTLING_SECONDS = 20.0  # saving the student, loading both models, report and plots
 
 
-def evaluation_work(
-    protocol, teacher_layers: int, student_layers: int, suite_sentences: int = 0
-) -> float:
+SUITE_MARGIN = 1.1  # the student's dev-suite scoring is measured on the cut: a small pad
+
+
+def evaluation_work(protocol, teacher_layers: int, student_layers: int) -> float:
     """What the side-by-side evaluation embeds, in teacher forward passes of one sentence.
 
     Per model: both sides of every STS-B pair, the SST-2 probe's train and dev
     sentences, the warm-up and timed throughput passes and the batch-1 latency texts;
     then the teacher-agreement pass over STS-B again. A student's sentence costs
     ``(student_layers + 1) / (teacher_layers + 1)`` of the teacher's (the embeddings
-    and tokenizer count as one layer); the static-embedding row is free. The dev suite
-    embeds ``suite_sentences`` with the teacher, the untrained cut and the student.
+    and tokenizer count as one layer); the static-embedding row is free. (The dev suite
+    is not counted here: its teacher and cut rows are scored before training, and the
+    student's scoring is timed on the cut; see :func:`fit_to_deadline`.)
     """
 
     pairs = len(read_stsb(protocol.stsb_path)[0])
@@ -56,16 +57,7 @@ def evaluation_work(
         + LATENCY_COST * protocol.latency_texts
     )
     share = (student_layers + 1) / (teacher_layers + 1)
-    return (per_model + 2 * pairs) * (1 + share) + suite_sentences * (1 + 2 * share)
-
-
-def quick_suite_sentences() -> int:
-    """The quick dev suite's sentences per model; 0 when its files are absent (then the
-    job skips it)."""
-    try:
-        return suite.suite_sentences(quick=True)
-    except EvaluationDataError:
-        return 0
+    return (per_model + 2 * pairs) * (1 + share)
 
 
 def teacher_sentences_per_second(teacher, tokenizer: Tokenizer, texts: list[str]) -> float:
@@ -95,21 +87,19 @@ def fit_to_deadline(
     student,
     started: float,
     quick_eval: bool,
+    suite_seconds: float = 0.0,
 ) -> tuple[TrainingConfig, dict]:
     """Shrink the training budget so that the job, evaluation included, ends within
     ``config.job_time_budget``; the evaluation's cost is estimated from the teacher's
-    embedding speed measured now, on the evaluation's own STS-B sentences."""
+    embedding speed measured now, on the evaluation's own STS-B sentences, plus
+    ``suite_seconds``, what scoring the student on the dev suite will take (measured on
+    the untrained cut before training: embedding and probe fitting both)."""
 
     protocol = evaluation.QUICK_PROTOCOL if quick_eval else evaluation.FULL_PROTOCOL
     first, second, _ = evaluation.read_stsb(protocol.stsb_path)
     rate = teacher_sentences_per_second(teacher, tokenizer, (first + second)[:256])
-    work = evaluation_work(
-        protocol,
-        teacher.config.num_layers,
-        student.config.num_layers,
-        quick_suite_sentences(),
-    )
-    estimate = ESTIMATE_MARGIN * work / rate
+    work = evaluation_work(protocol, teacher.config.num_layers, student.config.num_layers)
+    estimate = ESTIMATE_MARGIN * work / rate + SUITE_MARGIN * suite_seconds
     elapsed = time.perf_counter() - started
     budget = fit_training_budget(
         config.job_time_budget, elapsed, estimate, config.training.time_budget
@@ -118,13 +108,15 @@ def fit_to_deadline(
         "job_time_budget": config.job_time_budget,
         "setup_seconds": elapsed,
         "teacher_sentences_per_s": rate,
+        "suite_seconds_per_model": suite_seconds,
         "evaluation_seconds_estimate": estimate,
         "training_budget": budget,
     }
     if config.training.time_budget is None or budget < config.training.time_budget:
         say(
             f"job deadline {config.job_time_budget:.0f} s: {elapsed:.0f} s of setup, evaluation "
-            f"estimated at {estimate:.0f} s (teacher at {rate:.0f} sentences/s now), so "
+            f"estimated at {estimate:.0f} s (teacher at {rate:.0f} sentences/s now; the dev "
+            f"suite {suite_seconds:.0f} s a model, timed on the cut), so "
             f"training gets {budget:.0f} s"
             + (
                 f" instead of {config.training.time_budget:.0f} s"

@@ -20,9 +20,8 @@ from distilkit.data.corpus import CorpusSettings, build_corpus
 from distilkit.data.masking import token_masking_weights
 from distilkit.data.target_cache import TargetCache, TargetCollate
 from distilkit.encoder import load
-from distilkit.evaluate import report, suite
+from distilkit.evaluate import report
 from distilkit.evaluate import sentence as evaluation
-from distilkit.evaluate.comparison import cut_of, suite_or_note
 from distilkit.evaluate.mfu import distillation_mfu, peak_matmul_flops
 from distilkit.methods.general.config import (
     AUTO_TOKENS,
@@ -31,6 +30,7 @@ from distilkit.methods.general.config import (
     DistillConfig,
 )
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
+from distilkit.methods.general.dev_suite import ReferenceRows, dev_suite, score_references
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.methods.general.targets import job_corpus, open_target_cache
 from distilkit.model.card import write_student_card
@@ -308,9 +308,18 @@ def run_distillation(
     target_cache = open_target_cache(config, objective, corpus, config.training)
     training = config.training
     deadline: dict | None = None
+    references: ReferenceRows | None = None
     if config.job_time_budget is not None and evaluate and distributed.world_size() == 1:
+        # the teacher's and the cut's suite rows now: the cut's time is the student's later
+        references = score_references(load(teacher_folder, head=None), layers)
         training, deadline = fit_to_deadline(
-            config, teacher, tokenizer, student, started, quick_eval
+            config,
+            teacher,
+            tokenizer,
+            student,
+            started,
+            quick_eval,
+            references.student_seconds if references is not None else 0.0,
         )
     trainer = corpus_trainer(
         objective,
@@ -362,6 +371,7 @@ def run_distillation(
             metrics,
             quick_eval,
             heldout_sentence_cosine=heldout_metrics.get("eval/sentence_cosine"),
+            references=references,
         )
         if deadline is not None:
             report_deadline(deadline, evaluation_started, started, out_dir)
@@ -396,12 +406,14 @@ def evaluate_run(
     training: dict,
     quick: bool = False,
     heldout_sentence_cosine: float | None = None,
+    references: ReferenceRows | None = None,
 ) -> list[dict]:
     """Teacher and student side by side: the table, report.md, metrics.json and plots.
 
     ``heldout_sentence_cosine``: the student's mean sentence-vector cosine to the
     teacher on held-out corpus text; set beside the same figure on STS-B's sentences, it
     shows how far the transfer text is from the evaluation text.
+    ``references``: the dev suite's teacher and cut rows, scored before training.
     """
 
     encoders = {"teacher": load(teacher_folder, head=None), "student": load(student_dir, head=None)}
@@ -431,7 +443,7 @@ def evaluate_run(
         )
         for line in agreement.lines():
             say(line)
-    suite_rows = dev_suite(encoders, config.layers)
+    suite_rows = dev_suite(encoders, config.layers, references)
     report.write_report(
         out_dir,
         rows,
@@ -441,29 +453,6 @@ def evaluate_run(
         suite_rows=suite_rows,
     )
     say(f"report: {out_dir / 'report.md'}")
-    return rows
-
-
-def dev_suite(encoders: dict, layers: list[int] | None) -> list[dict] | None:
-    """The quick dev suite for teacher, the untrained cut the student started from (when
-    it was cut from the teacher) and student; None, with a note, when its files are absent."""
-    scored = {"teacher": encoders["teacher"]}
-    if layers:
-        scored["untrained cut " + ",".join(map(str, layers))] = cut_of(encoders["teacher"], layers)
-    scored["student"] = encoders["student"]
-    say("scoring the quick dev suite (STS-B, SICK-R, SICK-E, SST-2, TREC, MRPC)...")
-    rows, note = suite_or_note(scored, quick=True, root=None)
-    if rows is None:
-        say(note)
-        return None
-    say(suite.format_suite_table(rows))
-    if layers:
-        gained = rows[-1]["mean_retention"] - rows[1]["mean_retention"]
-        say(
-            f"training moved the mean retention over the six tasks by {gained:+.2f} points "
-            f"from the untrained cut ({rows[1]['mean_retention']:.2f}% -> "
-            f"{rows[-1]['mean_retention']:.2f}%)"
-        )
     return rows
 
 
