@@ -17,6 +17,7 @@ import torch
 from cmlm_helpers import tiny_seq2seq
 from task_helpers import save_tiny_model, tiny_tokenizer_in, write_sst2
 
+from distilkit.cli import bilstm, tasks
 from distilkit.cli import main as cli
 from distilkit.cli.main import build_parser
 from distilkit.model import device as device_module
@@ -48,6 +49,7 @@ def inputs(tmp_path_factory, hf_checkpoint) -> dict[str, Path]:
     write_sst2(root / "data", n_train=8, n_dev=12)
     train = root / "train.tsv"
     train.write_text("text\tlabel\nthe cat\ta\na dog\tb\nthe mat\ta\nmy dog\tb\n", "utf-8")
+    train.with_name("texts.txt").write_text("the cat sat\na dog\nthe mat\n", "utf-8")
     student = root / "seq2seq"
     tiny_seq2seq().save(student, tokenizer=tiny_tokenizer_in(root / "vocab"))
     return {
@@ -55,6 +57,8 @@ def inputs(tmp_path_factory, hf_checkpoint) -> dict[str, Path]:
         "data": root / "data",
         "table": train,
         "encoder": hf_checkpoint("BertModel"),
+        "mlm": hf_checkpoint("BertForMaskedLM"),
+        "texts": train.with_name("texts.txt"),
         "classifier": hf_checkpoint("BertForSequenceClassification"),
         "tagger": hf_checkpoint("BertForTokenClassification"),
         "reader": hf_checkpoint("BertForQuestionAnswering"),
@@ -64,8 +68,16 @@ def inputs(tmp_path_factory, hf_checkpoint) -> dict[str, Path]:
 
 
 def command_lines(inputs: dict[str, Path], tmp_path: Path) -> dict[str, list]:
-    """One working command line per command that runs a model outside the trainer."""
+    """One working command line per command that runs a model outside the trainer
+    (compare and serve are not run here: each hands --device to `load` as these do)."""
     return {
+        "embed": ["embed", inputs["encoder"], "--input", inputs["texts"], "--output",
+                  tmp_path / "vectors.npy", "--no-progress"],
+        "search": ["search", inputs["encoder"], "--input", inputs["texts"], "--query", "a cat",
+                   "--no-progress"],
+        "fill-mask": ["fill-mask", inputs["mlm"], "the [MASK] sat"],
+        "plot-embeddings": ["plot-embeddings", inputs["encoder"], "--input", inputs["texts"],
+                            "--output", tmp_path / "map.png", "--no-progress"],
         "probe": ["probe", inputs["encoder"], "--train", inputs["table"], "--test",
                   inputs["table"], "--baseline", "none", "--output", tmp_path / "probe.png",
                   "--no-progress"],
@@ -85,6 +97,7 @@ def command_lines(inputs: dict[str, Path], tmp_path: Path) -> dict[str, list]:
 
 
 COMMANDS = [
+    "embed", "search", "fill-mask", "plot-embeddings",
     "probe", "plot-attention", "eval", "classify", "ner", "answer", "generate", "distill-static",
 ]  # fmt: skip
 
@@ -136,3 +149,19 @@ def test_a_command_answers_the_same_on_cuda_as_on_the_cpu(command, inputs, tmp_p
         assert code == 0
         answers.append(re.sub(r"\d+\.\d+", "#", out))  # a score may differ in its last digit
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "build"),
+    [
+        (["finetune", "--task", "sst2"], "finetune_config_from_args"),
+        (["distill-task", "--task", "sst2", "--teacher", "t"], "distill_task_config_from_args"),
+        (["distill-cmlm"], "distill_cmlm_config_from_args"),
+        (["distill-bilstm", "--task", "sst2", "--teacher", "t"], "bilstm_config_from_args"),
+        (["distill-multi", "--teacher", "sst2=t"], "multi_config_from_args"),
+    ],
+)
+def test_a_training_command_puts_device_in_its_training_config(argv, build):
+    args = build_parser().parse_args([*argv, "--device", "meta"])
+    config = getattr(tasks if hasattr(tasks, build) else bilstm, build)(args)
+    assert config.training.device == "meta"
