@@ -8,7 +8,12 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from distilkit.cli.common import add_progress_argument, finite_float, show_progress
+from distilkit.cli.common import (
+    add_device_argument,
+    add_progress_argument,
+    finite_float,
+    show_progress,
+)
 from distilkit.methods import compress
 from distilkit.methods.compress.config import SUITES, TRANSFORMER_FORMS
 from distilkit.methods.compress.scoring import RULE
@@ -81,6 +86,7 @@ def add_distill_static_parser(subparsers: argparse._SubParsersAction) -> argpars
     parser.add_argument(
         "--no-resume", action="store_true", help="start afresh even if --out holds a started run"
     )
+    add_device_argument(parser)
     add_progress_argument(parser)
     return parser
 
@@ -103,7 +109,11 @@ def run_distill_static(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
     )
     metrics = run_static_distillation(
-        config, args.out, resume=not args.no_resume, progress=show_progress(args)
+        config,
+        args.out,
+        resume=not args.no_resume,
+        progress=show_progress(args),
+        device=args.device,
     )
     print(f"static student ({metrics['vocabulary']:,} x {metrics['dims']}) saved to {args.out}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from distilkit.cli.common import (
     _load,
     _shorten,
+    add_device_argument,
     add_model_argument,
     add_progress_argument,
     show_progress,
@@ -73,6 +74,7 @@ def add_probe_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument(
         "--batch-size", type=int, default=64, metavar="N", help="texts per forward pass (64)"
     )
+    add_device_argument(parser)
     add_progress_argument(parser)
     return parser
 
@@ -144,6 +146,7 @@ def add_plot_attention_parser(subparsers: argparse._SubParsersAction) -> argpars
         metavar="FILE.png",
         help="the image to write",
     )
+    add_device_argument(parser)
     return parser
 
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from distilkit.cli.common import (
+    _load,
+    add_device_argument,
     add_progress_argument,
     add_training_options,
     finite_float,
@@ -27,7 +29,6 @@ from distilkit.cli.common import (
 )
 from distilkit.data.tables import InputError, read_texts
 from distilkit.deploy.pipelines import answer, classify, ner
-from distilkit.encoder import load
 from distilkit.methods.cmlm.job import CMLMConfig
 from distilkit.methods.cmlm.job import generate as generate_texts
 from distilkit.methods.cmlm.job import run as run_cmlm
@@ -215,6 +216,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--batch-size", type=int, default=64, help="examples per batch (64)")
     parser.add_argument("--json", action="store_true", help="print all metrics as JSON")
     _add_data_options(parser)
+    add_device_argument(parser)
     add_progress_argument(parser)
     return parser
 
@@ -229,6 +231,7 @@ def run_eval(args: argparse.Namespace) -> int:
         args.eval_limit,
         args.batch_size,
         progress=show_progress(args),
+        device=args.device,
     )
     if args.json:
         print(json.dumps(metrics, indent=2))
@@ -402,6 +405,7 @@ def add_classify_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         default="float32",
         help="a transformer's inference precision: int8 runs its blocks' matmuls in int8",
     )
+    add_device_argument(parser)
     add_progress_argument(parser)
     return parser
 
@@ -423,8 +427,8 @@ def run_classify(args: argparse.Namespace) -> int:
                 f"--dtype {args.dtype} applies to transformer checkpoints; {model} is a "
                 "BiLSTM student: drop --dtype"
             )
-        model = load(model, dtype=args.dtype)
-    results = classify(model, texts, pairs, progress=show_progress(args))
+        model = _load(args)  # (int8 on the CPU)
+    results = classify(model, texts, pairs, progress=show_progress(args), device=args.device)
     for text, result in zip(texts, results, strict=True):
         if args.json:
             print(json.dumps({"text": text, **result}))
@@ -445,12 +449,13 @@ def add_ner_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     parser.add_argument("model", metavar="MODEL", help="a fine-tuned token classifier (folder)")
     parser.add_argument("text", metavar="TEXT", help="the text to search for entities")
     parser.add_argument("--json", action="store_true", help="print the entities as JSON")
+    add_device_argument(parser)
     return parser
 
 
 def run_ner(args: argparse.Namespace) -> int:
 
-    entities = ner(args.model, args.text)
+    entities = ner(args.model, args.text, device=args.device)
     if args.json:
         print(json.dumps(entities, indent=2))
     elif not entities:
@@ -475,6 +480,7 @@ def add_answer_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--context", help="the context text")
     parser.add_argument("--context-file", type=Path, help="read the context from a file")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_device_argument(parser)
     return parser
 
 
@@ -498,7 +504,7 @@ def run_answer(args: argparse.Namespace) -> int:
     context = args.context
     if args.context_file is not None:
         context = _read_context(args.context_file)
-    result = answer(args.model, args.question, context)
+    result = answer(args.model, args.question, context, device=args.device)
     if args.json:
         print(json.dumps(result))
     else:
@@ -584,6 +590,7 @@ def add_generate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
     parser.add_argument("--beam-size", type=int, default=4, help="beam width (1: greedy)")
     parser.add_argument("--max-length", type=int, default=32, help="generated tokens at most")
     parser.add_argument("--length-penalty", type=finite_float, default=1.0, help="0: none")
+    add_device_argument(parser)
     add_progress_argument(parser)
     return parser
 
@@ -603,6 +610,7 @@ def run_generate(args: argparse.Namespace) -> int:
         args.max_length,
         args.length_penalty,
         progress=show_progress(args),
+        device=args.device,
     ):
         print(output)
     return 0

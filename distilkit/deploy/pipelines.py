@@ -2,7 +2,9 @@
 
 Each function takes an :class:`~distilkit.encoder.Encoder` (or anything
 :func:`distilkit.load` accepts: a checkpoint folder, a Hub id) with the matching head,
-and returns plain Python values with character offsets into the input text.
+and returns plain Python values with character offsets into the input text. A model
+given by name is loaded on ``device`` (auto: the GPU when there is one); inputs follow
+the model's device and outputs come back to the host.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tqdm.auto import tqdm
 
 from distilkit.encoder import Encoder, load
 from distilkit.model.bilstm import is_bilstm_folder, load_bilstm
+from distilkit.model.device import AUTO, resolve_device, to_device
 from distilkit.tasks.qa import QAExample, make_features
 
 CHUNK_BATCHES = 16  # batches per call of the model in classify (one step of its bar)
@@ -23,8 +26,8 @@ CHUNK_BATCHES = 16  # batches per call of the model in classify (one step of its
 ModelLike = Encoder | str | os.PathLike
 
 
-def _encoder(model: ModelLike, head: str) -> Encoder:
-    encoder = model if isinstance(model, Encoder) else load(model)
+def _encoder(model: ModelLike, head: str, device: str | torch.device = AUTO) -> Encoder:
+    encoder = model if isinstance(model, Encoder) else load(model, device=device)
     if encoder.config.head != head:
         raise ValueError(
             f"{encoder.name} has head {encoder.config.head!r} but this needs a {head!r} head: "
@@ -45,19 +48,22 @@ def classify(
     pairs: Sequence[str] | None = None,
     batch_size: int = 32,
     progress: bool = False,
+    device: str | torch.device = AUTO,
 ) -> list[dict]:
     """Label each text (or text pair) with a sequence-classification model.
 
     Classification: ``{"label": name, "score": probability, "scores": {name: p, ...}}``;
     regression (one output): ``{"score": value}``. One dict per text, in order.
-    ``progress``: a bar of the batches on stderr.
+    ``progress``: a bar of the batches on stderr. ``device``: where a model given by name
+    runs.
     """
     if isinstance(model, (str, os.PathLike)) and is_bilstm_folder(model):
-        encoder = load_bilstm(model)  # a BiLSTM student: same .logits and .config
+        # a BiLSTM student: same .logits and .config
+        encoder = load_bilstm(model).to(resolve_device(device))
     elif not isinstance(model, (str, os.PathLike, Encoder)) and hasattr(model, "logits"):
         encoder = model  # an already-loaded BiLSTM or ONNX classifier
     else:
-        encoder = _encoder(model, "sequence_classification")
+        encoder = _encoder(model, "sequence_classification", device)
     if isinstance(texts, str):
         texts = [texts]
         pairs = [pairs] if isinstance(pairs, str) else pairs
@@ -137,14 +143,15 @@ def group_entities(
 
 
 @torch.inference_mode()
-def ner(model: ModelLike, text: str) -> list[dict]:
+def ner(model: ModelLike, text: str, device: str | torch.device = AUTO) -> list[dict]:
     """Named entities in ``text`` from a token-classification model with IOB2 label names.
 
     Words are the tokenizer's pre-tokenized words (punctuation apart); a word's tag is
     the prediction at its first sub-word. Text beyond the model's token limit is cut
     (with a warning). Returns :func:`group_entities` dicts with character offsets.
+    ``device``: where a model given by name runs.
     """
-    encoder = _encoder(model, "token_classification")
+    encoder = _encoder(model, "token_classification", device)
     names = encoder.config.label_names
     if names is None:
         raise ValueError(
@@ -154,7 +161,8 @@ def ner(model: ModelLike, text: str) -> list[dict]:
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     batch = encoder.tokenizer([text])
-    logits = encoder.model(**batch.model_inputs()).logits[0].float().numpy()  # (T, labels)
+    inputs = to_device(batch.model_inputs(), encoder.device)
+    logits = encoder.model(**inputs).logits[0].float().cpu().numpy()  # (T, labels)
     probabilities = _softmax(logits.astype(np.float64))
     words: dict[int, dict] = {}
     for position, word in enumerate(batch.word_ids[0]):
@@ -207,6 +215,7 @@ def answer(
     max_length: int | None = None,
     doc_stride: int | None = None,
     batch_size: int = 16,
+    device: str | torch.device = AUTO,
 ) -> dict:
     """The answer to ``question`` in ``context`` from an extractive QA model.
 
@@ -216,8 +225,9 @@ def answer(
     "score": p, "start": char, "end": char}`` where ``p`` is the span's probability
     (start probability x end probability within its window) and
     ``context[start:end] == answer``; an empty answer with score 0 when no span fits.
+    ``device``: where a model given by name runs.
     """
-    encoder = _encoder(model, "question_answering")
+    encoder = _encoder(model, "question_answering", device)
     for name, value in (("question", question), ("context", context)):
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"the {name} must be a non-empty string")
@@ -231,14 +241,12 @@ def answer(
         doc_stride=doc_stride,
         max_question_length=min(64, max_length // 4),
     )
-    logits = torch.cat(
-        [
-            encoder.model(
-                **{k: v[i : i + batch_size] for k, v in features.model_inputs().items()}
-            ).logits.float()
-            for i in range(0, len(features), batch_size)
-        ]
-    ).numpy()  # (windows, T, 2)
+    inputs = to_device(features.model_inputs(), encoder.device)
+    windows = [
+        encoder.model(**{k: v[i : i + batch_size] for k, v in inputs.items()}).logits.float()
+        for i in range(0, len(features), batch_size)
+    ]
+    logits = torch.cat(windows).cpu().numpy()  # (windows, T, 2)
     best: tuple[float, int, int, int] | None = None  # (score, window, start, end)
     for window, offsets in enumerate(features.offsets):
         in_context = np.array([span is not None for span in offsets], dtype=bool)

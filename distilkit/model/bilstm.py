@@ -36,6 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from distilkit.data.batching import collate_sequences
 from distilkit.encoder import load
 from distilkit.model.card import CardFacts, keep_user_readme, write_card
+from distilkit.model.device import to_device
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, atomic_folder, from_dict, load_json, to_dict
 
@@ -382,6 +383,7 @@ class BiLSTMClassifier(nn.Module):
         out = np.zeros((len(texts), self.config.num_labels), dtype=np.float32)
         was_training = self.training
         self.eval()
+        device = self.encoder.embeddings.weight.device  # inputs follow the weights
         try:
             for start in range(0, len(texts), batch_size):
                 indices = order[start : start + batch_size]
@@ -389,7 +391,7 @@ class BiLSTMClassifier(nn.Module):
                     [first[i] for i in indices],
                     [second[i] for i in indices] if second is not None else None,
                 )
-                out[indices] = self(**batch).float().numpy()
+                out[indices] = self(**to_device(batch, device)).float().cpu().numpy()
         finally:
             self.train(was_training)
         return out

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from distilkit.model.device import to_device
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.tasks.glue import encode_text_examples
@@ -290,12 +291,14 @@ def predict(
 ) -> np.ndarray:
     """Logits of every feature of ``data``, in feature order, float32: ``(n, labels)`` for
     sentence tasks, ``(n, seq, labels)`` padded with zeros for NER and QA. ``progress``: a
-    bar of the batches on stderr."""
+    bar of the batches on stderr. Batches go to the model's device; logits come back to
+    the host."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     outputs: dict[int, np.ndarray] = {}
     for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
-        logits = model_logits(model, batch).float()
+        logits = model_logits(model, to_device(batch, device)).float().cpu()
         lengths = batch["attention_mask"].sum(1)
         for row, index in enumerate(batch["index"].tolist()):
             values = logits[row] if logits.dim() == 2 else logits[row, : int(lengths[row])]

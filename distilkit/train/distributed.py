@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -109,6 +111,25 @@ def gather_objects(obj: Any) -> list[Any]:
     result: list[Any] = [None] * world_size()
     dist.all_gather_object(result, obj)
     return result
+
+
+def shard_step(batches: Sequence[Sequence[int]], world: int, rank: int) -> list[list[int]]:
+    """This rank's micro-batches of one optimizer step whose global batch is ``batches``
+    (the step's ``grad_accumulation`` sampler batches, the same on every rank).
+
+    When the rank count divides the batch count each rank takes whole batches (rank r:
+    batches r, r + N, ...), so N ranks compute exactly what one process accumulating all
+    of them computes; otherwise every batch is cut into N near-equal parts and rank r
+    takes part r of each (a part too small to exist repeats the batch's first sequence).
+    Every rank gets the same number of micro-batches.
+    """
+    if len(batches) % world == 0:
+        return [list(batch) for batch in batches[rank::world]]
+    parts = []
+    for batch in batches:
+        part = np.array_split(np.asarray(batch), world)[rank]
+        parts.append(part.tolist() if len(part) else [int(batch[0])])
+    return parts
 
 
 def say(message: str) -> None:

@@ -22,6 +22,11 @@ number of processes, and a checkpoint resumes with any number of them.
 
 Data flow: sampler -> indices -> dataset items -> collate -> objective(batch) ->
 named losses -> weighted sum -> backward -> optimizer step -> log / eval / checkpoint.
+
+This module is the loop; its parts live beside it: :mod:`~distilkit.train.config`
+(``TrainingConfig``), :mod:`~distilkit.train.objective`, :mod:`~distilkit.train.schedule`,
+:mod:`~distilkit.train.checkpoints` (folders on disk, random states) and
+:mod:`~distilkit.train.train_log`. Their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -29,27 +34,39 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import math
-import os
-import pickle
-import random
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from distilkit.model.device import bf16_supported, resolve_device, to_device
-from distilkit.settings import ConfigError, save_json, to_dict
+from distilkit.model.device import resolve_device, to_device
+from distilkit.settings import ConfigError, to_dict
 from distilkit.train import distributed
+from distilkit.train.checkpoints import (
+    STATE_FILE,
+    CheckpointDamaged,
+    read_state,
+    resume_candidates,
+    rng_state,
+    seed_globals,
+    set_rng_state,
+    write_checkpoint,
+)
+from distilkit.train.config import (
+    MAX_SEED,
+    PRECISIONS,
+    TrainingConfig,
+    resolve_precision,
+    schedule_summary,
+)
+from distilkit.train.distributed import shard_step
 from distilkit.train.losses import weighted_sum
+from distilkit.train.objective import Objective
 from distilkit.train.run_folder import (
     RUN_CONFIG_FILE,
     RunLock,
@@ -57,149 +74,20 @@ from distilkit.train.run_folder import (
     resume_changes,
     set_aside_previous_run,
 )
+from distilkit.train.schedule import (
+    REFIT_EVERY,
+    linear_schedule,
+    make_scheduler,
+    refit_scheduler,
+    steps_in_budget,
+)
+from distilkit.train.train_log import append_record, trim_log
 
-STATE_FILE = "trainer_state.pt"
-REFIT_EVERY = 25  # steps between refits of the schedule to a time budget
-LATEST_FILE = "latest"
-# what a checkpoint written before trainer_state.pt held only tensors and numbers needs:
-# numpy's RNG state as an array (rebuilt by numpy's own constructors, no other code runs)
-_LEGACY_NUMPY_GLOBALS = [
-    (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct,
-    np.ndarray,
-    np.dtype,
-    type(np.dtype(np.uint32)),
-]
-
-
-class CheckpointDamaged(RuntimeError):
-    """A checkpoint folder cannot be read back (half-written, truncated, edited)."""
-
-
-MAX_SEED = 2**32 - 1  # numpy's seeds are unsigned 32-bit
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 WARMUP_STEPS = 5  # steps left out of a run's throughput figure (kernel choice, caches)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-@dataclass
-class TrainingConfig:
-    """Optimisation and bookkeeping settings of a run (saved with every checkpoint)."""
-
-    max_steps: int = 1000
-    time_budget: float | None = None  # seconds; the schedule is fitted to it
-    batch_size: int = 32
-    grad_accumulation: int = 1
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.0
-    adam_epsilon: float = 1e-6
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 5.0
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    fused_adamw: bool = True  # CUDA only: the fused AdamW kernel
-    compile: bool = False  # torch.compile the objective (CUDA is where it pays)
-    num_workers: int | None = None  # DataLoader workers; None: 2 on CUDA, 0 (in-process) on CPU
-    seed: int = 56
-    log_every: int = 10
-    eval_every: int = 200
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.batch_size < 1 or self.grad_accumulation < 1:
-            raise ConfigError("batch_size and grad_accumulation must be >= 1")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise ConfigError(
-                f"learning_rate must be a finite number > 0, got {self.learning_rate}"
-            )
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed (--seed) must be from 0 to {MAX_SEED}, got {self.seed}")
-        if self.time_budget is not None and not (
-            math.isfinite(self.time_budget) and self.time_budget > 0
-        ):
-            raise ConfigError(
-                f"time_budget (--time-budget) must be a finite number of seconds > 0, "
-                f"got {self.time_budget}"
-            )
-        for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
-
-
-class Objective(nn.Module):
-    """What the loop trains; implementations live in each method's ``objectives.py``.
-
-    An objective is a module that holds every trainable parameter (the student and any
-    projections; a teacher is kept out of its parameters) and whose ``forward(batch,
-    generator)`` returns unweighted named losses for one batch; DDP wraps it whole.
-    ``weights`` gives the weight of each loss; ``evaluate`` returns held-out metrics;
-    ``save`` writes the student (Hugging Face format) and extras into a folder and
-    ``load`` reads them back for an exact resume.
-    """
-
-    weights: dict[str, float]
-
-    def forward(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
-        return {}
-
-    def save(self, folder: Path) -> None:
-        raise NotImplementedError
-
-    def load(self, folder: Path) -> None:
-        raise NotImplementedError
-
-    def frozen_models(self) -> list[nn.Module]:
-        """Models the objective runs but does not train (its teacher, kept out of its
-        parameters in ``self._teacher``): the trainer puts them on the device too."""
-        return list(getattr(self, "_teacher", []))
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The autocast dtype a run uses: ``auto`` is bf16 on CUDA and fp32 elsewhere; bf16 on
-    a GPU without it becomes fp16 (with a gradient scaler); fp16 needs CUDA."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "bf16" and not bf16_supported(device):
-        return "fp16"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision fp16 needs a CUDA device: use bf16 or fp32 on the CPU")
-    return precision
-
-
-def shard_step(batches: Sequence[Sequence[int]], world: int, rank: int) -> list[list[int]]:
-    """This rank's micro-batches of one optimizer step whose global batch is ``batches``
-    (the step's ``grad_accumulation`` sampler batches, the same on every rank).
-
-    When the rank count divides the batch count each rank takes whole batches (rank r:
-    batches r, r + N, ...), so N ranks compute exactly what one process accumulating all
-    of them computes; otherwise every batch is cut into N near-equal parts and rank r
-    takes part r of each (a part too small to exist repeats the batch's first sequence).
-    Every rank gets the same number of micro-batches.
-    """
-    if len(batches) % world == 0:
-        return [list(batch) for batch in batches[rank::world]]
-    parts = []
-    for batch in batches:
-        part = np.array_split(np.asarray(batch), world)[rank]
-        parts.append(part.tolist() if len(part) else [int(batch[0])])
-    return parts
 
 
 class _Plan:
@@ -210,17 +98,6 @@ class _Plan:
 
     def __iter__(self) -> Iterator[list[int]]:
         return self.iterator
-
-
-def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR multiplier: linear warmup from 0 to 1, then linear decay to 0 at ``total_steps``."""
-
-    def multiplier(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return multiplier
 
 
 @dataclass
@@ -323,18 +200,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ schedule
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup = int(self.config.warmup_fraction * self.schedule_steps)
-        return torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, linear_schedule(warmup, self.schedule_steps)
-        )
+        return make_scheduler(self.optimizer, self.config.warmup_fraction, self.schedule_steps)
 
     def _fit_schedule_to_budget(self, seconds_per_step: float) -> None:
         """With a time budget, fit the schedule length to the steps that remain in it, so
         the LR decays to 0 as the budget runs out. Called again during the run with the
         recent step time, so a run that speeds up (or slows down) is refitted; never
         beyond ``max_steps``."""
-        remaining = self.config.time_budget - self.elapsed
-        fitted = self.step + int(remaining / max(seconds_per_step, 1e-9))
+        fitted = steps_in_budget(self.step, self.elapsed, self.config.time_budget, seconds_per_step)
         if fitted > self.config.max_steps and not self._said_max_steps_binds:
             self._said_max_steps_binds = True
             if self.is_main:
@@ -347,53 +220,22 @@ class Trainer:
         fitted = distributed.min_int(max(self.step + 1, min(self.config.max_steps, fitted)))
         if fitted != self.schedule_steps:
             self.schedule_steps = fitted
-            last = self.scheduler.last_epoch
-            self.scheduler = self._make_scheduler()
-            self.scheduler.last_epoch = last
-            groups = self.optimizer.param_groups
-            for group, base, fn in zip(
-                groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
-            ):
-                group["lr"] = base * fn(last)
+            self.scheduler = refit_scheduler(
+                self.scheduler, self.optimizer, self.config.warmup_fraction, fitted
+            )
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint_dirs(self) -> list[Path]:
-        root = self.out_dir / "checkpoints"
-        return (
-            sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-            if root.is_dir()
-            else []
-        )
-
     def latest_checkpoint(self) -> Path | None:
-        candidates = self._resume_candidates()
+        candidates = resume_candidates(self.out_dir)
         return candidates[0] if candidates else None
-
-    def _resume_candidates(self) -> list[Path]:
-        """Complete checkpoints, newest first: the ``latest`` pointer's, then by step."""
-        root = self.out_dir / "checkpoints"
-        complete = [d for d in reversed(self._checkpoint_dirs()) if (d / STATE_FILE).is_file()]
-        pointer = root / LATEST_FILE
-        if pointer.is_file():
-            candidate = root / pointer.read_text().strip()
-            if candidate in complete:
-                complete.remove(candidate)
-                complete.insert(0, candidate)
-        return complete
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step-N`` atomically (temp folder, then rename) on rank 0."""
-        root = self.out_dir / "checkpoints"
-        final = root / f"step-{self.step:07d}"
         # every rank's random state, so a resumed DDP run draws the same masks and dropout
-        rng_states = distributed.gather_objects(_rng_state())
+        rng_states = distributed.gather_objects(rng_state())
         generator_states = distributed.gather_objects(self.generator.get_state())
+        final = self.out_dir / "checkpoints" / f"step-{self.step:07d}"
         if self.is_main:
-            root.mkdir(parents=True, exist_ok=True)
-            temp = root / f".tmp-step-{self.step:07d}"
-            shutil.rmtree(temp, ignore_errors=True)
-            temp.mkdir()
-            self.objective.save(temp / "model")
             # plain tensors, numbers, strings and lists only: loaded with weights_only=True
             state = {
                 "step": self.step,
@@ -408,49 +250,21 @@ class Trainer:
                 "rng": rng_states,
                 "generator": generator_states,
             }
-            torch.save(state, temp / STATE_FILE)
-            save_json({"training": to_dict(self.config), **self.run_config}, temp / RUN_CONFIG_FILE)
-            if final.exists():  # this step saved before a kill: the same state again
-                _discard(final)
-            os.replace(temp, final)
-            pointer_temp = root / f".{LATEST_FILE}.tmp"
-            pointer_temp.write_text(final.name + "\n")
-            os.replace(pointer_temp, root / LATEST_FILE)
-            # older checkpoints of this run beyond the newest keep_checkpoints; never the
-            # one just written, nor any of a later step (never a newer one)
-            older = [d for d in self._checkpoint_dirs() if _step_of(d) < self.step]
-            for old in older[: max(0, len(older) - (self.config.keep_checkpoints - 1))]:
-                _discard(old)
+            settings = {"training": to_dict(self.config), **self.run_config}
+            final = write_checkpoint(
+                self.out_dir,
+                self.step,
+                state,
+                self.objective.save,
+                settings,
+                self.config.keep_checkpoints,
+            )
         distributed.barrier()
         return final
 
-    def read_checkpoint(self, folder: Path) -> dict[str, Any]:
-        """The state saved in ``folder``, read without running any code.
-
-        Raises :class:`CheckpointDamaged` for a file that cannot be read back, and
-        :class:`ConfigError` for one holding Python objects besides tensors and numbers
-        (which could run code when unpickled): such a file is never loaded.
-        """
-        path = folder / STATE_FILE
-        try:
-            with torch.serialization.safe_globals(_LEGACY_NUMPY_GLOBALS):
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise ConfigError(
-                f"{path} holds Python objects besides tensors and numbers, which could run "
-                f"code when loaded, so it was not loaded ({' '.join(str(error).split())[:160]}); "
-                "start afresh with --no-resume or another --out"
-            ) from None
-        except (OSError, RuntimeError, EOFError, ValueError, KeyError) as error:
-            raise CheckpointDamaged(f"{path} cannot be read ({error})") from None
-        expected = {"step", "schedule_steps", "optimizer", "scheduler", "sampler", "rng"}
-        if not isinstance(state, dict) or not expected <= state.keys():
-            raise CheckpointDamaged(f"{path} does not hold a training state")
-        return state
-
     def load_checkpoint(self, folder: Path) -> None:
         """Restore weights, optimizer, schedule, data position and every RNG."""
-        state = self.read_checkpoint(folder)
+        state = read_state(folder)
         saved_max_steps = state.get("max_steps", self.config.max_steps)  # older checkpoints
         if saved_max_steps != self.config.max_steps:
             raise ConfigError(
@@ -476,12 +290,12 @@ class Trainer:
         self.step = state["step"]
         self.elapsed = state["elapsed"]
         if self.rank < len(state["rng"]):
-            _set_rng_state(state["rng"][self.rank])
+            set_rng_state(state["rng"][self.rank])
             generator = state["generator"][self.rank]
             if generator.numel() == self.generator.get_state().numel():
                 self.generator.set_state(generator)  # (a CPU run's state fits a CPU generator)
         else:  # a rank the saving run did not have: fresh streams of its own
-            _seed_globals(self.config.seed + self.step, self.rank)
+            seed_globals(self.config.seed + self.step, self.rank)
 
     def _check_settings(self, folder: Path) -> dict[str, list[Any]]:
         """This run's settings against the checkpoint's: result-changing differences are
@@ -498,7 +312,7 @@ class Trainer:
         """Load the newest checkpoint that reads back whole; a damaged one is skipped
         (and said so). Returns the checkpoint loaded, or None when there is none."""
         damaged: list[str] = []
-        for candidate in self._resume_candidates():
+        for candidate in resume_candidates(self.out_dir):
             try:
                 self.load_checkpoint(candidate)
             except CheckpointDamaged as error:
@@ -574,26 +388,12 @@ class Trainer:
         return counts
 
     def _trim_log(self) -> None:
-        """On resume, drop the records of steps after the checkpoint (a killed run logged
-        them before dying; they are trained again) and any half-written last line."""
-        if not (self.is_main and self.log_path.exists()):
-            return
-        kept = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= self.step:
-                kept.append(line + "\n")
-        temp = self.log_path.with_name(f".{self.log_path.name}.tmp")
-        temp.write_text("".join(kept), encoding="utf-8")
-        os.replace(temp, self.log_path)
+        if self.is_main:
+            trim_log(self.log_path, self.step)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.is_main:
-            with self.log_path.open("a", encoding="utf-8") as stream:
-                stream.write(json.dumps(record) + "\n")
+            append_record(self.log_path, record)
 
     def _check_weights_finite(self) -> None:
         """The last step's update is checked by no later loss: check the weights themselves
@@ -685,7 +485,7 @@ class Trainer:
                         + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in self.resumed_changes.items())
                     )
         else:
-            _seed_globals(config.seed, self.rank)
+            seed_globals(config.seed, self.rank)
             if self.is_main:
                 # an earlier run's checkpoints would outrank this one's: set them aside
                 moved = set_aside_previous_run(self.out_dir, ["checkpoints", "train_log.jsonl"])
@@ -817,59 +617,10 @@ class Trainer:
         )
 
 
-def _step_of(folder: Path) -> int:
-    return int(folder.name.split("-")[1])
-
-
-def _discard(folder: Path) -> None:
-    """Delete a checkpoint folder: renamed out of sight first, so a kill halfway through
-    never leaves a partial ``step-N`` that looks complete (the rest is cleaned later)."""
-    trash = folder.with_name(f".trash-{folder.name}")
-    shutil.rmtree(trash, ignore_errors=True)
-    os.replace(folder, trash)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global random state as tensors, numbers and lists (no pickled objects)."""
-    kind, key, position, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [kind, torch.from_numpy(key.astype(np.int64)), position, has_gauss, cached],
-        "python": list(random.getstate()),
-    }
-
-
-def _seed_globals(seed: int, rank: int) -> None:
-    """Seed torch (dropout), numpy and Python's ``random`` for a fresh run, from the run's
-    seed and the process rank, so a run does not depend on what ran before it in the
-    process and DDP ranks draw different dropout masks."""
-    derived = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
-    torch.manual_seed(derived)
-    np.random.seed(derived)
-    random.seed(derived)
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, key, position, has_gauss, cached = state["numpy"]
-    key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
-    np.random.set_state((kind, key.astype(np.uint32), position, has_gauss, cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def schedule_summary(config: TrainingConfig) -> str:
-    """One line describing the optimisation, for logs and reports."""
-    tokens = config.batch_size * config.grad_accumulation
-    return (
-        f"AdamW lr {config.learning_rate:g}, warmup {config.warmup_fraction:.0%}, "
-        f"linear decay over {config.max_steps} steps, {tokens} sequences/step, "
-        f"clip {config.max_grad_norm:g}, {config.precision}"
-    )
-
-
 __all__ = [
+    "MAX_SEED",
+    "PRECISIONS",
+    "STATE_FILE",
     "CheckpointDamaged",
     "Objective",
     "TrainResult",
@@ -877,5 +628,7 @@ __all__ = [
     "TrainingConfig",
     "TrainingDiverged",
     "linear_schedule",
+    "resolve_precision",
     "schedule_summary",
+    "shard_step",
 ]

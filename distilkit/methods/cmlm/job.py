@@ -36,6 +36,7 @@ from distilkit.methods.cmlm.teacher import (
 )
 from distilkit.methods.cmlm.topk_cache import cached_topk_targets
 from distilkit.model.checkpoint import load_model, save_model
+from distilkit.model.device import AUTO, resolve_device
 from distilkit.model.hub import DEFAULT_MODEL, resolve
 from distilkit.model.student import select_layers
 from distilkit.model.tokenizer import Tokenizer
@@ -319,6 +320,7 @@ def decode_texts(
     """Generated texts for source ids (no special tokens), in order; ``progress``: a bar
     of the batches on stderr."""
     model.eval()
+    device = model.output_bias.device  # sources follow the model
     max_length = min(max_length, model.config.max_target_positions)
     outputs: list[str] = []
     starts = range(0, len(sources), batch_size)
@@ -331,6 +333,7 @@ def decode_texts(
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, s in enumerate(chunk):
             ids[row, : len(s)], mask[row, : len(s)] = torch.tensor(s), 1
+        ids, mask = ids.to(device), mask.to(device)
         for tokens in beam_search(model, ids, mask, max_length, beam_size, alpha):
             outputs.append(tokenizer.decode(tokens))
     return outputs
@@ -447,10 +450,12 @@ def generate(
     max_length: int = 32,
     length_penalty: float = 1.0,
     progress: bool = False,
+    device: str | torch.device = AUTO,
 ) -> list[str]:
     """Generate one output text per input text with a saved student; ``progress``: a bar
-    of the batches on stderr."""
-    model = load_seq2seq(model_dir)
+    of the batches on stderr; ``device``: where the student runs (auto: the GPU when there
+    is one)."""
+    model = load_seq2seq(model_dir).to(resolve_device(device))
     tokenizer = Tokenizer.from_folder(Path(model_dir))
     limit = model.config.encoder.max_position_embeddings - 2
     sources = [ids[:limit] for ids in tokenizer.encode_ids(texts)]

@@ -217,7 +217,9 @@ class Seq2Seq(nn.Module):
         hidden = self.dropout(self.embedding_norm(hidden))
         self_mask = None
         if length > 1:  # position i sees cached positions and new positions <= i
-            self_mask = torch.ones(length, start + length, dtype=torch.bool).tril(start)
+            self_mask = torch.ones(
+                length, start + length, dtype=torch.bool, device=target_ids.device
+            ).tril(start)
         memory_mask = source_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
         for layer, cache in zip(self.layers, caches, strict=True):
             hidden = layer(hidden, cache, self_mask, memory_mask)
@@ -293,15 +295,16 @@ def greedy_decode(
     config = model.config
     batch = source_ids.shape[0]
     caches = model.start_cache(model.encode(source_ids, source_mask))
-    tokens = torch.full((batch, 1), config.bos_id, dtype=torch.long)
+    tokens = torch.full((batch, 1), config.bos_id, dtype=torch.long, device=source_ids.device)
     outputs: list[list[int]] = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool)
     for step in range(max_length):
         logits = model.decode(tokens, caches, source_mask, start=step)[:, -1]  # (B, V)
-        tokens = logits.argmax(-1, keepdim=True)  # (B, 1)
+        tokens = logits.argmax(-1, keepdim=True)  # (B, 1), on the model's device
+        chosen = tokens[:, 0].tolist()  # read by the host once per step
         for row in range(batch):
             if not done[row]:
-                token = int(tokens[row, 0])
+                token = chosen[row]
                 if token == config.eos_id:
                     done[row] = True
                 else:
@@ -339,11 +342,13 @@ def beam_search(
     scores[:, 0] = 0.0  # one live beam to start with
     sequences: list[list[list[int]]] = [[[] for _ in range(width)] for _ in range(batch)]
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-    tokens = torch.full((batch * width, 1), config.bos_id, dtype=torch.long)
+    tokens = torch.full((batch * width, 1), config.bos_id, dtype=torch.long).to(source_ids.device)
     for step in range(max_length):
         logits = model.decode(tokens, caches, mask, start=step)[:, -1]  # (B*K, V)
         vocab = logits.shape[-1]
-        candidates = scores[:, :, None] + logits.log_softmax(-1).view(batch, width, vocab)
+        # the bookkeeping runs on the host: one copy of the step's log-probabilities
+        log_probs = logits.float().log_softmax(-1).cpu().view(batch, width, vocab)
+        candidates = scores[:, :, None] + log_probs
         top_scores, top_ids = candidates.view(batch, -1).topk(2 * width, dim=-1)  # (B, 2K)
         new_scores = torch.full((batch, width), float("-inf"))
         origins = torch.zeros(batch, width, dtype=torch.long)
@@ -375,10 +380,11 @@ def beam_search(
         if all(len(f) >= width for f in finished):
             break
         order = (origins + torch.arange(batch)[:, None] * width).view(-1)  # (B*K,)
+        order = order.to(source_ids.device)
         for cache in caches:
             cache["self_key"] = cache["self_key"][order]
             cache["self_value"] = cache["self_value"][order]
-        tokens = next_tokens.view(-1, 1)
+        tokens = next_tokens.view(-1, 1).to(source_ids.device)
     results = []
     for row in range(batch):
         pool = list(finished[row])

@@ -19,6 +19,7 @@ import torch
 
 from distilkit.model.card import update_card
 from distilkit.model.checkpoint import load_model, load_student_weights, save_model
+from distilkit.model.device import AUTO, resolve_device
 from distilkit.model.hub import DEFAULT_MODEL, resolve
 from distilkit.model.modeling import TransformerModel
 from distilkit.model.tokenizer import Tokenizer
@@ -203,13 +204,15 @@ def evaluate_task(
     limit: int | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    device: str | torch.device = AUTO,
 ) -> dict[str, float]:
     """Score a fine-tuned model on a split of a task; the headline metric is under the
     task's metric name (accuracy, spearman, entity_f1, squad_f1). ``progress``: a bar of
-    the batches on stderr."""
+    the batches on stderr; ``device``: where the model runs (auto: the GPU when there is
+    one)."""
     spec = get_task(task)
     folder = resolve(model_folder)
-    model = load_model(folder)
+    model = load_model(folder).to(resolve_device(device))
     check_model_for_task(model, spec, str(model_folder))
     tokenizer = Tokenizer.from_folder(folder, max_length=model.config.max_position_embeddings)
     data = load_split(spec, split, tokenizer, settings, limit)

@@ -43,6 +43,7 @@ from distilkit.methods.static.vocab import (
     zipf_probabilities,
 )
 from distilkit.model.card import CardFacts, update_card
+from distilkit.model.device import AUTO
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.model.pca import PCA, fit_pca
 from distilkit.model.static import StaticEncoder, save_static
@@ -114,10 +115,12 @@ def entry_vectors(
         for row, sequence in enumerate(sequences):
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
             attention_mask[row, : len(sequence)] = 1
+        input_ids, attention_mask = input_ids.to(teacher.device), attention_mask.to(teacher.device)
         hidden = teacher.model.backbone(
             input_ids, attention_mask, torch.zeros_like(input_ids)
         ).last_hidden_state
-        out[rows] = teacher.sentence.encode(hidden, attention_mask, None, False).numpy()
+        vectors = teacher.sentence.encode(hidden, attention_mask, None, False)
+        out[rows] = vectors.float().cpu().numpy()
     return out
 
 
@@ -211,12 +214,18 @@ def train_table(
 
 # ----------------------------------------------------------------------------- the job
 def run_static_distillation(
-    config: StaticConfig, out_dir: str | Path, resume: bool = True, progress: bool = False
+    config: StaticConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = False,
+    device: str | torch.device = AUTO,
 ) -> dict:
     """Build, train (optionally), save and score a static student in ``out_dir``; returns
     the metrics written to ``metrics.json``. With ``resume``, teacher vectors computed by
     an interrupted run with the same settings are reused; a finished run is returned as is.
-    ``progress``: bars of the teacher passes, the training and the evaluation on stderr."""
+    ``progress``: bars of the teacher passes, the training and the evaluation on stderr;
+    ``device``: where the teacher runs (auto: the GPU when there is one; the table is
+    trained and scored on the CPU)."""
     out_dir = Path(out_dir)
     metrics_path = out_dir / "metrics.json"
     saved_config = out_dir / "static_config.json"
@@ -231,7 +240,7 @@ def run_static_distillation(
         raise ConfigError(f"{out_dir} already holds a model: pick another --out")
     work = out_dir / WORK
     started = time.perf_counter()
-    teacher = load(config.teacher, head=None)
+    teacher = load(config.teacher, head=None, device=device)
     base = BackendTokenizer.from_str(teacher.tokenizer.backend.to_str())
     corpus_texts: list[str] = []
     if config.vocab_from:
