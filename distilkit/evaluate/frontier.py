@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distilkit.evaluate.report import _pyplot
+from distilkit.evaluate.report import pyplot
 
 # A point's name is "CANDIDATE / FORM": one colour per candidate, one marker per form.
 MARKERS = {"fp32": "o", "int8": "s", "bf16": "v", "onnx-fp32": "^", "onnx-int8": "D", "numpy": "P"}
@@ -57,7 +57,7 @@ def plot_frontier(
         raise ValueError("no points to plot")
     if any(not row["sentences_per_s"] or row["sentences_per_s"] <= 0 for row in rows):
         raise ValueError("every point needs a positive sentences_per_s for the log axis")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(11, 6))
     axis.set_xscale("log")
     front = frontier_points(rows)

@@ -226,7 +226,8 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only; imported when first drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -302,7 +303,7 @@ def plot_loss_curves(log_path: str | Path, output_path: str | Path) -> Path:
     metrics = {key: value for key, value in evals.items() if key not in held_out}
     panels = ["loss"] + (["eval"] if metrics else []) + (["lr"] if "lr" in series else [])
     ratios = {"loss": 3.0, "eval": 1.4, "lr": 1.0}
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(
         len(panels),
         1,
@@ -351,7 +352,7 @@ def plot_quality_vs_speed(rows: Sequence[dict], output_path: str | Path) -> Path
     ]
     if not points:
         raise ReportError("no row has both 'sentences_per_s' and 'stsb_spearman' to plot")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(8, 5.5))
     speeds = np.array([row["sentences_per_s"] for row in points], dtype=np.float64)
     scores = np.array([row["stsb_spearman"] for row in points], dtype=np.float64)

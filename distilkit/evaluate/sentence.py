@@ -139,7 +139,7 @@ def cosine_spearman(
         )
     if len(gold_scores) < 2:
         raise ValueError(f"Spearman correlation needs at least 2 pairs, got {len(gold_scores)}")
-    cosines = _row_cosines(first_embeddings, second_embeddings)  # (n,)
+    cosines = row_cosines(first_embeddings, second_embeddings)  # (n,)
     if not np.isfinite(cosines).all():
         raise ValueError("the embeddings contain NaN or infinite values: is the model broken?")
     if np.ptp(cosines) == 0 or np.ptp(gold_scores) == 0:
@@ -275,7 +275,7 @@ def stsb_spearman(
     return _stsb_with(_encoder_embedder(encoder, pooling, batch_size), path, limit)[0]
 
 
-def _row_cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def row_cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Cosine of each row pair of two ``(n, dim)`` arrays: ``(n,)``."""
     first, second = first.astype(np.float64), second.astype(np.float64)
     norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
@@ -307,12 +307,12 @@ def stsb_teacher_agreement(
     student_vectors = _encoder_embedder(student, pooling, batch_size)(texts)
     teacher_vectors = _encoder_embedder(teacher, pooling, batch_size)(texts)
     n = len(first)
-    student_pairs = _row_cosines(student_vectors[:n], student_vectors[n:])
-    teacher_pairs = _row_cosines(teacher_vectors[:n], teacher_vectors[n:])
+    student_pairs = row_cosines(student_vectors[:n], student_vectors[n:])
+    teacher_pairs = row_cosines(teacher_vectors[:n], teacher_vectors[n:])
     same_width = student_vectors.shape[1] == teacher_vectors.shape[1]
     return {
         "sentence_cosine": (
-            float(_row_cosines(student_vectors, teacher_vectors).mean()) if same_width else None
+            float(row_cosines(student_vectors, teacher_vectors).mean()) if same_width else None
         ),
         "similarity_spearman": 100.0 * float(spearmanr(student_pairs, teacher_pairs).statistic),
         "student_spearman": cosine_spearman(student_vectors[:n], student_vectors[n:], scores),

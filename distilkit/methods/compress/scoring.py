@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from distilkit.evaluate import suite
-from distilkit.evaluate.sentence import _row_cosines
+from distilkit.evaluate.sentence import row_cosines
 
 EmbedFunction = Callable[[list[str]], np.ndarray]
 CHUNK = 1024  # sentences embedded between two looks at the clock
@@ -94,7 +94,7 @@ def agreement(student: np.ndarray, teacher: np.ndarray) -> dict[str, float | Non
         raise ValueError(f"{len(student)} student vectors but {len(teacher)} teacher vectors")
     cosine = None
     if student.shape[1] == teacher.shape[1]:
-        cosine = float(_row_cosines(student, teacher).mean())
+        cosine = float(row_cosines(student, teacher).mean())
     correlation = spearmanr(pairwise_cosines(student), pairwise_cosines(teacher)).statistic
     return {"cosine": cosine, "similarity_spearman": 100.0 * float(correlation)}
 
@@ -103,7 +103,7 @@ def same_function(first: np.ndarray, second: np.ndarray, tolerance: float = 1e-5
     """Whether two forms compute the same vectors ``(n, dim)``: every row's cosine is within
     ``tolerance`` of 1 (ONNX fp32 against eager fp32); such forms share their suite scores."""
     return first.shape == second.shape and bool(
-        (_row_cosines(first, second) >= 1.0 - tolerance).all()
+        (row_cosines(first, second) >= 1.0 - tolerance).all()
     )
 
 
