@@ -62,6 +62,19 @@ TINY_TEXTS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _suite_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Dev-suite rows the tests score are cached in a folder of this session, never in the
+    user's ~/.cache (tests that need a fresh cache point DISTILKIT_SUITE_CACHE elsewhere)."""
+    previous = os.environ.get("DISTILKIT_SUITE_CACHE")
+    os.environ["DISTILKIT_SUITE_CACHE"] = str(tmp_path_factory.mktemp("suite_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("DISTILKIT_SUITE_CACHE", None)
+    else:
+        os.environ["DISTILKIT_SUITE_CACHE"] = previous
+
+
 @pytest.fixture
 def tiny_config() -> ModelConfig:
     """The tiny encoder config (BERT layout, no head, no dropout)."""

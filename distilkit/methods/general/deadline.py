@@ -6,10 +6,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-from distilkit.encoder import Encoder
+from distilkit.encoder import Encoder, load
 from distilkit.evaluate import sentence as evaluation
 from distilkit.evaluate.sentence import read_sst2, read_stsb
 from distilkit.methods.general.config import DistillConfig
+from distilkit.methods.general.dev_suite import SuitePlan, plan_suite
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import load_json, save_json
 from distilkit.train.distributed import say
@@ -28,6 +29,9 @@ SETTLING_SECONDS = 20.0  # saving the student, loading both models, report and p
 
 
 SUITE_MARGIN = 1.1  # the student's dev-suite scoring is measured on the cut: a small pad
+
+
+SUITE_KEEPS_TRAINING = 0.5  # the dev suite is left out if it would cut training below this share
 
 
 def evaluation_work(protocol, teacher_layers: int, student_layers: int) -> float:
@@ -82,24 +86,41 @@ def fit_training_budget(
 
 def fit_to_deadline(
     config: DistillConfig,
+    teacher_folder: Path,
     teacher,
     tokenizer: Tokenizer,
     student,
     started: float,
     quick_eval: bool,
-    suite_seconds: float = 0.0,
-) -> tuple[TrainingConfig, dict]:
+    layers: list[int] | None,
+) -> tuple[TrainingConfig, dict, SuitePlan]:
     """Shrink the training budget so that the job, evaluation included, ends within
-    ``config.job_time_budget``; the evaluation's cost is estimated from the teacher's
-    embedding speed measured now, on the evaluation's own STS-B sentences, plus
-    ``suite_seconds``, what scoring the student on the dev suite will take (measured on
-    the untrained cut before training: embedding and probe fitting both)."""
+    ``config.job_time_budget``, and plan the dev suite's part in it.
+
+    The evaluation's cost is estimated from the teacher's embedding speed measured now,
+    on the evaluation's own STS-B sentences. The dev suite is kept when it fits beside at
+    least :data:`SUITE_KEEPS_TRAINING` of the training time (its teacher and cut rows are
+    then read from the suite cache or scored now, and the cut's scoring time, embedding
+    and probe fitting both, is the student's estimate); otherwise it is left out with a
+    note (:func:`~distilkit.methods.general.dev_suite.plan_suite`)."""
 
     protocol = evaluation.QUICK_PROTOCOL if quick_eval else evaluation.FULL_PROTOCOL
     first, second, _ = evaluation.read_stsb(protocol.stsb_path)
     rate = teacher_sentences_per_second(teacher, tokenizer, (first + second)[:256])
-    work = evaluation_work(protocol, teacher.config.num_layers, student.config.num_layers)
-    estimate = ESTIMATE_MARGIN * work / rate + SUITE_MARGIN * suite_seconds
+    teacher_layers, student_layers = teacher.config.num_layers, student.config.num_layers
+    side = ESTIMATE_MARGIN * evaluation_work(protocol, teacher_layers, student_layers) / rate
+    training_wanted = config.training.time_budget or config.job_time_budget
+    seconds_left = (
+        config.job_time_budget
+        - (time.perf_counter() - started)
+        - side
+        - SETTLING_SECONDS
+        - SUITE_KEEPS_TRAINING * training_wanted
+    )
+    share = (student_layers + 1) / (teacher_layers + 1)
+    plan = plan_suite(load(teacher_folder, head=None), layers, rate, share, seconds_left)
+    suite_seconds = plan.references.student_seconds if plan.references is not None else 0.0
+    estimate = side + SUITE_MARGIN * suite_seconds
     elapsed = time.perf_counter() - started
     budget = fit_training_budget(
         config.job_time_budget, elapsed, estimate, config.training.time_budget
@@ -108,23 +129,31 @@ def fit_to_deadline(
         "job_time_budget": config.job_time_budget,
         "setup_seconds": elapsed,
         "teacher_sentences_per_s": rate,
-        "suite_seconds_per_model": suite_seconds,
+        "suite_seconds_student_estimate": suite_seconds,
+        "suite": "left out" if plan.references is None else "kept",
+        "suite_cached_rows": plan.references.cached if plan.references is not None else [],
         "evaluation_seconds_estimate": estimate,
         "training_budget": budget,
     }
+    if plan.note:
+        say(plan.note)
     if config.training.time_budget is None or budget < config.training.time_budget:
         say(
             f"job deadline {config.job_time_budget:.0f} s: {elapsed:.0f} s of setup, evaluation "
-            f"estimated at {estimate:.0f} s (teacher at {rate:.0f} sentences/s now; the dev "
-            f"suite {suite_seconds:.0f} s a model, timed on the cut), so "
-            f"training gets {budget:.0f} s"
+            f"estimated at {estimate:.0f} s (teacher at {rate:.0f} sentences/s now"
+            + (
+                f"; the student's dev suite {suite_seconds:.0f} s"
+                if plan.references is not None
+                else ""
+            )
+            + f"), so training gets {budget:.0f} s"
             + (
                 f" instead of {config.training.time_budget:.0f} s"
                 if config.training.time_budget is not None
                 else ""
             )
         )
-    return dataclasses.replace(config.training, time_budget=budget), deadline
+    return dataclasses.replace(config.training, time_budget=budget), deadline, plan
 
 
 def report_deadline(deadline: dict, evaluation_started: float, started: float, out_dir: Path):

@@ -30,7 +30,7 @@ from distilkit.methods.general.config import (
     DistillConfig,
 )
 from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
-from distilkit.methods.general.dev_suite import ReferenceRows, dev_suite, score_references
+from distilkit.methods.general.dev_suite import SuitePlan, dev_suite
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.methods.general.targets import job_corpus, open_target_cache
 from distilkit.model.card import write_student_card
@@ -308,18 +308,10 @@ def run_distillation(
     target_cache = open_target_cache(config, objective, corpus, config.training)
     training = config.training
     deadline: dict | None = None
-    references: ReferenceRows | None = None
+    suite_plan: SuitePlan | None = None
     if config.job_time_budget is not None and evaluate and distributed.world_size() == 1:
-        # the teacher's and the cut's suite rows now: the cut's time is the student's later
-        references = score_references(load(teacher_folder, head=None), layers)
-        training, deadline = fit_to_deadline(
-            config,
-            teacher,
-            tokenizer,
-            student,
-            started,
-            quick_eval,
-            references.student_seconds if references is not None else 0.0,
+        training, deadline, suite_plan = fit_to_deadline(
+            config, teacher_folder, teacher, tokenizer, student, started, quick_eval, layers
         )
     trainer = corpus_trainer(
         objective,
@@ -371,7 +363,7 @@ def run_distillation(
             metrics,
             quick_eval,
             heldout_sentence_cosine=heldout_metrics.get("eval/sentence_cosine"),
-            references=references,
+            suite_plan=suite_plan,
         )
         if deadline is not None:
             report_deadline(deadline, evaluation_started, started, out_dir)
@@ -406,14 +398,15 @@ def evaluate_run(
     training: dict,
     quick: bool = False,
     heldout_sentence_cosine: float | None = None,
-    references: ReferenceRows | None = None,
+    suite_plan: SuitePlan | None = None,
 ) -> list[dict]:
     """Teacher and student side by side: the table, report.md, metrics.json and plots.
 
     ``heldout_sentence_cosine``: the student's mean sentence-vector cosine to the
     teacher on held-out corpus text; set beside the same figure on STS-B's sentences, it
     shows how far the transfer text is from the evaluation text.
-    ``references``: the dev suite's teacher and cut rows, scored before training.
+    ``suite_plan``: the dev suite's teacher and cut rows scored before training, or why
+    the suite was left out (a job with a deadline); None: all of it scored now.
     """
 
     encoders = {"teacher": load(teacher_folder, head=None), "student": load(student_dir, head=None)}
@@ -443,12 +436,23 @@ def evaluate_run(
         )
         for line in agreement.lines():
             say(line)
-    suite_rows = dev_suite(encoders, config.layers, references)
+    suite_note = suite_plan.note if suite_plan is not None else None
+    if suite_note:
+        say(suite_note)
+        suite_rows = None
+    else:
+        references = suite_plan.references if suite_plan is not None else None
+        suite_rows = dev_suite(encoders, config.layers, references)
     report.write_report(
         out_dir,
         rows,
         losses_jsonl_path=out_dir / "train_log.jsonl",
-        extra={"comparison": comparison, "training": training, "config": to_dict(config)},
+        extra={
+            "comparison": comparison,
+            "training": training,
+            "config": to_dict(config),
+            **({"dev_suite": suite_note} if suite_note else {}),
+        },
         agreement=agreement,
         suite_rows=suite_rows,
     )
