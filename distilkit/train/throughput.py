@@ -26,6 +26,7 @@ class ThroughputMeter:
         self.world_size = world_size
         self.counts: dict[str, float] = {"tokens": 0, "padded": 0, "pairs": 0, "seconds": 0.0}
         self.steps = 0
+        self.first_step = self.measured_step = 0  # where the loop and the measurement began
         self.window_tokens = 0  # every rank's real tokens since the last log
         self.window_start = self.measured_from = time.perf_counter()
 
@@ -40,7 +41,7 @@ class ThroughputMeter:
     def start(self, first_step: int) -> None:
         """The loop starts (or resumes) at ``first_step``: the window and the run's
         measurement start now."""
-        self.first_step = first_step
+        self.first_step = self.measured_step = first_step
         self.window_tokens = 0
         self.window_start = self.measured_from = time.perf_counter()
 
@@ -49,7 +50,7 @@ class ThroughputMeter:
         enough steps remain to measure)."""
         warmed_up = step - self.first_step == WARMUP_STEPS
         if warmed_up and max_steps - step > MIN_MEASURED_STEPS:
-            self.measured_from = time.perf_counter()
+            self.measured_from, self.measured_step = time.perf_counter(), step
             self.counts = {key: 0 for key in self.counts}
             self.counts["seconds"] = 0.0
 
@@ -63,7 +64,7 @@ class ThroughputMeter:
     def stop(self, step: int) -> None:
         """The loop ended after ``step`` (the device synchronised by the caller)."""
         self.counts["seconds"] = time.perf_counter() - self.measured_from
-        self.steps = step - self.first_step
+        self.steps = step - self.measured_step
 
     def summary(self) -> dict[str, float]:
         """This rank's measured work after the first steps: ``tokens`` (real) and
