@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ class _Plan:
         return self.iterator
 
 
+@dataclass(eq=False)
 class BatchFeed:
     """This rank's batches of ``dataset`` in the order of ``sampler``, step after step.
 
@@ -50,34 +52,24 @@ class BatchFeed:
     on the host. ``sampler`` offers ``state_dict``/``load_state_dict``/``set_epoch``.
     """
 
-    def __init__(
-        self,
-        dataset: Any,
-        sampler: Any,
-        collate: Callable[[list[Any]], dict[str, torch.Tensor]],
-        grad_accumulation: int,
-        device: torch.device,
-        num_workers: int,
-        meter: ThroughputMeter,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        self.dataset = dataset
-        self.sampler = sampler
-        self.collate = collate
-        self.grad_accumulation = grad_accumulation
-        self.device = device
-        self.num_workers = num_workers
-        self.meter = meter
-        self.rank, self.world_size = rank, world_size
-        # each rank's micro-batches per step (shard_step)
-        self.micro_steps = (
-            grad_accumulation // world_size
-            if grad_accumulation % world_size == 0
-            else grad_accumulation
-        )
-        self._sampler_states: collections.deque[dict[str, Any]] = collections.deque()
-        self._sampler_state: dict[str, Any] | None = None  # after the last step trained
+    dataset: Any
+    sampler: Any
+    collate: Callable[[list[Any]], dict[str, torch.Tensor]]
+    grad_accumulation: int
+    device: torch.device
+    num_workers: int
+    meter: ThroughputMeter
+    rank: int = 0
+    world_size: int = 1
+    micro_steps: int = field(init=False)  # each rank's micro-batches per step (shard_step)
+    _sampler_states: collections.deque[dict[str, Any]] = field(
+        init=False, default_factory=collections.deque
+    )
+    _sampler_state: dict[str, Any] | None = field(init=False, default=None)  # last step's
+
+    def __post_init__(self) -> None:
+        accumulation, ranks = self.grad_accumulation, self.world_size
+        self.micro_steps = accumulation // ranks if accumulation % ranks == 0 else accumulation
 
     def _sampler_batches(self) -> Iterator[list[int]]:
         while True:
