@@ -194,7 +194,9 @@ def test_bench_on_cuda_agrees_with_the_cpu_and_measures_the_gpu(
     assert rows["eager int8"]["ceiling_fraction"] == pytest.approx(
         rows["eager int8"]["gflops_per_s"] / result.ceilings_gflops["fp32"]
     )
-    assert any(note.startswith(f"device: bf16, eager fp32 ran on {gpu}") for note in result.notes)
+    [note] = [note for note in result.notes if note.startswith("device:")]
+    assert "bf16, eager fp32, transformers fp32 ran on " + gpu in note
+    assert "eager int8 are CPU modes" in note
     embedded = run_embed_bench(
         {"tiny": encoder_folder}, ["eager fp32", "onnx fp32"], TEXTS, settings, say=print
     )
