@@ -62,6 +62,8 @@ def cuda_tests() -> dict:
             "-m",
             "cuda",
             "tests/train/test_device_placement.py",
+            "tests/cli/test_cli_device.py",
+            "tests/deploy/test_bench_device.py",
         ],
         cwd=ROOT,
         capture_output=True,

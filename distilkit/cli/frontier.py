@@ -146,10 +146,12 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "--mobilebert), score each in its deployable forms (--forms: eager fp32, bf16 where "
         "the CPU has it natively, eager int8, ONNX fp32 and int8) on the dev suite as "
         "retention of the teacher and on agreement with the teacher on held-out --corpus "
-        "lines, time each on this machine beside the teacher, and save the pick in OUT/picked "
+        "lines, time each on this machine's CPU beside the teacher, and save the pick in "
+        "OUT/picked "
         f"with OUT/report.md and OUT/frontier.png. The pick: {rule}. The search keeps to "
         "--time-budget (each step is estimated first and skipped when it does not fit) and "
-        "a search started again with the same --out continues where it stopped.",
+        "a search started again with the same --out continues where it stopped. Students "
+        "train on --device (the GPU when there is one); scoring and timing stay on the CPU.",
     )
     parser.add_argument(
         "teacher",
@@ -228,6 +230,12 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "--batch-size", type=int, default=64, help="batch size of scoring and timing (64)"
     )
     parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the students train: auto (the GPU when there is one, else the CPU), cpu, "
+        "cuda or cuda:N; every form is scored and timed on the CPU, where it deploys",
+    )
+    parser.add_argument(
         "--no-resume",
         action="store_true",
         help="refuse to continue an earlier search in --out instead of continuing it",
@@ -250,6 +258,7 @@ def run_compress(args: argparse.Namespace) -> int:
         heldout_lines=args.heldout_lines,
         timing_lines=args.timing_lines,
         batch_size=args.batch_size,
+        device=args.device,
     )
     result = compress.run(config, args.out, resume=not args.no_resume)
     if result["picked"] is None:

@@ -24,6 +24,12 @@ tokenizer's ids, which equal ``transformers``' own).
 The FLOP view: the useful work of a pass (matmul FLOPs over real tokens only, branches
 included for early exit) divided by its time gives GFLOP/s, shown as a fraction of this
 machine's measured fp32 (or bf16, for bf16) matmul ceiling (:func:`matmul_gflops`).
+
+Devices (``BenchSettings.device``, default ``auto``: the GPU when there is one): the
+:data:`DEVICE_MODES` (eager fp32, bf16) and the peer run on that device, their ceiling the
+device's own dense matmul rate measured in the run
+(:func:`distilkit.evaluate.mfu.peak_matmul_flops`); int8, ONNX and early exit are CPU
+modes and stay on the CPU, against the CPU's ceiling. Rows say where they ran.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,6 +60,7 @@ from distilkit.evaluate.timing import time_embedders
 from distilkit.methods.early_exit.model import EarlyExitModel, has_branches
 from distilkit.model.bilstm import is_bilstm_folder, load_bilstm
 from distilkit.model.config import ModelConfig
+from distilkit.model.device import AUTO, resolve_device, to_device
 from distilkit.model.hub import resolve
 from distilkit.model.int8 import quantize_model
 from distilkit.model.tokenizer import Batch, Tokenizer
@@ -66,7 +74,9 @@ MODES = (
     "early exit",
     "early exit int8",
 )
+DEVICE_MODES = ("eager fp32", "bf16")  # the modes that run on --device; the rest on the CPU
 PEER_MODE = "transformers fp32"
+CPU = torch.device("cpu")
 Step = Callable[[Batch], np.ndarray]  # one tokenized batch -> (batch, num_labels) logits
 
 
@@ -88,6 +98,7 @@ class BenchSettings:
     max_length: int = 128
     peer: bool = True
     ceiling_seconds: float = 1.0  # per dtype; 0 skips the matmul ceiling
+    device: str = AUTO  # where the DEVICE_MODES and the peer run
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.repeats < 1 or self.latency_texts < 0:
@@ -96,6 +107,7 @@ class BenchSettings:
             raise BenchError(f"max_length must be >= 3 tokens, got {self.max_length}")
         if self.num_threads is not None and self.num_threads < 1:
             raise BenchError(f"num_threads must be at least 1, got {self.num_threads}")
+        resolve_device(self.device)  # a device that is not there: before any model loads
         thresholds = (
             self.threshold.values() if isinstance(self.threshold, dict) else [self.threshold]
         )
@@ -116,16 +128,29 @@ def matmul_gflops(
     return peak_matmul_flops("cpu", dtype, size, seconds) / 1e9
 
 
-def matmul_roofs(seconds: float, say: Callable[[str], None]) -> dict[str, float]:
+def roof_key(device: str, dtype: str) -> str:
+    """The key of a ceiling in ``ceilings_gflops``: ``"fp32"`` (the CPU's), ``"cuda:0 bf16"``."""
+    return dtype if device == "cpu" else f"{device} {dtype}"
+
+
+def matmul_roofs(
+    seconds: float, say: Callable[[str], None], device: torch.device = CPU
+) -> dict[str, float]:
     """``{"fp32": GFLOP/s, "bf16": GFLOP/s}``: :func:`matmul_gflops` for about ``seconds``
-    each (none when ``seconds`` is 0)."""
+    each (none when ``seconds`` is 0); with another ``device``, its dense matmul rate too
+    (:func:`peak_matmul_flops` at its default size), under :func:`roof_key`."""
     if seconds <= 0:
         return {}
+    dtypes = (("fp32", torch.float32), ("bf16", torch.bfloat16))
     say("measuring the matmul ceiling (fp32, bf16)")
-    return {
-        name: matmul_gflops(dtype, seconds=seconds)
-        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
-    }
+    roofs = {name: matmul_gflops(dtype, seconds=seconds) for name, dtype in dtypes}
+    if device.type != "cpu":
+        say(f"measuring the matmul ceiling on {device} (fp32, bf16)")
+        for name, dtype in dtypes:
+            roofs[roof_key(str(device), name)] = (
+                peak_matmul_flops(device, dtype, seconds=seconds) / 1e9
+            )
+    return roofs
 
 
 def encoder_flops(
@@ -174,6 +199,7 @@ class Engine:
     tokenizer: Tokenizer
     config: ModelConfig  # a BiLSTMConfig for a BiLSTM student
     dtype: str = "fp32"
+    device: str = "cpu"  # where the model's weights are
     branch_width: int = 0
     exit_layers: Callable[[Batch], np.ndarray] | None = None  # early exit: blocks run
     flops: Callable[[int], float] | None = None  # tokens -> FLOPs; None: encoder_flops
@@ -198,16 +224,20 @@ def _classifier_or_error(encoder, name: str) -> None:
         )
 
 
-def _torch_step(model: torch.nn.Module) -> Step:
+def _torch_step(model: torch.nn.Module, device: torch.device = CPU) -> Step:
+    """Inputs to ``device`` (the model's), logits back to the host."""
+
     @torch.inference_mode()
     def step(batch: Batch) -> np.ndarray:
-        return model(**batch.model_inputs()).logits.float().numpy()
+        return model(**to_device(batch.model_inputs(), device)).logits.float().cpu().numpy()
 
     return step
 
 
-def _peer_engine(name: str, folder: Path, tokenizer: Tokenizer, config: ModelConfig) -> Engine:
-    """``transformers``' own eager model on the same checkpoint, fed the same ids."""
+def _peer_engine(
+    name: str, folder: Path, tokenizer: Tokenizer, config: ModelConfig, device: torch.device
+) -> Engine:
+    """``transformers``' own eager model on the same checkpoint and device, fed the same ids."""
     try:
         import transformers
     except ImportError:
@@ -219,15 +249,17 @@ def _peer_engine(name: str, folder: Path, tokenizer: Tokenizer, config: ModelCon
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         str(folder), dtype=torch.float32
     ).eval()
+    model.to(device)
     with_types = config.type_vocab_size > 0
 
     @torch.inference_mode()
     def step(batch: Batch) -> np.ndarray:
-        types = {"token_type_ids": batch.token_type_ids} if with_types else {}
-        output = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **types)
-        return output.logits.float().numpy()
+        inputs = to_device(batch.model_inputs(), device)
+        if not with_types:
+            del inputs["token_type_ids"]
+        return model(**inputs).logits.float().cpu().numpy()
 
-    return Engine(name, PEER_MODE, step, tokenizer, config)
+    return Engine(name, PEER_MODE, step, tokenizer, config, device=str(model.device))
 
 
 def _bilstm_engines(
@@ -293,14 +325,16 @@ def build_engines(
     work_dir: Path,
     say: Callable[[str], None] = print,
 ) -> list[Engine]:
-    """Load every (model, mode); the peer (on the first model) first. ONNX files go to
-    ``work_dir``."""
+    """Load every (model, mode); the peer (on the first model) first. The
+    :data:`DEVICE_MODES` and the peer on ``settings.device``, the others on the CPU. ONNX
+    files go to ``work_dir``."""
 
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:
         raise BenchError(f"unknown mode(s) {unknown}: choose from {list(MODES)}")
     if not models:
         raise BenchError("no models to bench: give at least the teacher")
+    device = resolve_device(settings.device)
     engines: list[Engine] = []
     no_branches: list[str] = []  # models skipped in the early-exit modes
     for index, (name, source) in enumerate(models.items()):
@@ -313,19 +347,32 @@ def build_engines(
             engines.extend(_bilstm_engines(name, Path(source), modes, say))
             continue
         folder = resolve(source)
-        encoder = load(folder)
+        encoder = load(folder, device=CPU)  # the CPU modes' (and ONNX export's) model
         _classifier_or_error(encoder, name)
         tokenizer, config = encoder.tokenizer, encoder.config
         if index == 0 and settings.peer:
             say(f"loading the transformers peer on {folder}")
-            engines.append(_peer_engine(name, folder, tokenizer, config))
+            engines.append(_peer_engine(name, folder, tokenizer, config, device))
         for mode in modes:
-            if mode == "eager fp32":
-                engines.append(Engine(name, mode, _torch_step(encoder.model), tokenizer, config))
-            elif mode == "bf16":
-                model = load(folder, dtype="bfloat16").model
-                engine = Engine(name, mode, _torch_step(model), tokenizer, config, dtype="bf16")
-                engines.append(engine)
+            if mode in DEVICE_MODES:
+                dtype = "bf16" if mode == "bf16" else "fp32"
+                if dtype == "bf16":
+                    model = load(folder, dtype="bfloat16", device=device).model
+                elif device.type == "cpu":
+                    model = encoder.model
+                else:
+                    model = load(folder, device=device).model
+                engines.append(
+                    Engine(
+                        name,
+                        mode,
+                        _torch_step(model, device),
+                        tokenizer,
+                        config,
+                        dtype=dtype,
+                        device=str(next(model.parameters()).device),
+                    )
+                )
             elif mode == "eager int8":
                 model = quantize_model(encoder.model)
                 engines.append(Engine(name, mode, _torch_step(model), tokenizer, config))
@@ -423,7 +470,7 @@ class BenchResult:
     def table(self, markdown: bool = False) -> str:
         """The rows as an aligned text (or Markdown) table; ratios are against the first row."""
         render = format_markdown_table if markdown else format_table
-        return render(self.rows, BENCH_COLUMNS)
+        return render(self.rows, with_device_column(self.rows, BENCH_COLUMNS))
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Accuracy (or agreement) against sentences per second, one point per engine."""
@@ -506,6 +553,42 @@ BENCH_COLUMNS: list[Column] = [
 ]
 
 
+def with_device_column(rows: list[dict], columns: list[Column]) -> list[Column]:
+    """``columns`` with a ``device`` column after the engine's name when some row ran off
+    the CPU (a CPU run's table is as it always was)."""
+    if all(row.get("device", "cpu") == "cpu" for row in rows):
+        return columns
+    return [columns[0], ("device", lambda row, _: row.get("device", "cpu"), False), *columns[1:]]
+
+
+def engines_device(engines: Sequence[Any]) -> torch.device:
+    """The device the engines (:class:`Engine` or ``EmbedEngine``) other than the CPU ones
+    run on (the CPU when none)."""
+    return next((torch.device(e.device) for e in engines if e.device != "cpu"), CPU)
+
+
+def device_notes(device: torch.device, engines: Sequence[Any], threads: int) -> list[str]:
+    """Where the engines ran, when some ran off the CPU; bf16 emulation on this CPU."""
+    notes = []
+    if device.type != "cpu":
+        on_device = sorted({e.mode.split(" (")[0] for e in engines if e.device != "cpu"})
+        on_cpu = sorted({e.mode.split(" (")[0] for e in engines if e.device == "cpu"})
+        notes.append(
+            f"device: {', '.join(on_device)} ran on {device}, against its dense matmul rate "
+            "measured in this run"
+            + (
+                f"; {', '.join(on_cpu)} are CPU modes, run on the CPU ({threads} threads) "
+                "against the CPU's"
+                if on_cpu
+                else ""
+            )
+        )
+    cpu_bf16 = any(e.dtype == "bf16" and e.device == "cpu" for e in engines)
+    if cpu_bf16 and not native_bf16():
+        notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")
+    return notes
+
+
 def _token_counts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int) -> np.ndarray:
     return np.asarray([min(len(ids) + 2, max_length) for ids in tokenizer.encode_ids(texts)])
 
@@ -563,7 +646,8 @@ def _measure(
 ) -> BenchResult:
     """Quality pass, interleaved timing and FLOP accounting of ``engines``."""
     threads = torch.get_num_threads()
-    ceilings = matmul_roofs(settings.ceiling_seconds, say)
+    device = engines_device(engines)
+    ceilings = matmul_roofs(settings.ceiling_seconds, say, device)
     functions = {
         engine.name: (
             lambda batch_texts, e=engine: classify(
@@ -606,6 +690,7 @@ def _measure(
             "name": engine.name,
             "model": engine.model,
             "mode": engine.mode,
+            "device": engine.device,
             **{
                 key: timing[key]
                 for key in ("sentences_per_s", "latency_ms_p50", "latency_ms_p95", "num_threads")
@@ -636,7 +721,7 @@ def _measure(
         )
         row["gflops_per_s"] = flops * row["sentences_per_s"] / len(texts) / 1e9
         row["tokens_per_s"] = float(sum(tokens)) * row["sentences_per_s"] / len(texts)
-        ceiling = ceilings.get("bf16" if engine.dtype == "bf16" else "fp32")
+        ceiling = ceilings.get(roof_key(engine.device, engine.dtype))
         row["ceiling_fraction"] = row["gflops_per_s"] / ceiling if ceiling else None
         if engine.mode in (PEER_MODE, "eager fp32") and teacher_accuracy is None:
             teacher_accuracy = row["accuracy"]
@@ -656,13 +741,13 @@ def _measure(
         "GFLOP/s: matmul FLOPs over real tokens per second; % ceiling (the MFU): of the "
         "matmul ceiling measured in this run (bf16 for bf16, else fp32; int8 is compared "
         "with fp32); tokens/s: real tokens per second",
+        *device_notes(device, engines, threads),
     ]
-    if any(engine.dtype == "bf16" for engine in engines) and not native_bf16():
-        notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")
     return BenchResult(
         rows=rows,
         settings=asdict(settings)
         | {
+            "device": str(device),
             "num_threads": threads,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "onnxruntime_spinning": _threads_spin(),
@@ -676,6 +761,7 @@ def _measure(
 
 __all__ = [
     "BENCH_COLUMNS",
+    "DEVICE_MODES",
     "MODES",
     "PEER_MODE",
     "BenchError",
@@ -686,10 +772,14 @@ __all__ = [
     "bilstm_flops",
     "build_engines",
     "classify",
+    "device_notes",
     "encoder_flops",
+    "engines_device",
     "matmul_gflops",
     "matmul_roofs",
     "native_bf16",
+    "roof_key",
     "run_bench",
     "scatter_plot",
+    "with_device_column",
 ]

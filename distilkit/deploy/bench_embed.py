@@ -17,6 +17,10 @@ p95), timed in turns (:func:`distilkit.evaluate.timing.time_embedders`). Each en
 vectors are compared with its own model's eager fp32 vectors (cosine, mean and minimum),
 and its useful matmul FLOPs per second are shown as a fraction of the matmul roof of this
 machine measured in the same run (:func:`distilkit.deploy.bench.matmul_gflops`).
+
+Devices (``BenchSettings.device``, default ``auto``: the GPU when there is one): eager fp32,
+bf16 and the sentence-transformers reference run on that device, against its own measured
+dense matmul rate; int8 and ONNX are CPU modes and stay on the CPU.
 """
 
 from __future__ import annotations
@@ -32,17 +36,22 @@ from tqdm.auto import tqdm
 
 from distilkit.deploy.bench import (
     BENCH_COLUMNS,
+    CPU,
+    DEVICE_MODES,
     MODES,
     BenchError,
     BenchResult,
     BenchSettings,
     _number,
     bench_context,
+    device_notes,
     encoder_flops,
+    engines_device,
     matmul_roofs,
-    native_bf16,
+    roof_key,
     run_bench,
     scatter_plot,
+    with_device_column,
 )
 from distilkit.deploy.export import export_onnx, quantize_int8
 from distilkit.deploy.onnx_runtime import load_onnx
@@ -52,6 +61,7 @@ from distilkit.evaluate.sentence import read_sst2
 from distilkit.evaluate.timing import time_embedders
 from distilkit.model.bilstm import is_bilstm_folder
 from distilkit.model.config import ModelConfig
+from distilkit.model.device import resolve_device
 from distilkit.model.hub import resolve
 from distilkit.model.tokenizer import Tokenizer
 
@@ -67,8 +77,9 @@ RATIO_NOTES = [
     "p50 x ref: batch-1 p50 latency of the first row divided by this row's (above 1: faster)",
     "cos mean / cos min: cosine of each text's vector to the same model's eager fp32 vector "
     "(the reference row: to the first model's eager fp32)",
-    "GFLOP/s: matmul FLOPs over real tokens per second; % roof: of the matmul roof measured "
-    "in this run (bf16 rows against the bf16 roof, all others against the fp32 roof)",
+    "GFLOP/s: matmul FLOPs over real tokens per second; % roof (the MFU): of the matmul "
+    "roof measured in this run (bf16 rows against the bf16 roof, all others against the "
+    "fp32 roof); tokens/s: real tokens per second",
 ]
 
 
@@ -83,6 +94,7 @@ class EmbedEngine:
     tokenizer: Tokenizer
     config: ModelConfig
     dtype: str = "fp32"
+    device: str = "cpu"  # where the model's weights are
 
     @property
     def name(self) -> str:
@@ -97,15 +109,21 @@ def is_classifier(source: str | os.PathLike) -> bool:
 
 
 def _reference_engine(
-    name: str, folder: Path, encoder, settings: BenchSettings, say: Callable[[str], None]
+    name: str,
+    folder: Path,
+    encoder,
+    settings: BenchSettings,
+    say: Callable[[str], None],
+    device: torch.device = CPU,
 ) -> EmbedEngine | None:
-    """sentence-transformers' own ``encode`` on the folder, or None when not installed."""
+    """sentence-transformers' own ``encode`` on the folder and ``device``, or None when it
+    is not installed."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         say("sentence-transformers is not installed: no reference row")
         return None
-    model = SentenceTransformer(str(folder), device="cpu")
+    model = SentenceTransformer(str(folder), device=str(device))
 
     def embed(texts: Sequence[str]) -> np.ndarray:
         return model.encode(
@@ -115,7 +133,9 @@ def _reference_engine(
             show_progress_bar=False,
         )
 
-    return EmbedEngine(name, REFERENCE_MODE, embed, encoder.tokenizer, encoder.config)
+    return EmbedEngine(
+        name, REFERENCE_MODE, embed, encoder.tokenizer, encoder.config, device=str(model.device)
+    )
 
 
 def _encoder_function(encoder, batch_size: int) -> EmbedFunction:
@@ -133,7 +153,8 @@ def build_embed_engines(
     say: Callable[[str], None] = print,
 ) -> list[EmbedEngine]:
     """Load every (model, mode); the sentence-transformers reference (on the first model)
-    first. ONNX files are exported to ``work_dir``."""
+    first. Eager fp32, bf16 and the reference on ``settings.device``, int8 and ONNX on the
+    CPU. ONNX files are exported to ``work_dir``."""
     unknown = [mode for mode in modes if mode not in ENCODER_MODES]
     if unknown or not modes:
         raise BenchError(f"unknown encoder mode(s) {unknown}: choose from {list(ENCODER_MODES)}")
@@ -141,9 +162,10 @@ def build_embed_engines(
         raise BenchError("no models to bench: give at least one")
     engines: list[EmbedEngine] = []
     threads = torch.get_num_threads()
+    device = resolve_device(settings.device)
     for index, (name, source) in enumerate(models.items()):
         folder = resolve(source)
-        encoder = load(folder)
+        encoder = load(folder, device=CPU)  # the CPU modes' (and ONNX export's) model
         if encoder.config.head == "sequence_classification":
             raise BenchError(
                 f"{name} is a sequence classifier and the first model an encoder: bench "
@@ -152,14 +174,15 @@ def build_embed_engines(
         tokenizer, config = encoder.tokenizer, encoder.config
         if index == 0 and settings.peer:
             say(f"loading the sentence-transformers reference on {folder}")
-            reference = _reference_engine(name, folder, encoder, settings, say)
+            reference = _reference_engine(name, folder, encoder, settings, say, device)
             engines.extend([reference] if reference is not None else [])
         for mode in modes:
             dtype = "bf16" if mode == "bf16" else "fp32"
+            placed = device if mode in DEVICE_MODES else CPU
             if mode == "eager fp32":
-                model = encoder
+                model = encoder if placed.type == "cpu" else load(folder, device=placed)
             elif mode == "bf16":
-                model = load(folder, dtype="bfloat16")
+                model = load(folder, dtype="bfloat16", device=placed)
             elif mode == "eager int8":
                 model = load(folder, dtype="int8")
             else:
@@ -173,7 +196,13 @@ def build_embed_engines(
                 # torch's pool shares the process: onnxruntime's workers must not spin
                 model = load_onnx(path, num_threads=threads, spinning=False)
             engine = EmbedEngine(
-                name, mode, _encoder_function(model, settings.batch_size), tokenizer, config, dtype
+                name,
+                mode,
+                _encoder_function(model, settings.batch_size),
+                tokenizer,
+                config,
+                dtype,
+                str(getattr(model, "device", CPU)),  # (an ONNX session: the CPU)
             )
             engines.append(engine)
     return engines
@@ -189,6 +218,7 @@ EMBED_COLUMNS: list[Column] = [
     *(_SHARED[name] for name in ("p50 ms", "p95 ms", "p50 x ref")),
     ("cos mean", lambda row, _: _number(row.get("cosine_mean"), "{:.5f}"), True),
     ("cos min", lambda row, _: _number(row.get("cosine_min"), "{:.5f}"), True),
+    _SHARED["tokens/s"],
     _SHARED["GFLOP/s"],
     ("% roof", lambda row, _: _number(row.get("roof_fraction"), "{:.0%}"), True),
 ]
@@ -203,7 +233,7 @@ class EmbedBenchResult(BenchResult):
     def table(self, markdown: bool = False) -> str:
         """The rows as an aligned text (or Markdown) table; ratios as :data:`RATIO_NOTES`."""
         render = format_markdown_table if markdown else format_table
-        return render(self.rows, EMBED_COLUMNS)
+        return render(self.rows, with_device_column(self.rows, EMBED_COLUMNS))
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Cosine to fp32 against embeddings per second, one point per engine."""
@@ -254,7 +284,8 @@ def _measure(
 ) -> EmbedBenchResult:
     """Vectors (untimed; also the warm-up), interleaved timing, cosines and FLOPs."""
     threads = torch.get_num_threads()
-    roofs = matmul_roofs(settings.ceiling_seconds, say)
+    device = engines_device(engines)
+    roofs = matmul_roofs(settings.ceiling_seconds, say, device)
     say(f"vectors of {len(texts)} texts from {len(engines)} engines")
     vectors = {}
     with torch.inference_mode():
@@ -286,13 +317,14 @@ def _measure(
         flops = sum(encoder_flops(engine.config, n, head=False) for n in tokens)
         speed = timing["sentences_per_s"]
         gflops = flops * speed / len(texts) / 1e9
-        roof = roofs.get(engine.dtype)
+        roof = roofs.get(roof_key(engine.device, engine.dtype))
         own_speed = timings.get(own, {}).get("sentences_per_s")
         rows.append(
             {
                 "name": engine.name,
                 "model": engine.model,
                 "mode": engine.mode,
+                "device": engine.device,
                 "embeddings_per_s": speed,
                 "sentences_per_s": speed,  # the shared column name of report tables
                 "speedup_vs_fp32": speed / own_speed if own_speed else None,
@@ -303,17 +335,21 @@ def _measure(
                 "dim": int(vectors[engine.name].shape[1]),
                 "cosine_mean": None if cosines is None else float(cosines.mean()),
                 "cosine_min": None if cosines is None else float(cosines.min()),
+                "tokens_per_s": sum(tokens) * speed / len(texts),
                 "gflops_per_s": gflops,
                 "roof_fraction": gflops / roof if roof else None,
             }
         )
-    notes = list(RATIO_NOTES)
-    if any(engine.dtype == "bf16" for engine in engines) and not native_bf16():
-        notes.append("this CPU has no native bf16 (AVX512-BF16 or AMX): bf16 is emulated")
+    notes = [*RATIO_NOTES, *device_notes(device, engines, threads)]
     return EmbedBenchResult(
         rows=rows,
         settings=asdict(settings)
-        | {"num_threads": threads, "max_length": "each model's own", "onnxruntime_spinning": False},
+        | {
+            "device": str(device),
+            "num_threads": threads,
+            "max_length": "each model's own",
+            "onnxruntime_spinning": False,
+        },
         machine=machine_info(),
         ceilings_gflops=roofs,
         texts=len(texts),

@@ -25,23 +25,23 @@ named losses -> weighted sum -> backward -> optimizer step -> log / eval / check
 
 This module is the loop; its parts live beside it: :mod:`~distilkit.train.config`
 (``TrainingConfig``), :mod:`~distilkit.train.objective`, :mod:`~distilkit.train.schedule`,
-:mod:`~distilkit.train.checkpoints` (folders on disk, random states) and
-:mod:`~distilkit.train.train_log`. Their public names are importable from here too.
+:mod:`~distilkit.train.checkpoints` (folders on disk, random states),
+:mod:`~distilkit.train.train_log`, :mod:`~distilkit.train.feed` (sampler to batches on the
+device) and :mod:`~distilkit.train.throughput` (tokens/s, the counts MFU is computed from).
+Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from distilkit.model.device import resolve_device, to_device
@@ -65,6 +65,7 @@ from distilkit.train.config import (
     schedule_summary,
 )
 from distilkit.train.distributed import shard_step
+from distilkit.train.feed import BatchFeed, default_num_workers
 from distilkit.train.losses import weighted_sum
 from distilkit.train.objective import Objective
 from distilkit.train.run_folder import (
@@ -81,23 +82,12 @@ from distilkit.train.schedule import (
     refit_scheduler,
     steps_in_budget,
 )
+from distilkit.train.throughput import ThroughputMeter
 from distilkit.train.train_log import append_record, trim_log
-
-WARMUP_STEPS = 5  # steps left out of a run's throughput figure (kernel choice, caches)
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-class _Plan:
-    """An iterable of index lists for a DataLoader's ``batch_sampler`` (any iterator)."""
-
-    def __init__(self, iterator: Iterator[list[int]]):
-        self.iterator = iterator
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return self.iterator
 
 
 @dataclass
@@ -131,9 +121,6 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
     ):
         self.objective = objective
-        self.dataset = dataset
-        self.sampler = sampler
-        self.collate = collate
         self.config = config
         self.out_dir = Path(out_dir)
         self.eval_batches = list(eval_batches or [])
@@ -170,20 +157,20 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         # CPU: every step checked and logged; elsewhere only the steps that log wait for the device
         self.eager_checks = self.device.type == "cpu"
-        self.num_workers = (
-            config.num_workers
-            if config.num_workers is not None
-            else (2 if self.device.type == "cuda" else 0)
+        self.meter = ThroughputMeter(self.world_size)
+        self.feed = BatchFeed(
+            dataset,
+            sampler,
+            collate,
+            config.grad_accumulation,
+            self.device,
+            default_num_workers(config.num_workers, self.device),
+            self.meter,
+            self.rank,
+            self.world_size,
         )
-        # each rank's micro-batches per step (shard_step)
-        accumulation = config.grad_accumulation
-        self.micro_steps = (
-            accumulation // self.world_size if accumulation % self.world_size == 0 else accumulation
-        )
-        self._sampler_states: collections.deque[dict[str, Any]] = collections.deque()
-        self._sampler_state: dict[str, Any] | None = None  # after the last step trained
-        self.counts = {"tokens": 0, "padded": 0, "pairs": 0, "seconds": 0.0, "steps": 0}
-        self._window_tokens = 0
+        self.dataset, self.sampler, self.collate = dataset, sampler, collate
+        self.num_workers, self.micro_steps = self.feed.num_workers, self.feed.micro_steps
         self.schedule_steps = config.max_steps
         self.scheduler = self._make_scheduler()
         self._said_max_steps_binds = False  # the budget fit's note, given once
@@ -244,7 +231,7 @@ class Trainer:
                 "max_steps": self.config.max_steps,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "sampler": self._sampler_state or self.sampler.state_dict(),
+                "sampler": self.feed.state_dict(),
                 "world_size": self.world_size,
                 **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
                 "rng": rng_states,
@@ -283,8 +270,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         # after the scheduler, whose construction rewrites the learning rates
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.load_state_dict(state["sampler"])
-        self._sampler_state = self.sampler.state_dict()
+        self.feed.load_state_dict(state["sampler"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
@@ -335,57 +321,9 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------ the loop
-    def _sampler_batches(self) -> Iterator[list[int]]:
-        while True:
-            epoch = self.sampler.epoch
-            yield from self.sampler
-            if self.sampler.epoch == epoch:  # a sampler that does not advance by itself
-                self.sampler.set_epoch(epoch + 1)
-
-    def _plan(self) -> Iterator[list[int]]:
-        """This rank's micro-batches (index lists), step after step. After drawing a
-        step's global batches the sampler's state is queued, so a checkpoint records the
-        position after the last step trained, however far the loader has read ahead."""
-        batches = self._sampler_batches()
-        while True:
-            step = [next(batches) for _ in range(self.config.grad_accumulation)]
-            self._sampler_states.append(self.sampler.state_dict())
-            yield from shard_step(step, self.world_size, self.rank)
-
-    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Collated batches on the device; with workers, collated in DataLoader worker
-        processes (into pinned memory on CUDA) while the device computes."""
-        self._sampler_states.clear()
-        pin = self.device.type == "cuda"
-        if self.num_workers == 0:
-            stream: Any = (self.collate([self.dataset[i] for i in part]) for part in self._plan())
-        else:
-            stream = DataLoader(
-                self.dataset,
-                batch_sampler=_Plan(self._plan()),
-                collate_fn=self.collate,
-                num_workers=self.num_workers,
-                pin_memory=pin,
-                prefetch_factor=4,
-            )
-        for batch in stream:
-            mask = batch["attention_mask"]  # on the host: counting costs the device nothing
-            self._count(int(mask.sum()), mask.numel(), mask.numel() * mask.shape[-1])
-            yield to_device(batch, self.device, non_blocking=pin)
-
-    def _count(self, tokens: int, padded: int, pairs: int) -> None:
-        self._window_tokens += tokens * self.world_size
-        self.counts["tokens"] += tokens
-        self.counts["padded"] += padded
-        self.counts["pairs"] += pairs
-
     def throughput(self) -> dict[str, float]:
-        """This rank's measured work after the first steps: ``tokens`` (real) and
-        ``padded`` tokens, ``pairs`` (sum of batch x length^2, for attention FLOPs),
-        ``seconds`` and ``steps``; and ``tokens_per_s`` over all ranks."""
-        counts = dict(self.counts)
-        counts["tokens_per_s"] = counts["tokens"] * self.world_size / max(counts["seconds"], 1e-9)
-        return counts
+        """This rank's measured work after the first steps (:meth:`ThroughputMeter.summary`)."""
+        return self.meter.summary()
 
     def _trim_log(self) -> None:
         if self.is_main:
@@ -493,8 +431,7 @@ class Trainer:
                     print(f"starting afresh: the earlier checkpoints were moved to {moved}")
         distributed.barrier()
         self.objective.train()
-        self._window_tokens = 0
-        batches = self._batches()
+        batches = self.feed.batches()
         bar = tqdm(
             total=config.max_steps,
             initial=self.step,
@@ -505,10 +442,9 @@ class Trainer:
         )
         stopped_by = "max_steps"
         last: dict[str, float] = {}
-        window_start = time.perf_counter()
         run_start = time.perf_counter() - self.elapsed
         refit_start, refit_step = time.perf_counter(), self.step
-        first_step, measured_from = self.step, time.perf_counter()
+        self.meter.start(self.step)
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         while self.step < min(config.max_steps, self.schedule_steps):
             step_start = time.perf_counter()
@@ -528,13 +464,9 @@ class Trainer:
                     sums[name] = sums.get(name, 0.0) + value / self.micro_steps
             grad_norm = self._optimizer_step()
             self.step += 1
-            self._sampler_state = self._sampler_states.popleft()
+            self.feed.step_done()
             self.elapsed = time.perf_counter() - run_start
-            if self.step - first_step == WARMUP_STEPS and config.max_steps - self.step > 10:
-                # throughput from here: the first steps choose kernels and warm caches
-                measured_from = time.perf_counter()
-                self.counts = {key: 0 for key in self.counts}
-                self.counts["seconds"] = 0.0
+            self.meter.step_done(self.step, config.max_steps)  # past the warm-up: measured
             logs = self.step % config.log_every == 0 or self.step == 1
             checkpoints = self.step % config.checkpoint_every == 0
             read = self.eager_checks or logs or checkpoints or self.step >= config.max_steps
@@ -558,13 +490,12 @@ class Trainer:
                 refit_start, refit_step = time.perf_counter(), self.step
                 bar.total = self.schedule_steps
             if logs:
-                seconds = time.perf_counter() - window_start
                 record = {
                     "step": self.step,
                     **{f"loss/{k}": v for k, v in last.items()},
                     "lr": self.optimizer.param_groups[0]["lr"],  # the next step's LR
                     "grad_norm": float(grad_norm),
-                    "tokens_per_s": self._window_tokens / max(seconds, 1e-9),
+                    "tokens_per_s": self.meter.window_rate(),
                     "elapsed": self.elapsed,
                 }
                 self._log(record)
@@ -572,7 +503,6 @@ class Trainer:
                     {k: f"{v:.3f}" for k, v in last.items()}
                     | {"tok/s": f"{record['tokens_per_s']:.0f}"}
                 )
-                self._window_tokens, window_start = 0, time.perf_counter()
             bar.update(1)
             if self.step % config.eval_every == 0:
                 metrics = self.evaluate()
@@ -595,8 +525,7 @@ class Trainer:
         bar.close()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.counts["seconds"] = time.perf_counter() - measured_from
-        self.counts["steps"] = self.step - first_step
+        self.meter.stop(self.step)
         if stopped_by != "interrupted":
             self._check_weights_finite()
         if (

@@ -3,7 +3,9 @@ places the model (recorded where the device string is resolved; ``meta`` is reco
 then placed on the CPU so the command runs to its end), and a device that is not there is
 a one-line error with exit code 2. The trainer's own placement is checked in
 tests/train/test_device_placement.py; that inputs follow the model, in
-tests/deploy/test_inputs_follow_the_model.py."""
+tests/deploy/test_inputs_follow_the_model.py; the bench's modes on the device, in
+tests/deploy/test_bench_device.py; compress's students' training device, in
+tests/methods/test_compress.py."""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from distilkit.cli import main as cli
 from distilkit.cli.main import build_parser
 from distilkit.model import device as device_module
 
-# commands that run no model, or whose work is CPU-bound by design (see README)
-NO_DEVICE = {"info", "tokenize", "init-student", "export", "bench", "compress"}
+# commands that run no model, or (export) whose work is CPU-bound by design (see README)
+NO_DEVICE = {"info", "tokenize", "init-student", "export"}
 
 
 @pytest.fixture
@@ -93,12 +95,16 @@ def command_lines(inputs: dict[str, Path], tmp_path: Path) -> dict[str, list]:
                      "--no-progress"],
         "distill-static": ["distill-static", inputs["encoder"], "--out", tmp_path / "static",
                            "--dims", "5", "--no-eval", "--no-progress"],
+        "bench": ["bench", inputs["sst2"], "--modes", "eager fp32", "--no-peer", "--limit", "4",
+                  "--repeats", "1", "--latency-texts", "1", "--out", tmp_path / "bench",
+                  "--no-progress"],
     }  # fmt: skip
 
 
 COMMANDS = [
     "embed", "search", "fill-mask", "plot-embeddings",
     "probe", "plot-attention", "eval", "classify", "ner", "answer", "generate", "distill-static",
+    "bench",
 ]  # fmt: skip
 
 

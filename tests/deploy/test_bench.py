@@ -47,7 +47,7 @@ TEXTS = [
     "a",
 ]
 LABELS = np.array([0, 1, 2, 1, 0, 2, 1, 0, 2, 1])
-FAST = {"repeats": 1, "latency_texts": 3, "ceiling_seconds": 0.05, "batch_size": 4}
+FAST = {"repeats": 1, "latency_texts": 3, "ceiling_seconds": 0.05, "batch_size": 4, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

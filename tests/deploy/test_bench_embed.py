@@ -32,7 +32,7 @@ st = pytest.importorskip("sentence_transformers")
 models = pytest.importorskip("sentence_transformers.models")
 
 TEXTS = [*TINY_TEXTS, "the dog ran to the house and read a book in the tree.", "red bird", "a"]
-FAST = {"repeats": 1, "latency_texts": 2, "ceiling_seconds": 0.05, "batch_size": 3}
+FAST = {"repeats": 1, "latency_texts": 2, "ceiling_seconds": 0.05, "batch_size": 3, "device": "cpu"}
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 

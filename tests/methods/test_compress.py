@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import read_png
 from distill_helpers import random_teacher, tiny_tokenizer, write_text_corpus
 from suite_helpers import write_data_root
@@ -375,3 +376,40 @@ def test_a_resume_with_other_settings_is_refused(finished, setup):
         compress.run(tiny_config(setup, keep=0.9), out)
     with pytest.raises(ConfigError, match="without --no-resume"):
         compress.run(tiny_config(setup), out, resume=False)
+
+
+# --------------------------------------------------------------------------- --device
+def test_device_reaches_the_students_training(setup, tmp_path, monkeypatch):
+    """--device -> the search's config -> the main job's TrainingConfig of every trained
+    student (layers and MobileBERT)."""
+    searched: list[compress.Config] = []
+
+    def search(config: compress.Config, out: Path, resume: bool) -> dict:
+        searched.append(config)
+        return {"picked": None}
+
+    monkeypatch.setattr(compress, "run", search)
+    code = main(["compress", str(setup["teacher"]), "--out", str(tmp_path / "o"),
+                 "--device", "meta"])  # fmt: skip
+    assert code == 1 and searched[0].device == "meta"  # (nothing picked: the search was faked)
+    trained: list[str] = []
+    monkeypatch.setattr(
+        candidates.general, "run", lambda settings, *_, **__: trained.append(settings)
+    )
+    monkeypatch.setattr(
+        candidates.mobilebert, "run", lambda options, *_, **__: trained.append(options.distill)
+    )
+    for spec in (candidates.CandidateSpec("layers", 2), candidates.CandidateSpec("mobilebert", 1)):
+        candidates.build_trained(spec, searched[0], setup["corpus"], 5.0, tmp_path, 32, 32)
+    assert [settings.training.device for settings in trained] == ["meta", "meta"]
+    assert [settings.training.time_budget for settings in trained] == [5.0, 5.0]
+    assert compress.Config().device == "auto"
+
+
+def test_a_missing_device_is_a_one_line_error_before_any_work(setup, tmp_path, capsys):
+    bad = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 7}"
+    code = main(["compress", str(setup["teacher"]), "--out", str(tmp_path / "o"),
+                 "--device", bad])  # fmt: skip
+    assert code == 2
+    assert f"device {bad!r} asked for" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()

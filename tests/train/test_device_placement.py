@@ -23,7 +23,7 @@ def test_every_tensor_of_a_step_is_on_the_chosen_device(tmp_path):
     objective = trainer.objective
     models = [objective, *objective.frozen_models()]
     assert all(p.device.type == "meta" for model in models for p in model.parameters())
-    batch = next(trainer._batches())
+    batch = next(trainer.feed.batches())
     assert all(value.device.type == "meta" for value in batch.values())
     losses, total = trainer._micro_step(batch, sync=True)
     assert set(losses) == {"cos", "mse"}
@@ -31,7 +31,7 @@ def test_every_tensor_of_a_step_is_on_the_chosen_device(tmp_path):
     grads = [p.grad for p in trainer.trainable if p.grad is not None]
     assert len(grads) > len(trainer.trainable) // 2  # (the pooler takes no part in the loss)
     assert all(grad.device.type == "meta" for grad in grads)
-    assert trainer.counts["tokens"] > 0  # counted on the host, before the batch moved
+    assert trainer.meter.counts["tokens"] > 0  # counted on the host, before the batch moved
 
 
 def test_the_cpu_run_stays_on_the_cpu(tmp_path):

@@ -97,10 +97,16 @@ def distill_config(
 ) -> general.Config:
     """The main job's settings for a ``layers``-layer student trained for ``seconds`` on
     ``corpus`` (the training lines) with sequences of up to ``max_len`` tokens: its
-    defaults, with the teacher and seed of ``config``; time, not steps, ends training."""
+    defaults, with the teacher, seed and device of ``config``; time, not steps, ends
+    training."""
     defaults = general.Config()
     training = dataclasses.replace(
-        defaults.training, time_budget=seconds, max_steps=10**9, seed=config.seed, progress=False
+        defaults.training,
+        time_budget=seconds,
+        max_steps=10**9,
+        seed=config.seed,
+        progress=False,
+        device=config.device,
     )
     return general.Config(
         teacher=config.teacher,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distilkit.methods.general.config import DEFAULT_CORPUS
+from distilkit.model.device import AUTO, resolve_device
 from distilkit.model.hub import DEFAULT_MODEL
 from distilkit.settings import ConfigError, from_dict, load_json
 
@@ -46,6 +47,9 @@ class CompressConfig:
     min_training_seconds: float = 30.0  # a student that would get less is not trained
     max_len: int = 128
     seed: int = 0
+    # where the students train (auto: the GPU when there is one); every form is scored
+    # and timed on the CPU, where the forms deploy
+    device: str = AUTO
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.keep) and 0 < self.keep <= 1):
@@ -81,6 +85,7 @@ class CompressConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a finite number of seconds > 0, got {value}")
+        resolve_device(self.device)  # a device that is not there: an error before any work
 
     @classmethod
     def load(cls, path: str | Path) -> CompressConfig:
