@@ -3,7 +3,10 @@ validation, batching and tokenization, side by side for two checkouts of the cod
 
 Each server is ``distilkit.deploy.serve.create_app`` of the given checkout on the real
 tokenizer of the model, with the forward replaced by a constant row per text (so the
-model costs nothing and what is left is the server's own work). Closed-loop clients
+model costs nothing and what is left is the server's own work). With ``--forward-ms A
+B`` each forward also sleeps A + B x its padded token slots milliseconds without using
+a CPU: a model on cores of its own, to compare how the batchers schedule (throughput
+and tail latency) on a machine whose load would drown the difference. Closed-loop clients
 send one sentence per request to ``POST /v1/embeddings`` (``serve_load.py``'s client);
 the server process's CPU time (user + system, from /proc) over the requests answered is
 its CPU milliseconds per request. The checkouts take turns, ``--rounds`` times, so that
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -31,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serve_load
 
 
-def null_server(checkout: str, folder: str, port: int) -> None:
-    """Serve ``folder``'s tokenizer with a forward that costs nothing (runs in the child)."""
+def null_server(
+    checkout: str, folder: str, port: int, fixed_ms: float, slot_ms: float, settings: dict
+) -> None:
+    """Serve ``folder``'s tokenizer with a forward that costs no CPU (runs in the child)."""
     sys.path.insert(0, checkout)
     import uvicorn
 
@@ -43,10 +49,12 @@ def null_server(checkout: str, folder: str, port: int) -> None:
     row = np.random.default_rng(0).standard_normal(runner.hidden_size).astype(np.float32)
 
     def run(key, ids):
+        if fixed_ms or slot_ms:
+            time.sleep((fixed_ms + slot_ms * len(ids) * max(map(len, ids))) / 1000)
         return {"vectors": np.tile(row, (len(ids), 1))}
 
     runner.run = run
-    config = ServeConfig(model=folder, port=port)
+    config = ServeConfig(model=folder, port=port, **settings)
     uvicorn.run(create_app(config, runner), host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -58,11 +66,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=4.0, help="per level")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--forward-ms", nargs=2, type=float, default=[0.0, 0.0],
+                        metavar=("FIXED", "PER_SLOT"), help="a forward's sleep")  # fmt: skip
+    parser.add_argument(
+        "--settings", default="{}", help="ServeConfig fields, JSON: '{\"instances\": 1}'"
+    )
     parser.add_argument("--null-server", nargs=3, metavar=("CHECKOUT", "FOLDER", "PORT"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
     if args.null_server:
-        null_server(args.null_server[0], args.null_server[1], int(args.null_server[2]))
+        checkout, folder, port = args.null_server
+        null_server(checkout, folder, int(port), *args.forward_ms, json.loads(args.settings))
         return
     from distilkit.evaluate.sentence import read_stsb
     from distilkit.model.hub import resolve
@@ -79,7 +93,9 @@ def main() -> None:
         for name, checkout in checkouts.items():
             port = serve_load.free_port()
             command = [sys.executable, __file__, "--checkout", "x=x", "--null-server",
-                       str(Path(checkout).resolve()), folder, str(port)]  # fmt: skip
+                       str(Path(checkout).resolve()), folder, str(port),
+                       "--settings", args.settings, "--forward-ms",
+                       *map(str, args.forward_ms)]  # fmt: skip
             with _server(command, port) as pid:
                 asyncio.run(serve_load.closed_loop(port, sentences, 8, 1.0, 200))  # warm-up
                 cells = []
@@ -89,9 +105,10 @@ def main() -> None:
                     )
                     assert errors == 0, f"{errors} errors"
                     table.setdefault((name, clients), []).append(server_ms)
-                    p50 = float(np.percentile(latencies, 50)) * 1000
+                    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
                     cells.append(
-                        f"c{clients}: {server_ms:5.2f} ms cpu, {rate:6.0f}/s, p50 {p50:5.1f} ms"
+                        f"c{clients}: {server_ms:5.2f} ms cpu, {rate:6.0f}/s, p50 {p50:5.1f} "
+                        f"p99 {p99:5.1f} ms"
                     )
             print(f"round {round_} {name:<8} " + " | ".join(cells), flush=True)
     print("\nmedian server CPU ms per request over the rounds")

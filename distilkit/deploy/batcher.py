@@ -195,6 +195,7 @@ class DynamicBatcher:
         self._condition = threading.Condition()
         self._stopping = False
         self._running = 0  # workers between taking a batch and handing its rows back
+        self._running_texts = 0  # the texts of their batches
         self._rate = 0.0  # texts per second, smoothed, for Retry-After
         self._tokenizer_lock = threading.Lock()
         self._on_start = on_start
@@ -275,7 +276,8 @@ class DynamicBatcher:
             finally:
                 with self._condition:
                     self._running -= 1
-                    self._condition.notify_all()  # a worker waiting for company starts now
+                    self._running_texts -= texts
+                    self._condition.notify_all()  # a worker waiting for company re-checks
             seconds = time.perf_counter() - started
             if seconds > 0:  # each worker's rate times the workers: the whole rate
                 rate = texts / seconds * len(self._threads)
@@ -292,7 +294,7 @@ class DynamicBatcher:
                 while (  # the model is busy: a moment's wait fills the batch
                     self._running > 0
                     and self._queue
-                    and self._queued_texts < self.max_batch_size
+                    and self._queued_texts < self._share()
                     and not self._stopping
                 ):
                     remaining = self._queue[0].enqueued + self.max_wait - time.monotonic()
@@ -301,10 +303,9 @@ class DynamicBatcher:
                     self._condition.wait(remaining)
                 jobs: list[Job] = []
                 taken = 0
+                limit = self._share()
                 now = time.monotonic()
-                while self._queue and (
-                    not jobs or taken + len(self._queue[0].texts) <= self.max_batch_size
-                ):
+                while self._queue and (not jobs or taken + len(self._queue[0].texts) <= limit):
                     job = self._queue.popleft()
                     self._queued_texts -= len(job.texts)
                     if job.cancelled:
@@ -315,7 +316,19 @@ class DynamicBatcher:
                         self.on_wait(now - job.enqueued)
                 if jobs:
                     self._running += 1
+                    self._running_texts += taken
+                    if self._queue:  # the rest is another instance's share
+                        self._condition.notify()
                     return jobs
+
+    def _share(self) -> int:
+        """An instance's fair part of the work in hand: the texts queued and running
+        divided among the instances (at most ``max_batch_size``). Taking no more keeps
+        the instances' batches even (closed-loop clients come back in the groups they
+        were served in, so an uneven split would last), and waiting for no more than
+        that starts a batch as soon as it would match the running one."""
+        total = self._queued_texts + self._running_texts
+        return min(self.max_batch_size, -(-total // len(self._threads)))
 
     def _process(self, jobs: list[Job]) -> None:
         texts = [text for job in jobs for text in job.texts]

@@ -23,11 +23,12 @@ def row_of(text: str) -> np.ndarray:
 
 class FakeRunner(Runner):
     """Token ids are the characters' codes; a forward returns ``row_of`` each text. A
-    forward whose batch holds a text starting with ``hold`` waits for ``gate``."""
+    forward whose batch holds a text starting with "!" waits for ``gate``, one with a
+    text starting with "?" for ``second_gate``."""
 
-    def __init__(self, hold: str = "!"):
-        self.hold = hold
+    def __init__(self):
         self.gate = threading.Event()
+        self.second_gate = threading.Event()
         self.batches: list[list[str]] = []
         self.entered = threading.Semaphore(0)
         self.lock = threading.Lock()
@@ -40,8 +41,10 @@ class FakeRunner(Runner):
         with self.lock:
             self.batches.append(texts)
         self.entered.release()
-        if any(text.startswith(self.hold) for text in texts):
+        if any(text.startswith("!") for text in texts):
             assert self.gate.wait(30)
+        if any(text.startswith("?") for text in texts):
+            assert self.second_gate.wait(30)
         return {"vectors": np.stack([row_of(text) for text in texts])}
 
 
@@ -76,26 +79,30 @@ def test_an_idle_model_starts_at_once(instances):
         result, seconds = asyncio.run(main())
     finally:
         runner.gate.set()
+        runner.second_gate.set()
         batcher.close()
     np.testing.assert_array_equal(result.outputs["vectors"], [row_of("hello")])
     assert seconds < 5.0  # would be >= 10 s if it waited for max_wait
 
 
 def test_a_free_instance_waits_only_while_another_runs():
-    """While instance A holds a batch, B waits for company: it starts when the batch is
-    full (4 texts), not with the first text that arrives."""
+    """While instance A runs a batch of 4 texts, B waits for company: it starts when its
+    batch would match A's (the texts queued and running, shared between the two), not
+    with the first text that arrives."""
     runner = FakeRunner()
-    batcher = make(runner, max_wait=10.0)
+    batcher = make(runner, max_wait=10.0, max_batch_size=8)
 
     async def main():
-        held = asyncio.ensure_future(batcher.submit(["!held"], "embed"))
+        held = asyncio.ensure_future(batcher.submit(["!held", "w", "x", "y"], "embed"))
         await _entered(runner)
         first = asyncio.ensure_future(batcher.submit(["a1"], "embed"))
         await asyncio.sleep(0.3)
         assert len(runner.batches) == 1  # B did not start on one text while A runs
         rest = [asyncio.ensure_future(batcher.submit([t], "embed")) for t in ("b22", "c333")]
-        pair = asyncio.ensure_future(batcher.submit(["d4", "e55"], "embed"))  # 5 texts queued
-        await _entered(runner)  # B starts: the batch is full
+        await asyncio.sleep(0.3)
+        assert len(runner.batches) == 1  # 3 texts queued: less than A's 4
+        pair = asyncio.ensure_future(batcher.submit(["d4", "e55"], "embed"))  # 5 queued
+        await _entered(runner)
         runner.gate.set()
         return await held, await first, [await r for r in rest], await pair
 
@@ -103,13 +110,44 @@ def test_a_free_instance_waits_only_while_another_runs():
         held, first, rest, pair = asyncio.run(main())
     finally:
         runner.gate.set()
+        runner.second_gate.set()
         batcher.close()
-    assert sorted(runner.batches[1]) == ["a1", "b22", "c333"]  # 4 texts would split a request
-    assert runner.batches[2:] == [["e55", "d4"]]  # longest first
+    assert runner.batches[1] == ["c333", "b22", "e55", "a1", "d4"]  # longest first
     np.testing.assert_array_equal(first.outputs["vectors"], [row_of("a1")])
     np.testing.assert_array_equal(rest[1].outputs["vectors"], [row_of("c333")])
     np.testing.assert_array_equal(pair.outputs["vectors"], [row_of("d4"), row_of("e55")])
-    assert held.tokens == 5 and pair.tokens == 5
+    assert held.tokens == 8 and pair.tokens == 5
+
+
+def test_a_free_instance_takes_only_its_share():
+    """Both instances hold a one-text batch while 6 texts queue; A, released, takes its
+    share, (6 + 1 running) / 2 -> 4 texts, and leaves the rest to the next batch."""
+    runner = FakeRunner()
+    batcher = make(runner, max_wait=0.0, max_batch_size=8)
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["!a"], "embed"))
+        await _entered(runner)
+        second = asyncio.ensure_future(batcher.submit(["?b"], "embed"))
+        await _entered(runner)
+        queued = [asyncio.ensure_future(batcher.submit([c * 3], "embed")) for c in "cdefgh"]
+        while batcher.queued_texts < 6:
+            await asyncio.sleep(0.01)
+        runner.gate.set()
+        results = [await q for q in queued]
+        runner.second_gate.set()
+        await first, await second
+        return results
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        runner.gate.set()
+        runner.second_gate.set()
+        batcher.close()
+    assert [len(batch) for batch in runner.batches] == [1, 1, 4, 2]
+    for text, result in zip("cdefgh", results, strict=True):
+        np.testing.assert_array_equal(result.outputs["vectors"], [row_of(text * 3)])
 
 
 def test_the_wait_ends_when_the_other_instance_finishes():
@@ -132,6 +170,7 @@ def test_the_wait_ends_when_the_other_instance_finishes():
         result, seconds = asyncio.run(main())
     finally:
         runner.gate.set()
+        runner.second_gate.set()
         batcher.close()
     np.testing.assert_array_equal(result.outputs["vectors"], [row_of("x")])
     assert seconds < 5.0
@@ -154,6 +193,7 @@ def test_the_wait_ends_after_max_wait_while_the_other_still_runs():
         result = asyncio.run(main())
     finally:
         runner.gate.set()
+        runner.second_gate.set()
         batcher.close()
     np.testing.assert_array_equal(result.outputs["vectors"], [row_of("x")])
 
@@ -178,6 +218,7 @@ def test_a_dropped_job_is_skipped():
         _, stay = asyncio.run(main())
     finally:
         runner.gate.set()
+        runner.second_gate.set()
         batcher.close()
     assert all("gone" not in batch for batch in runner.batches)
     np.testing.assert_array_equal(stay.outputs["vectors"], [row_of("stay")])
@@ -207,6 +248,7 @@ def test_each_job_gets_its_rows_with_one_wake_up_per_batch(monkeypatch):
         results = asyncio.run(main())
     finally:
         runner.gate.set()
+        runner.second_gate.set()
         batcher.close()
     for texts, result in zip(jobs, results, strict=True):
         np.testing.assert_array_equal(result.outputs["vectors"], [row_of(t) for t in texts])
