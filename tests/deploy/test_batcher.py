@@ -48,8 +48,9 @@ class FakeRunner(Runner):
         return {"vectors": np.stack([row_of(text) for text in texts])}
 
 
-def make(runner: FakeRunner, max_wait: float, instances: int = 2, max_batch_size: int = 4):
-    return DynamicBatcher(
+def run(runner: FakeRunner, main, max_wait: float, instances: int = 2, max_batch_size: int = 4):
+    """``main(batcher)`` on an event loop, then the gates opened and the batcher closed."""
+    batcher = DynamicBatcher(
         runner,
         max_batch_size=max_batch_size,
         max_wait=max_wait,
@@ -57,6 +58,12 @@ def make(runner: FakeRunner, max_wait: float, instances: int = 2, max_batch_size
         token_limit=100,
         instances=instances,
     )
+    try:
+        return asyncio.run(main(batcher))
+    finally:
+        runner.gate.set()
+        runner.second_gate.set()
+        batcher.close()
 
 
 async def _entered(runner: FakeRunner, count: int = 1) -> None:
@@ -68,19 +75,13 @@ async def _entered(runner: FakeRunner, count: int = 1) -> None:
 def test_an_idle_model_starts_at_once(instances):
     """A lone request does not wait max_wait (10 s here) for company."""
     runner = FakeRunner()
-    batcher = make(runner, max_wait=10.0, instances=instances)
 
-    async def main():
+    async def main(batcher):
         started = time.monotonic()
         result = await batcher.submit(["hello"], "embed")
         return result, time.monotonic() - started
 
-    try:
-        result, seconds = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    result, seconds = run(runner, main, max_wait=10.0, instances=instances)
     np.testing.assert_array_equal(result.outputs["vectors"], [row_of("hello")])
     assert seconds < 5.0  # would be >= 10 s if it waited for max_wait
 
@@ -90,9 +91,8 @@ def test_a_free_instance_waits_only_while_another_runs():
     batch would match A's (the texts queued and running, shared between the two), not
     with the first text that arrives."""
     runner = FakeRunner()
-    batcher = make(runner, max_wait=10.0, max_batch_size=8)
 
-    async def main():
+    async def main(batcher):
         held = asyncio.ensure_future(batcher.submit(["!held", "w", "x", "y"], "embed"))
         await _entered(runner)
         first = asyncio.ensure_future(batcher.submit(["a1"], "embed"))
@@ -106,12 +106,7 @@ def test_a_free_instance_waits_only_while_another_runs():
         runner.gate.set()
         return await held, await first, [await r for r in rest], await pair
 
-    try:
-        held, first, rest, pair = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    held, first, rest, pair = run(runner, main, max_wait=10.0, max_batch_size=8)
     assert runner.batches[1] == ["c333", "b22", "e55", "a1", "d4"]  # longest first
     np.testing.assert_array_equal(first.outputs["vectors"], [row_of("a1")])
     np.testing.assert_array_equal(rest[1].outputs["vectors"], [row_of("c333")])
@@ -123,9 +118,8 @@ def test_a_free_instance_takes_only_its_share():
     """Both instances hold a one-text batch while 6 texts queue; A, released, takes its
     share, (6 + 1 running) / 2 -> 4 texts, and leaves the rest to the next batch."""
     runner = FakeRunner()
-    batcher = make(runner, max_wait=0.0, max_batch_size=8)
 
-    async def main():
+    async def main(batcher):
         first = asyncio.ensure_future(batcher.submit(["!a"], "embed"))
         await _entered(runner)
         second = asyncio.ensure_future(batcher.submit(["?b"], "embed"))
@@ -139,12 +133,7 @@ def test_a_free_instance_takes_only_its_share():
         await first, await second
         return results
 
-    try:
-        results = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    results = run(runner, main, max_wait=0.0, max_batch_size=8)
     assert [len(batch) for batch in runner.batches] == [1, 1, 4, 2]
     for text, result in zip("cdefgh", results, strict=True):
         np.testing.assert_array_equal(result.outputs["vectors"], [row_of(text * 3)])
@@ -153,9 +142,8 @@ def test_a_free_instance_takes_only_its_share():
 def test_the_wait_ends_when_the_other_instance_finishes():
     """max_wait is 10 s, but once A's batch is done no instance runs: B starts at once."""
     runner = FakeRunner()
-    batcher = make(runner, max_wait=10.0)
 
-    async def main():
+    async def main(batcher):
         held = asyncio.ensure_future(batcher.submit(["!held"], "embed"))
         await _entered(runner)
         started = time.monotonic()
@@ -166,21 +154,15 @@ def test_the_wait_ends_when_the_other_instance_finishes():
         result = await waiting
         return result, time.monotonic() - started
 
-    try:
-        result, seconds = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    result, seconds = run(runner, main, max_wait=10.0)
     np.testing.assert_array_equal(result.outputs["vectors"], [row_of("x")])
     assert seconds < 5.0
 
 
 def test_the_wait_ends_after_max_wait_while_the_other_still_runs():
     runner = FakeRunner()
-    batcher = make(runner, max_wait=0.2)
 
-    async def main():
+    async def main(batcher):
         held = asyncio.ensure_future(batcher.submit(["!held"], "embed"))
         await _entered(runner)
         result = await asyncio.wait_for(batcher.submit(["x"], "embed"), 10)
@@ -189,20 +171,14 @@ def test_the_wait_ends_after_max_wait_while_the_other_still_runs():
         await held
         return result
 
-    try:
-        result = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    result = run(runner, main, max_wait=0.2)
     np.testing.assert_array_equal(result.outputs["vectors"], [row_of("x")])
 
 
 def test_a_dropped_job_is_skipped():
     runner = FakeRunner()
-    batcher = make(runner, max_wait=0.0, instances=1)
 
-    async def main():
+    async def main(batcher):
         held = asyncio.ensure_future(batcher.submit(["!held"], "embed"))
         await _entered(runner)
         gone = batcher.enqueue(["gone"], "embed")
@@ -214,12 +190,7 @@ def test_a_dropped_job_is_skipped():
             await gone.future
         return await held, await stay
 
-    try:
-        _, stay = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    _, stay = run(runner, main, max_wait=0.0, instances=1)
     assert all("gone" not in batch for batch in runner.batches)
     np.testing.assert_array_equal(stay.outputs["vectors"], [row_of("stay")])
 
@@ -233,7 +204,6 @@ def test_each_job_gets_its_rows_with_one_wake_up_per_batch(monkeypatch):
         batcher_module, "_settle", lambda pairs: wake_ups.append(len(pairs)) or real_settle(pairs)
     )
     runner = FakeRunner()
-    batcher = make(runner, max_wait=0.005, instances=2, max_batch_size=8)
     generator = np.random.default_rng(3)
     jobs = [
         ["".join(chr(97 + c) for c in generator.integers(0, 26, generator.integers(1, 30)))
@@ -241,15 +211,10 @@ def test_each_job_gets_its_rows_with_one_wake_up_per_batch(monkeypatch):
         for _ in range(60)
     ]  # fmt: skip
 
-    async def main():
+    async def main(batcher):
         return await asyncio.gather(*(batcher.submit(texts, "embed") for texts in jobs))
 
-    try:
-        results = asyncio.run(main())
-    finally:
-        runner.gate.set()
-        runner.second_gate.set()
-        batcher.close()
+    results = run(runner, main, max_wait=0.005, instances=2, max_batch_size=8)
     for texts, result in zip(jobs, results, strict=True):
         np.testing.assert_array_equal(result.outputs["vectors"], [row_of(t) for t in texts])
         assert result.tokens == sum(len(t) for t in texts)
