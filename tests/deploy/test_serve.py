@@ -645,6 +645,8 @@ def test_the_hot_routes_bypass_fastapi(tiny_folder, tiny_runner):
         slash = httpx.post(f"{url}/embed/", json={"inputs": "hello"})
         unknown = httpx.post(f"{url}/nope", json={})
         assert calls == ["/embed", "/embed/", "/nope"]
+        app.app = fastapi_app
+        metrics = httpx.get(f"{url}/metrics").text
     assert embed.status_code == openai.status_code == again.status_code == 200
     assert embed.json() == again.json()
     assert classify.status_code == 404 and classify.json()["error_type"] == "not_found"
@@ -652,6 +654,21 @@ def test_the_hot_routes_bypass_fastapi(tiny_folder, tiny_runner):
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert slash.status_code == 307 and slash.headers["location"].endswith("/embed")
     assert unknown.status_code == 404
+    counted = {  # every request to a known route, by status; /embed/ and /nope are not routes
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(("distilkit_requests_total", "distilkit_request_duration_seconds_count"))
+    }
+    assert counted == {
+        'distilkit_requests_total{route="/embed",status="200"}': 2,
+        'distilkit_requests_total{route="/embed",status="405"}': 1,
+        'distilkit_requests_total{route="/v1/embeddings",status="200"}': 1,
+        'distilkit_requests_total{route="/v1/embeddings",status="422"}': 1,
+        'distilkit_requests_total{route="/classify",status="404"}': 1,
+        'distilkit_request_duration_seconds_count{route="/embed"}': 3,
+        'distilkit_request_duration_seconds_count{route="/v1/embeddings"}': 2,
+        'distilkit_request_duration_seconds_count{route="/classify"}': 1,
+    }
 
 
 # ----------------------------------------------------------------------------- classify
