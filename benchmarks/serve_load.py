@@ -85,9 +85,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], port: int, name: str):
+def server(command: list[str], port: int, name: str, pythonpath: Path = REPO):
     """Start a server process, wait for /health, yield its pid, stop it with SIGTERM."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120

@@ -318,8 +318,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "POST /v1/embeddings (OpenAI), POST /embed (text-embeddings-inference), POST "
         "/classify (sequence-classification heads, early exit when the folder has "
         "branches), GET /health, GET /metrics (Prometheus). Concurrent requests are merged "
-        "into length-sorted batches of up to --max-batch-size texts, waiting at most "
-        "--max-wait-ms. A full queue answers 429 with Retry-After; SIGTERM drains.",
+        "into length-sorted batches of up to --max-batch-size texts; an idle model starts "
+        "at once, and while another instance runs a free one waits at most --max-wait-ms "
+        "for a fuller batch. A full queue answers 429 with Retry-After; SIGTERM drains.",
     )
     parser.add_argument("model", metavar="MODEL", help="checkpoint folder, model name or .onnx")
     parser.add_argument(
@@ -356,7 +357,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--max-wait-ms",
         type=finite_float,
         default=defaults.max_wait_ms,
-        help="how long the oldest request waits for company",
+        help="while another instance runs, how long the oldest queued request may wait "
+        "for company (an idle model starts at once)",
     )
     parser.add_argument(
         "--max-queue", type=int, default=defaults.max_queue, help="texts waiting at most"

@@ -9,9 +9,12 @@ being formed, so neither the model nor the event loop waits for the other. Each
 worker calls ``on_start`` first (the server sets its thread's share of the intra-op
 threads there). A cycle of a worker:
 
-1. wait for the oldest queued request, then until ``max_batch_size`` texts are queued or
-   ``max_wait`` has passed since that request arrived (under load the queue is already
-   full and nothing waits; a lone client waits at most ``max_wait``);
+1. wait for a queued request; then start at once if no other instance is running (the
+   model would idle otherwise: a lone client never waits for ``max_wait``, and no wave
+   of answers leaves the model waiting for the next batch to form), else wait until
+   ``max_batch_size`` texts are queued, ``max_wait`` has passed since the oldest queued
+   request arrived, or every other instance has finished, whichever comes first (while
+   another instance runs the model is busy, and a moment's wait buys a fuller batch);
 2. take requests from the front of the queue up to ``max_batch_size`` texts (always at
    least one request; a request with more texts than that is taken whole);
 3. tokenize all their texts at once; a request whose text is over the token limit (and
@@ -20,10 +23,15 @@ threads there). A cycle of a worker:
    ``max_batch_size`` rows, so short texts are not padded to long ones; a forward that
    raises fails the requests with a row in that forward (:class:`BatchFailed`) and no
    other;
-5. hand every request exactly its own rows, in its order, through its asyncio future.
+5. hand every request exactly its own rows, in its order, through its asyncio future
+   (one wake-up of the event loop per batch, not per request).
+
+With one instance this is plain continuous batching: the next batch is whatever arrived
+while the last one ran. Under load the queue refills while the model runs, so batches
+grow by themselves; at low load nothing is delayed.
 
 Requests whose client went away before the worker reached them are skipped.
-The queue is bounded in texts: :meth:`DynamicBatcher.submit` raises :class:`QueueFull`
+The queue is bounded in texts: :meth:`DynamicBatcher.enqueue` raises :class:`QueueFull`
 with a Retry-After estimate from the recent throughput instead of queueing more.
 """
 
@@ -97,6 +105,8 @@ class Result:
 
 @dataclass(eq=False)
 class Job:
+    """One request's texts in the queue; ``future`` gets its :class:`Result`."""
+
     texts: list[str]
     key: Hashable
     truncate: bool
@@ -104,6 +114,13 @@ class Job:
     loop: asyncio.AbstractEventLoop
     enqueued: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+
+    def drop(self, error: BaseException) -> None:
+        """The client left (call on the event loop): skip the texts if not yet taken,
+        and end the wait with ``error``."""
+        self.cancelled = True
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 @dataclass
@@ -116,20 +133,32 @@ class BatchStats:
     seconds: float
 
 
-def _settle(future: asyncio.Future, value: object) -> None:
-    if future.done():  # the client went away
-        return
-    if isinstance(value, BaseException):
-        future.set_exception(value)
-    else:
-        future.set_result(value)
+def _settle(settled: list[tuple[asyncio.Future, object]]) -> None:
+    """Give each future its value (on the event loop; one call per batch)."""
+    for future, value in settled:
+        if future.done():  # the client went away
+            continue
+        if isinstance(value, BaseException):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+
+def _settle_all(jobs: list[Job], values: list[object]) -> None:
+    """Hand each job its value with one wake-up of each event loop involved."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, object]]] = {}
+    for job, value in zip(jobs, values, strict=True):
+        by_loop.setdefault(job.loop, []).append((job.future, value))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
 
 
 class DynamicBatcher:
     """Merge concurrent requests into forward batches on ``instances`` worker threads.
 
     max_batch_size: texts per forward; max_wait: seconds the oldest request may wait for
-    company; max_queue: texts waiting at most; token_limit: tokens per text (more is an
+    company while another instance runs (an idle model starts at once); max_queue: texts
+    waiting at most; token_limit: tokens per text (more is an
     :class:`InputTooLong` unless the request truncates); instances: forward batches in
     flight at once (the runner's ``run`` must then be thread-safe; ``tokenize`` is
     called under a lock). ``on_batch`` and ``on_wait`` are called on a worker thread
@@ -165,6 +194,8 @@ class DynamicBatcher:
         self._queued_texts = 0
         self._condition = threading.Condition()
         self._stopping = False
+        self._running = 0  # workers between taking a batch and handing its rows back
+        self._running_texts = 0  # the texts of their batches
         self._rate = 0.0  # texts per second, smoothed, for Retry-After
         self._tokenizer_lock = threading.Lock()
         self._on_start = on_start
@@ -184,13 +215,14 @@ class DynamicBatcher:
         return self._stopping
 
     # ------------------------------------------------------------------ event-loop side
-    async def submit(self, texts: Sequence[str], key: Hashable, truncate: bool = False) -> Result:
-        """Queue ``texts`` and wait for their rows. Raises :class:`QueueFull`,
-        :class:`ShuttingDown`, :class:`InputTooLong` or :class:`BatchFailed`; when the
-        awaiting task is cancelled (the client left), the texts are not computed unless
-        the worker already took them."""
+    def enqueue(self, texts: Sequence[str], key: Hashable, truncate: bool = False) -> Job:
+        """Queue ``texts`` (on the event loop); the job's future gets a :class:`Result`
+        or :class:`InputTooLong` / :class:`BatchFailed`. Raises :class:`QueueFull` or
+        :class:`ShuttingDown` at once. :meth:`Job.drop` (the client left) skips the
+        texts unless a worker already took them."""
         loop = asyncio.get_running_loop()
-        job = Job(list(texts), key, truncate, loop.create_future(), loop)
+        job = Job(texts if isinstance(texts, list) else list(texts), key, truncate,
+                  loop.create_future(), loop)  # fmt: skip
         with self._condition:
             if self._stopping:
                 raise ShuttingDown("the server is shutting down")
@@ -199,6 +231,12 @@ class DynamicBatcher:
             self._queue.append(job)
             self._queued_texts += len(job.texts)
             self._condition.notify()
+        return job
+
+    async def submit(self, texts: Sequence[str], key: Hashable, truncate: bool = False) -> Result:
+        """:meth:`enqueue`, then wait for the rows; cancelling the awaiting task drops
+        the job."""
+        job = self.enqueue(texts, key, truncate)
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -234,8 +272,12 @@ class DynamicBatcher:
                 self._process(jobs)
             except Exception as error:  # tokenizer failure: these requests only
                 failure = BatchFailed(f"{type(error).__name__}: {error}")
-                for job in jobs:
-                    job.loop.call_soon_threadsafe(_settle, job.future, failure)
+                _settle_all(jobs, [failure] * len(jobs))
+            finally:
+                with self._condition:
+                    self._running -= 1
+                    self._running_texts -= texts
+                    self._condition.notify_all()  # a worker waiting for company re-checks
             seconds = time.perf_counter() - started
             if seconds > 0:  # each worker's rate times the workers: the whole rate
                 rate = texts / seconds * len(self._threads)
@@ -249,18 +291,21 @@ class DynamicBatcher:
                     self._condition.wait()
                 if not self._queue:
                     return None
-                deadline = self._queue[0].enqueued + self.max_wait
-                while self._queued_texts < self.max_batch_size and not self._stopping:
-                    remaining = deadline - time.monotonic()
+                while (  # the model is busy: a moment's wait fills the batch
+                    self._running > 0
+                    and self._queue
+                    and self._queued_texts < self._share()
+                    and not self._stopping
+                ):
+                    remaining = self._queue[0].enqueued + self.max_wait - time.monotonic()
                     if remaining <= 0:
                         break
                     self._condition.wait(remaining)
                 jobs: list[Job] = []
                 taken = 0
+                limit = self._share()
                 now = time.monotonic()
-                while self._queue and (
-                    not jobs or taken + len(self._queue[0].texts) <= self.max_batch_size
-                ):
+                while self._queue and (not jobs or taken + len(self._queue[0].texts) <= limit):
                     job = self._queue.popleft()
                     self._queued_texts -= len(job.texts)
                     if job.cancelled:
@@ -270,7 +315,20 @@ class DynamicBatcher:
                     if self.on_wait is not None:
                         self.on_wait(now - job.enqueued)
                 if jobs:
+                    self._running += 1
+                    self._running_texts += taken
+                    if self._queue:  # the rest is another instance's share
+                        self._condition.notify()
                     return jobs
+
+    def _share(self) -> int:
+        """An instance's fair part of the work in hand: the texts queued and running
+        divided among the instances (at most ``max_batch_size``). Taking no more keeps
+        the instances' batches even (closed-loop clients come back in the groups they
+        were served in, so an uneven split would last), and waiting for no more than
+        that starts a batch as soon as it would match the running one."""
+        total = self._queued_texts + self._running_texts
+        return min(self.max_batch_size, -(-total // len(self._threads)))
 
     def _process(self, jobs: list[Job]) -> None:
         texts = [text for job in jobs for text in job.texts]
@@ -300,15 +358,18 @@ class DynamicBatcher:
                 if all(failures[index] is not None for index in owners):
                     continue
                 self._forward(key, chunk, outputs, sizes, failures)
-        for index, job in enumerate(jobs):
+        values: list[object] = []
+        for index in range(len(jobs)):
             if failures[index] is not None:
-                value: object = failures[index]
+                values.append(failures[index])
             else:
-                value = Result(
-                    {name: np.stack(rows) for name, rows in outputs[index].items()},
-                    tokens[index],
+                values.append(
+                    Result(
+                        {name: np.stack(rows) for name, rows in outputs[index].items()},
+                        tokens[index],
+                    )
                 )
-            job.loop.call_soon_threadsafe(_settle, job.future, value)
+        _settle_all(jobs, values)
 
     def _forward(
         self,

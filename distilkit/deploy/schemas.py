@@ -17,11 +17,20 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
+try:  # the `serve` extra
+    import orjson
+except ImportError:  # pragma: no cover - exercised only without the extra
+    orjson = None
+
 MAX_INPUTS = 2048  # texts per request, OpenAI's limit
+# orjson reads an integer past 64 bits as a float, where the json module keeps an int:
+# a body with a run of 19 digits or more takes the json module's path
+LONG_NUMBER = re.compile(rb"\d{19}")
 
 
 class ApiError(Exception):
@@ -57,7 +66,25 @@ def error_body(error: ApiError, openai_style: bool) -> dict:
 
 
 def parse_json(body: bytes) -> dict:
-    """A request body as a JSON object; 422 naming ``body`` when it is not one."""
+    """A request body as a JSON object; 422 naming ``body`` when it is not one.
+
+    orjson reads it; what orjson refuses (or may read differently) goes through the
+    standard json module, so the result and every error message are the json module's
+    (which takes NaN and Infinity, and integers of any size)."""
+    if orjson is not None and not LONG_NUMBER.search(body):
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = _parse_json_slowly(body)
+    else:
+        payload = _parse_json_slowly(body)
+    if not isinstance(payload, dict):
+        raise ApiError(422, f"the body must be a JSON object, got {type(payload).__name__}", "body")
+    return payload
+
+
+def _parse_json_slowly(body: bytes) -> object:
+    """The body through the json module; 422 naming ``body`` when it is not UTF-8 JSON."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -70,8 +97,6 @@ def parse_json(body: bytes) -> dict:
         raise ApiError(
             422, f"the body is not JSON: {error.msg} at character {error.pos}", "body"
         ) from None
-    if not isinstance(payload, dict):
-        raise ApiError(422, f"the body must be a JSON object, got {type(payload).__name__}", "body")
     return payload
 
 

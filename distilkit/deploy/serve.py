@@ -1,10 +1,18 @@
 """``distilkit serve``: an embedding and classification server with dynamic batching.
 
-FastAPI on uvicorn. Routes (shapes in :mod:`distilkit.deploy.schemas`):
+An ASGI app on uvicorn. Routes (shapes in :mod:`distilkit.deploy.schemas`):
 
 * ``POST /v1/embeddings`` (OpenAI), ``POST /embed`` (text-embeddings-inference),
   ``POST /classify`` (sequence-classification heads; early exit when the folder has
   branches), ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus).
+
+The three POST routes are the hot path: :class:`ServeApp` answers them itself, straight
+from the ASGI messages (the body parsed by orjson and checked by hand in
+:mod:`~distilkit.deploy.schemas`, the response written by orjson), because FastAPI's
+request objects, middleware stack and routing cost about as much CPU per request as the
+rest of the server's own work together, and on a small CPU that time is taken from the
+model. Everything else (health, metrics, models, 404 and 405 answers) goes to a FastAPI
+app; both share the API key, body limit and metrics of :class:`ServeApp`.
 
 Every text goes through one :class:`~distilkit.deploy.batcher.DynamicBatcher`. Under
 abuse the server answers instead of falling over: 429 with Retry-After when the queue
@@ -35,15 +43,17 @@ try:  # the `serve` extra; without it the module still imports and serve() says 
     import orjson
     from fastapi import FastAPI, Request
     from fastapi.responses import Response
+    from starlette.routing import Route
 except ImportError:  # pragma: no cover - exercised only without the extra
     FastAPI = None
 
 from distilkit.deploy.batcher import (
     BatchFailed,
-    BatchStats,
     DynamicBatcher,
     InputTooLong,
+    Job,
     QueueFull,
+    Result,
     ShuttingDown,
 )
 from distilkit.deploy.runner import CLASSIFY, EMBED, ModelRunner
@@ -59,9 +69,10 @@ from distilkit.deploy.schemas import (
     parse_embeddings,
     parse_json,
 )
+from distilkit.deploy.serve_metrics import Metrics
 
 CONFIG_ENV = "DISTILKIT_SERVE_CONFIG"  # how --workers hands the config to each process
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+KNOWN_ROUTES = {"/v1/embeddings", "/embed", "/classify", "/health", "/metrics", "/v1/models"}
 
 
 @dataclass
@@ -121,175 +132,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-# ----------------------------------------------------------------------------- metrics
-class Metrics:
-    """Prometheus metrics in a registry of their own (one per app)."""
-
-    def __init__(self, batcher_depth, max_batch_size: int):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        registry = self.registry
-        self.requests = Counter(
-            "distilkit_requests",
-            "HTTP requests by route and status",
-            ["route", "status"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "distilkit_request_duration_seconds",
-            "request latency by route",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        sizes = sorted({1, *(2**i for i in range(12) if 2**i <= max_batch_size), max_batch_size})
-        self.batch_size = Histogram(
-            "distilkit_batch_size", "texts per forward batch", buckets=sizes, registry=registry
-        )
-        self.batch_seconds = Histogram(
-            "distilkit_batch_duration_seconds",
-            "seconds per forward batch",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.queue_wait = Histogram(
-            "distilkit_queue_wait_seconds",
-            "time a request waited in the queue",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.tokens = Counter("distilkit_tokens", "input tokens run", registry=registry)
-        self.padded_tokens = Counter(
-            "distilkit_padded_tokens", "token slots run, padding included", registry=registry
-        )
-        self.disconnects = Counter(
-            "distilkit_client_disconnects", "clients gone before their answer", registry=registry
-        )
-        self.batch_failures = Counter(
-            "distilkit_batch_failures",
-            "requests failed by their forward batch",
-            registry=registry,
-        )
-        depth = Gauge("distilkit_queue_depth", "texts waiting for a batch", registry=registry)
-        depth.set_function(batcher_depth)
-
-    def observe_batch(self, stats: BatchStats) -> None:
-        self.batch_size.observe(stats.rows)
-        self.batch_seconds.observe(stats.seconds)
-        self.tokens.inc(stats.tokens)
-        self.padded_tokens.inc(stats.padded_tokens)
-
-    def render(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
+# ----------------------------------------------------------------------------- the state
+class ClientGone(Exception):
+    """The client closed the connection before its answer."""
 
 
-# ----------------------------------------------------------------------------- ASGI guard
-class Guard:
-    """Pure ASGI middleware: the API key (401), the body limit (413), and per-request
-    metrics (route, status, latency). Buffers the body up to the limit, then replays it."""
-
-    OPEN_ROUTES = ("/health",)
-
-    def __init__(self, app, state: ServerState):
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"]
-        started = time.perf_counter()
-        status_seen = {"status": 500}
-
-        async def send_watching(message):
-            if message["type"] == "http.response.start":
-                status_seen["status"] = message["status"]
-            await send(message)
-
-        try:
-            denied = self._denied(scope)
-            if denied is not None:
-                await _send_error(send_watching, denied, path)
-                return
-            body_receive = await self._read_body(scope, receive)
-            if isinstance(body_receive, ApiError):
-                await _send_error(send_watching, body_receive, path)
-                return
-            await self.app(scope, body_receive, send_watching)
-        finally:
-            metrics = self.state.metrics
-            if metrics is not None and path in KNOWN_ROUTES:
-                metrics.requests.labels(path, str(status_seen["status"])).inc()
-                metrics.latency.labels(path).observe(time.perf_counter() - started)
-
-    def _denied(self, scope) -> ApiError | None:
-        key = self.state.config.api_key
-        if key is None or scope["path"] in self.OPEN_ROUTES:
-            return None
-        headers = dict(scope["headers"])
-        given = headers.get(b"authorization", b"")
-        token = given[7:] if given[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
-        if hmac.compare_digest(token, key.encode("utf-8")):
-            return None
-        error = ApiError(
-            401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authorization"
-        )
-        error.headers["www-authenticate"] = "Bearer"
-        return error
-
-    async def _read_body(self, scope, receive):
-        limit = self.state.config.max_body_bytes
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        too_big = ApiError(
-            413, f"the body is over {limit:,} bytes, the most this server takes", "body"
-        )
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            return too_big
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return receive
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return receive  # let the app see the disconnect
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return too_big
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        return replay
-
-
-async def _send_error(send, error: ApiError, path: str) -> None:
-    body = json.dumps(error_body(error, path.startswith("/v1/"))).encode("utf-8")
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-KNOWN_ROUTES = {"/v1/embeddings", "/embed", "/classify", "/health", "/metrics", "/v1/models"}
-
-
-# ----------------------------------------------------------------------------- the app
 class ServerState:
-    """What the routes share: the config, the runner, and (while running) the batcher."""
+    """What the routes share: the config, the runner, and (while running) the batcher.
+    Its ``embeddings`` / ``embed`` / ``classify`` methods are the hot routes: the raw
+    body in, the response's JSON bytes out, an :class:`ApiError` for any other answer."""
 
     def __init__(self, config: ServeConfig, runner: ModelRunner):
         self.config = config
@@ -302,6 +153,7 @@ class ServerState:
         self.token_limit = limit
         self.max_inputs = min(MAX_INPUTS, config.max_queue)
         self.model_name = config.served_model_name or Path(str(config.model)).name
+        self.hidden_size = runner.hidden_size  # a property that walks the recipe: once
 
     def start(self) -> None:
         config = self.config
@@ -319,52 +171,259 @@ class ServerState:
         self.batcher.on_batch = self.metrics.observe_batch
         self.batcher.on_wait = self.metrics.queue_wait.observe
 
-    async def submit(self, request, texts: list[str], key, truncate: bool):
+    async def submit(self, receive, path: str, texts: list[str], key, truncate: bool) -> Result:
         """Run texts through the batcher, giving up when the client disconnects."""
-        work = asyncio.ensure_future(self.batcher.submit(texts, key, truncate))
-        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if work not in done:
-            work.cancel()
-            self.metrics.disconnects.inc()
-            raise ApiError(499, "the client closed the connection", kind="client_closed")
-        try:
-            return work.result()
+            job = self.batcher.enqueue(texts, key, truncate)
         except QueueFull as error:
             raised = ApiError(429, str(error))
             raised.headers["retry-after"] = str(error.retry_after)
             raise raised from None
+        except ShuttingDown as error:
+            raise ApiError(503, str(error)) from None
+        watch = asyncio.ensure_future(_watch_disconnect(receive, job))
+        try:
+            return await job.future
+        except ClientGone:
+            self.metrics.disconnects.inc()
+            raise ApiError(499, "the client closed the connection", kind="client_closed") from None
         except InputTooLong as error:
-            where = "input" if request.url.path.startswith("/v1/") else "inputs"
+            where = "input" if path.startswith("/v1/") else "inputs"
             raise ApiError(413, str(error), f"{where}[{error.index}]") from None
         except BatchFailed as error:
             self.metrics.batch_failures.inc()
             raise ApiError(500, f"the model failed on this request's batch: {error}") from None
-        except ShuttingDown as error:
-            raise ApiError(503, str(error)) from None
+        except asyncio.CancelledError:
+            job.cancelled = True
+            raise
+        finally:
+            watch.cancel()
+
+    # ------------------------------------------------------------------ the hot routes
+    async def embeddings(self, body: bytes, receive, path: str) -> bytes:
+        parsed = parse_embeddings(parse_json(body), self.hidden_size, self.max_inputs)
+        result = await self.submit(receive, path, parsed.texts, EMBED, truncate=False)
+        vectors = finish_vectors(result.outputs["vectors"], True, parsed.dimensions)
+        return json_bytes(embeddings_response(vectors, parsed, self.model_name, result.tokens))
+
+    async def embed(self, body: bytes, receive, path: str) -> bytes:
+        parsed = parse_embed(parse_json(body), self.max_inputs)
+        result = await self.submit(receive, path, parsed.texts, EMBED, parsed.truncate)
+        return json_bytes(finish_vectors(result.outputs["vectors"], parsed.normalize, None))
+
+    async def classify(self, body: bytes, receive, path: str) -> bytes:
+        runner = self.runner
+        if not runner.is_classifier:
+            raise ApiError(
+                404,
+                f"{self.model_name} has no sequence-classification head: serve a classifier "
+                "(distilkit finetune) for /classify",
+                kind="not_found",
+            )
+        parsed = parse_classify(parse_json(body), self.max_inputs)
+        threshold = parsed.threshold if parsed.threshold is not None else runner.default_threshold
+        key = (CLASSIFY, threshold if runner.early_exit is not None else None)
+        result = await self.submit(receive, path, parsed.texts, key, parsed.truncate)
+        return json_bytes(
+            classify_response(
+                result.outputs["logits"], runner.label_names, result.outputs.get("exit_layers")
+            )
+        )
 
 
-def json_response(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """``body`` (dicts, lists, numbers, numpy arrays) as JSON bytes, written by orjson
-    straight into the response: no ``jsonable_encoder`` walk over every float (a float32
-    array is written with the shortest digits that read back to the same float32)."""
-    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    return Response(content, status_code=status, headers=headers, media_type="application/json")
-
-
-async def _disconnected(request) -> None:
-    """Return when the client has gone (the body was already read)."""
+async def _watch_disconnect(receive, job: Job) -> None:
+    """Drop ``job`` when the client goes away (its body was already read; the next
+    message is the disconnect, or this task is cancelled once the answer is ready)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
+            job.drop(ClientGone())
             return
 
 
-def create_app(config: ServeConfig, runner: ModelRunner | None = None):
-    """The FastAPI app serving ``runner`` (default: loaded from ``config``)."""
+def json_bytes(body) -> bytes:
+    """``body`` (dicts, lists, numbers, numpy arrays) as JSON, written by orjson: no walk
+    over every float (a float32 array is written with the shortest digits that read back
+    to the same float32)."""
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def json_response(body, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``body`` as a JSON :class:`Response` for the FastAPI routes (see :func:`json_bytes`)."""
+    content = json_bytes(body)
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+# ----------------------------------------------------------------------------- the ASGI app
+class ServeApp:
+    """The ASGI app. Every HTTP request passes the API key (401, compared in constant
+    time) and the body limit (413) and is counted in the metrics (route, status,
+    latency); ``POST`` to a hot route is then answered here from the ASGI messages, and
+    everything else by the FastAPI app ``app``."""
+
+    OPEN_ROUTES = ("/health",)
+
+    def __init__(self, app, state: ServerState):
+        self.app = app
+        self.state = state
+        self.hot = {
+            "/v1/embeddings": state.embeddings,
+            "/embed": state.embed,
+            "/classify": state.classify,
+        }
+        key = state.config.api_key
+        self.key = None if key is None else key.encode("utf-8")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":  # the lifespan
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        started = time.perf_counter()
+        status = 500
+        try:
+            route = self.hot.get(path) if scope["method"] == "POST" else None
+            if route is not None:
+                status = await self.answer(route, scope, receive, send)
+            else:
+                status = await self._delegate(scope, receive, send)
+        finally:
+            metrics = self.state.metrics
+            if metrics is not None and path in KNOWN_ROUTES:
+                metrics.observe_request(path, status, time.perf_counter() - started)
+
+    async def answer(self, route, scope, receive, send) -> int:
+        """A hot route's answer, sent; returns its status."""
+        path = scope["path"]
+        try:
+            headers = dict(scope["headers"])
+            self._check_key(scope, headers)
+            body = await _read_body(headers, receive, self.state.config.max_body_bytes)
+            if body is None:
+                raise ApiError(499, "the client closed the connection", kind="client_closed")
+            content = await route(body, receive, path)
+        except ApiError as error:
+            await _send_error(send, error, path)
+            return error.status
+        await _send_json(send, 200, content)
+        return 200
+
+    async def _delegate(self, scope, receive, send) -> int:
+        """The FastAPI app's answer (the key checked and the body read here first)."""
+        seen = [500]
+
+        async def send_watching(message):
+            if message["type"] == "http.response.start":
+                seen[0] = message["status"]
+            await send(message)
+
+        headers = dict(scope["headers"])
+        try:
+            self._check_key(scope, headers)
+            if scope["method"] in ("POST", "PUT", "PATCH"):
+                body = await _read_body(headers, receive, self.state.config.max_body_bytes)
+                if body is not None:  # else the app sees the disconnect
+                    receive = _replay(body, receive)
+            elif _declared_too_big(headers, self.state.config.max_body_bytes):
+                raise _too_big(self.state.config.max_body_bytes)
+        except ApiError as error:
+            await _send_error(send_watching, error, scope["path"])
+            return seen[0]
+        await self.app(scope, receive, send_watching)
+        return seen[0]
+
+    def _check_key(self, scope, headers: dict[bytes, bytes]) -> None:
+        if self.key is None or scope["path"] in self.OPEN_ROUTES:
+            return
+        given = headers.get(b"authorization", b"")
+        token = given[7:] if given[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+        if hmac.compare_digest(token, self.key):
+            return
+        error = ApiError(
+            401, "missing or wrong API key: send 'Authorization: Bearer KEY'", "authorization"
+        )
+        error.headers["www-authenticate"] = "Bearer"
+        raise error
+
+
+def _too_big(limit: int) -> ApiError:
+    return ApiError(413, f"the body is over {limit:,} bytes, the most this server takes", "body")
+
+
+def _declared_too_big(headers: dict[bytes, bytes], limit: int) -> bool:
+    declared = headers.get(b"content-length")
+    return declared is not None and declared.isdigit() and int(declared) > limit
+
+
+async def _read_body(headers: dict[bytes, bytes], receive, limit: int) -> bytes | None:
+    """The whole request body, 413 as soon as it is over ``limit`` bytes (declared or
+    counted as it comes); None when the client disconnected first."""
+    if _declared_too_big(headers, limit):
+        raise _too_big(limit)
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    body = message.get("body", b"")
+    if not message.get("more_body", False):  # the usual case: one message
+        if len(body) > limit:
+            raise _too_big(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_big(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """A ``receive`` that gives ``body`` once, then passes on to the real one."""
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_json(send, status: int, content: bytes, extra: dict[str, str] | None = None):
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+    if extra:
+        headers += [(k.encode(), v.encode()) for k, v in extra.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _send_error(send, error: ApiError, path: str) -> None:
+    """The error in the route's dialect (OpenAI's for ``/v1/...``, TEI's else)."""
+    content = json_bytes(error_body(error, path.startswith("/v1/")))
+    await _send_json(send, error.status, content, error.headers)
+
+
+class _HotRoute:
+    """A hot route as a plain ASGI app in FastAPI's routing table, so that FastAPI still
+    answers other methods with 405 and ``/embed/`` with a redirect (a POST to the exact
+    path never reaches FastAPI)."""
+
+    def __init__(self, serve_app: ServeApp, route):
+        self.serve_app, self.route = serve_app, route
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.serve_app.answer(self.route, scope, receive, send)
+
+
+def create_app(config: ServeConfig, runner: ModelRunner | None = None) -> ServeApp:
+    """The ASGI app serving ``runner`` (default: loaded from ``config``)."""
     if FastAPI is None:
         raise ImportError(
             "distilkit serve needs FastAPI and uvicorn: pip install 'distilkit[serve]'"
@@ -380,46 +439,14 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None):
 
     app = FastAPI(title="distilkit serve", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.serve = state
+    serve_app = ServeApp(app, state)
+    for path, route in serve_app.hot.items():
+        app.router.routes.append(Route(path, _HotRoute(serve_app, route), methods=["POST"]))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError):
         body = error_body(error, request.url.path.startswith("/v1/"))
         return json_response(body, status=error.status, headers=error.headers)
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request):
-        parsed = parse_embeddings(
-            parse_json(await request.body()), runner.hidden_size, state.max_inputs
-        )
-        result = await state.submit(request, parsed.texts, EMBED, truncate=False)
-        vectors = finish_vectors(result.outputs["vectors"], True, parsed.dimensions)
-        return json_response(embeddings_response(vectors, parsed, state.model_name, result.tokens))
-
-    @app.post("/embed")
-    async def embed(request: Request):
-        parsed = parse_embed(parse_json(await request.body()), state.max_inputs)
-        result = await state.submit(request, parsed.texts, EMBED, parsed.truncate)
-        vectors = finish_vectors(result.outputs["vectors"], parsed.normalize, None)
-        return json_response(vectors)
-
-    @app.post("/classify")
-    async def classify(request: Request):
-        if not runner.is_classifier:
-            raise ApiError(
-                404,
-                f"{state.model_name} has no sequence-classification head: serve a classifier "
-                "(distilkit finetune) for /classify",
-                kind="not_found",
-            )
-        parsed = parse_classify(parse_json(await request.body()), state.max_inputs)
-        threshold = parsed.threshold if parsed.threshold is not None else runner.default_threshold
-        key = (CLASSIFY, threshold if runner.early_exit is not None else None)
-        result = await state.submit(request, parsed.texts, key, parsed.truncate)
-        return json_response(
-            classify_response(
-                result.outputs["logits"], runner.label_names, result.outputs.get("exit_layers")
-            )
-        )
 
     @app.get("/v1/models")
     async def models():
@@ -438,7 +465,7 @@ def create_app(config: ServeConfig, runner: ModelRunner | None = None):
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return Guard(app, state)
+    return serve_app
 
 
 def app_from_environment():

@@ -536,18 +536,38 @@ def test_a_disconnecting_client_does_not_poison_the_batch(tiny_folder, tiny_runn
     assert gone_length not in [n for batch in runner.seen for n in batch]  # skipped
 
 
+SLOW_SERVER = """
+import sys, time
+from distilkit.deploy import runner, serve
+
+real = runner.ModelRunner.run
+
+
+def slow(self, key, ids):  # each forward takes 0.25 s: requests are still in flight at SIGTERM
+    time.sleep(0.25)
+    return real(self, key, ids)
+
+
+runner.ModelRunner.run = slow
+config = serve.ServeConfig(model=sys.argv[1], port=int(sys.argv[2]), max_batch_size=2,
+                           instances=1)
+serve.serve(config)
+"""
+
+
 def test_shutdown_on_sigterm_drains_the_requests_in_flight(tiny_folder, reference):
+    """SIGTERM while 8 requests are queued or running (one forward of at most 2 texts at a
+    time, 0.25 s each): every request still gets its 200, some after the signal."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "distilkit", "serve", str(tiny_folder), "--port", str(port),
-         "--max-wait-ms", "1500", "--max-batch-size", "64"],
+        [sys.executable, "-c", SLOW_SERVER, str(tiny_folder), str(port)],
         env=env,
         stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -561,24 +581,94 @@ def test_shutdown_on_sigterm_drains_the_requests_in_flight(tiny_folder, referenc
 
         async def fire():
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                requests = [
-                    asyncio.ensure_future(c.post("/embed", json={"inputs": t})) for t in TEXTS
-                ]
-                await asyncio.sleep(0.5)  # all queued, waiting for the 1.5 s batch window
-                process.send_signal(signal.SIGTERM)
-                return await asyncio.gather(*requests)
 
-        responses = asyncio.run(fire())
+                async def post(text):
+                    response = await c.post("/embed", json={"inputs": text})
+                    return response, time.monotonic()
+
+                requests = [asyncio.ensure_future(post(t)) for t in TEXTS]
+                await asyncio.sleep(0.3)  # the first forwards run, the rest are queued
+                signalled = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                return await asyncio.gather(*requests), signalled
+
+        answered, signalled = asyncio.run(fire())
         # uvicorn re-raises the signal once it has shut down gracefully
         assert process.wait(30) in (0, -signal.SIGTERM)
     finally:
         if process.poll() is None:
             process.kill()
+    responses = [response for response, _ in answered]
     assert [r.status_code for r in responses] == [200] * len(TEXTS)
+    assert sum(done > signalled for _, done in answered) >= 2  # drained after the signal
     assert b"Traceback" not in process.stderr.read()
     np.testing.assert_allclose(
         [r.json()[0] for r in responses], reference.embed(TEXTS, normalize=True), atol=1e-5
     )
+
+
+def test_an_idle_server_answers_at_once(tiny_folder, tiny_runner, reference):
+    """--max-wait-ms is 5 s, but with no forward running a request starts at once."""
+    config = ServeConfig(model=str(tiny_folder), max_wait_ms=5000, instances=2)
+    with running(config, tiny_runner) as (url, _):
+        httpx.post(f"{url}/embed", json={"inputs": "warm"})
+        started = time.monotonic()
+        response = httpx.post(f"{url}/embed", json={"inputs": TEXTS[0]})
+        seconds = time.monotonic() - started
+    assert response.status_code == 200
+    np.testing.assert_allclose(
+        response.json(), reference.embed(TEXTS[:1], normalize=True), atol=1e-5
+    )
+    assert seconds < 2.5  # 5 s if it had waited for company
+
+
+def test_the_hot_routes_bypass_fastapi(tiny_folder, tiny_runner):
+    """POST /embed, /v1/embeddings and /classify are answered without the FastAPI app;
+    FastAPI still answers the rest: 405 for another method, a redirect for /embed/,
+    404 for an unknown path."""
+    config = ServeConfig(model=str(tiny_folder))
+    with running(config, tiny_runner) as (url, app):
+        embed = httpx.post(f"{url}/embed", json={"inputs": "hello"})
+        openai = httpx.post(f"{url}/v1/embeddings", json={"input": "hello"})
+        fastapi_app, calls = app.app, []
+
+        async def counting(scope, receive, send):
+            calls.append(scope["path"])
+            await fastapi_app(scope, receive, send)
+
+        app.app = counting
+        again = httpx.post(f"{url}/embed", json={"inputs": "hello"})
+        classify = httpx.post(f"{url}/classify", json={"inputs": "hello"})
+        bad = httpx.post(f"{url}/v1/embeddings", json={"input": []})
+        assert calls == []
+        wrong_method = httpx.get(f"{url}/embed")
+        slash = httpx.post(f"{url}/embed/", json={"inputs": "hello"})
+        unknown = httpx.post(f"{url}/nope", json={})
+        assert calls == ["/embed", "/embed/", "/nope"]
+        app.app = fastapi_app
+        metrics = httpx.get(f"{url}/metrics").text
+    assert embed.status_code == openai.status_code == again.status_code == 200
+    assert embed.json() == again.json()
+    assert classify.status_code == 404 and classify.json()["error_type"] == "not_found"
+    assert bad.status_code == 422 and bad.json()["error"]["param"] == "input"
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert slash.status_code == 307 and slash.headers["location"].endswith("/embed")
+    assert unknown.status_code == 404
+    counted = {  # every request to a known route, by status; /embed/ and /nope are not routes
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(("distilkit_requests_total", "distilkit_request_duration_seconds_count"))
+    }
+    assert counted == {
+        'distilkit_requests_total{route="/embed",status="200"}': 2,
+        'distilkit_requests_total{route="/embed",status="405"}': 1,
+        'distilkit_requests_total{route="/v1/embeddings",status="200"}': 1,
+        'distilkit_requests_total{route="/v1/embeddings",status="422"}': 1,
+        'distilkit_requests_total{route="/classify",status="404"}': 1,
+        'distilkit_request_duration_seconds_count{route="/embed"}': 3,
+        'distilkit_request_duration_seconds_count{route="/v1/embeddings"}': 2,
+        'distilkit_request_duration_seconds_count{route="/classify"}': 1,
+    }
 
 
 # ----------------------------------------------------------------------------- classify
