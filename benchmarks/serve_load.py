@@ -171,6 +171,11 @@ class Connection:
     def close(self) -> None:
         self.writer.close()
 
+    def closed_by_server(self) -> bool:
+        """The server closed this idle keep-alive connection (uvicorn does after 5 s idle):
+        a client must not send on it, as HTTP clients' pools check before reuse."""
+        return self.reader.at_eof() or self.writer.is_closing()
+
 
 def _body(sentence: str) -> bytes:
     return json.dumps({"input": sentence, "model": "m"}).encode()
@@ -209,7 +214,7 @@ async def closed_loop(port: int, sentences: list[str], clients: int, seconds: fl
 async def open_loop(port: int, sentences: list[str], rate: float, seconds: float, pool: int):
     """Requests arriving at ``rate`` per second for ``seconds`` whatever the answers,
     over up to ``pool`` connections; counts every outcome."""
-    counts = {"sent": 0, "200": 0, "429": 0, "other": 0, "lost": 0}
+    counts = {"sent": 0, "200": 0, "429": 0, "other": 0, "lost": 0, "reopened": 0}
     idle: list[Connection] = []
     opened = 0
     free = asyncio.Condition()
@@ -219,11 +224,16 @@ async def open_loop(port: int, sentences: list[str], rate: float, seconds: float
         async with free:
             while not idle and opened >= pool:
                 await free.wait()
-            if idle:
+            connection = None
+            while idle and connection is None:
                 connection = idle.pop()
-            else:
+                if connection.closed_by_server():  # idle too long: a new one instead
+                    connection.close()
+                    counts["reopened"] += 1
+                    opened -= 1
+                    connection = None
+            if connection is None:
                 opened += 1
-                connection = None
         try:
             if connection is None:
                 connection = await Connection.open(port)
@@ -397,7 +407,9 @@ def main() -> None:
         print(f"overload (--max-queue {args.overload_queue}) at {overload['rate']} req/s for "
               f"{args.overload_seconds:.0f} s: "
               f"sent {overload['sent']}, 200 {overload['200']}, 429 {overload['429']}, other "
-              f"{overload['other']}, lost {overload['lost']} (accounted {accounted}); server RSS "
+              f"{overload['other']}, lost {overload['lost']} (accounted {accounted}; "
+              f"{overload['reopened']} idle connections the server had closed were replaced, "
+              "not reused); server RSS "
               f"{overload['rss_before_mb']} -> {overload['rss_after_mb']} MB")  # fmt: skip
     if student is not None and (naive, 64) in by:
         print(f"student 3L {args.student_dtype} served: {student['rps']:.1f} req/s = "
