@@ -102,7 +102,11 @@ def test_a_suite_that_cannot_fit_is_left_out_with_a_note(teacher, data, monkeypa
     tight = plan_suite(teacher, [0, 2], rate=100.0, student_share=0.5, seconds_left=need * 0.99)
     assert tight.references is None
     assert "dev suite left out to keep the job's deadline" in tight.note
-    assert "--cut 0,2" in tight.note
+    assert "`distilkit compare TEACHER STUDENT --cut 0,2`" in tight.note
+    named = plan_suite(
+        teacher, [0, 2], 100.0, 0.5, seconds_left=0.0, models_named="all-MiniLM-L6-v2 run/student"
+    )
+    assert "`distilkit compare all-MiniLM-L6-v2 run/student --cut 0,2`" in named.note
     assert list(Path(suite_cache.suite_cache_dir()).glob("*.json")) == []  # nothing scored
     roomy = plan_suite(teacher, [0, 2], rate=100.0, student_share=0.5, seconds_left=need * 1.01)
     assert roomy.references is not None

@@ -95,6 +95,7 @@ def fit_to_deadline(
     started: float,
     quick_eval: bool,
     layers: list[int] | None,
+    student_dir: Path | None = None,
 ) -> tuple[TrainingConfig, dict, SuitePlan]:
     """Shrink the training budget so that the job, evaluation included, ends within
     ``config.job_time_budget``, and plan the dev suite's part in it.
@@ -104,7 +105,8 @@ def fit_to_deadline(
     least :data:`SUITE_KEEPS_TRAINING` of the training time (its teacher and cut rows are
     then read from the suite cache or scored now, and the cut's scoring time, embedding
     and probe fitting both, is the student's estimate); otherwise it is left out with a
-    note (:func:`~distilkit.methods.general.dev_suite.plan_suite`)."""
+    note naming the command that scores ``student_dir`` afterwards
+    (:func:`~distilkit.methods.general.dev_suite.plan_suite`)."""
 
     protocol = evaluation.QUICK_PROTOCOL if quick_eval else evaluation.FULL_PROTOCOL
     first, second, _ = evaluation.read_stsb(protocol.stsb_path)
@@ -120,7 +122,10 @@ def fit_to_deadline(
         - SUITE_KEEPS_TRAINING * training_wanted
     )
     share = (student_layers + 1) / (teacher_layers + 1)
-    plan = plan_suite(load(teacher_folder, head=None), layers, rate, share, seconds_left)
+    named = f"{config.teacher} {student_dir or 'STUDENT'}"
+    plan = plan_suite(
+        load(teacher_folder, head=None), layers, rate, share, seconds_left, models_named=named
+    )
     suite_seconds = plan.references.student_seconds if plan.references is not None else 0.0
     estimate = side + SUITE_MARGIN * suite_seconds
     elapsed = time.perf_counter() - started

@@ -70,11 +70,13 @@ def plan_suite(
     student_share: float,
     seconds_left: float,
     cache: bool = True,
+    models_named: str = "TEACHER STUDENT",
 ) -> SuitePlan:
     """Score (or read from the cache) the teacher's and the cut's rows when the whole suite,
     those rows now and the student's after training, fits in ``seconds_left`` at the
     teacher's speed now (``rate`` sentences/s; the student costs ``student_share`` of a
-    teacher sentence); otherwise leave it out, with a note."""
+    teacher sentence); otherwise leave it out, with a note naming the ``distilkit compare``
+    command that scores it afterwards (``models_named``: its teacher and student)."""
     try:
         sentences = suite.suite_sentences(quick=True)
     except EvaluationDataError as error:
@@ -98,7 +100,7 @@ def plan_suite(
             f"dev suite left out to keep the job's deadline: at the speed measured now "
             f"(teacher {rate:.0f} sentences/s) it would take about {now + later:.0f} s and "
             f"{max(seconds_left, 0):.0f} s can go to it; score it afterwards with "
-            f"`distilkit compare TEACHER STUDENT{cut_flag}`",
+            f"`distilkit compare {models_named}{cut_flag}`",
         )
     from_cache = [name for name, scored in found.items() if scored is not None]
     say(

@@ -311,7 +311,15 @@ def run_distillation(
     suite_plan: SuitePlan | None = None
     if config.job_time_budget is not None and evaluate and distributed.world_size() == 1:
         training, deadline, suite_plan = fit_to_deadline(
-            config, teacher_folder, teacher, tokenizer, student, started, quick_eval, layers
+            config,
+            teacher_folder,
+            teacher,
+            tokenizer,
+            student,
+            started,
+            quick_eval,
+            layers,
+            out_dir / "student",
         )
     trainer = corpus_trainer(
         objective,
