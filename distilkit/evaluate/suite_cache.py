@@ -82,6 +82,17 @@ def _entry_path(encoder: Encoder, quick: bool, root) -> tuple[str, Path]:
     return key, suite_cache_dir() / f"{key}.json"
 
 
+def _read(path: Path, name: str) -> ScoredRow | None:
+    """The entry at ``path`` as ``name``'s row; None when absent, torn or foreign (it is
+    scored again and replaced)."""
+    try:
+        entry = json.loads(path.read_text())
+        row = dict(entry["row"], name=name)
+        return ScoredRow(row, float(entry["seconds"]), entry.get("rate"), cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def cached_row(
     name: str,
     encoder: Encoder,
@@ -93,15 +104,7 @@ def cached_row(
     model's key; None when there is none (or it cannot be read: it will be scored again
     and replaced) or ``cache`` is False. Raises ``EvaluationDataError`` when the suite's
     files are absent."""
-    if not cache:
-        return None
-    _, path = _entry_path(encoder, quick, root)
-    try:
-        entry = json.loads(path.read_text())
-        row = dict(entry["row"], name=name)
-        return ScoredRow(row, float(entry["seconds"]), entry.get("rate"), cached=True)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return _read(_entry_path(encoder, quick, root)[1], name) if cache else None
 
 
 def score_row(
@@ -116,15 +119,15 @@ def score_row(
     now (and written there; ``rate``, the reference speed now, is kept with it). ``cache``
     False: always score, keep nothing. Raises ``EvaluationDataError`` when the suite's
     files are absent."""
-    cached = cached_row(name, encoder, quick, root, cache)
+    key, path = _entry_path(encoder, quick, root) if cache else (None, None)
+    cached = _read(path, name) if path is not None else None  # the model hashed once
     if cached is not None:
         return cached
     start = time.perf_counter()
     row = suite.evaluate_suite({name: encoder}, quick=quick, root=root)[0]
     seconds = time.perf_counter() - start
     row = {"name": name, "scores": row["scores"], "quick": row["quick"]}
-    if cache:
-        key, path = _entry_path(encoder, quick, root)
+    if path is not None:
         entry = {"key": key, "row": row, "seconds": seconds, "rate": rate}
         # atomic (never half a file); a read-only cache folder costs a rescoring, no more
         with contextlib.suppress(OSError):
