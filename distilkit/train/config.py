@@ -30,7 +30,7 @@ class TrainingConfig:
     max_grad_norm: float = 5.0
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (CUDA)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    fused_adamw: bool = True  # CUDA only: the fused AdamW kernel
+    fused_adamw: bool = True  # the fused AdamW kernel (CPU and CUDA)
     compile: bool = False  # torch.compile the objective (CUDA is where it pays)
     num_workers: int | None = None  # DataLoader workers; None: 2 on CUDA, 0 (in-process) on CPU
     seed: int = 56

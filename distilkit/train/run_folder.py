@@ -44,6 +44,7 @@ RESUMABLE = (
     "checkpoint_every",
     "keep_checkpoints",
     "target_cache",  # float32 targets equal live ones; a float16 cache changes target_cache_dtype
+    "fused_adamw",  # the same update by another kernel; the optimizer state is the same
 )
 # command-line flags of settings, for error messages (matched on the last name part)
 FLAGS = {

@@ -211,6 +211,37 @@ def test_gradient_accumulation_equals_one_big_batch(tokenizer, tmp_path):
         assert record_micro["loss/total"] == pytest.approx(record_big["loss/total"], rel=1e-5)
 
 
+def test_the_fused_adamw_kernel_equals_the_single_tensor_one(tokenizer, tmp_path):
+    """The fused AdamW (the default, CPU included) steps the weights as the single-tensor
+    loop does, and the two optimizers' states are interchangeable on resume."""
+
+    def settings(fused: bool) -> RunSettings:
+        return RunSettings(
+            dropout=0.0,
+            mask_inputs=False,
+            shuffle=False,
+            weights={"cos": 1.0, "mse": 1.0},
+            training={"max_steps": 4, "fused_adamw": fused, "checkpoint_every": 2},
+        )
+
+    runs = {}
+    for fused in (True, False):
+        trainer = make_trainer(tmp_path / str(fused), tokenizer, settings(fused))
+        assert trainer.optimizer.defaults["fused"] is (True if fused else None)
+        initial = student_state(trainer)
+        trainer.run()
+        runs[fused] = student_state(trainer)
+    assert max_difference(runs[True], initial) > 1e-3
+    assert max_difference(runs[True], runs[False]) < 1e-5
+    # a fused run stopped at step 2 and continued by the single-tensor loop
+    first = make_trainer(tmp_path / "parts", tokenizer, settings(True))
+    assert first.run(stop_after_steps=2).step == 2
+    second = make_trainer(tmp_path / "parts", tokenizer, settings(False))
+    assert second.run().step == 4
+    assert [r["step"] for r in logged(tmp_path / "parts") if "loss/total" in r] == [1, 2, 3, 4]
+    assert max_difference(student_state(second), runs[False]) < 1e-5
+
+
 def test_bf16_autocast_trains(tokenizer, tmp_path):
     settings = RunSettings(training={"max_steps": 2, "precision": "bf16", "checkpoint_every": 2})
     trainer = make_trainer(tmp_path, tokenizer, settings)
