@@ -248,6 +248,12 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
         and not {"max_steps", "time_budget"} & set(loaded_training)
     ):
         data["job_time_budget"] = DEFAULT_JOB_BUDGET  # the default job keeps its 15 minutes
+    if (
+        data.get("job_time_budget") is not None
+        and args.time_budget is None
+        and "time_budget" not in loaded_training
+    ):
+        training["time_budget"] = None  # training gets all the time the deadline leaves
     return from_dict(DistillConfig, data)
 
 

@@ -395,7 +395,10 @@ def test_the_default_job_has_a_deadline_and_explicit_limits_lift_it(tmp_path):
         return distill_config_from_args(parser.parse_args(["distill", *flags]))
 
     assert config().job_time_budget == DEFAULT_JOB_BUDGET
+    assert config().training.time_budget is None  # training takes what the deadline leaves
     assert config("--corpus", "books").job_time_budget == DEFAULT_JOB_BUDGET
+    assert config("--job-time-budget", "300").training.time_budget is None
+    assert config("--time-budget", "60", "--job-time-budget", "300").training.time_budget == 60
     assert config("--time-budget", "6300").job_time_budget is None  # the long run
     assert config("--max-steps", "50").job_time_budget is None
     assert config("--job-time-budget", "300").job_time_budget == 300
