@@ -2,15 +2,15 @@
 
 The loop knows nothing about losses: an :class:`Objective` maps a batch to a dict of
 named, unweighted loss tensors and says how to weight them. The loop does the rest:
-AdamW with warmup + linear decay, gradient accumulation, clipping, bf16 autocast,
-a progress bar with every loss term and tokens/s, a JSONL log, periodic evaluation,
-atomic checkpoints with exact resume, a NaN/inf guard, and DDP when launched by
-``torchrun``.
+AdamW (the fused kernel, on the CPU too) with warmup + linear decay, gradient
+accumulation, clipping, bf16 autocast, a progress bar with every loss term and tokens/s,
+a JSONL log, periodic evaluation, atomic checkpoints with exact resume, a NaN/inf guard,
+and DDP when launched by ``torchrun``.
 
 Devices: the objective (student, projections and its frozen teacher), every batch, the
 losses and the evaluation run on ``TrainingConfig.device`` (auto: the GPU when there is
 one). On CUDA: bf16 autocast (fp16 with a gradient scaler where bf16 is missing), the
-teacher cast to bf16, fused AdamW, optionally ``torch.compile``, batches collated in
+teacher cast to bf16, optionally ``torch.compile``, batches collated in
 DataLoader workers into pinned memory, and no host-device synchronisation in the step
 loop except on the steps that log, checkpoint or check the time budget. On the CPU every
 step is checked and logged exactly as before.
@@ -144,19 +144,19 @@ class Trainer:
             raise ConfigError("the objective has no trainable parameters")
         decay = [p for p in parameters if p.dim() >= 2]
         no_decay = [p for p in parameters if p.dim() < 2]
+        groups = [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        settings = {"lr": config.learning_rate, "eps": config.adam_epsilon}
         # the fused kernel on CPUs too: the main job's Adam share of a step fell from 4.4%
-        # to 1.2% on this 2-core CPU (docs/RESULTS.md)
-        fused_here = config.fused_adamw and self.device.type in ("cpu", "cuda")
-        fused = {"fused": True} if fused_here else {}
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=config.learning_rate,
-            eps=config.adam_epsilon,
-            **fused,
-        )
+        # to 1.2% on a 2-core CPU (docs/RESULTS.md); torch < 2.4 has it on CUDA only
+        self.fused = config.fused_adamw and self.device.type in ("cpu", "cuda")
+        try:
+            self.optimizer = torch.optim.AdamW(groups, **settings, fused=self.fused or None)
+        except RuntimeError:
+            self.fused = False
+            self.optimizer = torch.optim.AdamW(groups, **settings)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         # CPU: every step checked and logged; elsewhere only the steps that log wait for the device
         self.eager_checks = self.device.type == "cpu"
@@ -396,6 +396,10 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.fused:
+            # the fused kernel writes the weights without bumping their version counters;
+            # the models' inference caches (stacked Q/K/V, oneDNN-packed weights) key on them
+            torch.autograd.graph.increment_version(self.trainable)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm

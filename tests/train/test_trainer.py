@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -233,13 +234,43 @@ def test_the_fused_adamw_kernel_equals_the_single_tensor_one(tokenizer, tmp_path
         runs[fused] = student_state(trainer)
     assert max_difference(runs[True], initial) > 1e-3
     assert max_difference(runs[True], runs[False]) < 1e-5
-    # a fused run stopped at step 2 and continued by the single-tensor loop
-    first = make_trainer(tmp_path / "parts", tokenizer, settings(True))
-    assert first.run(stop_after_steps=2).step == 2
-    second = make_trainer(tmp_path / "parts", tokenizer, settings(False))
-    assert second.run().step == 4
-    assert [r["step"] for r in logged(tmp_path / "parts") if "loss/total" in r] == [1, 2, 3, 4]
-    assert max_difference(student_state(second), runs[False]) < 1e-5
+    # a run stopped at step 2 and continued by the other kernel, both ways
+    for first_fused in (True, False):
+        parts = tmp_path / f"parts-{first_fused}"
+        first = make_trainer(parts, tokenizer, settings(first_fused))
+        assert first.run(stop_after_steps=2).step == 2
+        second = make_trainer(parts, tokenizer, settings(not first_fused))
+        assert second.run().step == 4
+        assert [r["step"] for r in logged(parts) if "loss/total" in r] == [1, 2, 3, 4]
+        assert max_difference(student_state(second), runs[False]) < 1e-5
+
+
+def test_the_inference_caches_see_every_fused_step(tokenizer, tmp_path):
+    """The fused kernel updates weights without bumping their version counters, which the
+    models' no-grad caches (stacked Q/K/V, oneDNN weights) key on: the trainer bumps them,
+    so an eval-mode forward after training uses the trained weights, not cached old ones."""
+    settings = RunSettings(
+        dropout=0.0,
+        mask_inputs=False,
+        weights={"cos": 1.0, "mse": 1.0},
+        training={"max_steps": 3, "checkpoint_every": 100},
+    )
+    trainer = make_trainer(tmp_path, tokenizer, settings)
+    assert trainer.fused
+    student = trainer.objective.student
+    ids = torch.randint(5, tokenizer.vocab_size, (2, 7), generator=torch.Generator().manual_seed(0))
+
+    def forward(model) -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            return model.backbone(ids, torch.ones_like(ids)).last_hidden_state
+
+    before = forward(student)  # fills the caches with the initial weights
+    student.train()
+    trainer.run()
+    after, fresh = forward(student), forward(copy.deepcopy(student))  # a copy: no cache
+    assert (after - before).abs().max() > 1e-3
+    assert (after - fresh).abs().max() < 1e-6
 
 
 def test_bf16_autocast_trains(tokenizer, tmp_path):
