@@ -252,6 +252,7 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
         data.get("job_time_budget") is not None
         and args.time_budget is None
         and "time_budget" not in loaded_training
+        and getattr(args, "student_architecture", "cut") != "mobilebert"  # it keeps a budget
     ):
         training["time_budget"] = None  # training gets all the time the deadline leaves
     return from_dict(DistillConfig, data)

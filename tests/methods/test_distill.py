@@ -399,6 +399,8 @@ def test_the_default_job_has_a_deadline_and_explicit_limits_lift_it(tmp_path):
     assert config("--corpus", "books").job_time_budget == DEFAULT_JOB_BUDGET
     assert config("--job-time-budget", "300").training.time_budget is None
     assert config("--time-budget", "60", "--job-time-budget", "300").training.time_budget == 60
+    # the MobileBERT job does not fit its training to the deadline: it keeps its budget
+    assert config("--student-architecture", "mobilebert").training.time_budget == 600
     assert config("--time-budget", "6300").job_time_budget is None  # the long run
     assert config("--max-steps", "50").job_time_budget is None
     assert config("--job-time-budget", "300").job_time_budget == 300
@@ -452,6 +454,21 @@ def test_an_evaluated_job_with_a_deadline_records_its_estimate_and_what_it_took(
         else:  # an impossible deadline still trains for the minimum, never zero
             assert deadline["training_budget"] == MIN_TRAINING_SECONDS
         assert metrics["training"]["stopped_by"] == "max_steps"  # 4 steps, well within either
+
+
+def test_a_deadline_without_evaluation_still_bounds_training(
+    teacher_folder, corpus_file, tmp_path, capsys
+):
+    """--no-eval (and several processes) skip the deadline's evaluation estimate; with no
+    training budget of its own, training still gets the deadline less setup and margin."""
+    from distilkit.methods.general.deadline import MIN_TRAINING_SECONDS
+
+    config = tiny_job(teacher_folder, [corpus_file], job_time_budget=1.0)
+    assert config.training.time_budget is None
+    metrics = run_distillation(config, tmp_path / "run", evaluate=False)
+    out = capsys.readouterr().out
+    assert f"job deadline 1 s: training gets {MIN_TRAINING_SECONDS:.0f} s" in out
+    assert metrics["training"]["stopped_by"] == "max_steps"
 
 
 def test_resuming_with_another_student_is_a_clear_error(teacher_folder, corpus_file, tmp_path):

@@ -69,8 +69,9 @@ class DistillConfig:
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
             max_steps=2000,
-            # 10 minutes; the CLI's no-argument job sets None: it trains for all the time
-            # its DEFAULT_JOB_BUDGET leaves after setup and the evaluation's estimate
+            # 10 minutes; `distill` sets None when a job deadline applies (the no-argument
+            # job's DEFAULT_JOB_BUDGET or --job-time-budget) and no --time-budget is given:
+            # training then gets all the time the deadline leaves
             time_budget=600.0,
             batch_size=64,
             # 5e-5..1.6e-3 at 300 steps on the dev suite: 8e-4 and 1.6e-3 tie, 5e-5 kept 1.4

@@ -113,14 +113,11 @@ def fit_to_deadline(
     rate = teacher_sentences_per_second(teacher, tokenizer, (first + second)[:256])
     teacher_layers, student_layers = teacher.config.num_layers, student.config.num_layers
     side = ESTIMATE_MARGIN * evaluation_work(protocol, teacher_layers, student_layers) / rate
-    training_wanted = config.training.time_budget or config.job_time_budget
-    seconds_left = (
-        config.job_time_budget
-        - (time.perf_counter() - started)
-        - side
-        - SETTLING_SECONDS
-        - SUITE_KEEPS_TRAINING * training_wanted
-    )
+    # training's time without the suite; with no training budget of its own, training
+    # wants all of it, so the suite is kept when it leaves training at least half of it
+    room = config.job_time_budget - (time.perf_counter() - started) - side - SETTLING_SECONDS
+    training_wanted = config.training.time_budget or max(room, 0.0)
+    seconds_left = room - SUITE_KEEPS_TRAINING * training_wanted
     share = (student_layers + 1) / (teacher_layers + 1)
     named = f"{config.teacher} {student_dir or 'STUDENT'}"
     plan = plan_suite(

@@ -29,7 +29,11 @@ from distilkit.methods.general.config import (
     MIN_AUTO_WINDOWS,
     DistillConfig,
 )
-from distilkit.methods.general.deadline import fit_to_deadline, report_deadline
+from distilkit.methods.general.deadline import (
+    fit_to_deadline,
+    fit_training_budget,
+    report_deadline,
+)
 from distilkit.methods.general.dev_suite import SuitePlan, dev_suite
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.methods.general.targets import job_corpus, open_target_cache
@@ -321,6 +325,14 @@ def run_distillation(
             layers,
             out_dir / "student",
         )
+    elif config.job_time_budget is not None and training.time_budget is None:
+        # no evaluation to plan (--no-eval), or several processes (no rank measures the
+        # evaluation for all): training still ends by the deadline, less setup and margin
+        budget = fit_training_budget(
+            config.job_time_budget, time.perf_counter() - started, 0.0, None
+        )
+        say(f"job deadline {config.job_time_budget:.0f} s: training gets {budget:.0f} s")
+        training = dataclasses.replace(training, time_budget=budget)
     trainer = corpus_trainer(
         objective,
         train_set,
