@@ -158,10 +158,8 @@ def run_embed(args: argparse.Namespace) -> int:
     else:  # a static table: its token vectors pooled
         args.pooling = args.pooling or "mean"
         recipe = f"{args.pooling} pooling"
-    cut = {}  # --dimensions: the first K values (a model folder's embed checks K)
+    cut = {}  # --dimensions: the first K values (the model's embed checks K)
     if args.dimensions is not None:
-        if isinstance(encoder, OnnxEncoder):
-            raise InputError("--dimensions needs a model folder, not an ONNX file")
         cut = {"dimensions": args.dimensions}
     vectors = encoder.embed(
         data.texts,

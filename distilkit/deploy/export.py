@@ -247,12 +247,14 @@ def _write_metadata(path: str | os.PathLike, values: dict[str, str]) -> None:
 
 def _recipe_metadata(sentence: SentenceModules, hidden_size: int) -> dict:
     """What the graph's ``sentence_embedding`` is, for the runtime wrapper: pooling modes,
-    how many Dense layers, Normalize, the output width, prompts and similarity function."""
+    how many Dense layers, Normalize, the output width, the default cut (``truncate_dim``),
+    prompts and similarity function."""
     return {
         "pooling": list(sentence.pooling),
         "dense_layers": sum(isinstance(s, DenseLayer) for s in sentence.stages),
         "normalize": sentence.normalize,
         "dim": sentence.output_dim(hidden_size),
+        "truncate_dim": sentence.truncate_dim,
         "include_prompt": sentence.include_prompt,
         "prompts": sentence.prompts,
         "default_prompt_name": sentence.default_prompt_name,

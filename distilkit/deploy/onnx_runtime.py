@@ -152,8 +152,14 @@ class OnnxEncoder:
 
     @property
     def dim(self) -> int:
-        """Length of the recipe's sentence vector."""
+        """Length of the recipe's sentence vector (before any cut)."""
         return int(self.recipe.get("dim", self.config.hidden_size))
+
+    @property
+    def truncate_dim(self) -> int | None:
+        """The exported folder's default cut of the recipe's vector (None: the whole)."""
+        value = self.recipe.get("truncate_dim")
+        return None if value is None else int(value)
 
     # ------------------------------------------------------------------ numpy core
     def _feeds(self, ids: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -235,10 +241,13 @@ class OnnxEncoder:
         progress: bool | None = None,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        dimensions: int | None = None,
     ) -> np.ndarray:
         """Sentence embeddings, ``(n, dim)`` float32; as :meth:`Encoder.embed`: pooling None
         runs the recipe exported into the graph, mean | cls | max | last pools the token
-        vectors that way (in numpy); normalize None follows the recipe.
+        vectors that way (in numpy); normalize None follows the recipe. dimensions: keep
+        the first ``dimensions`` values, renormalised when the vectors are normalised;
+        None: the exported folder's ``truncate_dim``, else all.
 
         The texts are tokenized in one call, sorted by token count and cut into batches
         of ``batch_size``, so a batch pads only to its own longest text.
@@ -253,7 +262,18 @@ class OnnxEncoder:
         if prefix:
             texts = [prefix + text for text in texts]
             prompt_length = len(self.tokenizer.encode_unpadded([prefix])[0]) - 1
-        dim = self.dim if pooling is None else self.config.hidden_size
+        full = self.dim if pooling is None else self.config.hidden_size
+        if dimensions is None:
+            dimensions = self.truncate_dim
+        if dimensions is not None:
+            if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+                raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
+            if not 1 <= dimensions <= full:
+                raise ValueError(
+                    f"dimensions must be between 1 and {full}, the sentence vector's length"
+                )
+        dim = full if dimensions is None else dimensions
+        normalized = normalize or (normalize is None and bool(self.recipe.get("normalize")))
         out = np.zeros((len(texts), dim), dtype=np.float32)
         if not texts:
             return out
@@ -264,7 +284,8 @@ class OnnxEncoder:
         for start in tqdm(starts, desc="encoding", unit="batch", disable=not show):
             indices = order[start : start + batch_size]
             feeds, mask = self._feeds([ids[i] for i in indices])
-            out[indices] = self._vectors(feeds, mask, pooling, normalize, prompt_length)
+            vectors = self._vectors(feeds, mask, pooling, normalize, prompt_length)[:, :dim]
+            out[indices] = normalize_rows(vectors) if normalized and dim < full else vectors
         return out
 
     def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> np.ndarray:

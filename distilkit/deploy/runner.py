@@ -99,6 +99,13 @@ class ModelRunner(Runner):
         )
 
     @property
+    def default_dimensions(self) -> int | None:
+        """The folder's ``truncate_dim`` (the width ``Encoder.embed`` and
+        sentence-transformers' ``encode`` return by default), or None: the whole vector."""
+        sentence = getattr(self.model, "sentence", None)  # an Encoder's recipe
+        return getattr(sentence if sentence is not None else self.model, "truncate_dim", None)
+
+    @property
     def max_tokens(self) -> int:
         """The most tokens per text the model reads ([CLS] and [SEP] included)."""
         return self.tokenizer.max_length

@@ -154,6 +154,12 @@ class ServerState:
         self.max_inputs = min(MAX_INPUTS, config.max_queue)
         self.model_name = config.served_model_name or Path(str(config.model)).name
         self.hidden_size = runner.hidden_size  # a property that walks the recipe: once
+        self.default_dimensions = runner.default_dimensions  # the folder's truncate_dim
+        if self.default_dimensions is not None and self.default_dimensions > self.hidden_size:
+            raise ValueError(
+                f"{config.model}: truncate_dim {self.default_dimensions} is wider than the "
+                f"served vector ({self.hidden_size}); fix config_sentence_transformers.json"
+            )
 
     def start(self) -> None:
         config = self.config
@@ -203,13 +209,17 @@ class ServerState:
     async def embeddings(self, body: bytes, receive, path: str) -> bytes:
         parsed = parse_embeddings(parse_json(body), self.hidden_size, self.max_inputs)
         result = await self.submit(receive, path, parsed.texts, EMBED, truncate=False)
-        vectors = finish_vectors(result.outputs["vectors"], True, parsed.dimensions)
+        dimensions = parsed.dimensions if parsed.dimensions is not None else self.default_dimensions
+        vectors = finish_vectors(result.outputs["vectors"], True, dimensions)
         return json_bytes(embeddings_response(vectors, parsed, self.model_name, result.tokens))
 
     async def embed(self, body: bytes, receive, path: str) -> bytes:
         parsed = parse_embed(parse_json(body), self.max_inputs)
         result = await self.submit(receive, path, parsed.texts, EMBED, parsed.truncate)
-        return json_bytes(finish_vectors(result.outputs["vectors"], parsed.normalize, None))
+        vectors = finish_vectors(
+            result.outputs["vectors"], parsed.normalize, self.default_dimensions
+        )
+        return json_bytes(vectors)
 
     async def classify(self, body: bytes, receive, path: str) -> bytes:
         runner = self.runner

@@ -6,6 +6,8 @@ references."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,7 @@ from distilkit.deploy.onnx_runtime import (
     physical_cores,
     pool_numpy,
 )
+from distilkit.deploy.runner import ModelRunner
 from distilkit.model.st_folder import POOLING_MODES, pool_mode
 
 ort = pytest.importorskip("onnxruntime")
@@ -179,3 +182,34 @@ def test_the_embed_command_runs_an_onnx_files_own_recipe(exported, tmp_path) -> 
     assert cli.main(argv) == 0
     expected = distilkit.load(folder).embed(TEXTS)
     assert np.abs(np.load(output) - expected).max() < 1e-5
+
+
+def test_the_folders_truncate_dim_travels_in_the_file(mean_normalize, tmp_path) -> None:
+    """A folder saved with ``truncate_dim`` exports it: the ONNX wrapper, the embed command
+    and the server's runner cut the vectors where eager does (renormalised when
+    normalised), and ``dimensions`` picks another width as eager's does."""
+    source, _ = mean_normalize
+    folder = tmp_path / "cut"
+    shutil.copytree(source, folder)
+    settings_path = folder / "config_sentence_transformers.json"
+    settings = json.loads(settings_path.read_text())
+    settings_path.write_text(json.dumps(settings | {"truncate_dim": 9}))
+    path = tmp_path / "cut.onnx"
+    export_onnx(folder, path, check_texts=TEXTS, verbose=False)
+    eager, onnx_encoder = distilkit.load(folder), load_onnx(path)
+    assert onnx_encoder.truncate_dim == 9 and ModelRunner.load(path).default_dimensions == 9
+    expected = eager.embed(TEXTS)
+    assert expected.shape == (len(TEXTS), 9)
+    assert np.abs(onnx_encoder.embed(TEXTS, batch_size=3) - expected).max() < 1e-5
+    for width, normalize in ((5, None), (32, None), (5, False), (9, True)):
+        want = eager.embed(TEXTS, dimensions=width, normalize=normalize)
+        got = onnx_encoder.embed(TEXTS, dimensions=width, normalize=normalize)
+        assert got.shape == want.shape and np.abs(got - want).max() < 1e-5, (width, normalize)
+    with pytest.raises(ValueError, match="between 1 and 32"):
+        onnx_encoder.embed(TEXTS, dimensions=33)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(TEXTS) + "\n")
+    output = tmp_path / "vectors.npy"
+    argv = ["embed", str(path), "--input", str(texts), "--output", str(output), "--no-progress"]
+    assert cli.main([*argv, "--dimensions", "5"]) == 0
+    assert np.abs(np.load(output) - eager.embed(TEXTS, dimensions=5)).max() < 1e-5

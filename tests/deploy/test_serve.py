@@ -761,6 +761,36 @@ def test_the_folders_own_recipe_is_served(hf_checkpoint, tmp_path):
     assert too_wide.status_code == 422
 
 
+def test_the_folders_truncate_dim_is_the_served_width(hf_checkpoint, tmp_path):
+    """A folder saved with ``truncate_dim`` (sentence-transformers' default cut) is served
+    at that width on both routes, as ``Encoder.embed`` gives it; the OpenAI ``dimensions``
+    still asks for any width up to the whole vector."""
+    folder = load(hf_checkpoint("BertModel")).save(tmp_path / "cut")
+    settings_path = folder / "config_sentence_transformers.json"
+    settings = json.loads(settings_path.read_text()) if settings_path.is_file() else {}
+    settings_path.write_text(json.dumps(settings | {"truncate_dim": 7}))
+    encoder = load(folder)
+    expected = encoder.embed(TEXTS, normalize=True)
+    raw = encoder.embed(TEXTS, normalize=False)
+    assert expected.shape == (len(TEXTS), 7)
+    with running(ServeConfig(model=str(folder), max_wait_ms=20)) as (url, _):
+        openai = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS}).json()
+        tei = httpx.post(f"{url}/embed", json={"inputs": TEXTS}).json()
+        tei_raw = httpx.post(f"{url}/embed", json={"inputs": TEXTS, "normalize": False}).json()
+        wider = httpx.post(f"{url}/v1/embeddings", json={"input": TEXTS, "dimensions": 20}).json()
+    np.testing.assert_allclose([d["embedding"] for d in openai["data"]], expected, atol=1e-5)
+    np.testing.assert_allclose(tei, expected, atol=1e-5)
+    np.testing.assert_allclose(tei_raw, raw, atol=1e-5)
+    np.testing.assert_allclose(
+        [d["embedding"] for d in wider["data"]],
+        encoder.embed(TEXTS, dimensions=20, normalize=True),
+        atol=1e-5,
+    )
+    settings_path.write_text(json.dumps(settings | {"truncate_dim": 99}))  # wider than 32
+    with pytest.raises(ValueError, match="truncate_dim 99 is wider than the served vector"):
+        create_app(ServeConfig(model=str(folder)))
+
+
 # ----------------------------------------------------------------------------- config, CLI
 def test_binds_to_loopback_unless_told(capsys):
     args = cli.build_parser().parse_args(["serve", "m"])
