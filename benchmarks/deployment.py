@@ -42,7 +42,9 @@ import numpy as np
 import torch
 
 from distilkit.data.batching import sorted_batches
-from distilkit.deploy.bench import MODES, BenchResult, BenchSettings, matmul_gflops, run_bench
+from distilkit.deploy.bench import BenchResult, run_bench
+from distilkit.deploy.bench_engines import MODES, BenchSettings
+from distilkit.deploy.flops import matmul_gflops
 from distilkit.encoder import load
 from distilkit.evaluate.report import machine_info
 from distilkit.evaluate.sentence import read_sst2

@@ -23,8 +23,8 @@ from distilkit.cli.common import (
     training_overrides,
 )
 from distilkit.data.tables import check_label_ids, read_labelled
-from distilkit.deploy.bench import BenchSettings
 from distilkit.deploy.bench_embed import ALL_MODES, bench_models
+from distilkit.deploy.bench_engines import BenchSettings
 from distilkit.deploy.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, export_onnx
 from distilkit.deploy.serve import ServeConfig, serve
 from distilkit.encoder import load

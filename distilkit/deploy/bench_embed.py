@@ -16,7 +16,7 @@ list, tokenization included, each engine batching its own way) and batch-1 laten
 p95), timed in turns (:func:`distilkit.evaluate.timing.time_embedders`). Each engine's
 vectors are compared with its own model's eager fp32 vectors (cosine, mean and minimum),
 and its useful matmul FLOPs per second are shown as a fraction of the matmul roof of this
-machine measured in the same run (:func:`distilkit.deploy.bench.matmul_gflops`).
+machine measured in the same run (:func:`distilkit.deploy.flops.matmul_gflops`).
 
 Devices (``BenchSettings.device``, default ``auto``: the GPU when there is one): eager fp32,
 bf16 and the sentence-transformers reference run on that device, against its own measured
@@ -36,24 +36,18 @@ from tqdm.auto import tqdm
 
 from distilkit.deploy.bench import (
     BENCH_COLUMNS,
-    CPU,
-    DEVICE_MODES,
-    MODES,
-    BenchError,
     BenchResult,
-    BenchSettings,
-    _number,
     bench_context,
     device_notes,
-    encoder_flops,
     engines_device,
-    matmul_roofs,
-    roof_key,
+    number_cell,
     run_bench,
     scatter_plot,
     with_device_column,
 )
+from distilkit.deploy.bench_engines import CPU, DEVICE_MODES, MODES, BenchError, BenchSettings
 from distilkit.deploy.export import export_onnx, quantize_int8
+from distilkit.deploy.flops import encoder_flops, matmul_roofs, roof_key
 from distilkit.deploy.onnx_runtime import load_onnx
 from distilkit.encoder import load
 from distilkit.evaluate.report import Column, format_markdown_table, format_table, machine_info
@@ -212,15 +206,15 @@ def build_embed_engines(
 _SHARED = {column[0]: column for column in BENCH_COLUMNS}  # the classifier bench's
 EMBED_COLUMNS: list[Column] = [
     _SHARED["engine"],
-    ("emb/s", lambda row, _: _number(row.get("embeddings_per_s"), "{:,.1f}"), True),
+    ("emb/s", lambda row, _: number_cell(row.get("embeddings_per_s"), "{:,.1f}"), True),
     _SHARED["x ref"],
-    ("x fp32", lambda row, _: _number(row.get("speedup_vs_fp32"), "{:.2f}x"), True),
+    ("x fp32", lambda row, _: number_cell(row.get("speedup_vs_fp32"), "{:.2f}x"), True),
     *(_SHARED[name] for name in ("p50 ms", "p95 ms", "p50 x ref")),
-    ("cos mean", lambda row, _: _number(row.get("cosine_mean"), "{:.5f}"), True),
-    ("cos min", lambda row, _: _number(row.get("cosine_min"), "{:.5f}"), True),
+    ("cos mean", lambda row, _: number_cell(row.get("cosine_mean"), "{:.5f}"), True),
+    ("cos min", lambda row, _: number_cell(row.get("cosine_min"), "{:.5f}"), True),
     _SHARED["tokens/s"],
     _SHARED["GFLOP/s"],
-    ("% roof", lambda row, _: _number(row.get("roof_fraction"), "{:.0%}"), True),
+    ("% roof", lambda row, _: number_cell(row.get("roof_fraction"), "{:.0%}"), True),
 ]
 
 

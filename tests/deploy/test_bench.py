@@ -18,14 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from distilkit.cli.common import Command
 from distilkit.cli.deploy import DEPLOY_COMMANDS
 from distilkit.cli.main import build_parser
-from distilkit.deploy.bench import (
-    BENCH_COLUMNS,
-    BenchError,
-    BenchSettings,
-    encoder_flops,
-    matmul_gflops,
-    run_bench,
-)
+from distilkit.deploy.bench import BENCH_COLUMNS, run_bench
+from distilkit.deploy.bench_engines import BenchError, BenchSettings, file_stem
+from distilkit.deploy.flops import encoder_flops, matmul_gflops
 from distilkit.encoder import load
 from distilkit.methods.early_exit.curves import collect_layer_logits, simulate_exits
 from distilkit.methods.early_exit.model import (
@@ -398,7 +393,6 @@ def test_cli_train_early_exit(teacher, tmp_path, capsys):
 @pytest.mark.parametrize("name", ["../../escaped=x", "/etc/passwd", "a/b", "..", ""])
 def test_model_names_never_become_paths(name, tmp_path):
     """`bench --student "../../escaped=..."` wrote an ONNX file outside --out."""
-    from distilkit.deploy.bench import file_stem
 
     stem = file_stem(1, name)
     assert "/" not in stem and not stem.startswith(".")

@@ -14,22 +14,20 @@ import torch
 from conftest import TINY_TEXTS
 
 import distilkit
-from distilkit.deploy.bench import (
-    BENCH_COLUMNS,
-    DEVICE_MODES,
-    MODES,
-    BenchSettings,
-    _torch_step,
-    build_engines,
-    device_notes,
-    run_bench,
-)
+from distilkit.deploy.bench import BENCH_COLUMNS, device_notes, run_bench
 from distilkit.deploy.bench_embed import (
     EMBED_COLUMNS,
     ENCODER_MODES,
     REFERENCE_MODE,
     build_embed_engines,
     run_embed_bench,
+)
+from distilkit.deploy.bench_engines import (
+    DEVICE_MODES,
+    MODES,
+    BenchSettings,
+    _torch_step,
+    build_engines,
 )
 from distilkit.model.tokenizer import Batch
 

@@ -18,7 +18,6 @@ import distilkit
 from distilkit.cli.common import Command
 from distilkit.cli.deploy import DEPLOY_COMMANDS
 from distilkit.cli.main import build_parser
-from distilkit.deploy.bench import BenchError, BenchSettings, encoder_flops
 from distilkit.deploy.bench_embed import (
     EMBED_COLUMNS,
     ENCODER_MODES,
@@ -26,6 +25,8 @@ from distilkit.deploy.bench_embed import (
     REFERENCE_MODE,
     bench_models,
 )
+from distilkit.deploy.bench_engines import BenchError, BenchSettings
+from distilkit.deploy.flops import encoder_flops
 
 pytest.importorskip("onnxruntime")
 st = pytest.importorskip("sentence_transformers")

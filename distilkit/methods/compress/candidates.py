@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from distilkit.deploy.bench import native_bf16
+from distilkit.deploy.bench_engines import native_bf16
 from distilkit.deploy.export import export_onnx, quantize_int8
 from distilkit.deploy.onnx_runtime import load_onnx
 from distilkit.encoder import load
@@ -68,7 +68,7 @@ def forms_of(spec: CandidateSpec, config: CompressConfig, bf16: bool | None = No
     """The deployable forms a candidate is scored in, in :data:`SCORING_ORDER`: a static
     table has one; a transformer has ``config.forms``, without bf16 unless the CPU runs it
     natively (``bf16``: that check's answer, default
-    :func:`distilkit.deploy.bench.native_bf16`)."""
+    :func:`distilkit.deploy.bench_engines.native_bf16`)."""
     if spec.kind == "static":
         return [STATIC_FORM]
     native = native_bf16() if bf16 is None else bf16
