@@ -4,9 +4,9 @@ With ``N`` clients that each send their next request as soon as the last is answ
 server's mean latency is ``N / X`` (Little's law), where ``X`` is the rate it answers at.
 No server answers faster than the model's own forwards with at most ``N`` sentences in
 flight, so ``N / X*`` bounds the mean latency from below, with ``X*`` the best offline rate
-over every way of splitting ``N`` sentences among model instances (one instance with
-all the cores and batches of up to ``N``; two with one thread each and batches of up to
-``N / 2``), tokenization included, no HTTP. The script measures ``X*`` in one process and
+over the server's ways of splitting ``N`` sentences among model instances (one instance
+with all the physical cores, two sharing them; batches of 1, 2, 4, ... up to ``N`` per
+instance count), tokenization included, no HTTP. The script measures ``X*`` in one process and
 prints the bound as a multiple of the single-client latency (the server's p50 from a
 ``serve_load.py --json`` file if given, else the offline forward of one sentence):
 
@@ -69,7 +69,8 @@ def single_latency_ms(runner, sentences: list[str], threads: int, repeats: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "int8"))
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"))
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="per configuration")
     parser.add_argument("--sentences", type=int, default=512, help="STS-B dev sentences used")
@@ -85,10 +86,11 @@ def main() -> None:
     first, second, _ = read_stsb()
     sentences = list(dict.fromkeys(first + second))[: args.sentences]
     np.random.default_rng(0).shuffle(sentences)
-    runner = ModelRunner.load(args.model, dtype=args.dtype, device="cpu")
+    runner = ModelRunner.load(args.model, dtype=args.dtype, device=args.device)
     cores = physical_cores()
-    print(f"# {args.model} ({args.dtype}), {cores} physical cores, torch {torch.__version__}, "
-          f"{args.clients} closed-loop clients, {len(sentences)} STS-B dev sentences")  # fmt: skip
+    print(f"# {args.model} ({args.dtype}, {runner.device}), {cores} physical cores, "
+          f"torch {torch.__version__}, {args.clients} closed-loop clients, "
+          f"{len(sentences)} STS-B dev sentences")  # fmt: skip
     one = {t: single_latency_ms(runner, sentences, t, 60) for t in sorted({1, cores})}
     for threads, ms in one.items():
         print(f"one sentence, {threads} thread(s): {ms:.2f} ms (median, tokenization included)")
