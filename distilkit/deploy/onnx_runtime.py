@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from distilkit.data.batching import sorted_batches
 from distilkit.model.config import ModelConfig
 from distilkit.model.modeling import POOLINGS
-from distilkit.model.st_folder import FROM_DISTILKIT
+from distilkit.model.st_folder import FROM_DISTILKIT, cut_width
 from distilkit.model.tokenizer import Batch, Tokenizer
 from distilkit.settings import from_dict
 
@@ -263,16 +263,7 @@ class OnnxEncoder:
             texts = [prefix + text for text in texts]
             prompt_length = len(self.tokenizer.encode_unpadded([prefix])[0]) - 1
         full = self.dim if pooling is None else self.config.hidden_size
-        if dimensions is None:
-            dimensions = self.truncate_dim
-        if dimensions is not None:
-            if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-                raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
-            if not 1 <= dimensions <= full:
-                raise ValueError(
-                    f"dimensions must be between 1 and {full}, the sentence vector's length"
-                )
-        dim = full if dimensions is None else dimensions
+        dim = cut_width(full, dimensions, self.truncate_dim)
         normalized = normalize or (normalize is None and bool(self.recipe.get("normalize")))
         out = np.zeros((len(texts), dim), dtype=np.float32)
         if not texts:

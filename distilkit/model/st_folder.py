@@ -82,6 +82,29 @@ class DenseLayer:
         return ACTIVATIONS[self.activation](out)
 
 
+def cut_width(
+    full: int,
+    dimensions: int | None,
+    default: int | None = None,
+    trained: tuple[int, ...] = (),
+) -> int:
+    """Length of a ``full``-long sentence vector cut to ``dimensions`` (None: ``default``,
+    a folder's ``truncate_dim``, else ``full``); a ValueError unless ``1 <= dimensions <=
+    full`` (naming the ``trained`` Matryoshka widths, if any)."""
+    dimensions = default if dimensions is None else dimensions
+    if dimensions is None:
+        return full
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int):
+        raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
+    if not 1 <= dimensions <= full:
+        kept = f" (trained to keep {', '.join(map(str, trained))})" if trained else ""
+        raise ValueError(
+            f"dimensions must be between 1 and {full}, the sentence vector's length"
+            f"{kept}; got {dimensions}"
+        )
+    return dimensions
+
+
 @dataclass
 class SentenceModules:
     """What follows the transformer in a sentence-transformers folder.
@@ -120,22 +143,7 @@ class SentenceModules:
     def cut_width(self, full: int, dimensions: int | None = None) -> int:
         """Length of a ``full``-long sentence vector cut to ``dimensions`` (None: the
         folder's ``truncate_dim``, else ``full``); an error unless ``1 <= dimensions <= full``."""
-        dimensions = self.truncate_dim if dimensions is None else dimensions
-        if dimensions is None:
-            return full
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int):
-            raise ValueError(f"dimensions must be an integer, got {dimensions!r}")
-        if not 1 <= dimensions <= full:
-            trained = (
-                f" (trained to keep {', '.join(map(str, self.matryoshka_dims))})"
-                if self.matryoshka_dims
-                else ""
-            )
-            raise ValueError(
-                f"dimensions must be between 1 and {full}, the sentence vector's length"
-                f"{trained}; got {dimensions}"
-            )
-        return dimensions
+        return cut_width(full, dimensions, self.truncate_dim, self.matryoshka_dims)
 
     def for_width(self, hidden_size: int) -> SentenceModules:
         """The recipe for a student of width ``hidden_size``: Dense projections sized for
