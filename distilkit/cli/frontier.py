@@ -240,6 +240,12 @@ def add_compress_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         action="store_true",
         help="refuse to continue an earlier search in --out instead of continuing it",
     )
+    parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="time every form of the search in --out again on this machine now and pick "
+        "again (run it where the model will serve); nothing is rebuilt or rescored",
+    )
     return parser
 
 
@@ -260,7 +266,9 @@ def run_compress(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
-    result = compress.run(config, args.out, resume=not args.no_resume)
+    if args.retime and args.no_resume:
+        raise ConfigError("--retime times an earlier search again: drop --no-resume")
+    result = compress.run(config, args.out, resume=not args.no_resume, retime=args.retime)
     if result["picked"] is None:
         print("nothing was picked: no candidate was scored within --time-budget; give more time")
         return 1

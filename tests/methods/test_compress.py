@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -253,6 +254,61 @@ def test_a_finished_search_run_again_redoes_nothing(finished, setup, monkeypatch
         r["mean_retention"] for r in result["rows"]
     ]
     assert again["picked"]["name"] == result["picked"]["name"]
+
+
+def test_retime_times_every_form_again_and_picks_again_rebuilding_nothing(
+    finished, setup, tmp_path, monkeypatch
+):
+    result, _, original = finished
+    out = tmp_path / "copy"
+    shutil.copytree(original, out)
+    before = json.loads((out / "state.json").read_text())["timing"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("redone")
+
+    for name in ("build_static", "build_trained"):
+        monkeypatch.setattr(candidates, name, refuse)
+    monkeypatch.setattr(job, "score_on_suite", refuse)
+    timed = []
+
+    def reversed_speeds(embedders, texts, **kwargs):  # the slowest before is fastest now
+        timed.append(list(embedders))
+        order = sorted(embedders, key=lambda n: before["sentences_per_s"][n])
+        return {
+            n: {"sentences_per_s": 10.0 * (len(order) - i), "load_average_1min": 0.5}
+            for i, n in enumerate(order)
+        }
+
+    monkeypatch.setattr(job, "time_embedders", reversed_speeds)
+    again = compress.run(tiny_config(setup), out, retime=True)
+    assert len(timed) == 1 and set(timed[0]) == set(before["sentences_per_s"])
+    rows = [r for r in again["rows"] if r["kind"] != "teacher"]
+    assert [r["mean_retention"] for r in again["rows"]] == [
+        r["mean_retention"] for r in result["rows"]
+    ]
+    expected, kept = pick(rows, 0.97)
+    assert again["picked"]["name"] == expected["name"] and again["kept"] == kept
+    teacher_speed = again["rows"][0]["sentences_per_s"]
+    for r in rows:
+        assert r["x_teacher"] == pytest.approx(r["sentences_per_s"] / teacher_speed)
+    log = [json.loads(line) for line in (out / "compress_log.jsonl").read_text().splitlines()]
+    replaced = [e for e in log if e["event"] == "timing replaced"]
+    assert len(replaced) == 1 and replaced[0]["timing"] == before
+    assert any("--retime" in note for note in again["notes"])
+    assert (out / "picked").is_dir()
+
+
+def test_retime_needs_an_earlier_search(setup, tmp_path, capsys):
+    code = main(["compress", str(setup["teacher"]), "--out", str(tmp_path / "o"), "--retime"])
+    assert code == 2
+    assert "holds none" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+    code = main(
+        ["compress", str(setup["teacher"]), "--out", str(tmp_path), "--retime", "--no-resume"]
+    )
+    assert code == 2
+    assert "drop --no-resume" in one_error_line(capsys)
 
 
 def test_a_killed_search_continues_without_redoing_finished_candidates(

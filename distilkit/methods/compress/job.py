@@ -60,8 +60,11 @@ TEACHER = "teacher"
 class CompressSearch:
     """One invocation of compress over ``out_dir``: its deadline, estimates and state."""
 
-    def __init__(self, config: CompressConfig, out_dir: Path, data: suite.SuiteData):
+    def __init__(
+        self, config: CompressConfig, out_dir: Path, data: suite.SuiteData, retime: bool = False
+    ):
         self.config, self.out, self.data = config, out_dir, data
+        self.retime = retime  # time every form again even when an earlier run timed them
         self.deadline = Deadline(config.time_budget)
         self.started = time.perf_counter()
         self.settings = suite_settings(config.suite)
@@ -385,11 +388,18 @@ class CompressSearch:
 
     def _timed_rows(self) -> list[dict]:
         """The teacher's row and every scored form's, with sentences/s from one timing
-        of all of them in turns (reused when an earlier run timed the same forms)."""
+        of all of them in turns (reused when an earlier run timed the same forms, unless
+        ``retime``)."""
         rows = self._rows()
         names = [TEACHER, *(row["name"] for row in rows)]
         timing = self.state.get("timing", {})
-        if timing.get("names") != names:
+        if timing.get("names") != names or self.retime:
+            if self.retime and timing:
+                self._log("timing replaced", timing=timing)
+                self._note(
+                    f"timed again (--retime); the earlier timing (load average "
+                    f"{timing.get('load_average_1min')}) is kept in {LOG_FILE}"
+                )
             timing = self._time(rows, names)
         teacher_speed = timing["sentences_per_s"][TEACHER]
         teacher = self.state[TEACHER]
@@ -451,7 +461,7 @@ class CompressSearch:
         }
         self.state["timing"] = timing
         self._save()
-        self._log("timed", seconds=took, forms=len(rows))
+        self._log("timed", seconds=took, forms=len(rows), timing=timing)
         return timing
 
     def _finish(self, rows: list[dict]) -> dict:
@@ -486,15 +496,21 @@ class CompressSearch:
         return {**result, "rows": rows}
 
 
-def run_compress(config: CompressConfig, out_dir: str | Path, resume: bool = True) -> dict:
+def run_compress(
+    config: CompressConfig, out_dir: str | Path, resume: bool = True, retime: bool = False
+) -> dict:
     """Run (or continue) the search in ``out_dir``; returns the results (also written to
-    ``results.json``): rows (the teacher first), picked, kept, saved, load, notes."""
+    ``results.json``): rows (the teacher first), picked, kept, saved, load, notes.
+    ``retime``: time every form again on this machine now, and pick again (a finished
+    search rebuilds and rescores nothing; its earlier timing stays in the log)."""
     out = Path(out_dir)
+    if retime and not (out / STATE_FILE).is_file():
+        raise ConfigError(f"--retime times an earlier search again, but {out} holds none")
     check_out_dir(out, config, resume)
     resolve(config.teacher)  # a missing teacher: an error before any work
     data = suite.load_suite_data(suite_settings(config.suite), config.data_root)
     with RunLock(out):
-        return CompressSearch(config, out, data).run()
+        return CompressSearch(config, out, data, retime).run()
 
 
 __all__ = [
