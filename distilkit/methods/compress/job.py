@@ -396,9 +396,11 @@ class CompressSearch:
         if timing.get("names") != names or self.retime:
             if self.retime and timing:
                 self._log("timing replaced", timing=timing)
+                load = timing.get("load_average_1min")
                 self._note(
-                    f"timed again (--retime); the earlier timing (load average "
-                    f"{timing.get('load_average_1min')}) is kept in {LOG_FILE}"
+                    "timed again (--retime); the earlier timing"
+                    + (f" (load average {load:.2f})" if load is not None else "")
+                    + f" is kept in {LOG_FILE}"
                 )
             timing = self._time(rows, names)
         teacher_speed = timing["sentences_per_s"][TEACHER]
