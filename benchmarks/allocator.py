@@ -61,6 +61,7 @@ def _child(args: argparse.Namespace) -> None:
     from distilkit.evaluate.timing import time_embedders
     from distilkit.model.allocator import tune_for_inference
 
+    outcome = tune_for_inference()  # a no-op under DISTILKIT_MALLOC=system
     torch.set_num_threads(args.threads)
     texts = _texts(args)
     model = _model(args.child, args.static)
@@ -73,7 +74,6 @@ def _child(args: argparse.Namespace) -> None:
         latency_texts=0,
     )[args.child]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    outcome = tune_for_inference()
     print(
         json.dumps({"outcome": outcome, "speed": result["sentences_per_s"], "peak_mib": peak_mib})
     )
@@ -127,14 +127,19 @@ def main() -> None:
     peak = {key: statistics.median(r["peak_mib"] for r in rs) for key, rs in runs.items()}
     print(
         f"\n{'model':18s} {'tuned/s':>8s} {'system/s':>8s} {'ratio':>6s} {'x teacher':>13s}"
-        f" {'peak MiB':>11s}"
+        f" {'peak MiB':>11s}  per-round ratios"
     )
     teacher = {t: speed["teacher fp32", t] for t in (True, False)}
     for name in names:
         fast, slow = speed[name, True], speed[name, False]
         over = f"{fast / teacher[True]:.2f} / {slow / teacher[False]:.2f}"
         peaks = f"{peak[name, True]:.0f} / {peak[name, False]:.0f}"
-        print(f"{name:18s} {fast:8.1f} {slow:8.1f} {fast / slow:6.2f} {over:>13s} {peaks:>11s}")
+        pairs = zip(runs[name, True], runs[name, False], strict=True)
+        rounds = " ".join(f"{a['speed'] / b['speed']:.2f}" for a, b in pairs)
+        print(
+            f"{name:18s} {fast:8.1f} {slow:8.1f} {fast / slow:6.2f} {over:>13s} {peaks:>11s}"
+            f"  {rounds}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import torch
 from tqdm.auto import tqdm
 
 from distilkit.deploy.onnx_runtime import load_onnx
-from distilkit.model.allocator import tune_for_inference
 from distilkit.model.card import carried_facts
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.device import AUTO, resolve_device, to_device
@@ -73,7 +72,6 @@ class Encoder:
         # How token vectors become a sentence vector: the folder's sentence-transformers
         # recipe (mean pooling and nothing else for a plain checkpoint).
         self.sentence = sentence or getattr(model, "sentence_modules", None) or SentenceModules()
-        tune_for_inference()  # keep activation buffers between batches (model/allocator.py)
 
     @property
     def config(self):

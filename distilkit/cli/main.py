@@ -49,6 +49,7 @@ from distilkit.cli.model import (
     run_search,
     run_tokenize,
 )
+from distilkit.model.allocator import tune_for_inference
 
 # ----------------------------------------------------------------------------- entry point
 COMMANDS: list[Command] = [
@@ -69,6 +70,27 @@ COMMANDS: list[Command] = [
     *(Command(*pair) for pair in cli_deploy.DEPLOY_COMMANDS),
     *(Command(*pair) for pair in cli_frontier.FRONTIER_COMMANDS),
 ]
+
+
+# Commands whose process only runs models forward: the C allocator is tuned for them
+# (distilkit/model/allocator.py); training commands keep glibc's defaults.
+INFERENCE_COMMANDS = frozenset(
+    {
+        "answer",
+        "bench",
+        "classify",
+        "compare",
+        "embed",
+        "eval",
+        "fill-mask",
+        "generate",
+        "ner",
+        "plot-embeddings",
+        "probe",
+        "search",
+        "serve",
+    }
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_request:  # --help, --version, usage errors
         code = exit_request.code
         return code if isinstance(code, int) else (0 if code is None else 2)
+    if args.command in INFERENCE_COMMANDS:
+        tune_for_inference()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

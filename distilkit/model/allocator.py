@@ -5,8 +5,8 @@ each: ``tokens x hidden`` floats, the padded Q/K/V, the FFN's inner layer) in ev
 of every batch. glibc's ``malloc`` serves blocks above its mmap threshold (128 KiB at
 start, raised on the fly up to 32 MiB) with fresh ``mmap`` pages and gives them back on
 ``free``, and trims the top of the heap when more than 128 KiB is free there; either way
-the next batch page-faults the same memory in again, which a small model's pass spends
-a large share of its time on (profiled: ``aten::fill_`` of a new zero tensor took 8% of a
+the next batch page-faults the same memory in again, which costs a small model's pass a
+noticeable share of its time (profiled: ``aten::fill_`` of a new zero tensor took 8% of a
 2-layer int8 student's pass). jemalloc and tcmalloc keep such blocks; so does glibc with
 three ``mallopt`` settings, which :func:`tune_for_inference` makes once per process:
 
@@ -19,8 +19,13 @@ what it uses); the numbers are in ``benchmarks/allocator.py``. The settings are 
 alone where the user chose otherwise: ``DISTILKIT_MALLOC=system`` (or ``off``), glibc's
 own ``MALLOC_*_`` variables or ``GLIBC_TUNABLES`` malloc settings, or another allocator
 in ``LD_PRELOAD``; and on other platforms than Linux with glibc.
-:class:`~distilkit.encoder.Encoder` and :class:`~distilkit.model.static.StaticEncoder` call
-it when they are made.
+
+Only processes whose job is inference are tuned: the command line's inference commands
+(``embed``, ``search``, ``serve``, ``bench``, the pipelines; :mod:`distilkit.cli.main`),
+and ``compress``'s timing process. Training is not: short training runs measured no gain
+from the settings, and a compress run that trained with them saw its 2-layer student train
+at 1,900-2,450 tokens/s against 2,400-2,730 in one without (docs/RESULTS.md). In your own
+inference process call ``distilkit.tune_for_inference()`` once, early.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ def reason_to_leave(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
+def applied() -> str | None:
+    """The outcome of this process's :func:`tune_for_inference`, None when not called."""
+    return _state["outcome"]
+
+
 def tune_for_inference() -> str:
     """Apply :data:`SETTINGS` once per process; returns what happened: ``"tuned"``, or
     ``"left: <why>"`` (the user's choice, or not glibc). Later calls return the first
@@ -91,4 +101,4 @@ def tune_for_inference() -> str:
     return _state["outcome"]
 
 
-__all__ = ["OPT_OUT", "SETTINGS", "reason_to_leave", "tune_for_inference"]
+__all__ = ["OPT_OUT", "SETTINGS", "applied", "reason_to_leave", "tune_for_inference"]

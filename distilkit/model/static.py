@@ -26,7 +26,6 @@ import torch
 from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer as BackendTokenizer
 
-from distilkit.model.allocator import tune_for_inference
 from distilkit.model.card import CardFacts, carried_facts, static_facts, write_card
 
 STATIC_TYPE = "sentence_transformers.models.StaticEmbedding"
@@ -90,7 +89,6 @@ class StaticEncoder:
         self.folder = folder
         self.name = name or (str(folder) if folder else "static")
         self.metadata = dict(metadata or {})
-        tune_for_inference()  # keep numpy's per-batch buffers mapped (model/allocator.py)
 
     @property
     def dim(self) -> int:

@@ -99,22 +99,54 @@ def test_tuned_glibc_serves_a_16_mib_block_from_the_heap():
 
 EMBED = """
 import json, sys
-import numpy as np
 import distilkit
-from distilkit.model.allocator import tune_for_inference
+from distilkit.model.allocator import applied
+tuned = sys.argv[-1] == "tune" and distilkit.tune_for_inference()
 encoder = distilkit.load(sys.argv[1], device="cpu")
 texts = ["the book was read", "a", "this is that; it was read."] * 7
 vectors = encoder.embed(texts, batch_size=4)
-print(json.dumps({"outcome": tune_for_inference(), "vectors": vectors.tolist()}))
+print(json.dumps({"outcome": applied(), "vectors": vectors.tolist()}))
 """
 
 
 @needs_glibc
-def test_an_encoder_tunes_the_allocator_and_its_vectors_do_not_change(hf_checkpoint):
-    folder = hf_checkpoint("BertModel")
-    code = EMBED.replace("sys.argv[1]", repr(str(folder)))
-    tuned = _run(code)
-    system = _run(code, **{OPT_OUT: "system"})
+def test_vectors_are_the_same_with_the_allocator_tuned_and_not(hf_checkpoint):
+    """Loading and embedding alone tune nothing (a training process stays as it was)."""
+    code = EMBED.replace("sys.argv[1]", repr(str(hf_checkpoint("BertModel"))))
+    tuned = _run(code.replace("sys.argv[-1]", "'tune'"))
+    untouched = _run(code.replace("sys.argv[-1]", "'no'"))
     assert tuned["outcome"] == "tuned"
-    assert system["outcome"] == f"left: {OPT_OUT}=system"
-    np.testing.assert_array_equal(np.array(tuned["vectors"]), np.array(system["vectors"]))
+    assert untouched["outcome"] is None
+    np.testing.assert_array_equal(np.array(tuned["vectors"]), np.array(untouched["vectors"]))
+
+
+CLI = """
+import json
+from distilkit.cli.main import main
+from distilkit.model.allocator import applied
+code = main(ARGS)
+print(json.dumps({"code": code, "outcome": applied()}))
+"""
+
+
+@needs_glibc
+def test_inference_commands_tune_the_allocator_and_training_commands_do_not(
+    hf_checkpoint, tmp_path
+):
+    folder = str(hf_checkpoint("BertModel"))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the book was read\na\n", encoding="utf-8")
+    embed = ["embed", folder, "--input", str(texts), "--output", str(tmp_path / "v.npy")]
+    cut = ["init-student", folder, "--out", str(tmp_path / "cut"), "--num-layers", "1"]
+    inference = _run(CLI.replace("ARGS", repr(embed)))
+    training = _run(CLI.replace("ARGS", repr(cut)))
+    assert inference == {"code": 0, "outcome": "tuned"}
+    assert training == {"code": 0, "outcome": None}
+
+
+def test_the_inference_commands_exist():
+    from distilkit.cli.main import INFERENCE_COMMANDS, build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(commands) >= INFERENCE_COMMANDS
+    assert not INFERENCE_COMMANDS & {"distill", "finetune", "compress", "distill-task"}
