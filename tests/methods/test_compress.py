@@ -20,7 +20,7 @@ import distilkit
 from distilkit.cli.main import main
 from distilkit.evaluate.frontier import frontier_points
 from distilkit.methods import compress, static
-from distilkit.methods.compress import candidates, job
+from distilkit.methods.compress import candidates, job, timing
 from distilkit.methods.compress.budget import CostModel, training_share
 from distilkit.methods.compress.scoring import (
     OutOfTime,
@@ -248,7 +248,7 @@ def test_a_finished_search_run_again_redoes_nothing(finished, setup, monkeypatch
     for name in ("build_static", "build_trained"):
         monkeypatch.setattr(candidates, name, refuse)
     monkeypatch.setattr(job, "score_on_suite", refuse)
-    monkeypatch.setattr(job, "time_embedders", refuse)
+    monkeypatch.setattr(job, "time_forms", refuse)
     again = compress.run(tiny_config(setup, time_budget=30.0), out)  # the budget may change
     assert [r["mean_retention"] for r in again["rows"]] == [
         r["mean_retention"] for r in result["rows"]
@@ -272,15 +272,17 @@ def test_retime_times_every_form_again_and_picks_again_rebuilding_nothing(
     monkeypatch.setattr(job, "score_on_suite", refuse)
     timed = []
 
-    def reversed_speeds(embedders, texts, **kwargs):  # the slowest before is fastest now
-        timed.append(list(embedders))
+    def reversed_speeds(request, request_path, timeout):  # the slowest before is fastest now
+        embedders = ["teacher", *(name for name, _, _ in request["forms"])]
+        timed.append(embedders)
         order = sorted(embedders, key=lambda n: before["sentences_per_s"][n])
-        return {
+        speeds = {
             n: {"sentences_per_s": 10.0 * (len(order) - i), "load_average_1min": 0.5}
             for i, n in enumerate(order)
         }
+        return speeds, None
 
-    monkeypatch.setattr(job, "time_embedders", reversed_speeds)
+    monkeypatch.setattr(job, "time_forms", reversed_speeds)
     again = compress.run(tiny_config(setup), out, retime=True)
     assert len(timed) == 1 and set(timed[0]) == set(before["sentences_per_s"])
     rows = [r for r in again["rows"] if r["kind"] != "teacher"]
@@ -297,6 +299,37 @@ def test_retime_times_every_form_again_and_picks_again_rebuilding_nothing(
     assert len(replaced) == 1 and replaced[0]["timing"] == before
     assert any("--retime" in note for note in again["notes"])
     assert (out / "picked").is_dir()
+
+
+def test_the_forms_are_timed_in_a_fresh_process_and_here_when_it_fails(
+    finished, tmp_path, monkeypatch
+):
+    result, _, out = finished
+    state = json.loads((out / "state.json").read_text())
+    assert state["timing"]["fresh_process"] is True  # the whole search above timed there
+    rows = [r for r in result["rows"] if r["kind"] != "teacher"]
+    request = {
+        "teacher": result["config"]["teacher"],
+        "forms": [[r["name"], r["model_folder"], r["form"]] for r in rows],
+        "lines": ["the book was read", "a", "this is that; it was read."] * 4,
+        "batch_size": 4,
+        "repeats": 1,
+    }
+    names = {"teacher", *(r["name"] for r in rows)}
+    here = timing.time_here
+
+    def not_here(request):
+        raise AssertionError("timed in the calling process")
+
+    monkeypatch.setattr(timing, "time_here", not_here)
+    results, fallback = timing.time_forms(request, tmp_path / "request.json", timeout=300)
+    assert fallback is None and set(results) == names
+    assert all(row["sentences_per_s"] > 0 for row in results.values())
+
+    monkeypatch.setattr(timing, "time_here", here)
+    monkeypatch.setattr(timing.sys, "executable", "/bin/false")  # a worker that fails
+    results, fallback = timing.time_forms(request, tmp_path / "request.json", timeout=300)
+    assert fallback.startswith("the timing process failed") and set(results) == names
 
 
 def test_retime_needs_an_earlier_search(setup, tmp_path, capsys):
@@ -440,7 +473,7 @@ def test_device_reaches_the_students_training(setup, tmp_path, monkeypatch):
     student (layers and MobileBERT)."""
     searched: list[compress.Config] = []
 
-    def search(config: compress.Config, out: Path, resume: bool) -> dict:
+    def search(config: compress.Config, out: Path, resume: bool, retime: bool) -> dict:
         searched.append(config)
         return {"picked": None}
 

@@ -4,7 +4,8 @@ its deployable forms, and keep the fastest that holds the target quality.
 teacher + corpus -> corpus split (training lines / held-out lines) -> the teacher scored on
 the dev suite (the reference) -> candidates built one by one (static tables, then students
 trained by the main job for a planned share of the time) -> each form scored (dev-suite
-retention, agreement on the held-out lines) -> every form and the teacher timed in turns ->
+retention, agreement on the held-out lines) -> every form and the teacher timed in turns,
+in a fresh process (:mod:`distilkit.methods.compress.timing`) ->
 the rule (:func:`distilkit.methods.compress.scoring.pick`) -> the picked form copied to
 ``OUT/picked/``, ``report.md``, ``frontier.png``, ``results.json``.
 
@@ -26,7 +27,6 @@ import torch
 
 from distilkit.encoder import load
 from distilkit.evaluate import suite
-from distilkit.evaluate.timing import time_embedders
 from distilkit.methods.compress import candidates as build
 from distilkit.methods.compress.budget import REPORT_SECONDS, CostModel, Deadline, training_share
 from distilkit.methods.compress.config import STATIC_FORM, TRANSFORMER_FORMS, CompressConfig
@@ -48,12 +48,13 @@ from distilkit.methods.compress.scoring import (
     score_on_suite,
     suite_settings,
 )
+from distilkit.methods.compress.timing import TEACHER, time_forms
 from distilkit.model.hub import resolve
 from distilkit.settings import ConfigError, save_json, to_dict
 from distilkit.train.distributed import say
 from distilkit.train.run_folder import RunLock
 
-TEACHER = "teacher"
+TIMING_REQUEST_FILE = "timing_request.json"
 
 
 # --------------------------------------------------------------------------- the search
@@ -436,19 +437,22 @@ class CompressSearch:
         repeats = max(1, min(self.config.timing_repeats, fits))
         if repeats < self.config.timing_repeats:
             self._note(f"timed with {repeats} pass(es) instead of {self.config.timing_repeats}")
-        say(f"timing the teacher and {len(rows)} forms in turns on {len(lines)} held-out lines...")
-        models = {TEACHER: load(self.config.teacher, head=None, device="cpu")}
-        for row in rows:
-            models[row["name"]] = build.load_form(Path(row["model_folder"]), row["form"])
-        started = time.perf_counter()
-        results = time_embedders(
-            {name: embed_function(models[name], self.config.batch_size) for name in names},
-            lines,
-            batch_size=self.config.batch_size,
-            repeats=repeats,
-            warmup=1,
-            latency_texts=0,
+        say(
+            f"timing the teacher and {len(rows)} forms in turns on {len(lines)} held-out lines "
+            "in a fresh process..."
         )
+        request = {
+            "teacher": self.config.teacher,
+            "forms": [[row["name"], row["model_folder"], row["form"]] for row in rows],
+            "lines": lines,
+            "batch_size": self.config.batch_size,
+            "repeats": repeats,
+        }
+        started = time.perf_counter()
+        timeout = max(self.deadline.left() - REPORT_SECONDS, 60.0)
+        results, fallback = time_forms(request, self.out / TIMING_REQUEST_FILE, timeout)
+        if fallback:
+            self._note(f"{fallback}: timed in this process instead")
         took = time.perf_counter() - started
         passes = (repeats + 1) / (self.config.timing_repeats + 1)
         self.costs.record(self.costs.timing(relatives) * passes, took)
@@ -460,6 +464,7 @@ class CompressSearch:
             "batch_size": self.config.batch_size,
             "threads": torch.get_num_threads(),
             "load_average_1min": results[TEACHER]["load_average_1min"],
+            "fresh_process": fallback is None,
         }
         self.state["timing"] = timing
         self._save()
