@@ -71,7 +71,7 @@ def time_forms(request: dict, request_path: Path, timeout: float) -> tuple[dict,
 
 
 def _worker(request_path: str) -> None:
-    tune_for_inference()  # before anything is allocated
+    tune_for_inference()  # before the models are loaded
     request = json.loads(Path(request_path).read_text(encoding="utf-8"))
     torch.set_num_threads(request["threads"])
     print(json.dumps(time_here(request)))
