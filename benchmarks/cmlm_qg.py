@@ -4,7 +4,11 @@
     PYTHONPATH=. python benchmarks/cmlm_qg.py --out runs/cmlm-qg --seeds 1 2 3
 
 The C-MLM teacher is fine-tuned once (in OUT/teacher) and its top-k cache shared by the
-distilled runs. Sized for a 2-core CPU (about half an hour).
+distilled runs. The defaults are sized for a 2-core CPU (about half an hour). A finished
+run (OUT/alpha<A>-seed<S>/metrics.json) is reused, so the same command resumes a long
+experiment and, once every run is done, only prints the summary; ``--alphas`` splits one
+experiment over processes (e.g. ``--alphas 0.5`` and ``--alphas 0`` side by side, one
+thread each; the baseline needs no teacher).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from pathlib import Path
 
 from distilkit.methods.cmlm.job import CMLMConfig, run
+from distilkit.settings import to_dict
 
 
 def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
@@ -24,14 +29,14 @@ def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
         top_k=8,
         max_source_length=32,
         max_target_length=16,
-        max_train_pairs=args.train_pairs,
+        max_train_pairs=args.train_pairs or None,
         max_eval_pairs=args.eval_pairs,
         teacher_dir=str(args.out / "teacher"),
-        teacher_train_layers=2,
+        teacher_train_layers=args.teacher_layers,
         teacher_training={
             "max_steps": args.teacher_steps,
-            "batch_size": 24,
-            "learning_rate": 5e-4,
+            "batch_size": args.teacher_batch_size,
+            "learning_rate": args.teacher_lr,
             "eval_every": 10_000,
             "checkpoint_every": 10_000,
             "progress": False,
@@ -57,18 +62,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/cmlm-qg"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument(
+        "--alphas", type=float, nargs="+", default=[0.5, 0.0], help="0 is the baseline"
+    )
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=16, help="student batch size")
     parser.add_argument("--teacher-steps", type=int, default=120)
-    parser.add_argument("--train-pairs", type=int, default=1500)
+    parser.add_argument("--teacher-layers", type=int, default=2, help="top blocks fine-tuned")
+    parser.add_argument("--teacher-lr", type=float, default=5e-4)
+    parser.add_argument("--teacher-batch-size", type=int, default=24)
+    parser.add_argument("--train-pairs", type=int, default=1500, help="0: all")
     parser.add_argument("--eval-pairs", type=int, default=200)
     args = parser.parse_args()
     started = time.perf_counter()
-    results: dict[float, list[dict]] = {args.alpha: [], 0.0: []}
+    results: dict[float, list[dict]] = {alpha: [] for alpha in args.alphas}
     for seed in args.seeds:
-        for alpha in (args.alpha, 0.0):
-            metrics = run(config(args, alpha, seed), args.out / f"alpha{alpha:g}-seed{seed}")
+        for alpha in args.alphas:
+            folder = args.out / f"alpha{alpha:g}-seed{seed}"
+            settings = config(args, alpha, seed)
+            if (folder / "metrics.json").is_file():
+                saved = json.loads((folder / "run_config.json").read_text())["cmlm"]
+                if saved != json.loads(json.dumps(to_dict(settings))):
+                    raise SystemExit(f"{folder} was run with other settings: give another --out")
+                metrics = json.loads((folder / "metrics.json").read_text())
+                print(f"reusing {folder / 'metrics.json'}", flush=True)
+            else:
+                metrics = run(settings, folder)
             results[alpha].append(metrics)
             print(
                 json.dumps(
@@ -76,12 +95,13 @@ def main() -> None:
                 ),
                 flush=True,
             )
-    teacher = results[args.alpha][0]["teacher"]
-    print(
-        f"C-MLM teacher held-out masked-token accuracy (sweep of 2): "
-        f"{teacher['before']['cmlm_accuracy']:.2%} before, "
-        f"{teacher['after']['cmlm_accuracy']:.2%} after {teacher['steps']} steps"
-    )
+    teacher = next((runs[0]["teacher"] for runs in results.values() if runs[0]["teacher"]), None)
+    if teacher is not None:
+        print(
+            f"C-MLM teacher held-out masked-token accuracy (sweep of 2): "
+            f"{teacher['before']['cmlm_accuracy']:.2%} before, "
+            f"{teacher['after']['cmlm_accuracy']:.2%} after {teacher['steps']} steps"
+        )
     for alpha, runs in results.items():
         for name in ("bleu", "rouge_l"):
             values = [r[name] for r in runs]
