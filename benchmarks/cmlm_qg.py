@@ -14,12 +14,15 @@ thread each; the baseline needs no teacher).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 from distilkit.methods.cmlm.job import CMLMConfig, run
+from distilkit.methods.cmlm.metrics import generation_metrics
 from distilkit.settings import to_dict
 
 
@@ -111,6 +114,17 @@ def main() -> None:
                 f"std {spread:.2f} min {min(values):.2f} max {max(values):.2f} "
                 f"({', '.join(f'{v:.2f}' for v in values)})"
             )
+    for alpha in results:  # the floor: a student that ignores its source scores about this
+        folder = args.out / f"alpha{alpha:g}-seed{args.seeds[0]}"
+        with (folder / "predictions.tsv").open(encoding="utf-8") as stream:
+            rows = list(csv.DictReader(stream, delimiter="\t", quoting=csv.QUOTE_NONE))
+        constant, count = Counter(row["prediction"] for row in rows).most_common(1)[0]
+        floor = generation_metrics([constant] * len(rows), [row["reference"] for row in rows])
+        print(
+            f"alpha={alpha:g} seed {args.seeds[0]}'s most frequent prediction ({count} of "
+            f"{len(rows)}) {constant!r}, given for every pair: BLEU {floor['bleu']:.2f} "
+            f"ROUGE-L {floor['rouge_l']:.2f}"
+        )
     print(f"wall time {time.perf_counter() - started:.0f} s")
 
 
