@@ -51,7 +51,7 @@ def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
             "batch_size": args.batch_size,
             "learning_rate": 1e-3,
             "eval_every": 10_000,
-            "checkpoint_every": 10_000,
+            "checkpoint_every": args.checkpoint_every,
             "progress": False,
             "seed": seed,
         },
@@ -76,6 +76,12 @@ def main() -> None:
     parser.add_argument("--teacher-batch-size", type=int, default=24)
     parser.add_argument("--train-pairs", type=int, default=1500, help="0: all")
     parser.add_argument("--eval-pairs", type=int, default=200)
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=10_000,
+        help="student steps between checkpoints (an interrupted student resumes from the last)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     results: dict[float, list[dict]] = {alpha: [] for alpha in args.alphas}
