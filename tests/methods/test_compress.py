@@ -331,6 +331,10 @@ def test_the_forms_are_timed_in_a_fresh_process_and_here_when_it_fails(
     results, fallback = timing.time_forms(request, tmp_path / "request.json", timeout=300)
     assert fallback.startswith("the timing process failed") and set(results) == names
 
+    monkeypatch.setattr(timing.sys, "executable", "/bin/true")  # exits 0, prints nothing
+    results, fallback = timing.time_forms(request, tmp_path / "request.json", timeout=300)
+    assert fallback == "the timing process printed no results" and set(results) == names
+
 
 def test_retime_needs_an_earlier_search(setup, tmp_path, capsys):
     code = main(["compress", str(setup["teacher"]), "--out", str(tmp_path / "o"), "--retime"])

@@ -66,6 +66,8 @@ def time_forms(request: dict, request_path: Path, timeout: float) -> tuple[dict,
         why = f"the timing process failed ({tail})"
     except subprocess.TimeoutExpired:
         why = f"the timing process ran past {timeout:.0f} s"
+    except (IndexError, ValueError):  # it exited 0 without its JSON line
+        why = "the timing process printed no results"
     tune_for_inference()
     return time_here(request), why
 
