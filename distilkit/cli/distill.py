@@ -22,6 +22,7 @@ from distilkit.data.corpus import UNITS
 from distilkit.data.target_cache import DTYPES
 from distilkit.methods import mobilebert
 from distilkit.methods.general.config import (
+    BUDGET_ONLY_MAX_STEPS,
     DEFAULT_JOB_BUDGET,
     DEMO_CORPUS,
     MIXED_CORPUS,
@@ -232,6 +233,12 @@ def distill_config_from_args(args: argparse.Namespace) -> DistillConfig:
     loaded_training = data.get("training", {})
     training.update(loaded_training)
     training.update(training_overrides(args))
+    if (
+        args.time_budget is not None
+        and args.max_steps is None
+        and "max_steps" not in loaded_training
+    ):
+        training["max_steps"] = BUDGET_ONLY_MAX_STEPS  # the budget alone sets the length
     if (
         args.max_steps is not None
         and args.time_budget is None

@@ -386,7 +386,7 @@ def test_evaluation_work_counts_what_the_evaluation_embeds():
 
 
 def test_the_default_job_has_a_deadline_and_explicit_limits_lift_it(tmp_path):
-    from distilkit.methods.general.config import DEFAULT_JOB_BUDGET
+    from distilkit.methods.general.config import BUDGET_ONLY_MAX_STEPS, DEFAULT_JOB_BUDGET
 
     parser = argparse.ArgumentParser()
     add_distill_parser(parser.add_subparsers())
@@ -402,6 +402,13 @@ def test_the_default_job_has_a_deadline_and_explicit_limits_lift_it(tmp_path):
     # the MobileBERT job does not fit its training to the deadline: it keeps its budget
     assert config("--student-architecture", "mobilebert").training.time_budget == 600
     assert config("--time-budget", "6300").job_time_budget is None  # the long run
+    # a time budget alone sets the length: the default step cap would end it early
+    assert config("--time-budget", "6300").training.max_steps == BUDGET_ONLY_MAX_STEPS
+    assert config("--time-budget", "60", "--max-steps", "50").training.max_steps == 50
+    assert config().training.max_steps == DistillConfig().training.max_steps
+    capped = tmp_path / "capped.json"
+    capped.write_text(json.dumps({"training": {"max_steps": 7}}))
+    assert config("--config", str(capped), "--time-budget", "60").training.max_steps == 7
     assert config("--max-steps", "50").job_time_budget is None
     assert config("--job-time-budget", "300").job_time_budget == 300
     assert config("--time-budget", "60", "--job-time-budget", "300").job_time_budget == 300

@@ -33,6 +33,10 @@ MIN_AUTO_WINDOWS = 8  # fewer held-out sequences give no usable similarity struc
 
 DEFAULT_JOB_BUDGET = 840.0  # the no-argument job: 14 minutes in all, inside the 15 promised
 
+# `distill --time-budget S` without --max-steps: the budget alone sets the length (the
+# schedule is fitted to it at step 10), so the default 2000-step cap does not end it early
+BUDGET_ONLY_MAX_STEPS = 10_000_000
+
 
 @dataclass
 class DistillConfig:
