@@ -228,3 +228,44 @@ def test_the_student_keeps_the_teachers_sentence_recipe_and_gets_a_card(
     card = (tmp_path / "run" / "student" / "README.md").read_text()
     assert MARKER in card and str(teacher) in card and "cls pooling, unit length" in card
     assert "SentenceTransformer(" in card and "AutoModel.from_pretrained(" in card
+
+
+def test_auxiliary_transfer_runs_each_model_once_and_equals_the_two_objectives(
+    teacher_and_corpus,
+) -> None:
+    """The auxiliary stage's losses are general distillation's plus the layer-wise ones,
+    computed from one forward of the student and one of the teacher (it ran both twice)."""
+    from distilkit.methods.mobilebert.job import _objective
+    from distilkit.methods.mobilebert.student import build_mobilebert_student, mobilebert_config
+
+    config = tiny_config(teacher_and_corpus, "auxiliary", max_steps=1)
+    teacher = load_model(teacher_and_corpus[0])
+    student_config = mobilebert_config(
+        teacher.config, bottleneck_size=12, ffn_stack=2, embedding_size=13, intermediate_size=27
+    )
+    student = build_mobilebert_student(teacher, student_config, seed=3).eval()  # no dropout
+    tokenizer = tiny_tokenizer(teacher_and_corpus[0].parent)
+    auxiliary = _objective("auxiliary", config, teacher, student, tokenizer)
+    assert isinstance(auxiliary, mobilebert.AuxiliaryTransfer)
+    ids = torch.tensor([[2, 40, 41, 42, 43, 3, 0], [2, 50, 51, 3, 0, 0, 0]])  # padded rows
+    batch = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    calls = {"student": 0, "teacher": 0}
+    hooks = [
+        model.backbone.register_forward_hook(
+            lambda *_, name=name: calls.__setitem__(name, calls[name] + 1)
+        )
+        for name, model in (("student", student), ("teacher", teacher))
+    ]
+    together = auxiliary(batch, torch.Generator().manual_seed(0))
+    for hook in hooks:
+        hook.remove()
+    assert calls == {"student": 1, "teacher": 1}
+    apart = {
+        **auxiliary.general(batch, torch.Generator().manual_seed(0)),
+        **auxiliary.layers(batch),
+    }
+    assert set(together) == set(apart) == {"cos", "feature", "attention"}
+    for name, value in apart.items():
+        torch.testing.assert_close(together[name], value, atol=1e-6, rtol=1e-6)
+    together["feature"].backward()  # the shared student output carries the gradient
+    assert student.backbone.layers[0].attention.query.weight.grad is not None

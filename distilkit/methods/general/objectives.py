@@ -142,7 +142,9 @@ def _clone_output(output):
         output,
         last_hidden_state=output.last_hidden_state.clone(),
         hidden_states=tuple(h.clone() for h in hidden) if hidden is not None else None,
-        attentions=None,
+        attentions=(
+            tuple(a.clone() for a in output.attentions) if output.attentions is not None else None
+        ),
     )
 
 
@@ -293,6 +295,20 @@ class GeneralDistillation(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
+        return self.forward_with_outputs(batch, generator)[0]
+
+    def forward_with_outputs(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator, layers: bool = False
+    ) -> tuple[dict[str, torch.Tensor], tuple[EncoderOutput, EncoderOutput, torch.Tensor]]:
+        """The losses, and the outputs they came from: ``(teacher, student, attention_mask)``
+        of the inputs both models read. With ``layers``, both outputs keep every hidden state
+        ``(B, T, H)`` and attention map ``(B, heads, T, T)``, so losses defined on them
+        (MobileBERT's auxiliary transfer) need no second forward."""
+        if layers and self.target_cache is not None:
+            raise ValueError(
+                "the teacher-target cache holds last hidden states only: "
+                "layer outputs need the teacher run live"
+            )
         batch_size = batch["input_ids"].shape[0]
         if "pairs" in self.weights:
             view_ids, view_mask = span_deleted_views(
@@ -308,7 +324,7 @@ class GeneralDistillation(Objective):
             }
         attention_mask = batch["attention_mask"]
         input_ids, labels = self._mask(batch, generator)
-        need_all_hidden = self.layer_map is not None or "relations" in self.weights
+        need_all_hidden = layers or self.layer_map is not None or "relations" in self.weights
         self.teacher_rows["seen"] += input_ids.shape[0]
         if self.target_cache is not None and "teacher_hidden" in batch:
             self.teacher_rows["live"] += len(batch["teacher_missing"])
@@ -321,11 +337,17 @@ class GeneralDistillation(Objective):
             # it (inference tensors cannot be saved for the student's backward)
             with torch.inference_mode():
                 teacher_out = self.teacher.backbone(
-                    input_ids, attention_mask, output_hidden_states=need_all_hidden
+                    input_ids,
+                    attention_mask,
+                    output_hidden_states=need_all_hidden,
+                    output_attentions=layers,
                 )
             teacher_out = _clone_output(teacher_out)
         student_out = self.student.backbone(
-            input_ids, attention_mask, output_hidden_states=need_all_hidden
+            input_ids,
+            attention_mask,
+            output_hidden_states=need_all_hidden,
+            output_attentions=layers,
         )
         student_last = student_out.last_hidden_state  # (B, T, H_student)
         teacher_last = teacher_out.last_hidden_state  # (B, T, H_teacher)
@@ -385,7 +407,7 @@ class GeneralDistillation(Objective):
                 _recipe(self.teacher).encode(teacher_last, attention_mask, normalize=False),
                 self.matryoshka_dims,
             )
-        return losses
+        return losses, (teacher_out, student_out, attention_mask)
 
     def _relations(
         self,

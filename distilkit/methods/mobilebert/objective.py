@@ -16,7 +16,7 @@ import torch
 
 from distilkit.methods.general.objectives import GeneralDistillation
 from distilkit.model.checkpoint import load_student_weights, save_model
-from distilkit.model.modeling import TransformerModel
+from distilkit.model.modeling import EncoderOutput, TransformerModel
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.train.losses import attention_prob_kl, feature_map_transfer_loss
 from distilkit.train.trainer import Objective
@@ -78,10 +78,17 @@ class LayerTransfer(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        mask = batch["attention_mask"]
         with torch.no_grad():
             teacher = self._run(self.teacher, batch)
         student = self._run(self.student, batch)
+        return self.losses(teacher, student, batch["attention_mask"])
+
+    def losses(
+        self, teacher: EncoderOutput, student: EncoderOutput, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The two losses from outputs both models already computed on the same inputs
+        (hidden states ``(B, T, H)`` from the embeddings on, attentions ``(B, heads, T, T)``;
+        ``mask`` ``(B, T)``)."""
         indices = ([-1] if self.embeddings else []) + self.blocks  # -1: the embedding output
         feature = sum(
             feature_map_transfer_loss(
@@ -131,7 +138,10 @@ class AuxiliaryTransfer(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        return {**self.general(batch, generator), **self.layers(batch, generator)}
+        """One forward of each model serves both: the layer-wise losses read the hidden
+        states and attentions of the inputs general distillation ran on."""
+        losses, outputs = self.general.forward_with_outputs(batch, generator, layers=True)
+        return {**losses, **self.layers.losses(*outputs)}
 
     def evaluate(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
         return {**self.general.evaluate(batches), **self.layers.evaluate(batches)}
