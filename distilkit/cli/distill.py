@@ -177,8 +177,9 @@ def _add_mobilebert_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--transfer",
         choices=mobilebert.job.TRANSFERS,
-        default="progressive",
-        help="layer-wise knowledge transfer before general distillation (default progressive)",
+        default="joint",
+        help="layer-wise knowledge transfer before general distillation (default joint: at "
+        "30 minutes of CPU it kept more of the teacher than progressive or auxiliary)",
     )
 
 

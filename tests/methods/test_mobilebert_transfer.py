@@ -269,3 +269,14 @@ def test_auxiliary_transfer_runs_each_model_once_and_equals_the_two_objectives(
         torch.testing.assert_close(together[name], value, atol=1e-6, rtol=1e-6)
     together["feature"].backward()  # the shared student output carries the gradient
     assert student.backbone.layers[0].attention.query.weight.grad is not None
+
+
+def test_joint_transfer_is_the_default_of_the_job_and_the_cli() -> None:
+    import argparse
+
+    from distilkit.cli.distill import add_distill_parser
+
+    parser = argparse.ArgumentParser()
+    add_distill_parser(parser.add_subparsers())
+    args = parser.parse_args(["distill", "--student-architecture", "mobilebert"])
+    assert args.transfer == mobilebert.Config().transfer == "joint"

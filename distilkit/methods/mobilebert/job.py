@@ -55,7 +55,10 @@ class Config:
     act: str = "relu"  # relu | gelu
     embedding_size: int = 128
     intermediate_size: int | None = None  # None: 4x the bottleneck
-    transfer: str = "progressive"  # progressive | joint | auxiliary
+    # progressive | joint | auxiliary; joint kept the most of the teacher at equal CPU time
+    # (30 minutes, two seeds: docs/RESULTS.md, 2026-12-07): progressive's equal-time stages
+    # leave the deep blocks few steps, auxiliary spends every step on both kinds of loss
+    transfer: str = "joint"
     transfer_fraction: float = 0.5  # share of the budget for the layer-wise stages
     feature_weight: float = 1.0
     attention_weight: float = 1.0
