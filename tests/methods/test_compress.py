@@ -199,7 +199,11 @@ def test_a_search_ends_within_its_budget_and_picks_by_the_rule(finished):
     assert rows[0]["name"] == "teacher / fp32" and rows[0]["x_teacher"] == 1.0
     names = {r["name"] for r in rows}
     assert {"static-16 / numpy", "static-7 / numpy", "student-1L / fp32"} <= names
-    assert "student-1L / int8" in names and not result["notes"]  # nothing skipped
+    assert "student-1L / int8" in names
+    # nothing skipped; the only note allowed is an int8 form that reused its fp32 scores
+    # because their vectors agree (the 1-layer student trains for seconds, so whether
+    # int8 moves its vectors past the reuse threshold varies from run to run)
+    assert all("so it was not rescored" in note for note in result["notes"]), result["notes"]
     students = rows[1:]
     for r in students:
         expected = np.mean([r["retention"][task] for task in r["retention"]])
