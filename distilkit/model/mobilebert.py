@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.model.config import ModelConfig
+from distilkit.model.onednn import ONEDNN_ACTIVATIONS, cached_weights, reorder_weight
 
 if TYPE_CHECKING:
     from distilkit.model.modeling import Padding
@@ -149,12 +150,10 @@ class MobileBertAttention(nn.Module):
         self.dropout_p = config.attention_dropout
         self.dropout = nn.Dropout(config.attention_dropout)
 
-    def attend(
-        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, padding: Padding
-    ) -> torch.Tensor:
-        """Packed projections, each ``(tokens, inner)`` -> context ``(tokens, inner)``."""
-        qkv = padding.pad(torch.cat([query, key, value], dim=-1))  # (B, T, 3 * inner)
-        qkv = qkv.view(padding.batch, padding.seq, 3, self.num_heads, self.head_dim)
+    def attend(self, qkv: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Packed projections Q, K and V side by side, ``(tokens, 3 * inner)`` -> context
+        ``(tokens, inner)``."""
+        qkv = padding.pad(qkv).view(padding.batch, padding.seq, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, d)
         context = F.scaled_dot_product_attention(
             query,
@@ -201,6 +200,9 @@ class MobileBertBlock(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.use_bottleneck = config.use_bottleneck
+        # forward_onednn folds the norms into the matmuls: NoNorm and a bottleneck only
+        self.foldable = config.use_bottleneck and config.normalization_type == "no_norm"
+        self.hidden_act = config.hidden_act
         self.bottleneck_attention = config.use_bottleneck_attention
         self.input_bottleneck = Bottleneck(config) if config.use_bottleneck else None
         self.query_key_bottleneck = (
@@ -253,13 +255,100 @@ class MobileBertBlock(nn.Module):
         """Packed real tokens ``(tokens, hidden)`` -> ``(tokens, hidden)``."""
         query_in, key_in, value_in, residual = self._inputs(hidden)
         attention = self.attention
-        context = attention.attend(
-            attention.query(query_in), attention.key(key_in), attention.value(value_in), padding
-        )
+        projections = [attention.query(query_in), attention.key(key_in), attention.value(value_in)]
+        context = attention.attend(torch.cat(projections, dim=-1), padding)
         return self._after_attention(hidden, context, residual)
 
-    # no fused oneDNN kernels for this block: the fast path serves inference too
-    forward_onednn = forward_fast
+    def forward_onednn(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """:meth:`forward_fast` for inference on a CPU (see
+        :func:`~distilkit.model.onednn.use_onednn`), packed ``(tokens, hidden)`` ->
+        ``(tokens, hidden)``, on the folded weights of :meth:`folded_weights`.
+
+        One matmul gives Q, K, V and the attention's residual; the attention output
+        projection adds that residual inside its matmul; each FFN runs its activation
+        inside its first matmul; a NoNorm after a matmul is folded into its weights, so
+        what is left of it is one ``addcmul`` for the residual's scale. Blocks with
+        LayerNorm or without a bottleneck, and int8 blocks, run :meth:`forward_fast`.
+        """
+        if not self.foldable or type(self.attention.query) is not nn.Linear:
+            return self.forward_fast(hidden, padding)
+        first, attention_output, ffns, output, output_scale = cached_weights(
+            self, "folded", list(self.parameters()), self.folded_weights
+        )
+        linear = torch.ops.mkldnn._linear_pointwise
+        projected = linear(hidden, *first, "none", [], "")  # (tokens, 4 * inner): Q, K, V, residual
+        split = 3 * self.attention.output.in_features
+        context = self.attention.attend(projected[:, :split], padding)  # (tokens, inner)
+        attended = linear.binary(context, projected[:, split:], *attention_output, "add")
+        post_op, algorithm = ONEDNN_ACTIVATIONS[self.hidden_act]
+        for inner_weights, outer_weights, scale in ffns:
+            inner = linear(attended, *inner_weights, post_op, [], algorithm)  # (tokens, I)
+            attended = torch.addcmul(linear(inner, *outer_weights, "none", [], ""), attended, scale)
+        return torch.addcmul(linear(attended, *output, "none", [], ""), hidden, output_scale)
+
+    def folded_weights(self) -> tuple:
+        """The weights :meth:`forward_onednn` runs on, worked out in float64 and cast back.
+
+        With NoNorm (``n(x) = x * g + b``) and a bottleneck, every input of the attention
+        is an affine map of the block input ``x``: the bottleneck ``n(W_in x + b_in)``, the
+        shared key-query bottleneck, and Q, K, V on either. So Q, K, V and the residual,
+        the last pre-scaled by the attention's NoNorm, stack into one ``(4 * inner,
+        hidden)`` matmul. A NoNorm after ``y + W h + c`` (``y`` the residual) becomes
+        ``y * g + (g W) h + (g c + b)``: the weights take the scale, ``addcmul`` the residual.
+        Returns (first, attention output, per FFN (inner, outer, scale), output, output
+        scale); each weight reordered for oneDNN.
+        """
+        dtype = self.attention.query.weight.dtype
+
+        def affine(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+            return linear.weight.double(), linear.bias.double()
+
+        def normed(weights: tuple, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            """``norm(W x + c)``, an affine map, for a NoNorm ``norm``."""
+            weight, bias = weights
+            scale = norm.weight.double()
+            return weight * scale[:, None], bias * scale + norm.bias.double()
+
+        def then(linear: nn.Linear, inputs: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
+            """``linear`` applied to the affine map ``inputs`` of x (None: x itself)."""
+            weight, bias = affine(linear)
+            if inputs is None:
+                return weight, bias
+            return weight @ inputs[0], weight @ inputs[1] + bias
+
+        def packed(weights: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+            weight, bias = weights
+            return reorder_weight(weight.to(dtype)), bias.to(dtype).contiguous()
+
+        attention = self.attention
+        inner = normed(affine(self.input_bottleneck.dense), self.input_bottleneck.norm)
+        query_key_in = value_in = None  # None: the block input itself
+        if self.bottleneck_attention:
+            query_key_in = value_in = inner
+        elif self.query_key_bottleneck is not None:
+            bottleneck = self.query_key_bottleneck
+            query_key_in = normed(affine(bottleneck.dense), bottleneck.norm)
+        attention_scale = self.attention_norm.weight.double()
+        residual = (inner[0] * attention_scale[:, None], inner[1] * attention_scale)
+        stacked = [
+            then(attention.query, query_key_in),
+            then(attention.key, query_key_in),
+            then(attention.value, value_in),
+            residual,
+        ]
+        first = (torch.cat([w for w, _ in stacked]), torch.cat([b for _, b in stacked]))
+        attention_output = normed(affine(attention.output), self.attention_norm)
+        ffns = [
+            (
+                packed(affine(ffn.intermediate)),
+                packed(normed(affine(ffn.output), ffn.norm)),
+                ffn.norm.weight.to(dtype).detach(),
+            )
+            for ffn in [*self.ffn_stack, self.ffn]
+        ]
+        output = normed(affine(self.output_bottleneck), self.output_bottleneck_norm)
+        output_scale = self.output_bottleneck_norm.weight.to(dtype).detach()
+        return packed(first), packed(attention_output), ffns, packed(output), output_scale
 
     def forward_explicit(
         self, hidden: torch.Tensor, key_mask: torch.Tensor | None

@@ -24,15 +24,13 @@ Without autograd and dropout (``model.eval()`` under ``torch.inference_mode()`` 
 with weights reordered once into its blocked layout, and with the bias, the GELU and the
 residual addition done inside the matmuls (:meth:`TransformerBlock.forward_onednn`). The
 stacked and reordered weights are cached per block and rebuilt whenever a parameter
-changes. ``DISTILKIT_ONEDNN=0`` in the environment turns these kernels off.
+changes (:mod:`distilkit.model.onednn`). ``DISTILKIT_ONEDNN=0`` in the environment turns
+these kernels off.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,6 +45,7 @@ from distilkit.model.mobilebert import (
     MobileBertEmbeddings,
     MobileBertMaskedLMHead,
 )
+from distilkit.model.onednn import ONEDNN_ACTIVATIONS, inference_weights, use_onednn
 
 
 def activation_fn(name: str):
@@ -175,44 +174,6 @@ class Padding:
         return flat if self.indices is None else flat.index_select(0, self.indices)
 
 
-# Stacked / reordered copies of Linear weights for inference, per owning module. A weak
-# dictionary rather than a module attribute, so deepcopy, pickling and state_dict never
-# see them (oneDNN's reordered tensors cannot be copied).
-_INFERENCE_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def inference_weights(
-    owner: nn.Module, groups: Sequence[Sequence[nn.Linear]], reorder: bool
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per group of Linears, ``(weight, bias)`` stacked along the output dimension
-    (``(sum of outputs, inputs)`` and ``(sum of outputs,)``), reordered for oneDNN if asked.
-
-    For use without autograd. Cached per ``owner`` and rebuilt when a parameter changes:
-    an in-place update (optimizer step, ``load_state_dict``) bumps its version counter, a
-    cast or move gives it new storage. The cache holds the old storage until then, so a
-    new tensor cannot reuse its address and pass for it.
-    """
-    parameters = [p for group in groups for linear in group for p in (linear.weight, linear.bias)]
-    try:
-        key = (reorder, *((p.data_ptr(), p._version) for p in parameters))
-    except RuntimeError:  # parameters made inside inference_mode keep no version counter
-        key = (reorder, *((p.data_ptr(), -1) for p in parameters))
-    cached = _INFERENCE_WEIGHTS.get(owner)
-    if cached is not None and cached[0] == key:
-        return cached[2]
-    with torch.no_grad():
-        stacked = []
-        for group in groups:
-            weight = torch.cat([linear.weight for linear in group]) if len(group) > 1 else None
-            weight = group[0].weight.detach() if weight is None else weight
-            bias = torch.cat([linear.bias for linear in group]).detach()
-            if reorder:
-                weight = torch.ops.mkldnn._reorder_linear_weight(weight)
-            stacked.append((weight, bias))
-    _INFERENCE_WEIGHTS[owner] = (key, [p.detach() for p in parameters], stacked)
-    return stacked
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with its output projection (no residual, no norm)."""
 
@@ -299,42 +260,6 @@ class FeedForward(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.output(self.activation(self.intermediate(hidden)))
-
-
-# oneDNN's fused linear kernels (the ones torch.compile uses on CPU): activation name ->
-# (post-op, algorithm) of torch.ops.mkldnn._linear_pointwise.
-ONEDNN_ACTIVATIONS = {
-    "gelu": ("gelu", "none"),
-    "gelu_new": ("gelu", "tanh"),
-    "gelu_pytorch_tanh": ("gelu", "tanh"),
-    "relu": ("relu", ""),
-}
-
-
-@functools.cache
-def _onednn_dtypes() -> tuple[torch.dtype, ...]:
-    """The dtypes oneDNN's linear kernels serve well here: () if they are missing or off."""
-    if os.environ.get("DISTILKIT_ONEDNN", "1") == "0" or not torch.backends.mkldnn.is_available():
-        return ()
-    if not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        return ()
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():  # native bf16 (AVX512-BF16, AMX)
-        return (torch.float32, torch.bfloat16)
-    return (torch.float32,)
-
-
-def use_onednn(hidden: torch.Tensor, training: bool) -> bool:
-    """Whether :meth:`TransformerBlock.forward_onednn` may run on ``hidden``: inference
-    (no autograd, no dropout), on a CPU, in a dtype oneDNN serves, oneDNN enabled, and
-    no autocast (its kernels would not see the casts autocast makes for F.linear)."""
-    return (
-        not training
-        and not torch.is_grad_enabled()
-        and hidden.device.type == "cpu"
-        and hidden.dtype in _onednn_dtypes()
-        and torch.backends.mkldnn.enabled
-        and not torch.is_autocast_enabled("cpu")
-    )
 
 
 class TransformerBlock(nn.Module):

@@ -10,6 +10,9 @@ import torch
 
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.config import ModelConfig
+from distilkit.model.int8 import Int8Linear, int8_available, quantize_model
+from distilkit.model.mobilebert import MobileBertBlock
+from distilkit.model.onednn import _onednn_dtypes
 from distilkit.settings import ConfigError
 
 transformers = pytest.importorskip("transformers")
@@ -265,3 +268,59 @@ def test_onnx_export_and_int8_run_a_mobilebert(tmp_path: Path) -> None:
     torch.testing.assert_close(
         real(torch.from_numpy(hidden), attention_mask), want, atol=1e-4, rtol=0
     )
+
+
+@pytest.mark.skipif(
+    torch.float32 not in _onednn_dtypes(), reason="oneDNN linear kernels unavailable"
+)
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_folded_inference_path_matches_the_unfolded_one(
+    tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inference on a CPU folds NoNorm into the matmuls (blocks with a bottleneck); the
+    other layouts, and int8 blocks, take the unfolded fast path. Both give the same
+    numbers, and the folded weights follow an in-place change of any parameter."""
+    folder, _ = reference(tmp_path, variant)
+    ours = load_model(folder, head=None).eval()
+    input_ids, attention_mask, token_type_ids = padded_batch()
+    unfolded_calls: list[int] = []
+    original = MobileBertBlock.forward_fast
+
+    def counting(self, hidden, padding):
+        unfolded_calls.append(1)
+        return original(self, hidden, padding)
+
+    monkeypatch.setattr(MobileBertBlock, "forward_fast", counting)
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            fast = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
+        with torch.enable_grad():  # autograd on: the unfolded path, always
+            slow = ours(input_ids, attention_mask, token_type_ids).last_hidden_state.detach()
+        return real(fast, attention_mask), real(slow, attention_mask)
+
+    unfolded_calls.clear()
+    fast, slow = both()
+    folded = ours.config.use_bottleneck and ours.config.normalization_type == "no_norm"
+    assert len(unfolded_calls) == 3 * (1 if folded else 2)  # 3 blocks, once or twice each
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert float(slow.abs().max()) > 0.1  # not trivially equal
+
+    block = ours.backbone.layers[1]
+    with torch.no_grad():  # as an optimizer step would: every folded kind of parameter
+        for norm in (block.attention_norm, block.ffn.norm, block.ffn_stack[0].norm):
+            norm.weight.mul_(-1.3)
+        block.attention.key.bias.add_(0.2)
+    changed, slow = both()
+    assert not torch.allclose(changed, fast)
+    torch.testing.assert_close(changed, slow, atol=1e-5, rtol=1e-5)
+
+    if folded and int8_available():
+        int8_calls: list[int] = []
+        int8_forward = Int8Linear.forward
+        monkeypatch.setattr(
+            Int8Linear, "forward", lambda self, x: int8_calls.append(1) or int8_forward(self, x)
+        )
+        with torch.inference_mode():
+            quantize_model(ours)(input_ids, attention_mask, token_type_ids)
+        assert len(int8_calls) >= 3 * 6  # int8 blocks run their own Linears, not the fold
