@@ -19,9 +19,12 @@ packed int8 weights (so ``save`` still writes the fp32 model); for a small file 
 ONNX int8 export. The activation scale is per batch, so an example's output moves
 slightly with the batch it is in (as with onnxruntime's dynamic int8).
 
-MobileBERT blocks (:mod:`distilkit.model.mobilebert`) have a dozen small matmuls rather
-than four; there every ``nn.Linear`` inside a block becomes an :class:`Int8Linear` with
-the same dynamic int8 GEMM, and the block's own code runs unchanged.
+MobileBERT blocks (:mod:`distilkit.model.mobilebert`) with NoNorm and a bottleneck run
+their folded affine maps (:meth:`~distilkit.model.mobilebert.MobileBertBlock.folded_weights`:
+Q, K, V and the residual in one matmul, the norms inside the weights) as int8 GEMMs
+(:class:`Int8MobileBertBlock`); in other MobileBERT blocks every ``nn.Linear`` becomes an
+:class:`Int8Linear` with the same dynamic int8 GEMM, and the block's own code runs
+unchanged.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distilkit.model.mobilebert import ACTIVATIONS, MobileBertBlock
 from distilkit.model.modeling import Padding, TransformerBlock, TransformerModel
 
 
@@ -57,7 +61,20 @@ def _pack(weight: torch.Tensor, bias: torch.Tensor) -> object:
         return torch.ops.quantized.linear_prepack(quantized, bias.detach().float())
 
 
-class Int8Block(TransformerBlock):
+class InferenceOnly:
+    """Mixed into int8 modules: no copies (the packed weights cannot be copied), no
+    training."""
+
+    def __deepcopy__(self, memo):
+        raise Int8Error("an int8 model cannot be copied: quantize a copy of the fp32 model")
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise Int8Error("an int8 model is for inference only: train the fp32 model")
+        return super().train(False)
+
+
+class Int8Block(InferenceOnly, TransformerBlock):
     """A :class:`TransformerBlock` whose matmuls run in int8 (see the module docstring)."""
 
     def __init__(self, block: TransformerBlock, config):
@@ -74,14 +91,6 @@ class Int8Block(TransformerBlock):
             self._attention_output = _pack(attention.output.weight, attention.output.bias)
             self._intermediate = _pack(ffn.intermediate.weight, ffn.intermediate.bias)
             self._ffn_output = _pack(ffn.output.weight, ffn.output.bias)
-
-    def __deepcopy__(self, memo):
-        raise Int8Error("an int8 model cannot be copied: quantize a copy of the fp32 model")
-
-    def train(self, mode: bool = True) -> Int8Block:
-        if mode:
-            raise Int8Error("an int8 model is for inference only: train the fp32 model")
-        return super().train(False)
 
     def forward_int8(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
         """Packed ``(tokens, H)`` fp32 -> ``(tokens, H)`` fp32 through int8 matmuls."""
@@ -115,7 +124,45 @@ class Int8Block(TransformerBlock):
         raise Int8Error("an int8 model does not return attention maps: ask the fp32 model for them")
 
 
-class Int8Linear(nn.Linear):
+class Int8MobileBertBlock(InferenceOnly, MobileBertBlock):
+    """A NoNorm MobileBERT block whose folded affine maps run as int8 GEMMs."""
+
+    def __init__(self, block: MobileBertBlock, config):
+        super().__init__(config)
+        self.load_state_dict(block.state_dict())
+        self.eval()
+        folded = self.folded_weights()
+        self._first = _pack(*folded.first)
+        self._attention_output = _pack(*folded.attention_output)
+        self._ffns = [(_pack(*inner), _pack(*outer), g) for inner, outer, g in folded.ffns]
+        self._output = _pack(*folded.output)
+        self._output_scale = folded.output_scale
+        self._activation = ACTIVATIONS[folded.activation]
+
+    def forward_int8(self, hidden: torch.Tensor, padding: Padding) -> torch.Tensor:
+        """Packed ``(tokens, hidden)`` fp32 -> ``(tokens, hidden)`` fp32 through int8
+        matmuls (the structure of :class:`~distilkit.model.mobilebert.FoldedBlock`)."""
+        if torch.is_grad_enabled() and hidden.requires_grad:
+            raise Int8Error("an int8 model is for inference only: run it under torch.no_grad()")
+        linear = torch.ops.quantized.linear_dynamic
+        hidden = hidden.float().contiguous()
+        projected = linear(hidden, self._first, False)  # (tokens, 4 * inner)
+        split = 3 * self.attention.output.in_features
+        context = self.attention.attend(projected[:, :split], padding).contiguous()
+        attended = linear(context, self._attention_output, False) + projected[:, split:]
+        for inner_weights, outer_weights, scale in self._ffns:
+            inner = self._activation(linear(attended, inner_weights, False))  # (tokens, I)
+            attended = torch.addcmul(linear(inner, outer_weights, False), attended, scale)
+        return torch.addcmul(linear(attended, self._output, False), hidden, self._output_scale)
+
+    forward_fast = forward_int8
+    forward_onednn = forward_int8
+
+    def forward_explicit(self, hidden, key_mask):
+        raise Int8Error("an int8 model does not return attention maps: ask the fp32 model for them")
+
+
+class Int8Linear(InferenceOnly, nn.Linear):
     """An ``nn.Linear`` that multiplies in int8 (inference only); keeps its fp32 weights."""
 
     def __init__(self, linear: nn.Linear):
@@ -123,14 +170,6 @@ class Int8Linear(nn.Linear):
         self.load_state_dict(linear.state_dict())
         with torch.no_grad():
             self._packed = _pack(self.weight, self.bias)
-
-    def __deepcopy__(self, memo):
-        raise Int8Error("an int8 model cannot be copied: quantize a copy of the fp32 model")
-
-    def train(self, mode: bool = True) -> Int8Linear:
-        if mode:
-            raise Int8Error("an int8 model is for inference only: train the fp32 model")
-        return super().train(False)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(..., in)`` -> ``(..., out)`` fp32."""
@@ -167,7 +206,9 @@ def quantize_model(model: TransformerModel) -> TransformerModel:
     quantized = copy.deepcopy(model).float().eval()
     layers = quantized.backbone.layers
     for index, block in enumerate(layers):
-        if quantized.config.layout == "mobilebert":
+        if isinstance(block, MobileBertBlock) and block.foldable:
+            layers[index] = Int8MobileBertBlock(block, quantized.config)
+        elif isinstance(block, MobileBertBlock):
             _quantize_linears(block)
         else:
             layers[index] = Int8Block(block, quantized.config)
@@ -178,4 +219,7 @@ def quantize_model(model: TransformerModel) -> TransformerModel:
 
 def is_int8(model: nn.Module) -> bool:
     """Whether ``model`` contains int8 blocks."""
-    return any(isinstance(module, Int8Block | Int8Linear) for module in model.modules())
+    return any(
+        isinstance(module, Int8Block | Int8MobileBertBlock | Int8Linear)
+        for module in model.modules()
+    )

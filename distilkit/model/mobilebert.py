@@ -20,6 +20,7 @@ as the BERT block.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,7 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.model.config import ModelConfig
-from distilkit.model.onednn import ONEDNN_ACTIVATIONS, cached_weights, reorder_weight
+from distilkit.model.onednn import (
+    ONEDNN_ACTIVATIONS,
+    cached_weights,
+    reorder_weight,
+    use_onednn,
+)
 
 if TYPE_CHECKING:
     from distilkit.model.modeling import Padding
@@ -78,13 +84,14 @@ class MobileBertEmbeddings(nn.Module):
         self.embedding_transformation = nn.Linear(inputs, config.hidden_size)
         # transformers applies the transformation only when it changes something
         self.transform = config.trigram_input or embedding_size != config.hidden_size
+        # forward_packed folds the norm into the transformation: NoNorm only
+        self.foldable = self.transform and config.normalization_type == "no_norm"
         self.layer_norm = make_norm(config, config.hidden_size, TRANSFORMERS_DEFAULT_EPS)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(
-        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``(batch, seq)`` ids -> ``(batch, seq, hidden)`` input vectors."""
+    def _words(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``(batch, seq)`` ids -> word vectors ``(batch, seq, E)``, or with the trigram
+        input each next to its neighbours, ``(batch, seq, 3E)``."""
         seq_len = input_ids.shape[1]
         if seq_len > self.position_embeddings.num_embeddings:
             raise ValueError(
@@ -92,10 +99,18 @@ class MobileBertEmbeddings(nn.Module):
                 f"{self.position_embeddings.num_embeddings} positions: truncate the text"
             )
         words = self.word_embeddings(input_ids)  # (B, T, E)
-        if self.trigram_input:
-            following = F.pad(words[:, 1:], (0, 0, 0, 1))  # token t+1, zeros past the end
-            preceding = F.pad(words[:, :-1], (0, 0, 1, 0))  # token t-1, zeros before the start
-            words = torch.cat([following, words, preceding], dim=-1)  # (B, T, 3E)
+        if not self.trigram_input:
+            return words
+        following = F.pad(words[:, 1:], (0, 0, 0, 1))  # token t+1, zeros past the end
+        preceding = F.pad(words[:, :-1], (0, 0, 1, 0))  # token t-1, zeros before the start
+        return torch.cat([following, words, preceding], dim=-1)  # (B, T, 3E)
+
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(batch, seq)`` ids -> ``(batch, seq, hidden)`` input vectors."""
+        seq_len = input_ids.shape[1]
+        words = self._words(input_ids)
         if self.transform:
             words = self.embedding_transformation(words)  # (B, T, H)
         vectors = words + self.position_embeddings.weight[:seq_len]
@@ -104,6 +119,46 @@ class MobileBertEmbeddings(nn.Module):
         else:
             vectors = vectors + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.layer_norm(vectors))
+
+    def forward_packed(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, padding: Padding
+    ) -> torch.Tensor:
+        """:meth:`forward` for the fast path: the real tokens' vectors ``(tokens, hidden)``.
+
+        For inference on a CPU (:func:`~distilkit.model.onednn.use_onednn`) with NoNorm,
+        the norm folds into the transformation and into a table of position and
+        token-type vectors, and the transformation runs on the real tokens only, adding
+        their rows of that table inside its matmul.
+        """
+        if not (self.foldable and use_onednn(self.embedding_transformation.weight, self.training)):
+            return padding.unpad(self.forward(input_ids, token_type_ids))
+        batch, seq = input_ids.shape
+        words = padding.unpad(self._words(input_ids))  # (tokens, E or 3E)
+        weight, bias, table = cached_weights(
+            self, "folded", list(self.parameters()), self.folded_weights
+        )
+        flat = padding.indices
+        if flat is None:
+            flat = torch.arange(batch * seq, device=input_ids.device)
+        rows = (flat % seq) * self.token_type_embeddings.num_embeddings  # position's block
+        if token_type_ids is not None:
+            rows = rows + token_type_ids.reshape(-1).index_select(0, flat)
+        added = table.index_select(0, rows)  # (tokens, H)
+        return torch.ops.mkldnn._linear_pointwise.binary(words, added, weight, bias, "add")
+
+    def folded_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """NoNorm ``n(v) = v * g + b`` of ``W w + c + p + t`` is ``(g W) w + (g c + b) +
+        g p + g t``: the transformation's weight (reordered for oneDNN) and bias with the
+        scale in, and the table of ``g (p + t)``, ``(positions * types, H)``, row ``position
+        * types + type``."""
+        scale = self.layer_norm.weight
+        linear = self.embedding_transformation
+        weight = reorder_weight((linear.weight * scale[:, None]).detach())
+        bias = (linear.bias * scale + self.layer_norm.bias).detach()
+        positions = self.position_embeddings.weight[:, None, :]  # (P, 1, H)
+        types = self.token_type_embeddings.weight[None]  # (1, types, H)
+        table = ((positions + types) * scale).reshape(-1, scale.shape[0]).detach()
+        return weight, bias, table
 
 
 # ----------------------------------------------------------------------------- the block
@@ -273,7 +328,7 @@ class MobileBertBlock(nn.Module):
         if not self.foldable or type(self.attention.query) is not nn.Linear:
             return self.forward_fast(hidden, padding)
         first, attention_output, ffns, output, output_scale = cached_weights(
-            self, "folded", list(self.parameters()), self.folded_weights
+            self, "folded", list(self.parameters()), self._onednn_weights
         )
         linear = torch.ops.mkldnn._linear_pointwise
         projected = linear(hidden, *first, "none", [], "")  # (tokens, 4 * inner): Q, K, V, residual
@@ -286,17 +341,16 @@ class MobileBertBlock(nn.Module):
             attended = torch.addcmul(linear(inner, *outer_weights, "none", [], ""), attended, scale)
         return torch.addcmul(linear(attended, *output, "none", [], ""), hidden, output_scale)
 
-    def folded_weights(self) -> tuple:
-        """The weights :meth:`forward_onednn` runs on, worked out in float64 and cast back.
+    def folded_weights(self) -> FoldedBlock:
+        """The block's affine maps with its NoNorms folded in, for inference.
 
         With NoNorm (``n(x) = x * g + b``) and a bottleneck, every input of the attention
         is an affine map of the block input ``x``: the bottleneck ``n(W_in x + b_in)``, the
         shared key-query bottleneck, and Q, K, V on either. So Q, K, V and the residual,
         the last pre-scaled by the attention's NoNorm, stack into one ``(4 * inner,
-        hidden)`` matmul. A NoNorm after ``y + W h + c`` (``y`` the residual) becomes
+        hidden)`` map. A NoNorm after ``y + W h + c`` (``y`` the residual) becomes
         ``y * g + (g W) h + (g c + b)``: the weights take the scale, ``addcmul`` the residual.
-        Returns (first, attention output, per FFN (inner, outer, scale), output, output
-        scale); each weight reordered for oneDNN.
+        Worked out in float64, returned in the parameters' dtype.
         """
         dtype = self.attention.query.weight.dtype
 
@@ -316,39 +370,59 @@ class MobileBertBlock(nn.Module):
                 return weight, bias
             return weight @ inputs[0], weight @ inputs[1] + bias
 
-        def packed(weights: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-            weight, bias = weights
-            return reorder_weight(weight.to(dtype)), bias.to(dtype).contiguous()
+        def cast(weights: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+            return tuple(t.to(dtype).contiguous() for t in weights)
 
-        attention = self.attention
-        inner = normed(affine(self.input_bottleneck.dense), self.input_bottleneck.norm)
-        query_key_in = value_in = None  # None: the block input itself
-        if self.bottleneck_attention:
-            query_key_in = value_in = inner
-        elif self.query_key_bottleneck is not None:
-            bottleneck = self.query_key_bottleneck
-            query_key_in = normed(affine(bottleneck.dense), bottleneck.norm)
-        attention_scale = self.attention_norm.weight.double()
-        residual = (inner[0] * attention_scale[:, None], inner[1] * attention_scale)
-        stacked = [
-            then(attention.query, query_key_in),
-            then(attention.key, query_key_in),
-            then(attention.value, value_in),
-            residual,
-        ]
-        first = (torch.cat([w for w, _ in stacked]), torch.cat([b for _, b in stacked]))
-        attention_output = normed(affine(attention.output), self.attention_norm)
-        ffns = [
-            (
-                packed(affine(ffn.intermediate)),
-                packed(normed(affine(ffn.output), ffn.norm)),
-                ffn.norm.weight.to(dtype).detach(),
+        with torch.no_grad():
+            attention = self.attention
+            inner = normed(affine(self.input_bottleneck.dense), self.input_bottleneck.norm)
+            query_key_in = value_in = None  # None: the block input itself
+            if self.bottleneck_attention:
+                query_key_in = value_in = inner
+            elif self.query_key_bottleneck is not None:
+                bottleneck = self.query_key_bottleneck
+                query_key_in = normed(affine(bottleneck.dense), bottleneck.norm)
+            attention_scale = self.attention_norm.weight.double()
+            residual = (inner[0] * attention_scale[:, None], inner[1] * attention_scale)
+            stacked = [
+                then(attention.query, query_key_in),
+                then(attention.key, query_key_in),
+                then(attention.value, value_in),
+                residual,
+            ]
+            return FoldedBlock(
+                first=cast(
+                    (torch.cat([w for w, _ in stacked]), torch.cat([b for _, b in stacked]))
+                ),
+                attention_output=cast(normed(affine(attention.output), self.attention_norm)),
+                ffns=[
+                    (
+                        cast(affine(ffn.intermediate)),
+                        cast(normed(affine(ffn.output), ffn.norm)),
+                        ffn.norm.weight.to(dtype).detach(),
+                    )
+                    for ffn in [*self.ffn_stack, self.ffn]
+                ],
+                output=cast(normed(affine(self.output_bottleneck), self.output_bottleneck_norm)),
+                output_scale=self.output_bottleneck_norm.weight.to(dtype).detach(),
+                activation=self.hidden_act,
             )
-            for ffn in [*self.ffn_stack, self.ffn]
-        ]
-        output = normed(affine(self.output_bottleneck), self.output_bottleneck_norm)
-        output_scale = self.output_bottleneck_norm.weight.to(dtype).detach()
-        return packed(first), packed(attention_output), ffns, packed(output), output_scale
+
+    def _onednn_weights(self) -> tuple:
+        """:meth:`folded_weights` with each weight reordered for oneDNN."""
+        folded = self.folded_weights()
+
+        def packed(weights: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+            return reorder_weight(weights[0]), weights[1]
+
+        ffns = [(packed(inner), packed(outer), scale) for inner, outer, scale in folded.ffns]
+        return (
+            packed(folded.first),
+            packed(folded.attention_output),
+            ffns,
+            packed(folded.output),
+            folded.output_scale,
+        )
 
     def forward_explicit(
         self, hidden: torch.Tensor, key_mask: torch.Tensor | None
@@ -361,6 +435,29 @@ class MobileBertBlock(nn.Module):
             attention.query(query_in), attention.key(key_in), attention.value(value_in), key_mask
         )
         return self._after_attention(hidden, context, residual), probs, scores
+
+
+@dataclass
+class FoldedBlock:
+    """A NoNorm MobileBERT block as affine maps, each ``(weight (out, in), bias (out,))``
+    (:meth:`MobileBertBlock.folded_weights`): ``first`` gives Q, K, V and the pre-scaled
+    residual from the block input, ``(4 * inner, hidden)``; ``attention_output`` adds to
+    that residual; per FFN (inner map, outer map with the norm's scale in, that scale
+    ``(inner,)``), and the output bottleneck and its scale ``(hidden,)``. The block is::
+
+        q, k, v, r = first(x); a = attention_output(attend(q, k, v)) + r
+        for inner, outer, g in ffns: a = outer(act(inner(a))) + a * g
+        out = output(a) + x * output_scale
+    """
+
+    first: tuple[torch.Tensor, torch.Tensor]
+    attention_output: tuple[torch.Tensor, torch.Tensor]
+    ffns: list[
+        tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], torch.Tensor]
+    ]
+    output: tuple[torch.Tensor, torch.Tensor]
+    output_scale: torch.Tensor
+    activation: str
 
 
 # ----------------------------------------------------------------------------- pooler, MLM head

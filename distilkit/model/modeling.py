@@ -143,6 +143,12 @@ class Embeddings(nn.Module):
                 vectors = vectors + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.layer_norm(vectors))
 
+    def forward_packed(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, padding: Padding
+    ) -> torch.Tensor:
+        """:meth:`forward` for the fast path: the real tokens' vectors ``(tokens, hidden)``."""
+        return padding.unpad(self.forward(input_ids, token_type_ids))
+
 
 # ----------------------------------------------------------------------------- attention
 @dataclass
@@ -415,8 +421,10 @@ class Backbone(nn.Module):
                 )
             if not on_host or not bool(attention_mask.all()):  # (no mask: the fast path)
                 key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        all_hidden = [hidden] if output_hidden_states else None
+        all_hidden = None
+        if output_attentions or output_attention_scores or output_hidden_states:
+            hidden = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+            all_hidden = [hidden] if output_hidden_states else None
 
         if output_attentions or output_attention_scores:
             probs_per_layer, scores_per_layer = [], []
@@ -435,7 +443,10 @@ class Backbone(nn.Module):
                 if on_host:  # drop padding rows before the dense layers (nonzero would sync a GPU)
                     padding.indices = attention_mask.reshape(-1).nonzero().squeeze(1)
                 padding.key_mask = key_mask
-            hidden = padding.unpad(hidden)  # (tokens, H)
+            if all_hidden is None:
+                hidden = self.embeddings.forward_packed(input_ids, token_type_ids, padding)
+            else:
+                hidden = padding.unpad(hidden)  # (tokens, H)
             onednn = use_onednn(hidden, self.training)
             for layer in blocks:
                 if onednn:

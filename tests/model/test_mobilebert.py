@@ -10,8 +10,13 @@ import torch
 
 from distilkit.model.checkpoint import load_model, save_model
 from distilkit.model.config import ModelConfig
-from distilkit.model.int8 import Int8Linear, int8_available, quantize_model
-from distilkit.model.mobilebert import MobileBertBlock
+from distilkit.model.int8 import (
+    Int8Linear,
+    Int8MobileBertBlock,
+    int8_available,
+    quantize_model,
+)
+from distilkit.model.mobilebert import MobileBertBlock, MobileBertEmbeddings
 from distilkit.model.onednn import _onednn_dtypes
 from distilkit.settings import ConfigError
 
@@ -277,50 +282,66 @@ def test_onnx_export_and_int8_run_a_mobilebert(tmp_path: Path) -> None:
 def test_folded_inference_path_matches_the_unfolded_one(
     tmp_path: Path, variant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Inference on a CPU folds NoNorm into the matmuls (blocks with a bottleneck); the
-    other layouts, and int8 blocks, take the unfolded fast path. Both give the same
-    numbers, and the folded weights follow an in-place change of any parameter."""
+    """Inference on a CPU folds NoNorm into the matmuls (blocks with a bottleneck, and the
+    embeddings' transformation); the other layouts, and int8 blocks, take the unfolded
+    fast path. Both give the same numbers, with and without padding and segment ids, and
+    the folded weights follow an in-place change of any parameter."""
     folder, _ = reference(tmp_path, variant)
     ours = load_model(folder, head=None).eval()
     input_ids, attention_mask, token_type_ids = padded_batch()
-    unfolded_calls: list[int] = []
-    original = MobileBertBlock.forward_fast
+    calls: list[str] = []
+    for cls, name in ((MobileBertBlock, "forward_fast"), (MobileBertEmbeddings, "forward")):
+        original = getattr(cls, name)
 
-    def counting(self, hidden, padding):
-        unfolded_calls.append(1)
-        return original(self, hidden, padding)
+        def counting(self, *args, original=original, name=name):
+            calls.append(name)
+            return original(self, *args)
 
-    monkeypatch.setattr(MobileBertBlock, "forward_fast", counting)
+        monkeypatch.setattr(cls, name, counting)
 
-    def both() -> tuple[torch.Tensor, torch.Tensor]:
+    def both(*inputs: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            fast = ours(input_ids, attention_mask, token_type_ids).last_hidden_state
+            fast = ours(*inputs).last_hidden_state
         with torch.enable_grad():  # autograd on: the unfolded path, always
-            slow = ours(input_ids, attention_mask, token_type_ids).last_hidden_state.detach()
-        return real(fast, attention_mask), real(slow, attention_mask)
+            slow = ours(*inputs).last_hidden_state.detach()
+        return real(fast, inputs[1]), real(slow, inputs[1])
 
-    unfolded_calls.clear()
-    fast, slow = both()
-    folded = ours.config.use_bottleneck and ours.config.normalization_type == "no_norm"
-    assert len(unfolded_calls) == 3 * (1 if folded else 2)  # 3 blocks, once or twice each
+    calls.clear()
+    fast, slow = both(input_ids, attention_mask, token_type_ids)
+    config = ours.config
+    folded = config.use_bottleneck and config.normalization_type == "no_norm"
+    embeddings_folded = config.normalization_type == "no_norm" and (
+        config.trigram_input or config.word_embedding_size != config.hidden_size
+    )
+    assert calls.count("forward_fast") == 3 * (1 if folded else 2)  # 3 blocks, once or twice
+    assert calls.count("forward") == (1 if embeddings_folded else 2)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     assert float(slow.abs().max()) > 0.1  # not trivially equal
+    for inputs in (
+        (input_ids, attention_mask, None),  # segment 0 throughout
+        (input_ids[:1], attention_mask[:1], token_type_ids[:1]),  # no padding at all
+    ):
+        torch.testing.assert_close(*both(*inputs), atol=1e-5, rtol=1e-5)
 
     block = ours.backbone.layers[1]
     with torch.no_grad():  # as an optimizer step would: every folded kind of parameter
         for norm in (block.attention_norm, block.ffn.norm, block.ffn_stack[0].norm):
             norm.weight.mul_(-1.3)
         block.attention.key.bias.add_(0.2)
-    changed, slow = both()
+        ours.backbone.embeddings.layer_norm.weight.mul_(0.7)
+        ours.backbone.embeddings.token_type_embeddings.weight[1].add_(0.3)
+    changed, slow = both(input_ids, attention_mask, token_type_ids)
     assert not torch.allclose(changed, fast)
     torch.testing.assert_close(changed, slow, atol=1e-5, rtol=1e-5)
 
-    if folded and int8_available():
-        int8_calls: list[int] = []
-        int8_forward = Int8Linear.forward
-        monkeypatch.setattr(
-            Int8Linear, "forward", lambda self, x: int8_calls.append(1) or int8_forward(self, x)
-        )
+    if int8_available():  # int8: folded blocks run their folded maps, the others each Linear
         with torch.inference_mode():
-            quantize_model(ours)(input_ids, attention_mask, token_type_ids)
-        assert len(int8_calls) >= 3 * 6  # int8 blocks run their own Linears, not the fold
+            quantized = quantize_model(ours)
+            int8 = real(quantized(input_ids, attention_mask, token_type_ids).last_hidden_state,
+                        attention_mask)  # fmt: skip
+        kinds = {type(block) for block in quantized.backbone.layers}
+        assert kinds == {Int8MobileBertBlock if folded else MobileBertBlock}
+        if not folded:
+            assert type(quantized.backbone.layers[0].attention.query) is Int8Linear
+        error = (int8 - changed).abs()
+        assert 0.0 < float(error.mean()) < 0.05 * float(changed.abs().mean())
