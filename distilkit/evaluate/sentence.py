@@ -12,7 +12,8 @@ compared number for number:
 - **Throughput**: sentences per second of ``embed`` (tokenization included) in
   inference mode, median over timed passes after a warm-up, plus batch-1 latency
   percentiles. Models compared together are timed in turns, in one process, with the
-  same thread count, so background load on a shared machine hits them alike.
+  same thread count, so background load on a shared machine hits them alike; a caller
+  that has trained first asks for a fresh process (``fresh_process=True``).
 
 Results come as flat dicts ("rows"), one per model, that :mod:`distilkit.evaluate.report`
 turns into tables and plots; :func:`compare` gives a student's retention and speed-up.
@@ -35,7 +36,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from distilkit.evaluate.timing import time_embedders
+from distilkit.evaluate.timing import time_embedders, time_in_fresh_process
+from distilkit.model.int8 import is_int8
 from distilkit.model.static import StaticEncoder
 from distilkit.model.summary import model_info
 from distilkit.resources import RESOURCES
@@ -191,14 +193,18 @@ def probe_predictions(
 
 
 # --------------------------------------------------------------------------- embedders
-def _encoder_embedder(encoder: Encoder, pooling: str, batch_size: int) -> EmbedFunction:
+def encoder_embedder(encoder: Encoder, pooling: str, batch_size: int) -> EmbedFunction:
+    """``texts -> (n, dim)`` vectors of ``encoder.embed`` with this pooling and batch size."""
+
     def embed(texts: list[str]) -> np.ndarray:
         return encoder.embed(texts, pooling=pooling, batch_size=batch_size, progress=False)
 
     return embed
 
 
-def _static_embedder(encoder: Encoder, batch_size: int) -> EmbedFunction:
+def static_embedder(encoder: Encoder, batch_size: int) -> EmbedFunction:
+    """``texts -> (n, hidden)``: :func:`static_embeddings` in batches of ``batch_size``."""
+
     def embed(texts: list[str]) -> np.ndarray:
         batches = [
             static_embeddings(encoder, texts[start : start + batch_size])
@@ -272,7 +278,7 @@ def stsb_spearman(
 
     limit: use only the first ``limit`` pairs (default: all 1,500 dev pairs).
     """
-    return _stsb_with(_encoder_embedder(encoder, pooling, batch_size), path, limit)[0]
+    return _stsb_with(encoder_embedder(encoder, pooling, batch_size), path, limit)[0]
 
 
 def row_cosines(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -304,8 +310,8 @@ def stsb_teacher_agreement(
     if limit is not None:
         first, second, scores = first[:limit], second[:limit], scores[:limit]
     texts = first + second
-    student_vectors = _encoder_embedder(student, pooling, batch_size)(texts)
-    teacher_vectors = _encoder_embedder(teacher, pooling, batch_size)(texts)
+    student_vectors = encoder_embedder(student, pooling, batch_size)(texts)
+    teacher_vectors = encoder_embedder(teacher, pooling, batch_size)(texts)
     n = len(first)
     student_pairs = row_cosines(student_vectors[:n], student_vectors[n:])
     teacher_pairs = row_cosines(teacher_vectors[:n], teacher_vectors[n:])
@@ -335,7 +341,7 @@ def sst2_probe_accuracy(
     The probe trains on the shipped 4,000-sentence sample of SST-2 train (or its first
     ``train_limit`` rows); see :func:`probe_accuracy` for the fixed settings.
     """
-    embed = _encoder_embedder(encoder, pooling, batch_size)
+    embed = encoder_embedder(encoder, pooling, batch_size)
     return _sst2_with(embed, train_path, dev_path, seed, train_limit)[0]
 
 
@@ -359,7 +365,7 @@ def throughput(
     """
     with _eval_mode([encoder]):
         return time_embedders(
-            {"model": _encoder_embedder(encoder, pooling, batch_size)},
+            {"model": encoder_embedder(encoder, pooling, batch_size)},
             texts,
             batch_size,
             repeats,
@@ -479,10 +485,16 @@ QUICK_PROTOCOL = Protocol(
 
 
 def _measure(
-    rows: list[dict], embedders: dict[str, EmbedFunction], protocol: Protocol, progress: bool
+    rows: list[dict],
+    embedders: dict[str, EmbedFunction],
+    protocol: Protocol,
+    progress: bool,
+    fresh: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Fill each row (keyed by its name in ``embedders``) with quality and timing results;
-    ``progress``: a bar of the steps (STS-B and SST-2 per model, then timing) on stderr."""
+    ``progress``: a bar of the steps (STS-B and SST-2 per model, then timing) on stderr.
+    ``fresh``: the models as :func:`time_in_fresh_process` takes them, to be timed there
+    (in this process should that fail; each row's ``timed_in`` says where and why)."""
     bar = tqdm(total=2 * len(rows) + 1, desc="evaluating", unit="step", disable=not progress)
     for row in rows:
         embed = embedders[row["name"]]
@@ -507,18 +519,23 @@ def _measure(
             quick=protocol.quick,
         )
     bar.set_postfix_str("timing all models in turns")
-    timings = time_embedders(
-        embedders,
-        default_throughput_texts(protocol.throughput_texts, protocol.stsb_path),
+    texts = default_throughput_texts(protocol.throughput_texts, protocol.stsb_path)
+    settings = dict(
         batch_size=protocol.batch_size,
         repeats=protocol.throughput_repeats,
         latency_texts=protocol.latency_texts,
         num_threads=protocol.num_threads,
     )
+    timings, timed_in = None, "this process"
+    if fresh is not None:
+        timings, why = time_in_fresh_process(fresh, texts, **settings)
+        timed_in = "a fresh process" if timings is not None else f"this process: {why}"
+    if timings is None:
+        timings = time_embedders(embedders, texts, **settings)
     bar.update()
     bar.close()
     for row in rows:
-        row.update(timings[row["name"]])
+        row.update(timings[row["name"]], timed_in=timed_in)
     return rows
 
 
@@ -529,6 +546,7 @@ def evaluate_side_by_side(
     protocol: Protocol | None = None,
     pooling: str = "mean",
     progress: bool = False,
+    fresh_process: bool = False,
 ) -> list[dict]:
     """One report row per model (name -> encoder), all timed together; teacher first.
 
@@ -539,7 +557,11 @@ def evaluate_side_by_side(
 
     Row keys: name, kind, layers, hidden_size, parameters, size_on_disk_bytes, pooling,
     stsb_spearman, stsb_pairs, sst2_probe_accuracy, sst2_train_examples,
-    sst2_dev_examples, quick, and the timing keys of :func:`time_embedders`.
+    sst2_dev_examples, quick, the timing keys of :func:`time_embedders`, and timed_in.
+
+    fresh_process: time the models in a new process that loads them from their folders
+    (:func:`time_in_fresh_process`), for a caller that has trained in this one; models
+    not loaded plainly from a folder (int8, bf16, on a GPU, ONNX, static) are timed here.
     """
     if static_baseline_of is not None and static_baseline_of not in encoders:
         raise ValueError(
@@ -549,15 +571,40 @@ def evaluate_side_by_side(
     rows, embedders = [], {}
     for name, encoder in encoders.items():
         rows.append(_describe_encoder(encoder, name, pooling))
-        embedders[name] = _encoder_embedder(encoder, pooling, protocol.batch_size)
+        embedders[name] = encoder_embedder(encoder, pooling, protocol.batch_size)
     if static_baseline_of is not None:
         static_name = f"static embeddings of {static_baseline_of}"
         if static_name in embedders:
             raise ValueError(f"an encoder is already named {static_name!r}")
         rows.append(_describe_static(encoders[static_baseline_of], static_name))
-        embedders[static_name] = _static_embedder(encoders[static_baseline_of], protocol.batch_size)
+        embedders[static_name] = static_embedder(encoders[static_baseline_of], protocol.batch_size)
+    fresh = _fresh_specs(encoders, static_baseline_of, pooling) if fresh_process else None
     with _eval_mode(list(encoders.values())):
-        return _measure(rows, embedders, protocol, progress)
+        return _measure(rows, embedders, protocol, progress, fresh)
+
+
+def _fresh_specs(
+    encoders: dict[str, Encoder], static_baseline_of: str | None, pooling: str
+) -> dict[str, dict] | None:
+    """The models as :func:`time_in_fresh_process` takes them, or None when one of them
+    is not a plain float32 CPU model from a folder (a new process would load another)."""
+    specs = {}
+    for name, encoder in encoders.items():
+        model = getattr(encoder, "model", None)
+        parameters = list(model.parameters()) if model is not None else []
+        plain = bool(parameters) and all(
+            p.dtype == torch.float32 and p.device.type == "cpu" for p in parameters
+        )
+        folder = getattr(encoder, "folder", None)
+        if not plain or folder is None or is_int8(model):
+            return None
+        specs[name] = {"kind": "encoder", "folder": str(folder), "pooling": pooling}
+    if static_baseline_of is not None:
+        specs[f"static embeddings of {static_baseline_of}"] = {
+            "kind": "static",
+            "folder": specs[static_baseline_of]["folder"],
+        }
+    return specs
 
 
 def evaluate_encoder(
@@ -589,7 +636,7 @@ def static_embedding_baseline(
     """
     protocol = protocol or (QUICK_PROTOCOL if quick else FULL_PROTOCOL)
     name = name or f"static embeddings of {encoder.name}"
-    embedders = {name: _static_embedder(encoder, protocol.batch_size)}
+    embedders = {name: static_embedder(encoder, protocol.batch_size)}
     return _measure([_describe_static(encoder, name)], embedders, protocol, False)[0]
 
 

@@ -4,12 +4,23 @@
 (the main job's report, ``distilkit bench``, the benchmarks): warm-up passes, then timed
 passes taken in turns so that a change of background load hits every model alike, then
 batch-1 latencies, again in turns.
+
+:func:`time_in_fresh_process` runs that protocol on models loaded from their folders in a
+new Python process (:mod:`distilkit.evaluate.timing_worker`), for callers whose own
+process has trained first: after training the heap is large and scattered, and a model
+timed there ran slower than in a fresh process, the teacher more than its student (the
+main job's 40-minute MobileBERT run timed its teacher at 334 sentences/s, a quiet
+``distilkit compare`` at 531-587; docs/RESULTS.md), which inflated the job's speed-up.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -111,4 +122,39 @@ def time_embedders(
     return results
 
 
-__all__ = ["EmbedFunction", "time_embedders"]
+def time_in_fresh_process(
+    models: dict[str, dict], texts: Sequence[str], timeout: float = 3600.0, **settings
+) -> tuple[dict[str, dict] | None, str | None]:
+    """:func:`time_embedders` on models loaded afresh in a new process.
+
+    ``models``: name -> ``{"kind": "encoder", "folder": F, "pooling": P}`` (``embed`` of
+    the model in folder F) or ``{"kind": "static", "folder": F}`` (the average of its
+    input word vectors). ``settings``: :func:`time_embedders`' keywords (``batch_size``,
+    ``repeats``, ``warmup``, ``latency_texts``, ``num_threads``: default this process's).
+    Returns (the rows of :func:`time_embedders`, None), or (None, why) when the worker
+    failed or ran past ``timeout`` seconds, for the caller to time in its own process.
+    """
+    settings["num_threads"] = settings.get("num_threads") or torch.get_num_threads()
+    request = {"models": models, "texts": list(texts), "settings": settings}
+    with tempfile.TemporaryDirectory(prefix="distilkit-timing-") as folder:
+        path = os.path.join(folder, "request.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(request, handle)
+        command = [sys.executable, "-m", "distilkit.evaluate.timing_worker", path]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"the timing process ran past {timeout:.0f} s"
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return None, f"the timing process failed ({tail})"
+    try:
+        results = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return None, "the timing process printed no results"
+    if set(results) != set(models):
+        return None, "the timing process timed other models than asked"
+    return results, None
+
+
+__all__ = ["EmbedFunction", "time_embedders", "time_in_fresh_process"]

@@ -438,3 +438,42 @@ def test_real_teacher_on_200_stsb_pairs(minilm_folder: Path) -> None:
 
     teacher = load(minilm_folder)
     assert stsb_spearman(teacher, limit=200) > 70
+
+
+def test_fresh_process_timing(tiny_encoder: Encoder, tmp_path: Path) -> None:
+    """A job that trained first times its models in a new process that loads them from
+    their folders; a model no folder holds as it is (int8 here) is timed in this one."""
+    from distilkit.encoder import load
+    from distilkit.model.int8 import int8_available
+
+    folder = tmp_path / "model"
+    tiny_encoder.save(folder)
+    loaded = load(folder, head=None, device="cpu")
+    protocol = _protocol(tmp_path, stsb_pairs=10)
+    rows = evaluate_side_by_side(
+        {"teacher": loaded, "student": loaded},
+        static_baseline_of="teacher",
+        protocol=protocol,
+        fresh_process=True,
+    )
+    assert [row["timed_in"] for row in rows] == ["a fresh process"] * 3
+    for row in rows:
+        assert row["sentences_per_s"] > 0 and row["throughput_texts"] == 8
+        assert row["throughput_repeats"] == 2 and row["batch_size"] == 4
+        assert row["latency_ms_p50"] is not None  # 3 latency texts, timed there too
+
+    results, why = timing.time_in_fresh_process(
+        {"gone": {"kind": "encoder", "folder": str(tmp_path / "missing"), "pooling": "mean"}},
+        ["a text"],
+        repeats=1,
+        latency_texts=0,
+    )
+    assert results is None and why.startswith("the timing process failed (")
+    assert "missing" in why  # the worker's last error line, naming the folder
+
+    if int8_available():
+        int8 = load(folder, head=None, device="cpu", dtype="int8")
+        rows = evaluate_side_by_side(
+            {"teacher": loaded, "student": int8}, protocol=protocol, fresh_process=True
+        )
+        assert [row["timed_in"] for row in rows] == ["this process"] * 2
