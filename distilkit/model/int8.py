@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distilkit.model.mobilebert import ACTIVATIONS, MobileBertBlock
-from distilkit.model.modeling import Padding, TransformerBlock, TransformerModel
+from distilkit.model.modeling import TransformerBlock, TransformerModel
+from distilkit.model.packing import Padding
 
 
 class Int8Error(RuntimeError):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +33,7 @@ from distilkit.model.onednn import (
     reorder_weight,
     use_onednn,
 )
-
-if TYPE_CHECKING:
-    from distilkit.model.modeling import Padding
+from distilkit.model.packing import Padding
 
 ACTIVATIONS = {
     "gelu": F.gelu,

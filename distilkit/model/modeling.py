@@ -46,6 +46,7 @@ from distilkit.model.mobilebert import (
     MobileBertMaskedLMHead,
 )
 from distilkit.model.onednn import ONEDNN_ACTIVATIONS, inference_weights, use_onednn
+from distilkit.model.packing import Padding
 
 
 def activation_fn(name: str):
@@ -151,35 +152,6 @@ class Embeddings(nn.Module):
 
 
 # ----------------------------------------------------------------------------- attention
-@dataclass
-class Padding:
-    """Where the real tokens of a ``(batch, seq)`` batch sit, for the unpadded fast path.
-
-    The fast path keeps token vectors packed as ``(tokens, dim)``: the real tokens only,
-    in row-major order. ``indices``: (tokens,) their flat positions in ``batch * seq``,
-    or None when no token is padding (then tokens == batch * seq and packing is a view);
-    ``key_mask``: (batch, 1, 1, seq) bool, True where a key may be attended to, or None.
-    """
-
-    batch: int
-    seq: int
-    indices: torch.Tensor | None = None
-    key_mask: torch.Tensor | None = None
-
-    def pad(self, packed: torch.Tensor) -> torch.Tensor:
-        """``(tokens, dim)`` -> ``(batch, seq, dim)`` with zeros at padding."""
-        if self.indices is None:
-            return packed.view(self.batch, self.seq, -1)
-        out = packed.new_zeros(self.batch * self.seq, packed.shape[-1])
-        out.index_copy_(0, self.indices, packed)
-        return out.view(self.batch, self.seq, -1)
-
-    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
-        """``(batch, seq, ...)`` -> ``(tokens, dim)``: the real tokens, trailing dims flattened."""
-        flat = padded.reshape(self.batch * self.seq, -1)
-        return flat if self.indices is None else flat.index_select(0, self.indices)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with its output projection (no residual, no norm)."""
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from distilkit.model.config import ModelConfig
-from distilkit.model.modeling import Padding, TransformerBlock, TransformerModel
+from distilkit.model.modeling import TransformerBlock, TransformerModel
 from distilkit.model.onednn import _onednn_dtypes, inference_weights, use_onednn
+from distilkit.model.packing import Padding
 
 LENGTHS = [7, 3, 12, 1, 9]
 ONEDNN = torch.float32 in _onednn_dtypes()

@@ -35,8 +35,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distilkit.model.checkpoint import load_model, save_model
-from distilkit.model.modeling import EncoderOutput, Padding, TransformerModel
+from distilkit.model.modeling import EncoderOutput, TransformerModel
 from distilkit.model.onednn import use_onednn
+from distilkit.model.packing import Padding
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import from_dict
 
