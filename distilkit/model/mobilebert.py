@@ -14,7 +14,14 @@ included (two norms ignore ``layer_norm_eps``), so its checkpoints load with the
 outputs; ``checkpoint.py`` maps the parameter names. The modules here plug into
 :class:`distilkit.model.modeling.Backbone`: a block offers the same ``forward_fast`` (packed
 real tokens, fused attention) and ``forward_explicit`` (attention maps returned) paths
-as the BERT block.
+as the BERT block, and ``forward_onednn`` for CPU inference.
+
+NoNorm's speed is in that last path. Being affine, it folds into the matmul before it,
+as the paper's TFLite runtime folds it: with NoNorm, inference on a CPU runs each block as
+one matmul for Q, K, V and the residual, one for the attention output, two per FFN and
+one for the output bottleneck, with bias, ReLU/GELU and residual inside the oneDNN
+kernels (:meth:`MobileBertBlock.folded_weights`), and the embeddings' transformation on
+the real tokens only. LayerNorm cannot fold; its blocks run ``forward_fast``.
 """
 
 from __future__ import annotations
