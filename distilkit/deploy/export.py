@@ -55,6 +55,7 @@ from distilkit.deploy.onnx_runtime import (
 from distilkit.encoder import load
 from distilkit.evaluate.sentence import read_sst2
 from distilkit.model.config import ModelConfig
+from distilkit.model.mobilebert import MobileBertBlock, TracedFoldedBlock
 from distilkit.model.modeling import EncoderOutput, TransformerModel, pool
 from distilkit.model.st_folder import DenseLayer, SentenceModules
 from distilkit.model.tokenizer import Tokenizer
@@ -89,6 +90,13 @@ class _ExportGraph(nn.Module):
         self.model = model
         self.sentence = sentence
         self.with_logits = model.config.head in HEADS_WITH_LOGITS
+        # MobileBERT blocks with NoNorm: the norms folded into the matmuls, as in eager
+        # CPU inference (fewer, larger MatMuls; no element-wise scale after each); an int8
+        # block is not one and refuses, as ever
+        self.blocks = nn.ModuleList(
+            TracedFoldedBlock(block) if type(block) is MobileBertBlock and block.foldable else block
+            for block in model.backbone.layers
+        )
 
     def forward(
         self,
@@ -99,8 +107,11 @@ class _ExportGraph(nn.Module):
         backbone = self.model.backbone
         hidden = backbone.embeddings(input_ids, token_type_ids)  # (B, T, H)
         key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-        for block in backbone.layers:
-            hidden, _, _ = block.forward_explicit(hidden, key_mask)
+        for block in self.blocks:
+            if isinstance(block, TracedFoldedBlock):
+                hidden = block(hidden, key_mask)
+            else:
+                hidden, _, _ = block.forward_explicit(hidden, key_mask)
         vectors = self.sentence.encode(hidden, attention_mask)  # (B, dim)
         if not self.with_logits:
             return hidden, vectors

@@ -464,6 +464,44 @@ class FoldedBlock:
     activation: str
 
 
+class TracedFoldedBlock(nn.Module):
+    """A NoNorm block's :class:`FoldedBlock` as a module of plain ops on padded tensors,
+    for tracing (ONNX export): the folded maps are buffers, so they become the graph's
+    weights, and int8 quantization finds every MatMul's weight among them."""
+
+    def __init__(self, block: MobileBertBlock):
+        super().__init__()
+        folded = block.folded_weights()
+        self.attend = [block.attention.explicit]  # a list: its Q/K/V weights are not ours
+        self.activation = ACTIVATIONS[folded.activation]
+        maps = {"first": folded.first, "attention_output": folded.attention_output}
+        maps["output"] = folded.output
+        for index, (inner, outer, scale) in enumerate(folded.ffns):
+            maps[f"ffn{index}_inner"], maps[f"ffn{index}_outer"] = inner, outer
+            self.register_buffer(f"ffn{index}_scale", scale.clone())
+        for name, (weight, bias) in maps.items():
+            self.register_buffer(f"{name}_weight", weight.clone())
+            self.register_buffer(f"{name}_bias", bias.clone())
+        self.register_buffer("output_scale", folded.output_scale.clone())
+        self.num_ffns = len(folded.ffns)
+
+    def _map(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"))
+
+    def forward(self, hidden: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        """``(B, T, hidden)`` -> ``(B, T, hidden)``, keys masked by ``key_mask``
+        ``(B, 1, 1, T)``."""
+        projected = self._map("first", hidden)  # (B, T, 4 * inner)
+        query, key, value, residual = projected.chunk(4, dim=-1)
+        context, _, _ = self.attend[0](query, key, value, key_mask)  # (B, T, inner)
+        attended = self._map("attention_output", context) + residual
+        for index in range(self.num_ffns):
+            inner = self.activation(self._map(f"ffn{index}_inner", attended))  # (B, T, I)
+            outer = self._map(f"ffn{index}_outer", inner)
+            attended = outer + attended * getattr(self, f"ffn{index}_scale")
+        return self._map("output", attended) + hidden * self.output_scale
+
+
 # ----------------------------------------------------------------------------- pooler, MLM head
 class FirstTokenPooler(nn.Module):
     """The pooler of a MobileBERT with ``classifier_activation=False``: the [CLS] vector."""

@@ -261,6 +261,12 @@ def test_onnx_export_and_int8_run_a_mobilebert(tmp_path: Path) -> None:
     assert float((got - want).abs().max()) > 0.0  # and really ran in int8
     path = tmp_path / "model.onnx"
     _export_fp32(ours, SentenceModules(), path, DEFAULT_OPSET)
+    import onnx
+
+    matmuls = sum(node.op_type == "MatMul" for node in onnx.load(str(path)).graph.node)
+    # NoNorm folded: per block Q/K/V/residual, QK^T, attention x V, attention output, two
+    # per FFN (3), output bottleneck; plus the embeddings' transformation
+    assert matmuls == 3 * (1 + 2 + 1 + 2 * 3 + 1) + 1
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     hidden, _ = session.run(
         ["last_hidden_state", "sentence_embedding"],
