@@ -6,7 +6,9 @@ mean pooling, batch 64) of, in one process, timed in turns (``distilkit.timing``
 * the teacher (default all-MiniLM-L6-v2) and its 3-layer cut (teacher layers 0, 2, 4);
 * a MobileBERT student shaped to the teacher with NoNorm + ReLU (the paper's choice) and
   the same with LayerNorm + GELU, in fp32; the NoNorm one also in bf16 (where the CPU
-  has native bf16), int8 (``distilkit.int8``) and ONNX fp32 (onnxruntime).
+  has native bf16), int8 (``distilkit.int8``) and ONNX fp32 (onnxruntime), and with its
+  NoNorms left unfolded (``unfolded``: the eager path LayerNorm blocks take), which
+  measures what folding them into the matmuls buys.
 
 Speed does not depend on the weights, so the students are freshly built (blocks random,
 embeddings from the teacher); pass ``--student FOLDER`` to time a trained one instead.
@@ -67,6 +69,11 @@ def main() -> None:
         encoders["mobile-nonorm-relu bf16"] = load(models["mobile-nonorm-relu"], head=None).to(
             "bfloat16"
         )
+    unfolded = load(models["mobile-nonorm-relu"], head=None)
+    for module in unfolded.model.modules():
+        if hasattr(module, "foldable"):  # the embeddings and every block
+            module.foldable = False
+    encoders["mobile-nonorm-relu unfolded"] = unfolded
     encoders["mobile-nonorm-relu int8"] = load(models["mobile-nonorm-relu"], head=None).to("int8")
     encoders["cut-3 int8"] = load(models["cut-3"], head=None).to("int8")
     onnx_path = work / "mobile.onnx"
