@@ -157,7 +157,12 @@ def _add_mobilebert_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="width inside a block (default: the largest multiple of the teacher's heads <= 128)",
     )
-    group.add_argument("--ffn-stack", type=int, default=4, help="FFNs per block (default 4)")
+    group.add_argument(
+        "--ffn-stack",
+        type=int,
+        default=2,
+        help="FFNs per block (default 2: at equal CPU time as good as the paper's 4, and faster)",
+    )
     group.add_argument(
         "--norm",
         choices=("nonorm", "layernorm"),

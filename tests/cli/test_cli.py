@@ -533,6 +533,8 @@ def test_compare_scores_models_side_by_side_with_the_main_jobs_protocol(
     assert [row["name"] for row in rows] == [
         str(folders["bare"]), str(folders["mlm"]), f"static embeddings of {folders['bare']}"
     ]  # fmt: skip
+    # timed in a fresh process, with the thread count asked for
+    assert {(row["timed_in"], row["num_threads"]) for row in rows} == {("a fresh process", 1)}
     teacher, student = (distilkit.load(folders[n], head=None) for n in ("bare", "mlm"))
     expected = [evaluation.stsb_spearman(model, limit=300) for model in (teacher, student)]
     assert [rows[0]["stsb_spearman"], rows[1]["stsb_spearman"]] == pytest.approx(expected)

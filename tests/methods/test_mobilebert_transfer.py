@@ -271,7 +271,7 @@ def test_auxiliary_transfer_runs_each_model_once_and_equals_the_two_objectives(
     assert student.backbone.layers[0].attention.query.weight.grad is not None
 
 
-def test_joint_transfer_is_the_default_of_the_job_and_the_cli() -> None:
+def test_joint_transfer_and_two_ffns_are_the_defaults_of_the_job_and_the_cli() -> None:
     import argparse
 
     from distilkit.cli.distill import add_distill_parser
@@ -280,3 +280,24 @@ def test_joint_transfer_is_the_default_of_the_job_and_the_cli() -> None:
     add_distill_parser(parser.add_subparsers())
     args = parser.parse_args(["distill", "--student-architecture", "mobilebert"])
     assert args.transfer == mobilebert.Config().transfer == "joint"
+    assert args.ffn_stack == mobilebert.Config().ffn_stack == 2
+
+
+def test_resuming_with_other_settings_names_them_and_keeps_the_run(
+    teacher_and_corpus, tmp_path
+) -> None:
+    """A run started with other options (say, before a default changed) is refused with
+    the settings that differ named; nothing of it is touched."""
+    config = tiny_config(teacher_and_corpus, "joint", max_steps=2)
+    mobilebert.run(config, tmp_path, evaluate=False)
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    config.ffn_stack = 3
+    config.distill.training.learning_rate = 2e-3
+    with pytest.raises(ConfigError) as refused:
+        mobilebert.run(config, tmp_path, evaluate=False)
+    message = str(refused.value)
+    assert "ffn_stack: 2 saved, 3 now" in message
+    assert "distill.training.learning_rate: 0.001 saved, 0.002 now" in message
+    assert "\n" not in message
+    after = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
+    assert after == before

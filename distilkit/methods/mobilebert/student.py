@@ -17,7 +17,7 @@ PAPER_BOTTLENECK = 128
 def mobilebert_config(
     teacher: ModelConfig,
     bottleneck_size: int | None = None,
-    ffn_stack: int = 4,
+    ffn_stack: int = 2,
     norm: str = "nonorm",
     act: str = "relu",
     embedding_size: int = 128,
