@@ -56,6 +56,9 @@ SST2_TRAIN_SAMPLE = DATA_DIR / "sst2_train_sample.tsv"
 # and 1-1.5 points lower at C = 1.
 PROBE_C = 0.01
 PROBE_MAX_ITER = 2000
+# A feature column whose spread is below this fraction of the widest column's is dead:
+# rounding noise, left out of the probe (see probe_predictions)
+DEAD_SPREAD = 1e-9
 
 EmbedFunction = Callable[[list[str]], np.ndarray]
 
@@ -179,17 +182,28 @@ def probe_predictions(
     c: float = PROBE_C,
 ) -> np.ndarray:
     """Labels ``(n,)`` that the probe (standardised logistic regression with inverse
-    regularisation ``c``) fitted on ``train_features`` gives the rows of ``features``."""
+    regularisation ``c``) fitted on ``train_features`` gives the rows of ``features``.
+
+    Dead dimensions are left out: a column whose spread over the training rows is below
+    :data:`DEAD_SPREAD` of the widest column's holds rounding noise only (a student whose
+    final LayerNorm decayed two weights to 1e-25 had such columns). Standardising them in
+    float32 divided by a spread that rounds to zero, and the probe got NaN.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    train_features = np.asarray(train_features)
+    spread = train_features.std(axis=0, dtype=np.float64)  # (dim,)
+    live = slice(None)  # every column
+    if spread.size and spread.max() > 0:
+        live = spread > DEAD_SPREAD * spread.max()
     probe = make_pipeline(
         StandardScaler(),
         LogisticRegression(C=c, max_iter=PROBE_MAX_ITER, random_state=seed),
     )
-    probe.fit(train_features, train_labels)
-    return probe.predict(features)
+    probe.fit(train_features[:, live], train_labels)
+    return probe.predict(np.asarray(features)[:, live])
 
 
 # --------------------------------------------------------------------------- embedders

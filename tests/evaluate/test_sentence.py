@@ -477,3 +477,20 @@ def test_fresh_process_timing(tiny_encoder: Encoder, tmp_path: Path) -> None:
             {"teacher": loaded, "student": int8}, protocol=protocol, fresh_process=True
         )
         assert [row["timed_in"] for row in rows] == ["this process"] * 2
+
+
+def test_probe_leaves_out_dead_dimensions() -> None:
+    """A student whose final LayerNorm decayed two weights to ~1e-25 has vector columns
+    of rounding noise; standardised in float32 they divided by zero and the probe got NaN.
+    The probe leaves such columns out: the same predictions as without them."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 2
+    live = (rng.normal(size=(200, 6)) + labels[:, None]).astype(np.float32)
+    dead = (rng.normal(size=(200, 2)) * 1e-23).astype(np.float32)
+    products = dead * dead  # the pair features' u * v of dead columns: ~1e-46, denormal
+    features = np.concatenate([live, dead, products], axis=1)
+    got = evaluation.probe_predictions(features[:150], labels[:150], features[150:], c=0.1)
+    want = evaluation.probe_predictions(live[:150], labels[:150], live[150:], c=0.1)
+    assert np.array_equal(got, want)
+    train, dev = (features[:150], labels[:150]), (features[150:], labels[150:])
+    assert evaluation.probe_accuracy(*train, *dev, c=0.1) > 80
