@@ -51,8 +51,8 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     bottleneck_size: int | None = None  # None: the largest multiple of the heads <= 128
     # 2 (MobileBERT-tiny's) rather than the paper's 4: at 80 minutes of one CPU thread each
-    # kept as much of the teacher (STS-B 98.2% both, dev suite 98.52% against 98.25%) at
-    # 2.4-2.5x its speed against 2.0-2.1x, with 7.2 M parameters against 8.6 M
+    # kept as much of the teacher (STS-B 98.2% both, dev suite 98.54% against 98.26%) at
+    # 2.3-2.7x its fp32 speed against 1.8-2.1x, with 7.2 M parameters against 8.6 M
     # (docs/RESULTS.md, 2026-12-07)
     ffn_stack: int = 2
     norm: str = "nonorm"  # nonorm | layernorm
