@@ -66,6 +66,12 @@ FLAGS = {
     "pack": "--pack",
     "task": "--task",
     "method": "--method",
+    "bottleneck_size": "--bottleneck-size",
+    "ffn_stack": "--ffn-stack",
+    "norm": "--norm",
+    "act": "--act",
+    "embedding_size": "--embedding-size",
+    "transfer": "--transfer",
 }
 
 
@@ -271,22 +277,28 @@ def resume_changes(
     """Compare a resumed run's settings with those it was saved with.
 
     A difference in a setting that changes the result raises :class:`ConfigError` naming
-    the setting, both values and ``--no-resume``; differences in :data:`RESUMABLE` ones are
+    every such setting, both values and ``--no-resume``; differences in :data:`RESUMABLE` ones are
     returned as ``{setting: [old, new]}``. Settings only one side knows (a run saved by an
     older version) are not compared.
     """
     old, new = flatten(saved), flatten(asked)
     changes: dict[str, list[Any]] = {}
+    refused = []
     for key in sorted(old.keys() & new.keys()):
         if _same(old[key], new[key]):
             continue
         if key.split(".")[-1] in RESUMABLE:
             changes[key] = [old[key], new[key]]
             continue
+        refused.append(
+            f"{key}={json.dumps(old[key])}, but this one asks for {json.dumps(new[key])}"
+            f"{_flag(key)}"
+        )
+    if refused:
         raise ConfigError(
-            f"{where} holds a run with {key}={json.dumps(old[key])}, but this one asks for "
-            f"{json.dumps(new[key])}{_flag(key)}: resume with the saved value, or start "
-            "afresh with --no-resume (the old run is moved aside) or another --out"
+            f"{where} holds a run with {', and with '.join(refused)}: resume with the saved "
+            f"value{'s' if len(refused) > 1 else ''}, or start afresh with --no-resume (the "
+            "old run is moved aside) or another --out"
         )
     return changes
 

@@ -296,8 +296,8 @@ def test_resuming_with_other_settings_names_them_and_keeps_the_run(
     with pytest.raises(ConfigError) as refused:
         mobilebert.run(config, tmp_path, evaluate=False)
     message = str(refused.value)
-    assert "ffn_stack: 2 saved, 3 now" in message
-    assert "distill.training.learning_rate: 0.001 saved, 0.002 now" in message
+    assert "ffn_stack=2, but this one asks for 3 (--ffn-stack)" in message
+    assert "distill.training.learning_rate=0.001, but this one asks for 0.002 (--lr)" in message
     assert "\n" not in message
     after = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file()}
     assert after == before

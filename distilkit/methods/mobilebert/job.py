@@ -37,6 +37,7 @@ from distilkit.model.checkpoint import load_model, load_student_weights, save_mo
 from distilkit.model.hub import resolve
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, build_nested, load_json, save_json, to_dict
+from distilkit.train.run_folder import resume_changes
 from distilkit.train.trainer import Objective
 
 TRANSFERS = ("progressive", "joint", "auxiliary")
@@ -126,19 +127,6 @@ def _objective(name: str, config: Config, teacher, student, tokenizer) -> Object
     return AuxiliaryTransfer(general, layers)
 
 
-def _changed_settings(saved: dict, now: dict, prefix: str = "") -> str:
-    """``"ffn_stack: 4 saved, 2 now; ..."`` for the settings that differ."""
-    changes = []
-    for key in sorted(set(saved) | set(now)):
-        before, after = saved.get(key), now.get(key)
-        if isinstance(before, dict) and isinstance(after, dict):
-            inner = _changed_settings(before, after, f"{prefix}{key}.")
-            changes += [inner] if inner else []
-        elif before != after:
-            changes.append(f"{prefix}{key}: {before!r} saved, {after!r} now")
-    return "; ".join(changes)
-
-
 def run(
     config: Config,
     out_dir: str | Path,
@@ -168,12 +156,8 @@ def run(
         intermediate_size=config.intermediate_size,
     )
     saved_config = out_dir / "mobilebert_config.json"
-    if resume and saved_config.is_file() and load_json(saved_config) != to_dict(config):
-        changed = _changed_settings(load_json(saved_config), to_dict(config))
-        raise ConfigError(
-            f"{out_dir} holds a MobileBERT run with other settings ({changed}): resume with "
-            "the same options, or start afresh with --no-resume (or another --out)"
-        )
+    if resume and saved_config.is_file():
+        resume_changes(load_json(saved_config), to_dict(config), out_dir)
     save_json(to_dict(config), saved_config)
     student = build_mobilebert_student(teacher, student_config, seed=distill.training.seed)
     _say(
