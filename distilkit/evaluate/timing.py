@@ -138,23 +138,32 @@ def time_in_fresh_process(
     request = {"models": models, "texts": list(texts), "settings": settings}
     with tempfile.TemporaryDirectory(prefix="distilkit-timing-") as folder:
         path = os.path.join(folder, "request.json")
-        with open(path, "w", encoding="utf-8") as handle:
-            json.dump(request, handle)
-        command = [sys.executable, "-m", "distilkit.evaluate.timing_worker", path]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None, f"the timing process ran past {timeout:.0f} s"
+        results, why = run_worker("distilkit.evaluate.timing_worker", request, path, timeout)
+    if results is not None and set(results) != set(models):
+        return None, "the timing process timed other models than asked"
+    return results, why
+
+
+def run_worker(
+    module: str, request: dict, request_path: str | os.PathLike, timeout: float
+) -> tuple[dict | None, str | None]:
+    """Write ``request`` as JSON to ``request_path``, run ``python -m module
+    request_path`` and read the JSON object it prints last: (that object, None), or
+    (None, why) when the process failed, ran past ``timeout`` seconds or printed none."""
+    with open(request_path, "w", encoding="utf-8") as handle:
+        json.dump(request, handle)
+    command = [sys.executable, "-m", module, str(request_path)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"the timing process ran past {timeout:.0f} s"
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
         return None, f"the timing process failed ({tail})"
     try:
-        results = json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(done.stdout.strip().splitlines()[-1]), None
     except (IndexError, ValueError):
         return None, "the timing process printed no results"
-    if set(results) != set(models):
-        return None, "the timing process timed other models than asked"
-    return results, None
 
 
-__all__ = ["EmbedFunction", "time_embedders", "time_in_fresh_process"]
+__all__ = ["EmbedFunction", "run_worker", "time_embedders", "time_in_fresh_process"]

@@ -15,14 +15,13 @@ worker fail, the forms are timed in the calling process instead, and the caller 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 from distilkit.encoder import load
-from distilkit.evaluate.timing import time_embedders
+from distilkit.evaluate.timing import run_worker, time_embedders
 from distilkit.methods.compress import candidates as build
 from distilkit.methods.compress.scoring import embed_function
 from distilkit.model.allocator import tune_for_inference
@@ -56,18 +55,10 @@ def time_forms(request: dict, request_path: Path, timeout: float) -> tuple[dict,
     None, or, when the worker fails or runs past ``timeout`` seconds, the results of timing
     in this process and why the worker was not used."""
     request = {**request, "threads": torch.get_num_threads()}
-    request_path.write_text(json.dumps(request), encoding="utf-8")
-    command = [sys.executable, "-m", "distilkit.methods.compress.timing", str(request_path)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-        if done.returncode == 0:
-            return json.loads(done.stdout.strip().splitlines()[-1]), None
-        tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        why = f"the timing process failed ({tail})"
-    except subprocess.TimeoutExpired:
-        why = f"the timing process ran past {timeout:.0f} s"
-    except (IndexError, ValueError):  # it exited 0 without its JSON line
-        why = "the timing process printed no results"
+    module = "distilkit.methods.compress.timing"
+    results, why = run_worker(module, request, request_path, timeout)
+    if results is not None:
+        return results, None
     tune_for_inference()
     return time_here(request), why
 
