@@ -53,7 +53,12 @@ def config(args: argparse.Namespace, alpha: float, seed: int) -> CMLMConfig:
             "progress": False,
             "seed": 0,
         },
-        student={"encoder_layers": 2, "decoder_layers": 2, "decoder_intermediate_size": 768},
+        student={
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "decoder_intermediate_size": 768,
+            "copy_source": args.copy,
+        },
         training={
             "max_steps": args.steps,
             "batch_size": args.batch_size,
@@ -85,6 +90,9 @@ def main() -> None:
     parser.add_argument("--teacher-batch-size", type=int, default=24)
     parser.add_argument("--train-pairs", type=int, default=1500, help="0: all")
     parser.add_argument("--eval-pairs", type=int, default=200)
+    parser.add_argument(
+        "--copy", action="store_true", help="students copy source tokens (pointer-generator)"
+    )
     parser.add_argument(
         "--checkpoint-every",
         type=int,

@@ -540,6 +540,12 @@ def add_distill_cmlm_parser(subparsers: argparse._SubParsersAction) -> argparse.
     parser.add_argument("--train-limit", type=int, help="train pairs at most (3000)")
     parser.add_argument("--eval-limit", type=int, help="held-out pairs scored (300)")
     parser.add_argument("--beam-size", type=int, help="beam width when scoring (4)")
+    parser.add_argument(
+        "--copy-source",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pointer-generator output: the student may copy source tokens (off)",
+    )
     add_training_options(parser)
     return parser
 
@@ -557,6 +563,8 @@ def distill_cmlm_config_from_args(args: argparse.Namespace) -> CMLMConfig:
         "beam_size": args.beam_size,
     }
     data.update({key: value for key, value in flags.items() if value is not None})
+    if args.copy_source is not None:
+        data["student"] = {**data.get("student", {}), "copy_source": args.copy_source}
     training = dataclasses.asdict(CMLMConfig().training)
     training.update(data.get("training", {}))
     training.update(training_overrides(args))

@@ -68,6 +68,29 @@ def test_toy_copy_is_learned_end_to_end(tmp_path, tiny_tokenizer):
                  str(tmp_path / "in.txt"), "--beam-size", "2"]) == 0  # fmt: skip
 
 
+def test_a_copying_student_learns_the_toy_copy(tmp_path, tiny_tokenizer):
+    """The pointer-generator student (alpha 0: no teacher needed) learns the task too, and
+    its saved folder decodes with copying switched on."""
+    task = _task_file(tmp_path / "data")
+    teacher = tiny_mlm_teacher(tmp_path / "mlm", tiny_tokenizer)  # its encoder starts the student
+    config = _config(teacher, task, tmp_path, alpha=0.0)
+    config.student.copy_source = True
+    metrics = run(config, tmp_path / "run")
+    assert metrics["exact_match"] >= 90.0, metrics
+    student = load_seq2seq(tmp_path / "run" / "student")
+    assert student.copy_head is not None and student.config.copy_source
+
+
+def test_cli_copy_source_flag_reaches_the_student_config():
+    from distilkit.cli.main import build_parser
+    from distilkit.cli.tasks import distill_cmlm_config_from_args
+
+    parser = build_parser()
+    on = distill_cmlm_config_from_args(parser.parse_args(["distill-cmlm", "--copy-source"]))
+    off = distill_cmlm_config_from_args(parser.parse_args(["distill-cmlm"]))
+    assert on.student.copy_source and not off.student.copy_source
+
+
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["distill-cmlm", "--task", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "unknown generation task 'nope'" in capsys.readouterr().err

@@ -1,7 +1,9 @@
-"""The seq2seq student: causal masking, cached decoding, greedy vs beam, saving."""
+"""The seq2seq student: causal masking, cached decoding, greedy vs beam, saving; each
+with the plain output and with the pointer-generator (copy) output."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from cmlm_helpers import tiny_seq2seq
 
@@ -22,8 +24,13 @@ def _sources() -> tuple[torch.Tensor, torch.Tensor]:
     return ids.masked_fill(mask == 0, 0), mask
 
 
-def test_a_future_token_cannot_change_an_earlier_output():
-    model = tiny_seq2seq()
+@pytest.fixture(params=[False, True], ids=["plain", "copy"])
+def copy_source(request) -> bool:
+    return request.param
+
+
+def test_a_future_token_cannot_change_an_earlier_output(copy_source):
+    model = tiny_seq2seq(copy_source=copy_source)
     source, mask = _sources()
     decoder_input = torch.randint(5, 99, (3, 7), generator=torch.Generator().manual_seed(2))
     changed = decoder_input.clone()
@@ -33,23 +40,23 @@ def test_a_future_token_cannot_change_an_earlier_output():
     assert (before[:, 4:] - after[:, 4:]).abs().amax() > 1e-3
 
 
-def test_cached_incremental_decoding_equals_full_recomputation():
-    model = tiny_seq2seq()
+def test_cached_incremental_decoding_equals_full_recomputation(copy_source):
+    model = tiny_seq2seq(copy_source=copy_source)
     source, mask = _sources()
     decoder_input = torch.randint(5, 99, (3, 8), generator=torch.Generator().manual_seed(3))
     full = model(source, mask, decoder_input)  # (B, T, V)
-    caches = model.start_cache(model.encode(source, mask))
+    caches = model.start_cache(model.encode(source, mask), source)
     steps = [model.decode(decoder_input[:, t : t + 1], caches, mask, start=t) for t in range(8)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     # a chunk of 3 then single tokens agrees too
-    caches = model.start_cache(model.encode(source, mask))
+    caches = model.start_cache(model.encode(source, mask), source)
     first = model.decode(decoder_input[:, :3], caches, mask)
     rest = [model.decode(decoder_input[:, t : t + 1], caches, mask, start=t) for t in range(3, 8)]
     torch.testing.assert_close(torch.cat([first, *rest], 1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_source_padding_does_not_change_outputs():
-    model = tiny_seq2seq()
+def test_source_padding_does_not_change_outputs(copy_source):
+    model = tiny_seq2seq(copy_source=copy_source)
     source, mask = _sources()
     decoder_input = torch.randint(5, 99, (3, 5), generator=torch.Generator().manual_seed(4))
     batched = model(source, mask, decoder_input)
@@ -57,12 +64,12 @@ def test_source_padding_does_not_change_outputs():
     torch.testing.assert_close(batched[2:3], alone, atol=1e-5, rtol=1e-5)
 
 
-def test_greedy_equals_beam_of_one():
+def test_greedy_equals_beam_of_one(copy_source):
     source, mask = _sources()
     lengths = set()
     for seed in range(1):
         for boost in (0.0, 7.5, 8.0, 12.0):
-            model = tiny_seq2seq(seed)
+            model = tiny_seq2seq(seed, copy_source=copy_source)
             with torch.no_grad():  # a larger end-of-sequence bias: both stop early sometimes
                 model.output_bias[3] += boost
             greedy = greedy_decode(model, source, mask, max_length=12)
@@ -81,8 +88,8 @@ def _sequence_score(model, source, mask, tokens: list[int], alpha: float) -> flo
     return float(log_probs.sum()) / length_penalty(len(tokens) + 1, alpha)
 
 
-def test_beam_search_finds_a_hypothesis_at_least_as_good_as_greedy():
-    model = tiny_seq2seq(5)
+def test_beam_search_finds_a_hypothesis_at_least_as_good_as_greedy(copy_source):
+    model = tiny_seq2seq(5, copy_source=copy_source)
     with torch.no_grad():
         model.output_bias[3] += 12.0
     source, mask = _sources()
@@ -97,8 +104,8 @@ def test_beam_search_finds_a_hypothesis_at_least_as_good_as_greedy():
             )
 
 
-def test_save_and_load_round_trip(tmp_path):
-    model = tiny_seq2seq(7)
+def test_save_and_load_round_trip(tmp_path, copy_source):
+    model = tiny_seq2seq(7, copy_source=copy_source)
     model.save(tmp_path / "student")
     loaded = load_seq2seq(tmp_path / "student")
     source, mask = _sources()
@@ -107,3 +114,40 @@ def test_save_and_load_round_trip(tmp_path):
         loaded(source, mask, decoder_input), model(source, mask, decoder_input)
     )
     assert loaded.word_embeddings.weight.data_ptr() != 0
+
+
+def test_copy_output_is_a_distribution_that_reaches_source_tokens():
+    model = tiny_seq2seq(8, copy_source=True)
+    source, mask = _sources()
+    source[0, -1] = model.config.eos_id  # [SEP] ends a source: it is not copied as a word
+    decoder_input = torch.randint(5, 99, (3, 6), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        log_probs = model(source, mask, decoder_input)  # (B, T, V)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3, 6), atol=1e-5, rtol=0)
+    with torch.no_grad():  # gate shut: every bit of mass is on the source's (unpadded) tokens
+        model.copy_head.gate.bias.fill_(-1e4)
+        probs = model(source, mask, decoder_input).exp()
+    for row in range(3):
+        kept = source[row][mask[row].bool()].unique()
+        torch.testing.assert_close(probs[row][:, kept].sum(-1), torch.ones(6), atol=1e-5, rtol=0)
+        padded_only = set(source[row][~mask[row].bool()].tolist()) - set(kept.tolist())
+        for token in padded_only:
+            assert float(probs[row][:, token].amax()) < 1e-9
+    assert int(model.config.eos_id) in source[0].tolist()
+    assert float(probs[0][:, model.config.eos_id].amax()) < 1e-9
+
+
+def test_a_source_with_nothing_to_copy_gives_the_copy_path_no_mass():
+    model = tiny_seq2seq(8, copy_source=True)
+    source = torch.tensor([[model.config.bos_id, model.config.eos_id]])
+    with torch.no_grad():
+        log_probs = model(source, torch.ones_like(source), torch.tensor([[2, 7, 9]]))
+    assert torch.isfinite(log_probs).all()
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(1, 3), atol=1e-5, rtol=0)
+
+
+def test_a_copying_decoder_needs_the_source_ids():
+    model = tiny_seq2seq(copy_source=True)
+    source, mask = _sources()
+    with pytest.raises(ValueError, match="source ids"):
+        model.start_cache(model.encode(source, mask))

@@ -54,6 +54,7 @@ class StudentShape:
     decoder_heads: int = 6
     decoder_intermediate_size: int = 1024
     dropout: float = 0.1
+    copy_source: bool = False  # pointer-generator output: copy tokens of the source
 
 
 @dataclass
@@ -289,6 +290,7 @@ def build_seq2seq(config: CMLMConfig, folder: Path, tokenizer: Tokenizer) -> Seq
         pad_id=tokenizer.pad_id,
         bos_id=tokenizer.cls_id,
         eos_id=tokenizer.sep_id,
+        copy_source=config.student.copy_source,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.training.seed)

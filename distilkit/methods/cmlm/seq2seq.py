@@ -11,6 +11,14 @@ Decoding: :func:`greedy_decode` and :func:`beam_search` (length penalty of Wu et
 the decoder, attending to cached keys and values of the earlier ones.
 Token conventions: the target starts with ``bos_id`` ([CLS]) and ends with ``eos_id``
 ([SEP]), as in the teacher's ``[CLS] source [SEP] target [SEP]`` input.
+
+With ``copy_source`` the output is a pointer-generator mixture (See et al., 2017): a gate
+``g`` per position mixes the vocabulary softmax with an attention distribution over the
+source's tokens, ``p = g * softmax(W h) + (1 - g) * sum_{s: x_s = w} a_s``, so a rare
+word of the source (a name in a question) can be produced from few training examples.
+The decoder then returns log-probabilities, which every consumer of its "logits"
+(cross-entropy, the top-k KL, argmax, beam search) reads unchanged: ``log_softmax`` of
+normalised log-probabilities is the identity.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ class Seq2SeqConfig:
     pad_id: int = 0
     bos_id: int = 101
     eos_id: int = 102
+    copy_source: bool = False  # pointer-generator output over the source's tokens
 
     def __post_init__(self) -> None:
         build_nested(self)
@@ -142,6 +151,42 @@ class DecoderLayer(nn.Module):
         return hidden + self.dropout(feed)
 
 
+class CopyHead(nn.Module):
+    """Pointer-generator output: a one-head attention over the encoder output picks source
+    tokens, a gate mixes that with the vocabulary softmax (See et al., 2017)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.gate = nn.Linear(2 * hidden, 1)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        vocab_logits: torch.Tensor,
+        cache: LayerCache,
+        source_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """``hidden`` (B, T, H), ``vocab_logits`` (B, T, V); ``cache`` holds ``copy_key``
+        and ``copy_memory`` (B, S, H), ``copy_ids`` and ``copyable`` (B, S). Returns
+        log p (B, T, V)."""
+        key, memory, ids = cache["copy_key"], cache["copy_memory"], cache["copy_ids"]
+        copyable = cache["copyable"] & source_mask.bool()  # (B, S): words, not [CLS]/[SEP]/pad
+        scores = self.query(hidden) @ key.transpose(1, 2) * hidden.shape[-1] ** -0.5
+        scores = scores.float().masked_fill(~copyable[:, None, :], float("-inf"))
+        # a source with nothing to copy (empty) gives the copy path no mass (gate 1 below)
+        attention = scores.softmax(-1).nan_to_num(0.0)  # (B, T, S)
+        context = attention.to(memory.dtype) @ memory  # (B, T, H)
+        gate = torch.sigmoid(self.gate(torch.cat([hidden, context], dim=-1)).float())
+        gate = torch.where(copyable.any(-1)[:, None, None], gate, 1.0)  # (B, T, 1)
+        probs = vocab_logits.float().softmax(-1) * gate  # (B, T, V)
+        probs = probs.scatter_add(
+            -1, ids[:, None, :].expand(-1, hidden.shape[1], -1), attention * (1 - gate)
+        )  # each source token's attention added to its vocabulary entry
+        return probs.clamp_min(1e-12).log()
+
+
 class Seq2Seq(nn.Module):
     """Encoder-decoder with tied word embeddings. ``forward`` is teacher forcing."""
 
@@ -155,14 +200,17 @@ class Seq2Seq(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.decoder_layers))
         self.final_norm = nn.LayerNorm(hidden, eps=config.encoder.layer_norm_eps)
         self.output_bias = nn.Parameter(torch.zeros(config.encoder.vocab_size))
+        self.copy_head = CopyHead(hidden) if config.copy_source else None
         self.dropout = nn.Dropout(config.dropout)
         self.apply(self._init_weights)
         # The decoder is trained from scratch: Xavier-uniform projections and N(0, 1/H)
         # positions (as the original Transformer). With BERT's N(0, 0.02) its attention
         # starts almost uniform and a toy copy task took thousands of steps, not a hundred.
-        for module in self.layers.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
+        decoder = [self.layers, self.copy_head] if self.copy_head is not None else [self.layers]
+        for part in decoder:
+            for module in part.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
         nn.init.normal_(self.positions.weight, std=hidden**-0.5)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -189,12 +237,27 @@ class Seq2Seq(nn.Module):
         """``source_ids``/``source_mask`` (B, S) -> encoder output (B, S, H)."""
         return self.encoder(source_ids, source_mask).last_hidden_state
 
-    def start_cache(self, memory: torch.Tensor) -> list[LayerCache]:
-        """Project the encoder output (B, S, H) to each layer's cross-attention keys/values."""
+    def start_cache(
+        self, memory: torch.Tensor, source_ids: torch.Tensor | None = None
+    ) -> list[LayerCache]:
+        """Project the encoder output (B, S, H) to each layer's cross-attention keys/values;
+        with ``copy_source``, the last layer's cache also keeps the copy head's keys, the memory
+        and ``source_ids`` (B, S), which it needs."""
         caches = []
         for layer in self.layers:
             key, value = layer.cross_attention.keys_values(memory)
             caches.append({"cross_key": key, "cross_value": value})
+        if self.copy_head is not None:
+            if source_ids is None:
+                raise ValueError("a copying decoder needs the source ids: start_cache(memory, ids)")
+            config = self.config  # the end of the source is not a word to copy: [SEP] is eos
+            specials = (source_ids == config.bos_id) | (source_ids == config.eos_id)
+            caches[-1].update(
+                copy_key=self.copy_head.key(memory),
+                copy_memory=memory,
+                copy_ids=source_ids,
+                copyable=~specials,
+            )
         return caches
 
     def decode(
@@ -205,7 +268,8 @@ class Seq2Seq(nn.Module):
         start: int = 0,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) for decoder inputs ``target_ids`` (B, T) at positions
-        ``start .. start + T - 1``, given the caches (extended in place)."""
+        ``start .. start + T - 1``, given the caches (extended in place); with ``copy_source``,
+        log-probabilities of the pointer-generator mixture."""
         length = target_ids.shape[1]
         if start + length > self.config.max_target_positions:
             raise ValueError(
@@ -223,13 +287,17 @@ class Seq2Seq(nn.Module):
         memory_mask = source_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
         for layer, cache in zip(self.layers, caches, strict=True):
             hidden = layer(hidden, cache, self_mask, memory_mask)
-        return F.linear(self.final_norm(hidden), self.word_embeddings.weight, self.output_bias)
+        hidden = self.final_norm(hidden)
+        logits = F.linear(hidden, self.word_embeddings.weight, self.output_bias)
+        if self.copy_head is None:
+            return logits
+        return self.copy_head(hidden, logits, caches[-1], source_mask)
 
     def forward(
         self, source_ids: torch.Tensor, source_mask: torch.Tensor, decoder_input_ids: torch.Tensor
     ) -> torch.Tensor:
         """Teacher forcing: logits (B, T, vocab) of the token after each decoder input."""
-        caches = self.start_cache(self.encode(source_ids, source_mask))
+        caches = self.start_cache(self.encode(source_ids, source_mask), source_ids)
         return self.decode(decoder_input_ids, caches, source_mask)
 
     # ------------------------------------------------------------------ saving
@@ -258,6 +326,9 @@ class Seq2Seq(nn.Module):
                     f"{self.config.decoder_intermediate_size}"
                 ),
                 "output tokens at most": str(self.config.max_target_positions),
+                "copies source tokens (pointer-generator)": (
+                    "yes" if self.config.copy_source else "no"
+                ),
             },
         )
         write_card(folder, card)
@@ -294,7 +365,7 @@ def greedy_decode(
     without ``eos`` (at most ``max_length`` tokens)."""
     config = model.config
     batch = source_ids.shape[0]
-    caches = model.start_cache(model.encode(source_ids, source_mask))
+    caches = model.start_cache(model.encode(source_ids, source_mask), source_ids)
     tokens = torch.full((batch, 1), config.bos_id, dtype=torch.long, device=source_ids.device)
     outputs: list[list[int]] = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool)
@@ -337,7 +408,7 @@ def beam_search(
     batch, width = source_ids.shape[0], beam_size
     memory = model.encode(source_ids, source_mask).repeat_interleave(width, 0)  # (B*K, S, H)
     mask = source_mask.repeat_interleave(width, 0)
-    caches = model.start_cache(memory)
+    caches = model.start_cache(memory, source_ids.repeat_interleave(width, 0))
     scores = torch.full((batch, width), float("-inf"))
     scores[:, 0] = 0.0  # one live beam to start with
     sequences: list[list[list[int]]] = [[[] for _ in range(width)] for _ in range(batch)]
