@@ -544,7 +544,8 @@ def add_distill_cmlm_parser(subparsers: argparse._SubParsersAction) -> argparse.
         "--copy-source",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="pointer-generator output: the student may copy source tokens (off)",
+        help="pointer-generator output: the student may copy source words (on; "
+        "--no-copy-source: the paper's plain output)",
     )
     add_training_options(parser)
     return parser

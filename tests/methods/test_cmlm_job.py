@@ -36,7 +36,7 @@ def _config(teacher, task, tmp_path, alpha: float) -> CMLMConfig:
         teacher_training={"max_steps": 150, "batch_size": 32, "learning_rate": 3e-3,
                           "progress": False, "eval_every": 100, "checkpoint_every": 100},
         student={"encoder_layers": 2, "decoder_layers": 2, "decoder_heads": 4,
-                 "decoder_intermediate_size": 64, "dropout": 0.0},
+                 "decoder_intermediate_size": 64, "dropout": 0.0, "copy_source": False},
         training={"max_steps": 400, "batch_size": 32, "learning_rate": 3e-3, "seed": 3,
                   "progress": False, "eval_every": 1000, "checkpoint_every": 1000},
         beam_size=2, max_decode_length=8,
@@ -86,8 +86,8 @@ def test_cli_copy_source_flag_reaches_the_student_config():
     from distilkit.cli.tasks import distill_cmlm_config_from_args
 
     parser = build_parser()
-    on = distill_cmlm_config_from_args(parser.parse_args(["distill-cmlm", "--copy-source"]))
-    off = distill_cmlm_config_from_args(parser.parse_args(["distill-cmlm"]))
+    on = distill_cmlm_config_from_args(parser.parse_args(["distill-cmlm"]))
+    off = distill_cmlm_config_from_args(parser.parse_args(["distill-cmlm", "--no-copy-source"]))
     assert on.student.copy_source and not off.student.copy_source
 
 

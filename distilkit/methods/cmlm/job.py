@@ -54,7 +54,7 @@ class StudentShape:
     decoder_heads: int = 6
     decoder_intermediate_size: int = 1024
     dropout: float = 0.1
-    copy_source: bool = False  # pointer-generator output: copy tokens of the source
+    copy_source: bool = True  # pointer-generator output, copies source words; False: paper's
 
 
 @dataclass
