@@ -9,7 +9,9 @@ distilled runs. The defaults are sized for a 2-core CPU (about half an hour). A 
 run (OUT/alpha<A>-seed<S>/metrics.json) is reused, so the same command resumes a long
 experiment and, once every run is done, only prints the summary; ``--alphas`` splits one
 experiment over processes (e.g. ``--alphas 0.5`` and ``--alphas 0`` side by side, one
-thread each; the baseline needs no teacher).
+thread each; the baseline needs no teacher). ``--copy`` gives both arms the pointer-generator
+output (``distill-cmlm``'s default); without it they are the paper's plain students, as
+in the runs recorded before it existed.
 """
 
 from __future__ import annotations
