@@ -79,6 +79,9 @@ def test_a_copying_student_learns_the_toy_copy(tmp_path, tiny_tokenizer):
     assert metrics["exact_match"] >= 90.0, metrics
     student = load_seq2seq(tmp_path / "run" / "student")
     assert student.copy_head is not None and student.config.copy_source
+    sources = [s for s, _ in toy_pairs(5, 1, "copy")]
+    outputs = generate(tmp_path / "run" / "student", sources, beam_size=2, max_length=8)
+    assert sum(o.split() == s.split() for o, s in zip(outputs, sources, strict=True)) >= 4
 
 
 def test_cli_copy_source_flag_reaches_the_student_config():
