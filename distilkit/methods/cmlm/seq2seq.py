@@ -40,7 +40,9 @@ CONFIG_FILE = "seq2seq_config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 # A decoder cache: per layer, the self-attention keys/values so far and the
-# cross-attention keys/values of the encoder output, each (batch, heads, len, head_dim).
+# cross-attention keys/values of the encoder output, each (batch, heads, len, head_dim);
+# with copy_source the last layer's also holds the copy head's source keys and memory
+# (batch, source_len, hidden), the source ids and which of them may be copied (batch, len).
 LayerCache = dict[str, torch.Tensor]
 
 
