@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from distilkit.methods.cmlm.data import load_generation_task
-from distilkit.methods.cmlm.job import CMLMConfig, _subset, decode_texts, tokenize_pairs
+from distilkit.methods.cmlm.job import CMLMConfig, decode_texts, load_pairs
 from distilkit.methods.cmlm.metrics import generation_metrics
 from distilkit.methods.cmlm.seq2seq import load_seq2seq
 from distilkit.model.hub import resolve
@@ -28,9 +27,7 @@ def score(folder: Path, beam_size: int | None) -> dict[str, float]:
     saved = json.loads((folder / "run_config.json").read_text())["cmlm"]
     config = from_dict(CMLMConfig, saved)
     tokenizer = Tokenizer.from_folder(resolve(config.teacher))
-    data = load_generation_task(config.task, config.heldout_articles, config.data_seed)
-    pairs = _subset(data.eval_sources, data.eval_targets, config.max_eval_pairs, config.data_seed)
-    heldout = tokenize_pairs(tokenizer, *pairs, config)
+    _, heldout = load_pairs(config, tokenizer)
     predictions = decode_texts(
         load_seq2seq(folder / "student"),
         tokenizer,

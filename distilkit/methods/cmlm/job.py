@@ -157,6 +157,15 @@ def _subset(sources: list[str], targets: list[str], limit: int | None, seed: int
     return [sources[i] for i in chosen], [targets[i] for i in chosen]
 
 
+def load_pairs(config: CMLMConfig, tokenizer: Tokenizer) -> tuple[TokenizedPairs, TokenizedPairs]:
+    """The run's (train, held-out) pairs: its task, split, subsets and lengths."""
+    data = load_generation_task(config.task, config.heldout_articles, config.data_seed)
+    seed = config.data_seed
+    train = _subset(data.train_sources, data.train_targets, config.max_train_pairs, seed)
+    heldout = _subset(data.eval_sources, data.eval_targets, config.max_eval_pairs, seed)
+    return tokenize_pairs(tokenizer, *train, config), tokenize_pairs(tokenizer, *heldout, config)
+
+
 def _pair_batches(pairs: TokenizedPairs, collate, batch_size: int = 64) -> list[dict]:
     return [
         collate(list(range(start, min(start + batch_size, len(pairs.sources)))))
@@ -348,17 +357,7 @@ def run(config: CMLMConfig, out_dir: str | Path, resume: bool = True) -> dict:
     started = time.perf_counter()
     folder = resolve(config.teacher)
     tokenizer = Tokenizer.from_folder(folder)
-    data = load_generation_task(config.task, config.heldout_articles, config.data_seed)
-    train = tokenize_pairs(
-        tokenizer,
-        *_subset(data.train_sources, data.train_targets, config.max_train_pairs, config.data_seed),
-        config,
-    )
-    heldout = tokenize_pairs(
-        tokenizer,
-        *_subset(data.eval_sources, data.eval_targets, config.max_eval_pairs, config.data_seed),
-        config,
-    )
+    train, heldout = load_pairs(config, tokenizer)
     _say(f"{config.task}: {len(train.sources)} train pairs, {len(heldout.sources)} held-out")
     save_json({"cmlm": to_dict(config)}, out_dir / "run_config.json")
     teacher_metrics, topk = None, None
@@ -466,4 +465,4 @@ def generate(
     )
 
 
-__all__ = ["CMLMConfig", "Config", "StudentShape", "generate", "run"]
+__all__ = ["CMLMConfig", "Config", "StudentShape", "generate", "load_pairs", "run"]
