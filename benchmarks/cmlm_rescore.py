@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -24,6 +25,9 @@ from distilkit.settings import from_dict
 
 def score(folder: Path, beam_size: int | None) -> dict[str, float]:
     """BLEU / ROUGE-L of the run in ``folder`` decoded with ``beam_size`` (None: its own)."""
+    if not (folder / "student").is_dir() or not (folder / "run_config.json").is_file():
+        print(f"error: {folder} holds no finished cmlm_qg.py run: give its --out", file=sys.stderr)
+        raise SystemExit(2)
     saved = json.loads((folder / "run_config.json").read_text())["cmlm"]
     config = from_dict(CMLMConfig, saved)
     tokenizer = Tokenizer.from_folder(resolve(config.teacher))
