@@ -72,6 +72,7 @@ FLAGS = {
     "act": "--act",
     "embedding_size": "--embedding-size",
     "transfer": "--transfer",
+    "copy_source": "--copy-source / --no-copy-source",
 }
 
 

@@ -16,6 +16,7 @@ from distilkit.methods.cmlm.data import (
 )
 from distilkit.methods.cmlm.job import CMLMConfig, generate, run
 from distilkit.methods.cmlm.seq2seq import beam_search, greedy_decode, load_seq2seq
+from distilkit.settings import ConfigError
 
 
 def _task_file(folder, train=600, dev=40, task="copy"):
@@ -82,6 +83,19 @@ def test_a_copying_student_learns_the_toy_copy(tmp_path, tiny_tokenizer):
     sources = [s for s, _ in toy_pairs(5, 1, "copy")]
     outputs = generate(tmp_path / "run" / "student", sources, beam_size=2, max_length=8)
     assert sum(o.split() == s.split() for o, s in zip(outputs, sources, strict=True)) >= 4
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(tmp_path, tiny_tokenizer):
+    teacher = tiny_mlm_teacher(tmp_path / "mlm", tiny_tokenizer)
+    config = _config(teacher, _task_file(tmp_path / "data", train=40, dev=4), tmp_path, 0.0)
+    config.training.max_steps, config.training.checkpoint_every = 4, 2
+    run(config, tmp_path / "run")
+    before = (tmp_path / "run" / "run_config.json").read_text()
+    config.student.copy_source = True
+    with pytest.raises(ConfigError, match=r"copy_source=false.*--no-copy-source"):
+        run(config, tmp_path / "run")
+    assert (tmp_path / "run" / "run_config.json").read_text() == before
+    assert (tmp_path / "run" / "checkpoints" / "latest").exists()
 
 
 def test_cli_copy_source_flag_reaches_the_student_config():

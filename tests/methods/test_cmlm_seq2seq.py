@@ -151,3 +151,17 @@ def test_a_copying_decoder_needs_the_source_ids():
     source, mask = _sources()
     with pytest.raises(ValueError, match="source ids"):
         model.start_cache(model.encode(source, mask))
+
+
+def test_resuming_with_the_other_output_is_a_clear_error(tmp_path, tiny_tokenizer):
+    """A run saved before copying became the default resumes into a copying student: the
+    objective names the flag instead of failing on missing weights."""
+    from distilkit.methods.cmlm.student import Seq2SeqObjective
+    from distilkit.settings import ConfigError
+
+    tiny_seq2seq(copy_source=False).save(tmp_path / "plain")
+    objective = Seq2SeqObjective(tiny_seq2seq(copy_source=True), 0.0, tiny_tokenizer)
+    with pytest.raises(ConfigError, match="--no-copy-source"):
+        objective.load(tmp_path / "plain")
+    same = Seq2SeqObjective(tiny_seq2seq(1, copy_source=False), 0.0, tiny_tokenizer)
+    same.load(tmp_path / "plain")  # the same output resumes

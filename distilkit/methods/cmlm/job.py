@@ -41,6 +41,7 @@ from distilkit.model.hub import DEFAULT_MODEL, resolve
 from distilkit.model.student import select_layers
 from distilkit.model.tokenizer import Tokenizer
 from distilkit.settings import ConfigError, build_nested, load_json, save_json, to_dict
+from distilkit.train.run_folder import resume_changes
 from distilkit.train.trainer import Trainer, TrainingConfig
 
 
@@ -359,7 +360,10 @@ def run(config: CMLMConfig, out_dir: str | Path, resume: bool = True) -> dict:
     tokenizer = Tokenizer.from_folder(folder)
     train, heldout = load_pairs(config, tokenizer)
     _say(f"{config.task}: {len(train.sources)} train pairs, {len(heldout.sources)} held-out")
-    save_json({"cmlm": to_dict(config)}, out_dir / "run_config.json")
+    saved = out_dir / "run_config.json"
+    if resume and saved.is_file():  # a refused resume leaves the run as it was
+        resume_changes(load_json(saved), {"cmlm": to_dict(config)}, out_dir)
+    save_json({"cmlm": to_dict(config)}, saved)
     teacher_metrics, topk = None, None
     if config.alpha > 0:
         teacher_dir = Path(config.teacher_dir) if config.teacher_dir else out_dir / "teacher"

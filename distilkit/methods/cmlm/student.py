@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from distilkit.methods.cmlm.seq2seq import Seq2Seq, greedy_decode, load_seq2seq
 from distilkit.methods.cmlm.topk_cache import TopKTargets
+from distilkit.settings import ConfigError
 from distilkit.train.losses import mlm_loss, topk_kl_loss
 from distilkit.train.trainer import Objective
 
@@ -144,7 +145,14 @@ class Seq2SeqObjective(Objective):
         self.model.save(folder, tokenizer=self.tokenizer)
 
     def load(self, folder: Path) -> None:
-        self.model.load_state_dict(load_seq2seq(folder).state_dict())
+        saved = load_seq2seq(folder)
+        if saved.config.copy_source != self.model.config.copy_source:
+            flag = "--copy-source" if saved.config.copy_source else "--no-copy-source"
+            raise ConfigError(
+                f"{folder} holds a student saved with copy_source={saved.config.copy_source}: "
+                f"resume with {flag}, or start afresh with --no-resume or another --out"
+            )
+        self.model.load_state_dict(saved.state_dict())
 
 
 __all__ = [
